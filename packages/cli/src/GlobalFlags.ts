@@ -1,0 +1,37 @@
+/**
+ * Flags every `tinyfusion` command understands. Each is a setting that
+ * commands read from their context.
+ */
+import { Effect } from "effect"
+import { Flag, GlobalFlag } from "effect/cli"
+import { backendNames, Compute } from "@tinyfusion/tensor"
+
+export const Backend = GlobalFlag.Setting("backend")({
+  flag: Flag.Literals("backend", ["auto", ...backendNames]).pipe(
+    Flag.withDescription("Compute backend: auto picks the best that initialises here"),
+    Flag.withDefault("auto" as const)
+  )
+})
+
+export const Store = GlobalFlag.Setting("store")({
+  flag: Flag.String("store").pipe(
+    Flag.withDescription("Artifact store directory"),
+    Flag.withDefault("./runs")
+  )
+})
+
+export const LogFormat = GlobalFlag.Setting("log-format")({
+  flag: Flag.Literals("log-format", ["pretty", "json"]).pipe(
+    Flag.withDescription("Log lines for people (pretty) or machines (json)"),
+    Flag.withDefault("pretty" as const)
+  )
+})
+
+export const all = [Backend, Store, LogFormat] as const
+
+/** Provides the Compute layer chosen by --backend. */
+export const withCompute = <A, E, R>(self: Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const choice = yield* Backend
+    return yield* Effect.provide(self, Compute.layer(choice))
+  })

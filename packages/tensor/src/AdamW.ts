@@ -1,0 +1,96 @@
+/**
+ * AdamW with decoupled weight decay (Loshchilov & Hutter), as torch.optim.AdamW:
+ *   p ← p − lr·wd·p;  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;
+ *   p ← p − lr·(m / (1−β1ᵗ)) / (√v / √(1−β2ᵗ) + ε).
+ * Parameters are split into named groups, each with its own learning rate and
+ * weight decay (e.g. TinyFusion's gates at 1e-3 and LoRA at 1e-4).
+ * Pure: returns new params and state; the caller releases the old ones.
+ */
+import * as ParamTree from "./ParamTree.ts"
+import { tf } from "./tf.ts"
+
+export interface Group {
+  readonly name: string
+  /** Which dotted parameter keys belong to this group; the first matching group wins. */
+  readonly includes: (key: string) => boolean
+  readonly lr: number
+  readonly weightDecay: number
+}
+
+export interface Config {
+  readonly beta1: number
+  readonly beta2: number
+  readonly eps: number
+  readonly groups: ReadonlyArray<Group>
+}
+
+export const defaults = { beta1: 0.9, beta2: 0.999, eps: 1e-8 } as const
+
+/** One group for every parameter. */
+export const single = (lr: number, weightDecay = 0): Config => ({
+  ...defaults,
+  groups: [{ name: "all", includes: () => true, lr, weightDecay }]
+})
+
+export interface State {
+  readonly step: number
+  readonly m: ParamTree.ParamTree
+  readonly v: ParamTree.ParamTree
+}
+
+/** Zero moments shaped like the trainable tree. */
+export const init = (params: ParamTree.ParamTree): State => ({
+  step: 0,
+  m: ParamTree.mapTensors(params, (p) => tf.zerosLike(p)) as ParamTree.ParamTree,
+  v: ParamTree.mapTensors(params, (p) => tf.zerosLike(p)) as ParamTree.ParamTree
+})
+
+export const groupOf = (config: Config, key: string): Group => {
+  const group = config.groups.find((g) => g.includes(key))
+  if (group === undefined) throw new Error(`parameter ${key} is in no optimiser group`)
+  return group
+}
+
+/**
+ * One update. `lrScale` multiplies every group's learning rate (the value of a
+ * schedule at this step, relative to the base rates).
+ */
+export function update(
+  config: Config,
+  state: State,
+  params: ParamTree.ParamTree,
+  grads: ParamTree.ParamTree,
+  lrScale = 1
+): { readonly params: ParamTree.ParamTree; readonly state: State } {
+  const t = state.step + 1
+  const bc1 = 1 - config.beta1 ** t
+  const bc2 = 1 - config.beta2 ** t
+  const byKey = (tree: ParamTree.ParamTree, what: string) => {
+    const map = new Map(ParamTree.flattenTensors(tree))
+    return (key: string) => {
+      const x = map.get(key)
+      if (x === undefined) throw new Error(`AdamW: no ${what} for parameter ${key}`)
+      return x
+    }
+  }
+  const grad = byKey(grads, "gradient")
+  const first = byKey(state.m, "first moment")
+  const second = byKey(state.v, "second moment")
+  const next: Array<[string, tf.Tensor]> = []
+  const m1s: Array<[string, tf.Tensor]> = []
+  const v1s: Array<[string, tf.Tensor]> = []
+  for (const [key, p] of ParamTree.flattenTensors(params)) {
+    const g = grad(key)
+    const group = groupOf(config, key)
+    const lr = group.lr * lrScale
+    const decayed = group.weightDecay === 0 ? p : tf.mul(p, 1 - lr * group.weightDecay)
+    const m1 = tf.add(tf.mul(first(key), config.beta1), tf.mul(g, 1 - config.beta1))
+    const v1 = tf.add(tf.mul(second(key), config.beta2), tf.mul(tf.square(g), 1 - config.beta2))
+    const denom = tf.add(tf.div(tf.sqrt(v1), Math.sqrt(bc2)), config.eps)
+    next.push([key, tf.sub(decayed, tf.mul(tf.div(m1, denom), lr / bc1))])
+    m1s.push([key, m1])
+    v1s.push([key, v1])
+  }
+  const tree = (entries: Array<[string, tf.Tensor]>) => ParamTree.unflatten(entries) as ParamTree.ParamTree
+  return { params: tree(next), state: { step: t, m: tree(m1s), v: tree(v1s) } }
+}

@@ -1,0 +1,79 @@
+/**
+ * Timings of the active backend: a square matmul and training steps of the
+ * proxy MLP. Each timed step ends with a device read, so asynchronous
+ * backends (WebGPU) are measured to completion; warm-up steps absorb kernel
+ * compilation.
+ */
+import { Effect } from "effect"
+import { Compute, type ComputeError } from "./Compute.ts"
+import * as ParamTree from "./ParamTree.ts"
+import * as ProxyMlp from "./ProxyMlp.ts"
+import { tf } from "./tf.ts"
+
+export interface Timing {
+  /** Median milliseconds of the timed repetitions. */
+  readonly ms: number
+  readonly repetitions: number
+}
+
+const median = (xs: ReadonlyArray<number>): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  const mid = Math.floor(s.length / 2)
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
+}
+
+/** Times `step` (which must end in a device read) after `warmup` untimed calls. */
+export const time = <E, R>(
+  step: Effect.Effect<unknown, E, R>,
+  options: { readonly warmup: number; readonly repetitions: number }
+): Effect.Effect<Timing, E, R> =>
+  Effect.gen(function*() {
+    for (let i = 0; i < options.warmup; i++) yield* step
+    const samples: Array<number> = []
+    for (let i = 0; i < options.repetitions; i++) {
+      const start = performance.now()
+      yield* step
+      samples.push(performance.now() - start)
+    }
+    return { ms: median(samples), repetitions: options.repetitions }
+  })
+
+/** An n×n float32 matmul; returns its timing and GFLOP/s. */
+export const matmul = (n: number, options: { readonly warmup: number; readonly repetitions: number }) =>
+  Effect.gen(function*() {
+    const compute = yield* Compute
+    const a = tf.randomNormal([n, n], 0, 1, "float32", 1)
+    const b = tf.randomNormal([n, n], 0, 1, "float32", 2)
+    const timing = yield* time(
+      compute.scoped(Effect.gen(function*() {
+        yield* compute.read(tf.slice(tf.matMul(a, b), [0, 0], [1, 1]))
+      })),
+      options
+    ).pipe(Effect.ensuring(Effect.sync(() => tf.dispose([a, b]))))
+    return { ...timing, gflops: (2 * n ** 3) / (timing.ms * 1e6) }
+  })
+
+/** Forward + backward + SGD update of the proxy MLP, per step. */
+export const proxyTraining = (
+  shape: ProxyMlp.Shape,
+  options: { readonly warmup: number; readonly repetitions: number }
+): Effect.Effect<Timing & { readonly loss: number }, ComputeError, Compute> =>
+  Effect.gen(function*() {
+    const compute = yield* Compute
+    let params = ProxyMlp.init(shape, 0)
+    const { x, y } = ProxyMlp.batch(shape, 0)
+    let loss = NaN
+    const step = Effect.gen(function*() {
+      const next = yield* compute.scoped(Effect.gen(function*() {
+        const out = ProxyMlp.sgdStep(params, x, y, 1e-3)
+        loss = (yield* compute.read(out.loss))[0]!
+        return out.params
+      }))
+      ParamTree.dispose(params)
+      params = next
+    })
+    const timing = yield* time(step, options).pipe(
+      Effect.ensuring(Effect.sync(() => (ParamTree.dispose(params), tf.dispose([x, y]))))
+    )
+    return { ...timing, loss }
+  })

@@ -1,0 +1,63 @@
+/**
+ * Gradient utilities: global-norm clipping as torch.nn.utils.clip_grad_norm_
+ * (scale every gradient by max_norm / (‖g‖ + 1e-6) when that is below 1), and a
+ * finiteness check for NaN/Inf steps.
+ */
+import * as ParamTree from "./ParamTree.ts"
+import { tf } from "./tf.ts"
+
+/** √(Σ‖g‖²) over the whole tree, as a scalar tensor. */
+export const globalNorm = (grads: ParamTree.ParamTree): tf.Scalar =>
+  tf.tidy(() => tf.sqrt(sum(ParamTree.leaves(grads).map((g) => tf.sum(tf.square(g))))) as tf.Scalar)
+
+/**
+ * Sum of equally shaped tensors by pairwise tf.add. Not tf.addN: its WebGPU
+ * kernel binds one buffer per input and returns wrong values past the
+ * device's per-stage storage-buffer limit (8 inputs on lavapipe).
+ */
+export const sum = (xs: ReadonlyArray<tf.Tensor>): tf.Tensor => {
+  if (xs.length === 0) throw new Error("sum of no tensors")
+  let level = [...xs]
+  while (level.length > 1) {
+    const next: Array<tf.Tensor> = []
+    for (let i = 0; i < level.length; i += 2) next.push(i + 1 < level.length ? tf.add(level[i]!, level[i + 1]!) : level[i]!)
+    level = next
+  }
+  return level[0]!
+}
+
+/** Clipped gradients and the norm before clipping. Stays on the device (no sync). */
+export function clipByGlobalNorm(
+  grads: ParamTree.ParamTree,
+  maxNorm: number
+): { readonly grads: ParamTree.ParamTree; readonly norm: tf.Scalar } {
+  const norm = globalNorm(grads)
+  const coef = tf.tidy(() => tf.minimum(tf.div(maxNorm, tf.add(norm, 1e-6)), 1))
+  const clipped = ParamTree.mapTensors(grads, (g) => tf.mul(g, coef)) as ParamTree.ParamTree
+  coef.dispose()
+  return { grads: clipped, norm }
+}
+
+/**
+ * The value of a scalar function of a parameter tree and its gradient with
+ * respect to every leaf, as a tree of the same shape (tf.valueAndGrads over
+ * the flattened leaves).
+ */
+export function valueAndGrad(
+  f: (params: ParamTree.ParamTree) => tf.Scalar,
+  params: ParamTree.ParamTree
+): { readonly value: tf.Scalar; readonly grads: ParamTree.ParamTree } {
+  const flat = ParamTree.flattenTensors(params)
+  const rebuild = (xs: ReadonlyArray<tf.Tensor>) =>
+    ParamTree.unflatten(flat.map(([k], i) => [k, xs[i]!] as const)) as ParamTree.ParamTree
+  const { value, grads } = tf.valueAndGrads((...xs: Array<tf.Tensor>) => f(rebuild(xs)))(flat.map(([, t]) => t))
+  return { value: value as tf.Scalar, grads: rebuild(grads) }
+}
+
+/** True when every value of the tensor is finite (one device read). */
+export const allFinite = async (t: tf.Tensor): Promise<boolean> => {
+  const ok = tf.tidy(() => tf.all(tf.isFinite(t)))
+  const [v] = await ok.data()
+  ok.dispose()
+  return v === 1
+}

@@ -1,0 +1,103 @@
+/**
+ * Starting each TensorFlow.js backend in Node. Kept apart from the Compute
+ * service because each backend has its own start-up quirks.
+ */
+import * as os from "node:os"
+import { tf } from "./tf.ts"
+
+export interface StartedBackend {
+  readonly device: string
+  readonly hardware: boolean
+  /** Bytes the device holds when the engine's own figures do not say. */
+  readonly deviceBytes?: () => number
+  readonly teardown?: () => void
+}
+
+const cpuModel = (): string => os.cpus()[0]?.model.trim() ?? "unknown CPU"
+
+export async function startBackend(name: "node-gpu" | "webgpu" | "node" | "wasm" | "cpu"): Promise<StartedBackend> {
+  switch (name) {
+    case "wasm":
+      return startWasm()
+    case "cpu":
+      return startCpu()
+    case "webgpu":
+      return startWebGpu()
+    case "node":
+      return startTfjsNode("@tensorflow/tfjs-node", false)
+    case "node-gpu":
+      return startTfjsNode("@tensorflow/tfjs-node-gpu", true)
+  }
+}
+
+async function activate(tfName: string): Promise<void> {
+  if (!(await tf.setBackend(tfName))) throw new Error(`tfjs could not initialise its ${tfName} backend`)
+  await tf.ready()
+}
+
+async function startWasm(): Promise<StartedBackend> {
+  await import("@tensorflow/tfjs-backend-wasm")
+  await activate("wasm")
+  const simd = await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT")
+  const backend = tf.backend() as unknown as { wasm: { HEAPU8: Uint8Array; tfjs: { getThreadsCount(): number } } }
+  const threads = backend.wasm.tfjs.getThreadsCount()
+  return {
+    device: `WebAssembly${simd ? " SIMD" : ""}, ${threads} thread${threads === 1 ? "" : "s"} on ${cpuModel()}`,
+    hardware: false,
+    deviceBytes: () => backend.wasm.HEAPU8.byteLength
+  }
+}
+
+async function startCpu(): Promise<StartedBackend> {
+  await activate("cpu")
+  // The cpu backend prints an advert for tfjs-node on first use; we choose backends ourselves.
+  ;(tf.backend() as unknown as { firstUse: boolean }).firstUse = false
+  return { device: `JavaScript on ${cpuModel()}`, hardware: false }
+}
+
+interface GpuAdapterLike {
+  readonly info: { readonly vendor: string; readonly architecture: string; readonly device: string; readonly description: string }
+}
+interface GpuLike {
+  requestAdapter(options: { powerPreference: string }): Promise<GpuAdapterLike | null>
+}
+
+// One Dawn instance per process: instances created per layer and later
+// garbage-collected crash the process (SIGSEGV/SIGABRT in Dawn's teardown).
+let dawnGpu: GpuLike | undefined
+
+async function startWebGpu(): Promise<StartedBackend> {
+  // Mesa's Vulkan loader complains on every start when XDG_RUNTIME_DIR is unset.
+  process.env["XDG_RUNTIME_DIR"] ??= os.tmpdir()
+  const dawn = await import("webgpu")
+  const gpu = (dawnGpu ??= dawn.create([]) as unknown as GpuLike)
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" })
+  if (adapter === null) throw new Error("Dawn found no WebGPU adapter (no Vulkan device; install a Vulkan driver)")
+  const info = adapter.info
+  // tfjs-backend-webgpu registers itself at import time only if navigator.gpu exists;
+  // Node 22 defines a read-only navigator, so it is replaced rather than assigned.
+  Object.assign(globalThis, dawn.globals)
+  Object.defineProperty(globalThis, "navigator", { value: { gpu }, configurable: true, writable: true })
+  await import("@tensorflow/tfjs-backend-webgpu")
+  await activate("webgpu")
+  const software = info.architecture === "software" || /llvmpipe|lavapipe|swiftshader/i.test(info.description)
+  const backend = tf.backend() as unknown as { device: { destroy(): void } }
+  return {
+    device: `WebGPU on ${info.description || info.device}${software ? " (software)" : ""}`,
+    hardware: !software,
+    teardown: () => backend.device.destroy()
+  }
+}
+
+async function startTfjsNode(pkg: string, gpu: boolean): Promise<StartedBackend> {
+  // Optional dependencies: present only where their native TensorFlow installed.
+  const specifier: string = pkg
+  try {
+    await import(specifier)
+  } catch (e) {
+    if ((e as { code?: string }).code !== "ERR_MODULE_NOT_FOUND") throw e
+    throw new Error(`${pkg} is not installed (an optional dependency; its install downloads the TensorFlow C library)`)
+  }
+  await activate("tensorflow")
+  return { device: `TensorFlow C library via ${pkg}${gpu ? " (CUDA)" : ""} on ${cpuModel()}`, hardware: gpu }
+}

@@ -1,0 +1,92 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import * as AdamW from "./AdamW.ts"
+import { Compute } from "./Compute.ts"
+import * as Ema from "./Ema.ts"
+import * as Gradients from "./Gradients.ts"
+import * as Schedules from "./Schedules.ts"
+import { tf } from "./tf.ts"
+
+const values = (t: tf.Tensor) => Array.from(t.dataSync())
+
+// torch.optim.AdamW transcribed in float64, one scalar parameter.
+const adamwReference = (p0: number, grads: ReadonlyArray<number>, lr: number, wd: number) => {
+  let [p, m, v] = [p0, 0, 0]
+  grads.forEach((g, i) => {
+    const t = i + 1
+    p *= 1 - lr * wd
+    m = 0.9 * m + 0.1 * g
+    v = 0.999 * v + 0.001 * g * g
+    p -= (lr / (1 - 0.9 ** t)) * (m / (Math.sqrt(v) / Math.sqrt(1 - 0.999 ** t) + 1e-8))
+  })
+  return p
+}
+
+describe("optimisers", () => {
+  it.effect("AdamW: hand-computed first step and the torch recurrence over five", () =>
+    Effect.gen(function*() {
+      const config: AdamW.Config = {
+        ...AdamW.defaults,
+        groups: [
+          { name: "gates", includes: (k) => k.startsWith("gate"), lr: 1e-1, weightDecay: 0.01 },
+          { name: "rest", includes: () => true, lr: 1e-2, weightDecay: 0 }
+        ]
+      }
+      let params = { gate: tf.tensor([1]), w: tf.tensor([1]) } as Record<string, tf.Tensor>
+      let state = AdamW.init(params)
+      const gradSeq = [0.5, -1, 0.25, 2, -0.125]
+      for (const [i, g] of gradSeq.entries()) {
+        const next = AdamW.update(config, state, params, { gate: tf.tensor([g]), w: tf.tensor([g]) })
+        params = next.params as Record<string, tf.Tensor>
+        state = next.state
+        // Step 1 by hand: p = 1·(1 − 0.1·0.01) − 0.1·(0.05/0.1)/(√0.00025/√0.001 + 1e-8) = 0.999 − 0.1 = 0.899
+        if (i === 0) assert.closeTo(values(params["gate"]!)[0]!, 0.899, 1e-6)
+      }
+      assert.strictEqual(state.step, 5)
+      assert.closeTo(values(params["gate"]!)[0]!, adamwReference(1, gradSeq, 1e-1, 0.01), 1e-6)
+      assert.closeTo(values(params["w"]!)[0]!, adamwReference(1, gradSeq, 1e-2, 0), 1e-6)
+    }).pipe(Effect.provide(Compute.cpu)))
+
+  it.effect("EMA, clipping, finiteness", () =>
+    Effect.gen(function*() {
+      assert.closeTo(values(Ema.update({ a: tf.tensor([1]) }, { a: tf.tensor([3]) }, 0.9)["a" as never])[0]!, 1.2, 1e-6)
+      const big = Gradients.clipByGlobalNorm({ a: tf.tensor([3]), b: [tf.tensor([4])] }, 1)
+      assert.closeTo(values(big.norm)[0]!, 5, 1e-6)
+      const clipped = big.grads as { a: tf.Tensor; b: Array<tf.Tensor> }
+      assert.closeTo(values(clipped.a)[0]!, 3 / (5 + 1e-6), 1e-6)
+      assert.closeTo(values(clipped.b[0]!)[0]!, 4 / (5 + 1e-6), 1e-6)
+      const small = Gradients.clipByGlobalNorm({ a: tf.tensor([0.3, 0.4]) }, 1)
+      assert.deepStrictEqual(values((small.grads as { a: tf.Tensor }).a).map((x) => Math.round(x * 1e6) / 1e6), [0.3, 0.4])
+      assert.isTrue(yield* Effect.promise(() => Gradients.allFinite(tf.tensor([1, 2]))))
+      assert.isFalse(yield* Effect.promise(() => Gradients.allFinite(tf.tensor([1, NaN]))))
+      assert.isFalse(yield* Effect.promise(() => Gradients.allFinite(tf.tensor([Infinity]))))
+    }).pipe(Effect.provide(Compute.cpu)))
+
+  it.effect("valueAndGrad differentiates a tree: d/dw Σ(w·x)² = 2x²w", () =>
+    Effect.gen(function*() {
+      const x = tf.tensor([1, 2, 3])
+      const { value, grads } = Gradients.valueAndGrad(
+        (p) => tf.sum(tf.square(tf.mul((p as { w: tf.Tensor }).w, x))) as tf.Scalar,
+        { w: tf.tensor([1, -1, 0.5]) }
+      )
+      assert.closeTo(values(value)[0]!, 1 + 4 + 2.25, 1e-6)
+      assert.deepStrictEqual(values((grads as { w: tf.Tensor }).w), [2, -8, 9])
+    }).pipe(Effect.provide(Compute.cpu)))
+
+  it("schedules", () => {
+    const tau = Schedules.linear({ from: 4, to: 0.1, steps: 100 })
+    assert.strictEqual(tau(0), 4)
+    assert.closeTo(tau(50), 2.05, 1e-12)
+    assert.closeTo(tau(100), 0.1, 1e-12)
+    assert.closeTo(tau(500), 0.1, 1e-12)
+    const lr = Schedules.cosine({ from: 2e-4, to: 1e-4, steps: 100 })
+    assert.closeTo(lr(0), 2e-4, 1e-18)
+    assert.closeTo(lr(50), 1.5e-4, 1e-18)
+    assert.closeTo(lr(25), 1e-4 + 1e-4 * (1 + Math.SQRT1_2) / 2, 1e-18)
+    assert.closeTo(lr(100), 1e-4, 1e-18)
+    const warm = Schedules.cosine({ from: 1, to: 0, steps: 10, warmup: 4 })
+    assert.deepStrictEqual([0, 1, 2, 3].map(warm), [0.25, 0.5, 0.75, 1])
+    assert.closeTo(warm(7), 0.5, 1e-12)
+    assert.strictEqual(Schedules.constant(3)(99), 3)
+  })
+})

@@ -88,6 +88,21 @@ function attention(config: Config.Config, path: string, p: BlockParams["attn"], 
 }
 
 /**
+ * Labels as one-hot rows, built on the host. The embedding lookup is a
+ * matmul with them: tf.gather's gradient needs UnsortedSegmentSum, which the
+ * wasm backend lacks.
+ */
+const oneHot = (labels: ArrayLike<number>, rows: number): tf.Tensor2D => {
+  const out = new Float32Array(labels.length * rows)
+  for (let b = 0; b < labels.length; b++) {
+    const y = labels[b]!
+    if (!Number.isInteger(y) || y < 0 || y >= rows) throw new Error(`label ${y} is outside the ${rows}-row label table`)
+    out[b * rows + y] = 1
+  }
+  return tf.tensor2d(out, [labels.length, rows])
+}
+
+/**
  * Patch, timestep and label embeddings: tokens x [B, T, D] (patches + fixed
  * position embedding) and the conditioning c = t_emb + y_emb [B, D].
  */
@@ -112,7 +127,8 @@ export function embed(
   const freqs = tf.tensor2d(Embeddings.timestepEmbedding(inputs.t), [b, Embeddings.timestepFrequencies])
   const mlp = p.t_embedder.mlp
   const tEmb = linear("t_embedder.mlp.2", mlp["2"], silu(linear("t_embedder.mlp.0", mlp["0"], freqs)))
-  const yEmb = tf.gather(p.y_embedder.embedding_table.weight, tf.tensor1d(Int32Array.from(inputs.y), "int32"))
+  const table = p.y_embedder.embedding_table.weight
+  const yEmb = tf.matMul(oneHot(inputs.y, table.shape[0]!), table)
   return { x, c: tf.add(tEmb, yEmb) as tf.Tensor2D }
 }
 

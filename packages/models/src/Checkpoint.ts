@@ -105,17 +105,16 @@ export interface Loaded {
 }
 
 /**
- * Reads a safetensors checkpoint into a parameter tree for `config`. With a
+ * The parameter tree for `config` from a parsed safetensors file. With a
  * prefix (e.g. "ema." for a training checkpoint that holds model and EMA),
  * only keys under it are read and the prefix is removed. Half-precision
- * tensors are widened to float32 exactly.
+ * tensors arrive widened to float32 (exactly).
  */
-export const decode = Effect.fn("Checkpoint.decode")(function*(
+export const fromFile = Effect.fn("Checkpoint.fromFile")(function*(
   config: Config.Config,
-  bytes: Uint8Array,
+  file: Safetensors.File,
   options: { readonly prefix?: string } = {}
 ) {
-  const file = yield* Safetensors.decode(bytes)
   const prefix = options.prefix ?? ""
   const tensors = new Map<string, HostTensor.HostTensor>()
   const dtypes = new Set<string>()
@@ -130,6 +129,15 @@ export const decode = Effect.fn("Checkpoint.decode")(function*(
     metadata: file.metadata,
     dtypes: [...dtypes].sort()
   } satisfies Loaded
+})
+
+/** Parses safetensors bytes and reads them as `fromFile` does. */
+export const decode = Effect.fn("Checkpoint.decode")(function*(
+  config: Config.Config,
+  bytes: Uint8Array,
+  options: { readonly prefix?: string } = {}
+) {
+  return yield* fromFile(config, yield* Safetensors.decode(bytes), options)
 })
 
 /**

@@ -15,9 +15,9 @@ export const normalKl = (mean1: tf.Tensor, logvar1: tf.Tensor, mean2: tf.Tensor,
     )
   )
 
-/** Φ(x) ≈ ½(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
+/** Φ(x) ≈ ½(1 + tanh(√(2/π)·(x + 0.044715·x³))), computed as σ(2·√(2/π)·(…)), the same function. */
 export const approxStandardNormalCdf = (x: tf.Tensor): tf.Tensor =>
-  tf.mul(0.5, tf.add(1, tf.tanh(tf.mul(Math.sqrt(2 / Math.PI), tf.add(x, tf.mul(0.044715, tf.pow(x, 3)))))))
+  tf.sigmoid(tf.mul(2 * Math.sqrt(2 / Math.PI), tf.add(x, tf.mul(0.044715, tf.mul(tf.mul(x, x), x)))))
 
 /**
  * log P(x) for x in [−1, 1] quantised to 255 steps under N(means, e^(2·logScales)):

@@ -6,6 +6,7 @@ import * as Config from "./Config.ts"
 import * as DiT from "./DiT.ts"
 import * as Embeddings from "./Embeddings.ts"
 import * as Init from "./Init.ts"
+import * as Linear from "./Linear.ts"
 
 const tiny: Config.Config = {
   inputSize: 4,
@@ -200,27 +201,33 @@ describe("DiT", () => {
       assert.throws(() => DiT.forward(tiny, params, { x, t, y }, { gates: tf.ones([3, 2]) as tf.Tensor2D }), /not \[batch 3, depth 3\]/)
     }).pipe(Effect.provide(Compute.wasm)))
 
-  it.effect("a Linear override sees every Linear of the network by its state_dict path", () =>
+  it.effect("a Linear override sees every Linear of the network by its state_dict path, and its result is used", () =>
     Effect.gen(function*() {
       const params = upload(randomHost(tiny, 5))
       const { data, t, y } = inputs(tiny, 2, 6)
+      const x = tf.tensor4d(data, [2, 4, 4, 2])
       const seen: Array<string> = []
-      const plain = tidy(() => DiT.forward(tiny, params, { x: tf.tensor4d(data, [2, 4, 4, 2]), t, y }))
+      const plain = tidy(() => DiT.forward(tiny, params, { x, t, y }))
       const traced = tidy(() =>
-        DiT.forward(tiny, params, { x: tf.tensor4d(data, [2, 4, 4, 2]), t, y }, {
-          linear: (path, layer, input) => {
-            seen.push(path)
-            const [o, i] = layer.weight.shape as [number, number]
-            return tf.add(tf.reshape(tf.matMul(tf.reshape(input, [-1, i]), layer.weight, false, true), [...input.shape.slice(0, -1), o]), layer.bias)
-          }
-        }))
+        DiT.forward(tiny, params, { x, t, y }, { linear: (path, layer, input) => (seen.push(path), Linear.apply(path, layer, input)) }))
       const linears = Checkpoint.referenceShapes(tiny)
         .map(([k]) => k)
         .filter((k) => k.endsWith(".weight") && !k.startsWith("x_embedder") && !k.startsWith("y_embedder"))
         .map((k) => k.slice(0, -".weight".length))
       assert.deepStrictEqual([...seen].sort(), [...linears].sort())
-      const a = plain.dataSync()
-      traced.dataSync().forEach((v, i) => assert.closeTo(v, a[i]!, 1e-6))
+      assert.deepStrictEqual(traced.dataSync(), plain.dataSync())
+      // Zeroing the last block's fc2 through the override is the model with that weight and bias zeroed.
+      const zeroed = (path: string, layer: Linear.Params, input: tf.Tensor) =>
+        path === "blocks.2.mlp.fc2" ? tf.zeros([...input.shape.slice(0, -1), layer.weight.shape[0]!]) : Linear.apply(path, layer, input)
+      const viaOverride = tidy(() => DiT.forward(tiny, params, { x, t, y }, { linear: zeroed }))
+      const weights = randomHost(tiny, 5)
+      for (const k of ["blocks.2.mlp.fc2.weight", "blocks.2.mlp.fc2.bias"]) {
+        const w = weights.get(k)!
+        weights.set(k, HostTensor.float32(w.shape, new Float32Array(w.data.length)))
+      }
+      const edited = tidy(() => DiT.forward(tiny, upload(weights), { x, t, y }))
+      assert.deepStrictEqual(viaOverride.dataSync(), edited.dataSync())
+      assert.notDeepEqual(viaOverride.dataSync(), plain.dataSync())
     }).pipe(Effect.provide(Compute.wasm)))
 
   it.effect("reference initialisation: output 0, blocks start as identities, the init's distributions", () =>

@@ -130,7 +130,9 @@ export class ArtifactStore extends Context.Service<ArtifactStore, {
   readonly keep: (run: string, keys: ReadonlyArray<string>) => Effect.Effect<RunRecord, StoreError.StoreError>
   readonly runs: Effect.Effect<ReadonlyArray<RunRecord>, StoreError.StoreError>
   /** Removes what no kept run references; with `dryRun`, only says what it would remove. */
-  readonly gc: (options: { readonly dryRun: boolean }) => Effect.Effect<ReadonlyArray<Removal>, StoreError.StoreError>
+  readonly gc: (
+    options: { readonly dryRun: boolean }
+  ) => Effect.Effect<ReadonlyArray<Removal>, StoreError.StoreError | CorruptArtifact>
 }>()("@tinyfusion/core/ArtifactStore") {
   /** The store in directory `root` (created when first written). */
   static layer(root: string, options: Options = {}): Layer.Layer<ArtifactStore, never, FileSystem.FileSystem | Path.Path> {
@@ -437,6 +439,18 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
     }
     for (const record of records) for (const key of record.keys) visit(key)
     for (const key of locks.live) visit(key)
+    // A kept artifact whose manifest is unreadable hides its inputs: removing
+    // them could throw away expensive upstream work, so gc stops instead.
+    for (const key of kept) {
+      const seen = inspections.get(key)
+      if (seen?._tag === "Corrupt") {
+        return yield* new CorruptArtifact({
+          key,
+          path: artifactDir(key),
+          reason: `${seen.reason}; gc cannot tell its inputs, rerun its stage first`
+        })
+      }
+    }
     const removals: Array<Removal> = []
     for (const key of keys) if (!kept.has(key)) removals.push({ path: artifactDir(key), what: "artifact" })
     for (const key of yield* listDir(dirs.checkpoints)) {
@@ -445,10 +459,14 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
       if (!kept.has(key) || finished) removals.push({ path: path.join(dirs.checkpoints, key), what: "checkpoints" })
     }
     for (const name of yield* listDir(dirs.tmp)) {
+      const at = path.join(dirs.tmp, name)
       const owner = scratchOwner(name)
-      if (owner === undefined || owner.host !== os.hostname() || !Lock.isAlive(owner.pid)) {
-        removals.push({ path: path.join(dirs.tmp, name), what: "scratch" })
-      }
+      // Another host's writer cannot be asked whether it lives: its scratch goes once as old as a stale lock.
+      const gone = owner !== undefined && owner.host === os.hostname()
+        ? !Lock.isAlive(owner.pid)
+        : Date.now() - Option.getOrElse((yield* io("stat", at, fs.stat(at))).mtime, () => new Date()).valueOf() >
+          lockOptions.staleMillis
+      if (gone) removals.push({ path: at, what: "scratch" })
     }
     for (const at of locks.stale) removals.push({ path: at, what: "stale lock" })
     if (!options.dryRun) {

@@ -41,6 +41,8 @@ const decodeHolder = Schema.decodeUnknownOption(Schema.fromJsonString(Holder))
 
 /** True while a process with this pid exists on this host. */
 export const isAlive = (pid: number): boolean => {
+  // kill(0 or negative) signals process groups: never a lock holder.
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false
   try {
     process.kill(pid, 0)
     return true

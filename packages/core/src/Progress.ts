@@ -81,12 +81,13 @@ export const make = Effect.fnUntraced(function*(label: string, total: number, st
   const began = yield* Clock.currentTimeMillis
   let lastShown = Number.NEGATIVE_INFINITY
   let latest: Figures = { label, done: start, total, start, elapsedMillis: 0 }
+  let shown: Figures | undefined
   const show = (f: Figures) =>
-    display === "bar"
+    Effect.andThen(Effect.sync(() => void (shown = f)), display === "bar"
       ? Effect.sync(() => process.stderr.write(`\r${label} ${bar(f.done / Math.max(f.total, 1), 24)} ${describe(f)}\x1b[K`))
       : display === "lines"
       ? Effect.logInfo(`${label} ${describe(f)}`)
-      : Effect.void
+      : Effect.void)
   const update = (done: number, extra?: Readonly<Record<string, number>>) =>
     Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
@@ -98,7 +99,7 @@ export const make = Effect.fnUntraced(function*(label: string, total: number, st
       yield* show(latest)
     })
   const finish = Effect.gen(function*() {
-    yield* show(latest)
+    if (shown !== latest) yield* show(latest)
     if (display === "bar") yield* Effect.sync(() => process.stderr.write("\n"))
   })
   return { update, finish } satisfies Progress

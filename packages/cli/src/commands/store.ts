@@ -84,7 +84,7 @@ const verify = Command.make("verify", {}, () =>
 
 const gc = Command.make(
   "gc",
-  { dryRun: Flag.Boolean("dry-run").pipe(Flag.withDescription("Only list what would be removed")) },
+  { dryRun: Flag.Boolean("dry-run").pipe(Flag.withDescription("Only list what would be removed"), Flag.withDefault(false)) },
   ({ dryRun }) =>
     Effect.gen(function*() {
       const store = yield* ArtifactStore

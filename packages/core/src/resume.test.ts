@@ -95,7 +95,7 @@ describe("resume across processes", () => {
             assert.isTrue(HostTensor.bitEqual(got.params.get(name)!, tensor), `seed ${seed}, kill at ${killAt}: ${name} differs`)
           }
           const listed = yield* Effect.gen(function*() {
-            return yield* (yield* ArtifactStore).list
+            return yield* (yield* ArtifactStore).list({ hash: true })
           }).pipe(Effect.provide(ArtifactStore.layer(store)))
           assert.deepStrictEqual(listed.map((a) => a.inspection._tag), ["Valid", "Valid"])
         }

@@ -131,7 +131,7 @@ export const key = Effect.fn("Stage.key")(function*<C, CE>(
 })
 
 /** An Artifact view of a verified manifest directory. */
-export const artifact = <O>(
+const artifact = <O>(
   store: ArtifactStore["Service"],
   dir: string,
   manifest: Manifest.Manifest,

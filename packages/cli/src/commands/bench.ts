@@ -1,10 +1,13 @@
 /**
  * `tinyfusion bench …` (also `pnpm bench …`): speed figures, printed, never
  * asserted. `compute` times the residual-MLP proxy training step on each
- * backend that initialises here; `dit` times DiT forwards and training steps.
+ * backend that initialises here; `store` times writing, verifying and
+ * reading a tensor artifact; `dit` times DiT forwards and training steps.
  */
 import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
+import * as os from "node:os"
+import { StoreBenchmark } from "@tinyfusion/core"
 import { GaussianDiffusion, Training } from "@tinyfusion/diffusion"
 import { Checkpoint, Config, DiT, Init } from "@tinyfusion/models"
 import { AdamW, Benchmark, backendNames, Compute, ParamTree, Rng, tf } from "@tinyfusion/tensor"
@@ -46,6 +49,23 @@ const compute = Command.make(
       yield* Console.log(Table.render(["backend", "device", "ms/step", "steps timed"], rows))
     })
 ).pipe(Command.withDescription("Time the 28-layer residual MLP proxy (fwd + bwd + update) on each backend"))
+
+const store = Command.make(
+  "store",
+  {
+    mib: Flag.Int("mib").pipe(Flag.withDefault(256), Flag.withDescription("Artifact size in MiB (float32 tensors)")),
+    dir: Flag.String("dir").pipe(Flag.withDefault(os.tmpdir()), Flag.withDescription("Directory for the temporary store (its disk is measured)"))
+  },
+  (o) =>
+    Effect.gen(function*() {
+      const figures = yield* Effect.scoped(StoreBenchmark.measure(o.mib, o.dir))
+      yield* Console.log(`one ${o.mib} MiB tensor artifact in a store under ${o.dir}`)
+      yield* Console.log(Table.render(
+        ["operation", "ms", "MiB/s"],
+        figures.map((f) => [f.operation, Table.fixed(f.ms, 0), Table.fixed(f.mibPerSecond, 0)])
+      ))
+    })
+).pipe(Command.withDescription("Time committing, verifying and reading back a tensor artifact"))
 
 /** 2 × multiply–adds of one DiT forward: embeddings, per block the Linears and attention, the final layer. */
 const forwardFlops = (c: Config.Config, batch: number): number => {
@@ -218,5 +238,5 @@ const dit = Command.make(
 
 export const bench = Command.make("bench").pipe(
   Command.withDescription("Speed benchmarks (figures only; nothing is asserted)"),
-  Command.withSubcommands([compute, dit])
+  Command.withSubcommands([compute, store, dit])
 )

@@ -60,6 +60,11 @@ describe("Safetensors", () => {
       assert.deepStrictEqual(file.metadata, { step: "3" })
       // Deterministic bytes: the same tensors in another order encode identically.
       assert.deepStrictEqual(Safetensors.encode([["ids", b], ["w", a]], { metadata: { step: "3" } }), bytes)
+      // A Node Buffer inside a larger pool (what file reads return) decodes the same.
+      const pooled = Buffer.concat([Buffer.alloc(24, 7), Buffer.from(bytes)]).subarray(24)
+      const fromBuffer = yield* Safetensors.decode(pooled)
+      assert.isTrue(HostTensor.bitEqual(fromBuffer.tensors.get("w")!, a))
+      assert.isTrue(HostTensor.bitEqual(fromBuffer.tensors.get("ids")!, b))
     }))
 
   it.effect("decodes from a Node Buffer (a view into a larger pool), as fs.readFile returns", () =>

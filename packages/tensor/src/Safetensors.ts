@@ -89,8 +89,8 @@ export const decode = Effect.fn("Safetensors.decode")(function*(bytes: Uint8Arra
 function convert(dtype: Dtype, shape: ReadonlyArray<number>, raw: Uint8Array): HostTensor {
   const n = numel(shape)
   // Copy first: the raw span may not be aligned for a typed-array view. Not
-  // raw.slice(): on a Node Buffer (fs.readFile's result) it is a view, not a copy.
-  const buf = Uint8Array.prototype.slice.call(raw).buffer
+  // raw.slice(): on a Node Buffer (what file reads return) it is a view of the whole pool.
+  const buf = new Uint8Array(raw).buffer
   switch (dtype) {
     case "F32":
       return float32(shape, new Float32Array(buf))

@@ -62,6 +62,19 @@ describe("Safetensors", () => {
       assert.deepStrictEqual(Safetensors.encode([["ids", b], ["w", a]], { metadata: { step: "3" } }), bytes)
     }))
 
+  it.effect("F64 tensors round trip exactly and also read as float32", () =>
+    Effect.gen(function*() {
+      const values = new Float64Array([1 / 3, -1e300, 2 ** -1074, 0.1])
+      const bytes = Safetensors.encode([["x", { dtype: "float64", shape: [2, 2], data: values }]])
+      // 1/3 as a double is 0x3fd5555555555555, little-endian.
+      assert.deepStrictEqual([...bytes.subarray(bytes.length - 32, bytes.length - 24)], [0x55, 0x55, 0x55, 0x55, 0x55, 0x55, 0xd5, 0x3f])
+      const file = yield* Safetensors.decode(bytes)
+      assert.strictEqual(file.dtypes.get("x"), "F64")
+      assert.deepStrictEqual([...file.float64.get("x")!], [...values])
+      assert.deepStrictEqual(file.tensors.get("x")!.shape, [2, 2])
+      assert.deepStrictEqual([...file.tensors.get("x")!.data], [...Float32Array.from(values)])
+    }))
+
   it.effect("F16 and BF16 writing rounds to nearest even", () =>
     Effect.gen(function*() {
       const values = new Float32Array([1 + 2 ** -11, 1 + 3 * 2 ** -11, 2 ** -24, 65504, 65520, -0, 1 / 3])

@@ -66,9 +66,10 @@ export function pivotedCholesky(a: Float64Array, n: number): PivotedCholesky {
 
 /**
  * Lᵀ·(Pᵀ·B·P)·L for the factor of `pivotedCholesky` (n×r) and a symmetric n×n B:
- * an r×r symmetric matrix with the same nonzero eigenvalues as A·B. Every
- * entry is a dot product of two contiguous rows (of Lᵀ, of the permuted B or
- * of (B·L)ᵀ), skipping the zeros of the trapezoidal L.
+ * an r×r symmetric matrix with the same nonzero eigenvalues as A·B. Both
+ * products are dot products of contiguous rows (of Lᵀ, of the permuted B, of
+ * (B·L)ᵀ), computed by `productNT`; row t of Lᵀ is zero before column t, which
+ * lets each dot product start at the block's first nonzero column.
  */
 export function congruence(chol: PivotedCholesky, b: Float64Array, n: number): Float64Array {
   const { rank: r, factor: l, perm } = chol
@@ -79,57 +80,89 @@ export function congruence(chol: PivotedCholesky, b: Float64Array, n: number): F
     const from = perm[i]! * n
     for (let k = 0; k < n; k++) bp[i * n + k] = b[from + perm[k]!]!
   }
-  // (B·L)ᵀ[j][i] = Σ_{k ≥ j} Bp[i][k]·L[k][j].
+  // (B·L)ᵀ[j][i] = Σ_k Bp[i][k]·Lᵀ[j][k].
   const blt = new Float64Array(r * n)
-  for (let j = 0; j < r; j++) rowDots(bp, j, n, n, lt, j * n + j, n - j, blt, j * n)
-  // M[x][y] = Σ_{k ≥ x} L[k][x]·(B·L)[k][y], for y ≥ x, mirrored.
+  productNT({ a: bp, rows: n, leadingZeros: false }, { a: lt, rows: r, leadingZeros: true }, n, blt, 1, n, false)
+  // M[x][y] = Σ_k Lᵀ[x][k]·(B·L)ᵀ[y][k], upper triangle, mirrored.
   const m = new Float64Array(r * r)
-  for (let x = 0; x < r; x++) {
-    rowDots(blt, x * n + x, n, r - x, lt, x * n + x, n - x, m, x * r + x)
-    for (let y = x + 1; y < r; y++) m[y * r + x] = m[x * r + y]!
-  }
+  productNT({ a: lt, rows: r, leadingZeros: true }, { a: blt, rows: r, leadingZeros: false }, n, m, r, 1, true)
+  for (let x = 0; x < r; x++) for (let y = x + 1; y < r; y++) m[y * r + x] = m[x * r + y]!
   return m
 }
 
+interface Rows {
+  readonly a: Float64Array
+  readonly rows: number
+  /** Row t is zero in columns before t. */
+  readonly leadingZeros: boolean
+}
+
+/** Rows of `right` per cache block (16 rows of 2048 doubles: 256 KiB). */
+const RIGHT_BLOCK = 16
+
 /**
- * out[o + c] = Σ_i a[a0 + c·stride + i]·v[v0 + i] for c < count, i < length:
- * `count` rows of `a` against one vector, four rows per pass so each value of
- * v read from memory feeds four products (the loops are memory-bound otherwise).
+ * out[p·pStride + q·qStride] = Σ_k left[p][k]·right[q][k] over rows of length
+ * n (C = A·Bᵀ), skipping (p, q) with p > q when `upper`. A block of rows of
+ * `right` stays in cache while every row of `left` passes it, four by four
+ * against four: each value loaded feeds four products, where a plain dot
+ * product would be bound by memory.
  */
-function rowDots(
-  a: Float64Array,
-  a0: number,
-  stride: number,
-  count: number,
-  v: Float64Array,
-  v0: number,
-  length: number,
-  out: Float64Array,
-  o: number
-): void {
-  let c = 0
-  for (; c + 3 < count; c += 4) {
-    const r0 = a0 + c * stride
-    const r1 = r0 + stride
-    const r2 = r1 + stride
-    const r3 = r2 + stride
-    let s0 = 0
-    let s1 = 0
-    let s2 = 0
-    let s3 = 0
-    for (let i = 0; i < length; i++) {
-      const x = v[v0 + i]!
-      s0 += a[r0 + i]! * x
-      s1 += a[r1 + i]! * x
-      s2 += a[r2 + i]! * x
-      s3 += a[r3 + i]! * x
+function productNT(left: Rows, right: Rows, n: number, out: Float64Array, pStride: number, qStride: number, upper: boolean): void {
+  const A = left.a
+  const B = right.a
+  for (let q0 = 0; q0 < right.rows; q0 += RIGHT_BLOCK) {
+    const q1 = Math.min(right.rows, q0 + RIGHT_BLOCK)
+    const pEnd = upper ? Math.min(left.rows, q1) : left.rows
+    for (let p = 0; p < pEnd; p += 4) {
+      // Rows past the end repeat the last one; their sums are not stored.
+      const pa = Math.min(p, left.rows - 1) * n
+      const pb = Math.min(p + 1, left.rows - 1) * n
+      const pc = Math.min(p + 2, left.rows - 1) * n
+      const pd = Math.min(p + 3, left.rows - 1) * n
+      for (let q = q0; q < q1; q += 4) {
+        if (upper && q + 3 < p) continue
+        const qa = Math.min(q, q1 - 1) * n
+        const qb = Math.min(q + 1, q1 - 1) * n
+        const qc = Math.min(q + 2, q1 - 1) * n
+        const qd = Math.min(q + 3, q1 - 1) * n
+        const from = Math.max(left.leadingZeros ? p : 0, right.leadingZeros ? q : 0)
+        let s00 = 0, s01 = 0, s02 = 0, s03 = 0
+        let s10 = 0, s11 = 0, s12 = 0, s13 = 0
+        let s20 = 0, s21 = 0, s22 = 0, s23 = 0
+        let s30 = 0, s31 = 0, s32 = 0, s33 = 0
+        for (let k = from; k < n; k++) {
+          const a0 = A[pa + k]!
+          const a1 = A[pb + k]!
+          const a2 = A[pc + k]!
+          const a3 = A[pd + k]!
+          const b0 = B[qa + k]!
+          const b1 = B[qb + k]!
+          const b2 = B[qc + k]!
+          const b3 = B[qd + k]!
+          s00 += a0 * b0
+          s01 += a0 * b1
+          s02 += a0 * b2
+          s03 += a0 * b3
+          s10 += a1 * b0
+          s11 += a1 * b1
+          s12 += a1 * b2
+          s13 += a1 * b3
+          s20 += a2 * b0
+          s21 += a2 * b1
+          s22 += a2 * b2
+          s23 += a2 * b3
+          s30 += a3 * b0
+          s31 += a3 * b1
+          s32 += a3 * b2
+          s33 += a3 * b3
+        }
+        const sums = [s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33]
+        for (let i = 0; i < 4 && p + i < pEnd; i++) {
+          for (let j = 0; j < 4 && q + j < q1; j++) out[(p + i) * pStride + (q + j) * qStride] = sums[i * 4 + j]!
+        }
+      }
     }
-    out[o + c] = s0
-    out[o + c + 1] = s1
-    out[o + c + 2] = s2
-    out[o + c + 3] = s3
   }
-  for (; c < count; c++) out[o + c] = dot(a, a0 + c * stride, v, v0, length)
 }
 
 /** Σ x[xs + i]·y[ys + i] for i < length, four partial sums for instruction-level parallelism. */

@@ -185,7 +185,7 @@ function dot(x: Float64Array, xs: number, y: Float64Array, ys: number, length: n
 /**
  * The eigenvalues of a symmetric n×n matrix (only its lower triangle is
  * read; the input is not modified), in ascending order, or undefined when the
- * QL iteration does not converge in 50 sweeps for some eigenvalue.
+ * QL iteration needs more than 50 iterations for some eigenvalue.
  */
 export function symmetricEigenvalues(input: Float64Array, n: number): Float64Array | undefined {
   const a = Float64Array.from(input)

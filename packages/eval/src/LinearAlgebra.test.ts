@@ -36,6 +36,14 @@ describe("LinearAlgebra", () => {
     for (let k = 1; k <= n; k++) assert.closeTo(eigenvalues[k - 1]!, 2 - 2 * Math.cos((k * Math.PI) / (n + 1)), 1e-13)
   })
 
+  it("a diagonal matrix (no reflection needed) and a 2×2 block: eigenvalues exact", () => {
+    assert.deepStrictEqual([...LinearAlgebra.symmetricEigenvalues(Float64Array.from([3, 0, 0, 0, -1, 0, 0, 0, 2]), 3)!], [-1, 2, 3])
+    // [[2, 1], [1, 2]] beside a zero row and column: eigenvalues 0, 1, 3.
+    const blocks = Float64Array.from([0, 0, 0, 0, 2, 1, 0, 1, 2])
+    const eigenvalues = LinearAlgebra.symmetricEigenvalues(blocks, 3)!
+    for (const [i, expected] of [0, 1, 3].entries()) assert.closeTo(eigenvalues[i]!, expected, 1e-15)
+  })
+
   it("eigenvalues of a dense symmetric matrix keep its trace and Frobenius norm, in ascending order", () => {
     for (const n of [1, 2, 5, 40]) {
       const a = randomSymmetric(n, n)

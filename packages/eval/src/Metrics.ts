@@ -51,7 +51,7 @@ export const collector = (dims: Dimensions, input = "samples"): Collector => {
   const spatial = FeatureStatistics.accumulator(dims.spatial, `${input}.spatial`)
   const pooledRows: Array<Matrix.Matrix> = []
   const probabilityRows: Array<Matrix.Matrix> = []
-  const add = Effect.fn("Metrics.collect")(function*(batch: FeatureBatch) {
+  const add = Effect.fn("Metrics.Collector.add")(function*(batch: FeatureBatch) {
     const n = batch.pooled.rows
     for (const [name, m] of [["spatial", batch.spatial], ["probabilities", batch.probabilities]] as const) {
       if (m.rows !== n) {

@@ -73,6 +73,21 @@ describe("Safetensors", () => {
       assert.deepStrictEqual([...file.float64.get("x")!], [...values])
       assert.deepStrictEqual(file.tensors.get("x")!.shape, [2, 2])
       assert.deepStrictEqual([...file.tensors.get("x")!.data], [...Float32Array.from(values)])
+      // From a Node Buffer inside a larger pool, as fs.readFile returns: the exact values still.
+      const pool = Buffer.alloc(bytes.length + 64, 0xff)
+      pool.set(bytes, 24)
+      const fromPool = yield* Safetensors.decode(pool.subarray(24, 24 + bytes.length))
+      assert.deepStrictEqual([...fromPool.float64.get("x")!], [...values])
+    }))
+
+  it.effect("decodes from a Node Buffer (a view into a larger pool), as fs.readFile returns", () =>
+    Effect.gen(function*() {
+      const a = HostTensor.float32([3], new Float32Array([1.5, -2, 3.25]))
+      const bytes = Safetensors.encode([["a", a]])
+      const pool = Buffer.alloc(bytes.length + 64, 0xff)
+      pool.set(bytes, 16)
+      const file = yield* Safetensors.decode(pool.subarray(16, 16 + bytes.length))
+      assert.isTrue(HostTensor.bitEqual(file.tensors.get("a")!, a))
     }))
 
   it.effect("F16 and BF16 writing rounds to nearest even", () =>

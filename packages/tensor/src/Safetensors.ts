@@ -90,7 +90,9 @@ export const decode = Effect.fn("Safetensors.decode")(function*(bytes: Uint8Arra
     spans.push([begin, end, name])
     dtypes.set(name, entry.dtype)
     tensors.set(name, convert(entry.dtype, entry.shape, bytes.subarray(dataStart + begin, dataStart + end)))
-    if (entry.dtype === "F64") float64.set(name, new Float64Array(bytes.slice(dataStart + begin, dataStart + end).buffer))
+    if (entry.dtype === "F64") {
+      float64.set(name, new Float64Array(Uint8Array.prototype.slice.call(bytes, dataStart + begin, dataStart + end).buffer))
+    }
   }
   spans.sort((a, b) => a[0] - b[0])
   for (let i = 1; i < spans.length; i++) {
@@ -101,8 +103,9 @@ export const decode = Effect.fn("Safetensors.decode")(function*(bytes: Uint8Arra
 
 function convert(dtype: Dtype, shape: ReadonlyArray<number>, raw: Uint8Array): HostTensor {
   const n = numel(shape)
-  // Copy first: the raw span may not be aligned for a typed-array view.
-  const buf = raw.slice().buffer
+  // Copy first: the raw span may not be aligned for a typed-array view. Not
+  // raw.slice(): on a Node Buffer (fs.readFile's result) it is a view, not a copy.
+  const buf = Uint8Array.prototype.slice.call(raw).buffer
   switch (dtype) {
     case "F32":
       return float32(shape, new Float32Array(buf))

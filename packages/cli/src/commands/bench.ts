@@ -1,11 +1,14 @@
 /**
  * `tinyfusion bench …` (also `pnpm bench …`): speed figures, printed, never
  * asserted. `compute` times the residual-MLP proxy training step on each
- * backend that initialises here; `fid` times the float64 feature statistics
- * and the Fréchet distance (host CPU only).
+ * backend that initialises here; `store` times writing, verifying and
+ * reading a tensor artifact; `fid` times the float64 feature statistics and
+ * the Fréchet distance (host CPU only).
  */
 import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
+import * as os from "node:os"
+import { StoreBenchmark } from "@tinyfusion/core"
 import { FeatureStatistics, FrechetDistance, Matrix } from "@tinyfusion/eval"
 import { Benchmark, backendNames, Compute, Rng } from "@tinyfusion/tensor"
 import * as Table from "../Table.ts"
@@ -102,7 +105,24 @@ const fid = Command.make(
     })
 ).pipe(Command.withDescription("Time float64 feature statistics and the Fréchet distance (default: 2048-dimensional features)"))
 
+const store = Command.make(
+  "store",
+  {
+    mib: Flag.Int("mib").pipe(Flag.withDefault(256), Flag.withDescription("Artifact size in MiB (float32 tensors)")),
+    dir: Flag.String("dir").pipe(Flag.withDefault(os.tmpdir()), Flag.withDescription("Directory for the temporary store (its disk is measured)"))
+  },
+  (o) =>
+    Effect.gen(function*() {
+      const figures = yield* Effect.scoped(StoreBenchmark.measure(o.mib, o.dir))
+      yield* Console.log(`one ${o.mib} MiB tensor artifact in a store under ${o.dir}`)
+      yield* Console.log(Table.render(
+        ["operation", "ms", "MiB/s"],
+        figures.map((f) => [f.operation, Table.fixed(f.ms, 0), Table.fixed(f.mibPerSecond, 0)])
+      ))
+    })
+).pipe(Command.withDescription("Time committing, verifying and reading back a tensor artifact"))
+
 export const bench = Command.make("bench").pipe(
   Command.withDescription("Speed benchmarks (figures only; nothing is asserted)"),
-  Command.withSubcommands([compute, fid])
+  Command.withSubcommands([compute, store, fid])
 )

@@ -233,10 +233,10 @@ export function keepBlocks(
 /** Keys that are not trained (DiT's pos_embed has requires_grad=False). */
 export const frozenKeys = ["pos_embed"] as const
 
-/** The trainable sub-tree and the frozen one, sharing tensors with the input. */
+/** The trainable sub-tree and the frozen one (empty for a tree without pos_embed), sharing tensors with the input. */
 export function split(tree: ParamTree.ParamTree): { readonly trainable: ParamTree.ParamTree; readonly frozen: ParamTree.ParamTree } {
-  const { pos_embed, ...trainable } = params(tree)
-  return { trainable: trainable as unknown as ParamTree.ParamTree, frozen: { pos_embed } }
+  const { pos_embed, ...trainable } = tree as Record<string, ParamTree.ParamTree>
+  return { trainable, frozen: pos_embed === undefined ? {} : { pos_embed } }
 }
 
 /** The inverse of split. */

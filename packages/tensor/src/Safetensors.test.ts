@@ -62,6 +62,16 @@ describe("Safetensors", () => {
       assert.deepStrictEqual(Safetensors.encode([["ids", b], ["w", a]], { metadata: { step: "3" } }), bytes)
     }))
 
+  it.effect("decodes from a Node Buffer (a view into a larger pool), as fs.readFile returns", () =>
+    Effect.gen(function*() {
+      const a = HostTensor.float32([3], new Float32Array([1.5, -2, 3.25]))
+      const bytes = Safetensors.encode([["a", a]])
+      const pool = Buffer.alloc(bytes.length + 64, 0xff)
+      pool.set(bytes, 16)
+      const file = yield* Safetensors.decode(pool.subarray(16, 16 + bytes.length))
+      assert.isTrue(HostTensor.bitEqual(file.tensors.get("a")!, a))
+    }))
+
   it.effect("F16 and BF16 writing rounds to nearest even", () =>
     Effect.gen(function*() {
       const values = new Float32Array([1 + 2 ** -11, 1 + 3 * 2 ** -11, 2 ** -24, 65504, 65520, -0, 1 / 3])

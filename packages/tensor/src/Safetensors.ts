@@ -88,8 +88,9 @@ export const decode = Effect.fn("Safetensors.decode")(function*(bytes: Uint8Arra
 
 function convert(dtype: Dtype, shape: ReadonlyArray<number>, raw: Uint8Array): HostTensor {
   const n = numel(shape)
-  // Copy first: the raw span may not be aligned for a typed-array view.
-  const buf = raw.slice().buffer
+  // Copy first: the raw span may not be aligned for a typed-array view. Not
+  // raw.slice(): on a Node Buffer (fs.readFile's result) it is a view, not a copy.
+  const buf = Uint8Array.prototype.slice.call(raw).buffer
   switch (dtype) {
     case "F32":
       return float32(shape, new Float32Array(buf))

@@ -133,7 +133,8 @@ export function moments(features: Float32Array, count: number, dim: number): Mom
 /**
  * The reference batch of a set of real images: mu, sigma (pooled), mu_s,
  * sigma_s (spatial) and the pooled features `pool` [N, poolDim], as a host
- * tree for a safetensors artifact (ADM's VIRTUAL_imagenet256_labeled.npz).
+ * tree for a safetensors artifact (ADM's VIRTUAL_imagenet256_labeled.npz);
+ * with the features it was computed from.
  */
 export const reference = Effect.fn("FeatureExtractor.reference")(function*(set: Images.ImageSet, batchSize: number) {
   const extractor = yield* FeatureExtractor
@@ -149,5 +150,16 @@ export const reference = Effect.fn("FeatureExtractor.reference")(function*(set: 
     sigma_s: f32([extractor.spatialDim, extractor.spatialDim], spatial.covariance),
     pool: f32([set.count, extractor.poolDim], features.pool)
   }
-  return tree
+  return { tree, features }
 })
+
+/** Share of rows whose most probable class is the label. */
+export function topOneAccuracy(probs: Float32Array, labels: Int32Array, classes: number): number {
+  let correct = 0
+  for (let n = 0; n < labels.length; n++) {
+    let best = 0
+    for (let k = 1; k < classes; k++) if (probs[n * classes + k]! > probs[n * classes + best]!) best = k
+    if (best === labels[n]) correct++
+  }
+  return correct / labels.length
+}

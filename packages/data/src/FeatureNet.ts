@@ -10,7 +10,7 @@
  *   → SiLU → global average pool (pooled features) → fc (logits)
  */
 import { Effect, Schema } from "effect"
-import { AdamW, Compute, type ComputeError, Gradients, ParamTree, Rng, tf, tidy } from "@tinyfusion/tensor"
+import { AdamW, Compute, Gradients, ParamTree, Rng, tf, tidy } from "@tinyfusion/tensor"
 import * as Batches from "./Batches.ts"
 import type * as Images from "./Images.ts"
 import * as Nn from "./Nn.ts"
@@ -89,7 +89,7 @@ export const TrainConfig = Schema.Struct({
 })
 export type TrainConfig = typeof TrainConfig.Type
 
-export const miniTraining: TrainConfig = { seed: 0, steps: 2000, batchSize: 64, lr: 3e-3, weightDecay: 1e-4, clip: 1 }
+export const miniTraining: TrainConfig = { seed: 0, steps: 3000, batchSize: 64, lr: 3e-3, weightDecay: 1e-4, clip: 1 }
 
 export interface TrainState {
   readonly step: number
@@ -155,25 +155,4 @@ export const train = Effect.fn("FeatureNet.train")(function*(
     }
   }
   return state
-})
-
-/** Share of the set's images whose arg-max class is the label. */
-export const accuracy = Effect.fn("FeatureNet.accuracy")(function*(
-  config: Config,
-  tree: ParamTree.ParamTree,
-  set: Images.ImageSet,
-  batchSize: number
-): Effect.fn.Return<number, ComputeError, Compute> {
-  const compute = yield* Compute
-  let correct = 0
-  for (let start = 0; start < set.count; start += batchSize) {
-    const batch = Batches.range(set, start, batchSize)
-    const predicted = yield* compute.scoped(
-      compute.read(tf.argMax(forward(config, tree, tf.tensor4d(batch.images, [...batch.shape])).logits, 1))
-    )
-    predicted.forEach((k, i) => {
-      if (k === batch.labels[i]) correct++
-    })
-  }
-  return correct / set.count
 })

@@ -29,7 +29,7 @@ const extensions = new Set([".png", ".jpg", ".jpeg"])
 
 const decodeImage = (bytes: Uint8Array, file: string): Effect.Effect<Png.Raster, DatasetError> => {
   const fail = (reason: string) => new DatasetError({ dataset: "image folder", path: file, reason, hint })
-  if (path.extname(file).toLowerCase() === ".png") return Png.decode(bytes, file).pipe(Effect.mapError((e) => fail(e.reason)))
+  if (path.extname(file).toLowerCase() === ".png") return Png.decode(bytes, file).pipe(Effect.mapError((e) => fail(`not a readable PNG: ${e.reason}`)))
   return Effect.try({
     try: () => {
       const image = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: false })

@@ -5,11 +5,12 @@
  * shard-00000.safetensors holds `latents` [n, 2, h, w, c] (copy 0 the
  * image, copy 1 its mirror) and `labels` [n].
  *
- * Each shard is written to a temporary file and renamed into place, so a
- * killed run leaves only whole shards; a rerun keeps every shard that decodes
- * with the expected shapes and fingerprint and encodes only the rest. The
- * sampling noise of a shard is drawn from the stream "latents/sample" at the
- * shard index, so a resumed extraction writes the same bits.
+ * Shards go to a `ShardStore` that keeps a shard whole or not at all (a
+ * folder with atomic renames, or the stage's checkpoints), so a killed run
+ * leaves only whole shards; a rerun keeps every shard that decodes with the
+ * expected shapes and fingerprint and encodes only the rest. The sampling
+ * noise of a shard is drawn from the stream "latents/sample" at the shard
+ * index, so a resumed extraction writes the same bits.
  */
 import { Effect, Schema } from "effect"
 import * as fs from "node:fs/promises"
@@ -43,7 +44,6 @@ export const manifestFile = "latents.json"
 export const shardFile = (index: number): string => `shard-${String(index).padStart(5, "0")}.safetensors`
 
 export interface Options {
-  readonly dir: string
   readonly set: Images.ImageSet
   readonly classes: number
   readonly shardSize: number
@@ -79,12 +79,33 @@ export const writeAtomic = (file: string, bytes: Uint8Array): Effect.Effect<void
     catch: failAt(file)
   })
 
-/** The shard at `file` if it is whole and matches; undefined if it must be (re-)encoded. */
-const readShard = (file: string, expected: { readonly count: number; readonly latentShape: readonly [number, number, number]; readonly fingerprint: string }) =>
+/** Where finished shards are kept; `read` gives undefined for a shard not (wholly) there. */
+export interface ShardStore<E> {
+  readonly read: (index: number) => Effect.Effect<Uint8Array | undefined, E>
+  readonly write: (index: number, bytes: Uint8Array) => Effect.Effect<void, E>
+}
+
+/** Shards as files of a folder, each written atomically. */
+export const directory = (dir: string): ShardStore<LatentShardsError> => ({
+  read: (index) =>
+    Effect.tryPromise(() => fs.readFile(path.join(dir, shardFile(index)))).pipe(
+      Effect.map((b): Uint8Array | undefined => new Uint8Array(b.buffer, b.byteOffset, b.byteLength)),
+      Effect.orElseSucceed(() => undefined)
+    ),
+  write: (index, bytes) => writeAtomic(path.join(dir, shardFile(index)), bytes)
+})
+
+interface Expected {
+  readonly count: number
+  readonly latentShape: readonly [number, number, number]
+  readonly fingerprint: string
+}
+
+/** The shard's arrays if its bytes decode with the expected shapes and fingerprint. */
+const validate = (bytes: Uint8Array | undefined, expected: Expected) =>
   Effect.gen(function*() {
-    const bytes = yield* Effect.tryPromise(() => fs.readFile(file)).pipe(Effect.option)
-    if (bytes._tag === "None") return undefined
-    const decoded = yield* Safetensors.decode(new Uint8Array(bytes.value.buffer, bytes.value.byteOffset, bytes.value.byteLength)).pipe(Effect.option)
+    if (bytes === undefined) return undefined
+    const decoded = yield* Safetensors.decode(bytes).pipe(Effect.option)
     if (decoded._tag === "None") return undefined
     const latents = decoded.value.tensors.get("latents")
     const labels = decoded.value.tensors.get("labels")
@@ -125,27 +146,28 @@ const encodeShard = Effect.fnUntraced(function*(options: Options, index: number,
   return latents
 })
 
-/** Extracts (or finishes extracting) the latent shards of a set into `dir`; returns the manifest it writes last. */
-export const extract = Effect.fn("LatentShards.extract")(function*(options: Options): Effect.fn.Return<Manifest, LatentShardsError | ComputeError, Compute> {
-  yield* Effect.tryPromise({ try: () => fs.mkdir(options.dir, { recursive: true }), catch: failAt(options.dir) })
+/** Extracts (or finishes extracting) the latent shards of a set into a shard store; returns their manifest. */
+export const extract = Effect.fn("LatentShards.extract")(function*<E>(
+  options: Options,
+  store: ShardStore<E>
+): Effect.fn.Return<Manifest, E | ComputeError, Compute> {
   const shards: Array<Manifest["shards"][number]> = []
   const [h, w, c] = options.latentShape
   for (let index = 0, first = 0; first < options.set.count; index++, first += options.shardSize) {
     const count = Math.min(options.shardSize, options.set.count - first)
-    const file = path.join(options.dir, shardFile(index))
-    const existing = yield* readShard(file, { count, latentShape: options.latentShape, fingerprint: options.fingerprint })
+    const existing = yield* validate(yield* store.read(index), { count, latentShape: options.latentShape, fingerprint: options.fingerprint })
     if (existing === undefined) {
       const latents = yield* encodeShard(options, index, first, count)
       const bytes = Safetensors.encode([
         ["latents", HostTensor.float32([count, 2, h, w, c], latents)],
         ["labels", HostTensor.int32([count], options.set.labels.slice(first, first + count))]
       ], { metadata: { fingerprint: options.fingerprint, first: String(first) } })
-      yield* writeAtomic(file, bytes)
+      yield* store.write(index, bytes)
     }
     if (options.onShard) yield* options.onShard(index, existing === undefined)
     shards.push({ file: shardFile(index), first, count })
   }
-  const manifest: Manifest = {
+  return {
     format: "tinyfusion-latents/1",
     count: options.set.count,
     classes: options.classes,
@@ -153,8 +175,14 @@ export const extract = Effect.fn("LatentShards.extract")(function*(options: Opti
     scale: options.scale,
     fingerprint: options.fingerprint,
     shards
-  }
-  yield* writeAtomic(path.join(options.dir, manifestFile), new TextEncoder().encode(JSON.stringify(manifest, null, 2)))
+  } satisfies Manifest
+})
+
+/** Extraction into a folder: its shards, then latents.json, which `load` reads. */
+export const extractTo = Effect.fn("LatentShards.extractTo")(function*(dir: string, options: Options) {
+  yield* Effect.tryPromise({ try: () => fs.mkdir(dir, { recursive: true }), catch: failAt(dir) })
+  const manifest = yield* extract(options, directory(dir))
+  yield* writeAtomic(path.join(dir, manifestFile), new TextEncoder().encode(JSON.stringify(manifest, null, 2)))
   return manifest
 })
 
@@ -182,7 +210,8 @@ export const load = Effect.fn("LatentShards.load")(function*(dir: string): Effec
   const labels = new Int32Array(manifest.count)
   for (const shard of manifest.shards) {
     const file = path.join(dir, shard.file)
-    const read = yield* readShard(file, { count: shard.count, latentShape: manifest.latentShape, fingerprint: manifest.fingerprint })
+    const bytes = yield* Effect.tryPromise(() => fs.readFile(file)).pipe(Effect.orElseSucceed(() => undefined))
+    const read = yield* validate(bytes && new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), { count: shard.count, latentShape: manifest.latentShape, fingerprint: manifest.fingerprint })
     if (read === undefined) {
       return yield* new LatentShardsError({ path: file, reason: `missing, truncated or not the ${shard.count}-image shard the manifest lists` })
     }

@@ -139,7 +139,7 @@ export const TrainConfig = Schema.Struct({
 })
 export type TrainConfig = typeof TrainConfig.Type
 
-export const miniTraining: TrainConfig = { seed: 0, steps: 4000, batchSize: 32, lr: 2e-3, clip: 1 }
+export const miniTraining: TrainConfig = { seed: 0, steps: 2500, batchSize: 32, lr: 2e-3, clip: 1 }
 
 export interface TrainState {
   readonly step: number

@@ -89,7 +89,7 @@ export const TrainConfig = Schema.Struct({
 })
 export type TrainConfig = typeof TrainConfig.Type
 
-export const miniTraining: TrainConfig = { seed: 0, steps: 3000, batchSize: 64, lr: 3e-3, weightDecay: 1e-4, clip: 1 }
+export const miniTraining: TrainConfig = { seed: 0, steps: 2000, batchSize: 64, lr: 3e-3, weightDecay: 1e-4, clip: 1 }
 
 export interface TrainState {
   readonly step: number

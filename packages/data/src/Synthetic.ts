@@ -1,7 +1,9 @@
 /**
- * Synthetic labelled images for tests: class k is a bright square at a
- * class-specific place (not mirror-symmetric, so flips are visible), jittered
- * by a pixel and overlaid with noise. Small models learn them in a few steps.
+ * Synthetic labelled images for tests: class k is a square of a
+ * class-specific brightness near the top-left corner (so a mirror image
+ * differs from the original but keeps its class), jittered by up to two
+ * pixels each way and overlaid with noise. Small models learn them in a few
+ * steps.
  */
 import { Rng } from "@tinyfusion/tensor"
 import * as Images from "./Images.ts"
@@ -19,7 +21,6 @@ export interface Options {
 export function images(options: Omit<Options, "train" | "test"> & { readonly count: number }, split: string): Images.ImageSet {
   const { size, channels, count, classes } = options
   const side = Math.max(2, Math.floor(size / 4))
-  const span = size - side - 1
   const stream = Rng.stream(options.seed, `synthetic/${split}`)
   const labels = Rng.integers(stream, 0, count, 0, classes)
   const jitter = Rng.integers(stream, 1, 2 * count, 0, 3)
@@ -27,14 +28,15 @@ export function images(options: Omit<Options, "train" | "test"> & { readonly cou
   for (let n = 0; n < count; n++) {
     const noise = Rng.integers(stream, 2 + n, size * size * channels, 0, 40)
     const k = labels[n]!
-    const top = 1 + ((k * 3) % span) + jitter[2 * n]! - 1
-    const left = 1 + ((k * 7 + 2) % span) + jitter[2 * n + 1]! - 1
+    const top = jitter[2 * n]!
+    const left = jitter[2 * n + 1]!
+    const level = 100 + Math.floor((150 * k) / Math.max(1, classes - 1))
     for (let y = 0; y < size; y++) {
       for (let x = 0; x < size; x++) {
         const inside = y >= top && y < top + side && x >= left && x < left + side
         for (let c = 0; c < channels; c++) {
           const i = (y * size + x) * channels + c
-          pixels[n * size * size * channels + i] = (inside ? 200 : 0) + noise[i]!
+          pixels[n * size * size * channels + i] = Math.min(255, (inside ? level : 0) + noise[i]!)
         }
       }
     }

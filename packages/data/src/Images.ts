@@ -45,12 +45,6 @@ export function pad(set: ImageSet, size: number): ImageSet {
   return { count: set.count, height: size, width: size, channels: c, pixels: out, labels: set.labels }
 }
 
-/** The first `count` images. */
-export const take = (set: ImageSet, count: number): ImageSet => {
-  const n = Math.min(count, set.count)
-  return { ...set, count: n, pixels: set.pixels.subarray(0, n * imageSize(set)), labels: set.labels.subarray(0, n) }
-}
-
 /**
  * Writes image `index` of the set into `out` at `offset` as floats in [-1, 1],
  * mirrored left-right when `flip` is set.

@@ -32,10 +32,6 @@ export class LatentDataset extends Context.Service<LatentDataset, {
   static fromDirectory(dir: string): Layer.Layer<LatentDataset, LatentShards.LatentShardsError> {
     return Layer.effect(LatentDataset, LatentShards.load(dir).pipe(Effect.map(fromLoaded)))
   }
-
-  static fromLoaded(loaded: LatentShards.Loaded): Layer.Layer<LatentDataset> {
-    return Layer.succeed(LatentDataset, fromLoaded(loaded))
-  }
 }
 
 function fromLoaded(loaded: LatentShards.Loaded): LatentDataset["Service"] {

@@ -61,3 +61,17 @@ export const allFinite = async (t: tf.Tensor): Promise<boolean> => {
   ok.dispose()
   return v === 1
 }
+
+/**
+ * f in the forward pass, a zero gradient in the backward pass. tfjs has no
+ * stop_gradient, and ops without gradients (comparisons) may not appear on a
+ * differentiated path at all; inside this node they are invisible to it.
+ */
+export const detached = (f: (x: tf.Tensor) => tf.Tensor): ((x: tf.Tensor) => tf.Tensor) =>
+  tf.customGrad(((x: tf.Tensor) => ({
+    value: f(x),
+    gradFunc: () => [tf.zerosLike(x)]
+  })) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (x: tf.Tensor) => tf.Tensor
+
+/** x forward, no gradient (torch's .detach()). */
+export const stopGradient = detached((x) => tf.clone(x))

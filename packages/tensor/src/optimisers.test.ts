@@ -71,6 +71,12 @@ describe("optimisers", () => {
       )
       assert.closeTo(values(value)[0]!, 1 + 4 + 2.25, 1e-6)
       assert.deepStrictEqual(values((grads as { w: tf.Tensor }).w), [2, -8, 9])
+      // Through stopGradient and a detached comparison nothing flows: d/dw (w·sg(w) + w·[w < 0]) = sg(w) + [w < 0].
+      const w = tf.tensor([3, -2])
+      const g = tf.grad((v: tf.Tensor) =>
+        tf.sum(tf.add(tf.mul(v, Gradients.stopGradient(v)), tf.mul(v, Gradients.detached((u) => tf.cast(tf.less(u, 0), "float32"))(v))))
+      )(w)
+      assert.deepStrictEqual(values(g), [3, -1])
     }).pipe(Effect.provide(Compute.cpu)))
 
   it("schedules", () => {

@@ -1,0 +1,96 @@
+/**
+ * The paper's figures redrawn from our numbers: Vega-Lite specs rendered to
+ * SVG by Vega (no browser) and to PNG by resvg.
+ */
+import { Resvg } from "@resvg/resvg-js"
+import * as vega from "vega"
+import * as vl from "vega-lite"
+import * as Paper from "./paper.ts"
+
+export interface Figure {
+  readonly name: string
+  readonly title: string
+  readonly svg: string
+  readonly png: Uint8Array
+}
+
+const render = async (name: string, title: string, spec: vl.TopLevelSpec): Promise<Figure> => {
+  const view = new vega.View(vega.parse(vl.compile(spec).spec), { renderer: "none" })
+  const svg = await view.toSVG()
+  view.finalize()
+  const png = new Resvg(svg, { fitTo: { mode: "zoom", value: 2 }, background: "white" }).render().asPng()
+  return { name, title, svg, png: new Uint8Array(png) }
+}
+
+/** Figure 4: sampling speed-up against the share of layers removed; ours, the paper's and linear. */
+export const speedup = (ours: ReadonlyArray<{ readonly depth: number; readonly itPerS: number }>): Promise<Figure> => {
+  const line = (series: string, points: ReadonlyArray<{ readonly depth: number; readonly itPerS: number }>) => {
+    const full = points.find((p) => p.depth === 28)
+    return full === undefined
+      ? []
+      : points.map((p) => ({ series, removed: 1 - p.depth / 28, speedup: p.itPerS / full.itPerS }))
+  }
+  const linear = [28, 21, 14, 7].map((d) => ({ series: "linear", removed: 1 - d / 28, speedup: 28 / d }))
+  return render("figure4-speedup", "Figure 4: sampling speed-up against depth pruned", {
+    $schema: "https://vega.github.io/schema/vega-lite/v6.json",
+    width: 360,
+    height: 240,
+    data: { values: [...linear, ...line("paper (DiT-XL/2)", Paper.figure4.itPerS), ...line("ours", ours)] },
+    mark: { type: "line", point: true },
+    encoding: {
+      x: { field: "removed", type: "quantitative", title: "share of layers removed", axis: { format: "%" } },
+      y: { field: "speedup", type: "quantitative", title: "sampling speed-up (×)" },
+      color: { field: "series", type: "nominal", title: null },
+      strokeDash: { condition: { test: "datum.series === 'linear'", value: [4, 4] }, value: [1, 0] }
+    }
+  })
+}
+
+/** Figure 5: histogram of random masks' calibration losses, with each method's mask marked. */
+export const calibrationHistogram = (
+  losses: ReadonlyArray<number>,
+  marks: ReadonlyArray<{ readonly label: string; readonly loss: number }>
+): Promise<Figure> =>
+  render("figure5-calibration-loss", "Figure 5: calibration loss of random masks", {
+    $schema: "https://vega.github.io/schema/vega-lite/v6.json",
+    width: 420,
+    height: 240,
+    layer: [
+      {
+        data: { values: losses.map((loss) => ({ loss: Math.log10(loss) })) },
+        mark: { type: "bar", color: "#9ecae1" },
+        encoding: {
+          x: { field: "loss", bin: { maxbins: 40 }, type: "quantitative", title: "log10 calibration loss" },
+          y: { aggregate: "count", type: "quantitative", title: "masks" }
+        }
+      },
+      {
+        data: { values: marks.map((m) => ({ label: m.label, loss: Math.log10(m.loss) })) },
+        mark: { type: "rule", strokeWidth: 2 },
+        encoding: { x: { field: "loss", type: "quantitative" }, color: { field: "label", type: "nominal", title: null } }
+      }
+    ]
+  })
+
+/** Figure 6: the kept layer of each slot over mask-learning iterations, opacity = its probability. */
+export const decisions = (
+  history: ReadonlyArray<{ readonly iteration: number; readonly kept: ReadonlyArray<number>; readonly confidence: ReadonlyArray<number> }>,
+  scheme: string
+): Promise<Figure> =>
+  render(`figure6-decisions-${scheme.replace(":", "-")}`, `Figure 6: ${scheme} pruning decisions during mask learning`, {
+    $schema: "https://vega.github.io/schema/vega-lite/v6.json",
+    width: 420,
+    height: 280,
+    data: {
+      values: history.flatMap((h) =>
+        h.kept.map((layer, slot) => ({ iteration: h.iteration, slot, layer, probability: h.confidence[slot] ?? 1 }))
+      )
+    },
+    mark: { type: "line", point: { filled: true, size: 12 }, strokeWidth: 1 },
+    encoding: {
+      x: { field: "iteration", type: "quantitative", title: "iteration" },
+      y: { field: "layer", type: "quantitative", title: "layer index in the teacher" },
+      detail: { field: "slot", type: "nominal" },
+      opacity: { field: "probability", type: "quantitative", scale: { domain: [0, 1] }, title: "probability" }
+    }
+  })

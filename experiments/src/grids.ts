@@ -1,0 +1,183 @@
+/**
+ * The paper's tables as grids: data listing each cell's pruning, recovery and
+ * evaluation choices. Step counts are named by the paper's budgets ("100K",
+ * "500K", "10K") and resolved to numbers by the preset, so one grid serves
+ * the quick, mini and paper scales.
+ */
+import { Schema } from "effect"
+
+export const Budget = Schema.Literals(["100K", "500K", "10K"])
+export type Budget = typeof Budget.Type
+
+/** Which model a cell starts from: the teacher, or another cell's recovered model. */
+export const Source = Schema.Union([Schema.Literal("teacher"), Schema.Struct({ cell: Schema.String })])
+export type Source = typeof Source.Type
+
+export const Prune = Schema.Struct({
+  /** A Pruner layer's name: learnable, shortgpt, flux-lite, sensitivity, oracle, random-min/median/max, or an added one. */
+  method: Schema.String,
+  /** Blocks kept. */
+  keep: Schema.Int,
+  /** N:M local blocks for the learnable method, e.g. "1:2". */
+  scheme: Schema.optional(Schema.String),
+  /** Recoverability estimate of the learnable method. */
+  update: Schema.optional(Schema.Literals(["lora", "full", "frozen"])),
+  from: Source
+})
+export type Prune = typeof Prune.Type
+
+export const Recovery = Schema.Struct({
+  strategy: Schema.Literals(["finetune", "logits-kd", "repkd", "masked-kd"]),
+  /** Masked KD threshold k (ignore |x − μ| ≥ kσ). */
+  k: Schema.optional(Schema.Number),
+  budget: Budget,
+  lr: Schema.optional(Schema.Number),
+  teacher: Schema.optional(Source),
+  /** Sample with the EMA weights (default) or the raw weights (Table 7). */
+  ema: Schema.optional(Schema.Boolean)
+})
+export type Recovery = typeof Recovery.Type
+
+/** "full": the paper's 50K-sample, 250-step protocol; "short": Table 4's 10K samples, 64 steps. Scaled by the preset. */
+export const Protocol = Schema.Literals(["full", "short"])
+
+export const Cell = Schema.Struct({
+  id: Schema.String,
+  family: Schema.Literals(["dit", "sit"]),
+  /** Undefined for a teacher cell (evaluated as trained). */
+  prune: Schema.optional(Prune),
+  recovery: Schema.optional(Recovery),
+  protocol: Protocol,
+  /** Only timed (Figure 4): the teacher's shape at this depth, sampling speed only. */
+  speedDepth: Schema.optional(Schema.Int)
+})
+export type Cell = typeof Cell.Type
+
+export interface Grid {
+  readonly table: string
+  readonly title: string
+  readonly cells: ReadonlyArray<Cell>
+}
+
+const teacher = "teacher" as const
+const learnable12: Prune = { method: "learnable", keep: 14, scheme: "1:2", update: "lora", from: teacher }
+const baseline = (method: string, keep = 14): Prune => ({ method, keep, from: teacher })
+const finetune: Recovery = { strategy: "finetune", budget: "100K" }
+const maskedKd: Recovery = { strategy: "masked-kd", k: 2, budget: "100K" }
+
+export const table1: Grid = {
+  table: "1",
+  title: "Layer pruning of the teacher DiT",
+  cells: [
+    { id: "t1/teacher", family: "dit", protocol: "full" },
+    { id: "t1/shortgpt-d19", family: "dit", prune: baseline("shortgpt", 19), recovery: finetune, protocol: "full" },
+    // 28 → 19 is 2:3 over the first 27 layers with the last one kept (9·2 + 1).
+    { id: "t1/tinydit-d19-kd", family: "dit", prune: { ...learnable12, keep: 19, scheme: "2:3" }, recovery: maskedKd, protocol: "full" },
+    { id: "t1/shortgpt-d14", family: "dit", prune: baseline("shortgpt"), recovery: finetune, protocol: "full" },
+    { id: "t1/flux-lite-d14", family: "dit", prune: baseline("flux-lite"), recovery: finetune, protocol: "full" },
+    { id: "t1/sensitivity-d14", family: "dit", prune: baseline("sensitivity"), recovery: finetune, protocol: "full" },
+    { id: "t1/oracle-d14", family: "dit", prune: baseline("oracle"), recovery: finetune, protocol: "full" },
+    { id: "t1/tinydit-d14", family: "dit", prune: learnable12, recovery: finetune, protocol: "full" },
+    { id: "t1/tinydit-d14-kd", family: "dit", prune: learnable12, recovery: maskedKd, protocol: "full" },
+    {
+      id: "t1/tinydit-d7-kd",
+      family: "dit",
+      prune: { ...learnable12, keep: 7, from: { cell: "t1/tinydit-d14-kd" } },
+      recovery: { ...maskedKd, budget: "500K", teacher: { cell: "t1/tinydit-d14-kd" } },
+      protocol: "full"
+    }
+  ]
+}
+
+export const table2: Grid = {
+  table: "2",
+  title: "Depth pruning of SiT",
+  cells: [
+    { id: "t2/sit-teacher", family: "sit", protocol: "full" },
+    { id: "t2/tinysit-d14", family: "sit", prune: learnable12, recovery: maskedKd, protocol: "full" }
+  ]
+}
+
+const random = (pick: "min" | "median" | "max"): Prune => baseline(`random-${pick}`)
+
+export const table3: Grid = {
+  table: "3",
+  title: "Calibration loss after pruning vs FID after fine-tuning (no KD)",
+  cells: [
+    { id: "t3/max-loss", family: "dit", prune: random("max"), recovery: finetune, protocol: "full" },
+    { id: "t3/median-loss", family: "dit", prune: random("median"), recovery: finetune, protocol: "full" },
+    { id: "t3/min-loss", family: "dit", prune: random("min"), recovery: finetune, protocol: "full" },
+    { id: "t3/sensitivity", family: "dit", prune: baseline("sensitivity"), recovery: finetune, protocol: "full" },
+    { id: "t3/shortgpt", family: "dit", prune: baseline("shortgpt"), recovery: finetune, protocol: "full" },
+    { id: "t3/flux-lite", family: "dit", prune: baseline("flux-lite"), recovery: finetune, protocol: "full" },
+    { id: "t3/oracle", family: "dit", prune: baseline("oracle"), recovery: finetune, protocol: "full" },
+    { id: "t3/learnable", family: "dit", prune: learnable12, recovery: finetune, protocol: "full" }
+  ]
+}
+
+export const table4: Grid = {
+  table: "4",
+  title: "Pruning scheme × recoverability estimate (10K-step fine-tuning, short protocol)",
+  cells: (["lora", "full", "frozen"] as const).flatMap((update) =>
+    (["1:2", "2:4", "7:14"] as const).map((scheme): Cell => ({
+      id: `t4/${scheme}-${update}`,
+      family: "dit",
+      prune: { method: "learnable", keep: 14, scheme, update, from: teacher },
+      recovery: { strategy: "finetune", budget: "10K" },
+      protocol: "short"
+    }))
+  )
+}
+
+export const table5: Grid = {
+  table: "5",
+  title: "Fine-tuning strategies for TinyDiT-D14",
+  cells: [
+    { id: "t5/finetune", family: "dit", prune: learnable12, recovery: finetune, protocol: "full" },
+    { id: "t5/logits-kd", family: "dit", prune: learnable12, recovery: { strategy: "logits-kd", budget: "100K" }, protocol: "full" },
+    { id: "t5/repkd", family: "dit", prune: learnable12, recovery: { strategy: "repkd", budget: "100K" }, protocol: "full" },
+    { id: "t5/masked-kd-0.1", family: "dit", prune: learnable12, recovery: { ...maskedKd, k: 0.1 }, protocol: "full" },
+    { id: "t5/masked-kd-2", family: "dit", prune: learnable12, recovery: maskedKd, protocol: "full" },
+    { id: "t5/masked-kd-4", family: "dit", prune: learnable12, recovery: { ...maskedKd, k: 4 }, protocol: "full" }
+  ]
+}
+
+const d14 = { cell: "t1/tinydit-d14-kd" } as const
+const d7 = (id: string, from: Source, teacherModel: Source): Cell => ({
+  id,
+  family: "dit",
+  prune: { ...learnable12, keep: 7, scheme: from === teacher ? "1:4" : "1:2", from },
+  recovery: { strategy: "masked-kd", k: 2, budget: "10K", teacher: teacherModel, ema: false },
+  protocol: "short"
+})
+
+export const table7: Grid = {
+  table: "7",
+  title: "TinyDiT-D7 by teacher and pruning source (10K steps, raw weights)",
+  cells: [
+    d7("t7/teacher-xl-from-xl", teacher, teacher),
+    d7("t7/teacher-xl-from-d14", d14, teacher),
+    d7("t7/teacher-d14-from-xl", teacher, d14),
+    d7("t7/teacher-d14-from-d14", d14, d14)
+  ]
+}
+
+export const table8: Grid = {
+  table: "8",
+  title: "Fine-tuning learning rate of TinyDiT-D14 (no KD)",
+  cells: ([["2e-4", 2e-4], ["1e-4", 1e-4], ["5e-5", 5e-5]] as const).map(([name, lr]): Cell => ({
+    id: `t8/lr-${name}`,
+    family: "dit",
+    prune: learnable12,
+    recovery: { ...finetune, lr },
+    protocol: "full"
+  }))
+}
+
+export const figure4: Grid = {
+  table: "F4",
+  title: "Sampling speed against depth",
+  cells: [28, 21, 14, 7].map((depth): Cell => ({ id: `f4/depth-${depth}`, family: "dit", protocol: "full", speedDepth: depth }))
+}
+
+export const grids: ReadonlyArray<Grid> = [table1, table2, table3, table4, table5, table7, table8, figure4]

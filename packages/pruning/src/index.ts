@@ -1,0 +1,2 @@
+export * as Scheme from "./Scheme.ts"
+export * as Gumbel from "./Gumbel.ts"

@@ -1,0 +1,2 @@
+export * as Alignment from "./Alignment.ts"
+export * as Distill from "./Distill.ts"

@@ -2,8 +2,9 @@
  * Flags every `tinyfusion` command understands. Each is a setting that
  * commands read from their context.
  */
-import { Effect } from "effect"
+import { Effect, Layer, Logger } from "effect"
 import { Flag, GlobalFlag } from "effect/cli"
+import { ArtifactStore, Progress } from "@tinyfusion/core"
 import { backendNames, Compute } from "@tinyfusion/tensor"
 
 export const Backend = GlobalFlag.Setting("backend")({
@@ -35,3 +36,18 @@ export const withCompute = <A, E, R>(self: Effect.Effect<A, E, R>) =>
     const choice = yield* Backend
     return yield* Effect.provide(self, Compute.layer(choice))
   })
+
+/**
+ * The logger chosen by --log-format, writing to stderr so that stdout holds
+ * only command output. With JSON logs, progress is reported as log lines.
+ */
+export const logging = Layer.unwrap(Effect.map(LogFormat, (format) =>
+  Layer.mergeAll(
+    // Logger.consoleJson would write to stdout whatever LogToStderr says.
+    Logger.layer([format === "json" ? Logger.withConsoleError(Logger.formatJson) : Logger.consolePretty()]),
+    Layer.succeed(Logger.LogToStderr, true),
+    format === "json" ? Layer.succeed(Progress.Display, "lines") : Layer.empty
+  )))
+
+/** The artifact store in the --store directory (created when first written). */
+export const store = Layer.unwrap(Effect.map(Store, (dir) => ArtifactStore.layer(dir)))

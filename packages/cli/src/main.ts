@@ -1,13 +1,18 @@
 /** The `tinyfusion` command tree. */
+import { Layer } from "effect"
 import { Command } from "effect/cli"
 import { bench } from "./commands/bench.ts"
+import { checkpoint } from "./commands/checkpoint.ts"
 import { doctor } from "./commands/doctor.ts"
+import { store } from "./commands/store.ts"
 import * as GlobalFlags from "./GlobalFlags.ts"
 
 export const tinyfusion = Command.make("tinyfusion").pipe(
   Command.withDescription("TinyFusion: learnable depth pruning of diffusion transformers, reproduced"),
-  Command.withGlobalFlags(GlobalFlags.all),
-  Command.withSubcommands([doctor, bench])
+  Command.withSubcommands([doctor, bench, store, checkpoint]),
+  // Every command logs as --log-format says and may use the --store store.
+  Command.provide(Layer.mergeAll(GlobalFlags.logging, GlobalFlags.store)),
+  Command.withGlobalFlags(GlobalFlags.all)
 )
 
 export const run = Command.run(tinyfusion, { version: "0.1.0" })

@@ -1,104 +1,15 @@
 /**
  * `tinyfusion bench …` (also `pnpm bench …`): speed figures, printed, never
- * asserted. `compute` times the residual-MLP proxy training step on each
- * backend that initialises here; `matmul` times the products of a training
- * step on the wasm backend with tfjs's kernels and with the accelerated ones.
+ * asserted. One file per benchmark under bench/.
  */
-import { Console, Effect } from "effect"
-import { Command, Flag } from "effect/cli"
-import { Benchmark, backendNames, Compute, WasmMatMul } from "@tinyfusion/tensor"
-import * as Table from "../Table.ts"
-
-const backendsFlag = Flag.String("backends").pipe(
-  Flag.withDescription(`Comma-separated backends to time (default: every one that initialises: ${backendNames.join(",")})`),
-  Flag.withDefault(backendNames.join(","))
-)
-
-const compute = Command.make(
-  "compute",
-  {
-    layers: Flag.Int("layers").pipe(Flag.withDefault(28), Flag.withDescription("Residual MLP layers")),
-    tokens: Flag.Int("tokens").pipe(Flag.withDefault(1024), Flag.withDescription("Tokens per batch (T)")),
-    width: Flag.Int("width").pipe(Flag.withDefault(64), Flag.withDescription("Hidden width (D)")),
-    repetitions: Flag.Int("repetitions").pipe(Flag.withDefault(5), Flag.withDescription("Timed steps per backend")),
-    budget: Flag.Int("budget-s").pipe(Flag.withDefault(60), Flag.withDescription("Seconds per backend; slow backends time fewer steps")),
-    backends: backendsFlag
-  },
-  (o) =>
-    Effect.gen(function*() {
-      const shape = { layers: o.layers, tokens: o.tokens, width: o.width }
-      yield* Console.log(`proxy: ${o.layers}-layer residual MLP, T=${o.tokens}, D=${o.width}; forward + backward + SGD, median ms/step`)
-      const rows = yield* Effect.forEach(o.backends.split(",").map((b) => b.trim()), (name) =>
-        Effect.gen(function*() {
-          const c = yield* Compute
-          const first = yield* Benchmark.proxyTraining(shape, { warmup: 0, repetitions: 1 })
-          const repetitions = Math.max(1, Math.min(o.repetitions, Math.floor((o.budget * 1000) / first.ms) - 1))
-          const t = yield* Benchmark.proxyTraining(shape, { warmup: 1, repetitions })
-          return [name, c.device, Table.fixed(t.ms, 1), String(t.repetitions)]
-        }).pipe(
-          Effect.provide(Compute.layer(name as never)),
-          Effect.catchTags({
-            BackendUnavailable: (e) => Effect.succeed([name, `unavailable: ${e.reason}`, "-", "0"]),
-            ComputeError: (e) => Effect.succeed([name, `failed: ${e.message}`, "-", "0"])
-          })
-        ))
-      yield* Console.log(Table.render(["backend", "device", "ms/step", "steps timed"], rows))
-    })
-).pipe(Command.withDescription("Time the 28-layer residual MLP proxy (fwd + bwd + update) on each backend"))
-
-const product = (name: string, a: Array<number>, b: Array<number>, transposeA: boolean, transposeB: boolean) => ({
-  name,
-  product: { a, b, transposeA, transposeB } satisfies Benchmark.Product
-})
-
-/** The products of a proxy step (T=1024, D=64) and of mini-teacher and DiT-S/2 blocks. */
-const products = [
-  product("proxy x·Wᵀ (forward)", [1024, 64], [64, 64], false, true),
-  product("proxy dy·W (∂x)", [1024, 64], [64, 64], false, false),
-  product("proxy dyᵀ·x (∂W)", [1024, 64], [1024, 64], true, false),
-  product("mini qkv x·Wᵀ, 32×16 tokens", [512, 128], [384, 128], false, true),
-  product("mini fc2 dyᵀ·h (∂W)", [512, 128], [512, 512], true, false),
-  product("mini attention q·kᵀ", [32, 4, 16, 32], [32, 4, 16, 32], false, true),
-  product("DiT-S/2 attention q·kᵀ, batch 2", [2, 6, 256, 64], [2, 6, 256, 64], false, true),
-  product("DiT-S/2 attention weights·v", [2, 6, 256, 256], [2, 6, 256, 64], false, false),
-  product("batch · matrix, [8,256,384]·Wᵀ", [8, 256, 384], [384, 384], false, true),
-  product("square 256 ᵀ·ᵀ", [256, 256], [256, 256], true, true)
-]
-
-const matmul = Command.make(
-  "matmul",
-  {
-    repetitions: Flag.Int("repetitions").pipe(Flag.withDefault(7), Flag.withDescription("Timed products per kernel"))
-  },
-  (o) =>
-    Effect.gen(function*() {
-      const c = yield* Compute
-      yield* Console.log(`${c.device}: median ms per tf.matMul (a·b with the transposes shown), tfjs's kernels vs the accelerated ones`)
-      const options = { warmup: 2, repetitions: o.repetitions }
-      const rows = yield* Effect.forEach(products, ({ name, product: p }) =>
-        Effect.gen(function*() {
-          WasmMatMul.uninstall()
-          const reference = yield* Benchmark.product(p, options)
-          WasmMatMul.install()
-          const fast = yield* Benchmark.product(p, options)
-          const shape = (s: ReadonlyArray<number>, t: boolean) => `[${s.join(",")}]${t ? "ᵀ" : ""}`
-          return [
-            name,
-            `${shape(p.a, p.transposeA)}·${shape(p.b, p.transposeB)}`,
-            Table.fixed(reference.ms, 2),
-            Table.fixed(fast.ms, 2),
-            Table.fixed(fast.gflops, 1),
-            `${Table.fixed(reference.ms / fast.ms, 1)}×`
-          ]
-        }).pipe(Effect.ensuring(Effect.sync(WasmMatMul.install))))
-      yield* Console.log(Table.render(["product", "shapes", "tfjs ms", "accelerated ms", "GFLOP/s", "speed-up"], rows))
-    }).pipe(
-      Effect.provide(Compute.wasm),
-      Effect.catchTag("BackendUnavailable", (e) => Console.log(`wasm is unavailable: ${e.reason}`))
-    )
-).pipe(Command.withDescription("Time the products of a training step on wasm: tfjs's kernels vs the accelerated ones"))
+import { Command } from "effect/cli"
+import { compute } from "./bench/compute.ts"
+import { dit } from "./bench/dit.ts"
+import { fid } from "./bench/fid.ts"
+import { matmul } from "./bench/matmul.ts"
+import { store } from "./bench/store.ts"
 
 export const bench = Command.make("bench").pipe(
   Command.withDescription("Speed benchmarks (figures only; nothing is asserted)"),
-  Command.withSubcommands([compute, matmul])
+  Command.withSubcommands([compute, dit, fid, matmul, store])
 )

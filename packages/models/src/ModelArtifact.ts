@@ -24,6 +24,10 @@ export const Fields = {
 export const Output = Schema.Struct(Fields)
 export type Output = typeof Output.Type
 
+/** What reading a model needs of a stage's output (any stage whose output has these fields holds a model). */
+export const Identity = Schema.Struct({ family: Family, config: Config.Config })
+export type Identity = typeof Identity.Type
+
 export const files = { raw: "model.safetensors", ema: "ema.safetensors" } as const
 
 const count = (config: Config.Config): number =>
@@ -46,7 +50,7 @@ export const write = Effect.fn("ModelArtifact.write")(function*(
 
 /** Reads a model artifact's weights: the EMA when asked and present, otherwise the raw weights. */
 export const read = Effect.fn("ModelArtifact.read")(function*(
-  artifact: Stage.Artifact<Output>,
+  artifact: Stage.Artifact<Identity>,
   options: { readonly ema: boolean }
 ) {
   const hasEma = artifact.manifest.files.some((f) => f.name === files.ema)

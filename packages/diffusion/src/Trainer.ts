@@ -243,6 +243,8 @@ export type Outcome =
     /** The step whose loss was not finite (policy fail, or again after a rollback). */
     readonly step: number
     readonly loss: number
+    /** The loss of the last step with a finite one (NaN: none). */
+    readonly lastLoss: number
     /** The curve up to the last finite step. */
     readonly curve: Curve
   }
@@ -265,6 +267,7 @@ export const run = Effect.fn("Trainer.run")(function*(ctx: Stage.Context, settin
   }
   // The curve of the newest accepted state, for a run that ends diverged (the loop releases its state).
   let latest: Curve = []
+  let lastLoss = Number.NaN
   let firstStep: number | undefined
   let stepsRun = 0
   const began = Date.now()
@@ -285,7 +288,10 @@ export const run = Effect.fn("Trainer.run")(function*(ctx: Stage.Context, settin
         const curve = ok && record(index)
           ? [...state.data.curve, { step: index, loss: out.loss, terms: out.terms }]
           : state.data.curve
-        if (ok) latest = curve
+        if (ok) {
+          latest = curve
+          lastLoss = out.loss
+        }
         // A finite loss with a non-finite term is as diverged as a non-finite loss.
         return { state: toLoop(out.state, curve), loss: ok ? out.loss : Number.NaN }
       }))
@@ -307,7 +313,7 @@ export const run = Effect.fn("Trainer.run")(function*(ctx: Stage.Context, settin
       }).pipe(Effect.ensuring(Effect.sync(() => ParamTree.dispose(done.state.tensors))))
     ),
     Effect.catchTag("NonFiniteLoss", (e) =>
-      Effect.succeed({ _tag: "Diverged" as const, step: e.step, loss: e.loss, curve: latest, ...timing(firstStep ?? 0) }))
+      Effect.succeed({ _tag: "Diverged" as const, step: e.step, loss: e.loss, lastLoss, curve: latest, ...timing(firstStep ?? 0) }))
   )
   return outcome
 })

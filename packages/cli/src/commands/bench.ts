@@ -8,8 +8,9 @@ import { dit } from "./bench/dit.ts"
 import { fid } from "./bench/fid.ts"
 import { matmul } from "./bench/matmul.ts"
 import { store } from "./bench/store.ts"
+import { train } from "./bench/train.ts"
 
 export const bench = Command.make("bench").pipe(
   Command.withDescription("Speed benchmarks (figures only; nothing is asserted)"),
-  Command.withSubcommands([compute, dit, fid, matmul, store])
+  Command.withSubcommands([compute, dit, fid, matmul, store, train])
 )

@@ -27,8 +27,8 @@ export class FinetuneInput extends Schema.TaggedError<FinetuneInput>()("Finetune
   }
 }
 
-export const Select = RecoveryStage.selectBlocks(Pretrain.PretrainStage)
-export const Recover = RecoveryStage.make({ teacher: Pretrain.PretrainStage, student: Select })
+const Select = RecoveryStage.selectBlocks(Pretrain.PretrainStage)
+const Recover = RecoveryStage.make({ teacher: Pretrain.PretrainStage, student: Select })
 
 /** The manifest of a committed artifact of `stage`. */
 const manifestOf = Effect.fn("finetune.manifestOf")(function*(key: string | undefined, stage: string, role: string) {

@@ -16,7 +16,7 @@ import { extractLatents, latentFlags, withData } from "./data.ts"
 
 const defaults = Pretrain.mini.training
 
-export const trainingFlags = {
+const trainingFlags = {
   steps: Flag.Int("steps").pipe(Flag.withDescription("Training steps"), Flag.withDefault(defaults.steps)),
   batchSize: Flag.Int("batch-size").pipe(Flag.withDescription("Latents per batch"), Flag.withDefault(defaults.batchSize)),
   lr: Flag.Finite("lr").pipe(Flag.withDescription("AdamW learning rate"), Flag.withDefault(defaults.lr)),
@@ -73,7 +73,7 @@ const configOf = (o: {
   })
 
 /** The data flags under their own keys: the autoencoder's --ae-steps and --ae-batch-size are not the training's. */
-export const dataFlags = {
+const dataFlags = {
   data: latentFlags.data,
   seed: latentFlags.seed,
   aeSteps: latentFlags.steps,
@@ -82,7 +82,7 @@ export const dataFlags = {
 }
 
 /** The latents artifact the data flags name. */
-export const latentsOf = (o: { readonly seed: number; readonly aeSteps: number; readonly aeBatchSize: number; readonly shardSize: number }) =>
+const latentsOf = (o: { readonly seed: number; readonly aeSteps: number; readonly aeBatchSize: number; readonly shardSize: number }) =>
   extractLatents({ seed: o.seed, steps: o.aeSteps, batchSize: o.aeBatchSize, shardSize: o.shardSize })
 
 export const pretrain = Command.make(

@@ -72,6 +72,14 @@ describe("pretrain stage", () => {
 
       assert.isTrue((yield* Stage.run(Pretrain.PretrainStage, config, { latents })).cached)
 
+      // A rate that blows the weights up, under policy fail: a typed error naming the step.
+      const blown = yield* Effect.flip(Stage.run(Pretrain.PretrainStage, {
+        ...config,
+        training: { ...config.training, lr: 1e30, nonFinite: "fail" as const }
+      }, { latents }))
+      assert.strictEqual(blown._tag, "Diverged")
+      assert.match(blown.message, /stage pretrain diverged: loss (NaN|-?Infinity) at step [1-9]\d*/)
+
       const wrong = yield* Effect.flip(Stage.run(Pretrain.PretrainStage, { ...config, model: { ...model, inputSize: 8 } }, { latents }))
       assert.strictEqual(wrong._tag, "DataMismatch")
       assert.match(wrong.message, /latents of 4×4×2 in 3 classes do not fit a model of 8×8×2 latents and 3 classes/)

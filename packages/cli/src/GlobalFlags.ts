@@ -43,7 +43,8 @@ export const withCompute = <A, E, R>(self: Effect.Effect<A, E, R>) =>
  */
 export const logging = Layer.unwrap(Effect.map(LogFormat, (format) =>
   Layer.mergeAll(
-    Logger.layer([format === "json" ? Logger.consoleJson : Logger.consolePretty()]),
+    // Logger.consoleJson would write to stdout whatever LogToStderr says.
+    Logger.layer([format === "json" ? Logger.withConsoleError(Logger.formatJson) : Logger.consolePretty()]),
     Layer.succeed(Logger.LogToStderr, true),
     format === "json" ? Layer.succeed(Progress.Display, "lines") : Layer.empty
   )))

@@ -1,6 +1,16 @@
 #!/usr/bin/env node
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { Effect } from "effect"
+import { Cause, Effect, Logger, Runtime } from "effect"
 import { run } from "./main.ts"
 
-run.pipe(Effect.provide(NodeServices.layer), NodeRuntime.runMain)
+// Logs go to stderr, stdout being for command output. runMain would report a
+// failure on stdout (its logger sits outside what we provide), so the failure
+// is reported here, skipping what the CLI has already shown (a help screen).
+run.pipe(
+  Effect.tapCause((cause) =>
+    Cause.hasInterruptsOnly(cause) || !Runtime.getErrorReported(Cause.squash(cause)) ? Effect.void : Effect.logError(cause)
+  ),
+  Effect.provideService(Logger.LogToStderr, true),
+  Effect.provide(NodeServices.layer),
+  NodeRuntime.runMain({ disableErrorReporting: true })
+)

@@ -112,6 +112,23 @@ describe("ArtifactStore", () => {
         assert.match(reasonOf(yield* store.inspect("b")), /manifest is for key a/)
       })))
 
+  it.effect("a cheap inspection checks the manifest and sizes; only hashing sees a same-size change", () =>
+    withStore((root) =>
+      Effect.gen(function*() {
+        const store = yield* ArtifactStore
+        const fs = yield* FileSystem.FileSystem
+        yield* put("a")
+        const file = `${root}/artifacts/a/t.safetensors`
+        const bytes = Uint8Array.from(yield* fs.readFile(file))
+        bytes[bytes.length - 1]! ^= 1
+        yield* fs.writeFile(file, bytes)
+        assert.strictEqual((yield* store.inspect("a", { hash: false }))._tag, "Valid")
+        assert.match(reasonOf(yield* store.inspect("a")), /wrong sha256/)
+        yield* fs.truncate(file, 12)
+        assert.match(reasonOf(yield* store.inspect("a", { hash: false })), /has 12 bytes/)
+        assert.deepStrictEqual((yield* store.list({ hash: false })).map((l) => [l.key, l.inspection._tag, l.bytes]), [["a", "Corrupt", 0]])
+      })))
+
   it.effect("readFile refuses a file changed after the manifest was written", () =>
     withStore((root) =>
       Effect.gen(function*() {

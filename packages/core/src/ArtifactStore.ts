@@ -91,13 +91,21 @@ export interface Options {
   readonly lock?: Partial<Lock.Options>
 }
 
+/**
+ * How deeply to inspect: `hash` reads every file and checks its sha256;
+ * without it only the manifest and the file sizes are checked (cheap).
+ */
+export interface Depth {
+  readonly hash: boolean
+}
+
 export class ArtifactStore extends Context.Service<ArtifactStore, {
   readonly root: string
   readonly artifactDir: (key: string) => string
-  /** Inspects the committed artifact of a key (reads and hashes every file). */
-  readonly inspect: (key: string) => Effect.Effect<Inspection, StoreError.StoreError>
+  /** Inspects the committed artifact of a key (by default reading and hashing every file). */
+  readonly inspect: (key: string, depth?: Depth) => Effect.Effect<Inspection, StoreError.StoreError>
   /** Inspects any manifest directory of the store, expecting `key` in its manifest. */
-  readonly inspectDir: (dir: string, key: string) => Effect.Effect<Inspection, StoreError.StoreError>
+  readonly inspectDir: (dir: string, key: string, depth?: Depth) => Effect.Effect<Inspection, StoreError.StoreError>
   /** A file of a manifest directory, checked against its recorded size and sha256. */
   readonly readFile: (
     dir: string,
@@ -124,8 +132,8 @@ export class ArtifactStore extends Context.Service<ArtifactStore, {
   readonly removeCheckpoints: (key: string) => Effect.Effect<void, StoreError.StoreError>
   /** Removes a directory of the store (atomically: renamed aside first). */
   readonly remove: (dir: string) => Effect.Effect<void, StoreError.StoreError>
-  readonly list: Effect.Effect<ReadonlyArray<Listing>, StoreError.StoreError>
-  readonly listCheckpoints: Effect.Effect<ReadonlyArray<CheckpointListing>, StoreError.StoreError>
+  readonly list: (depth: Depth) => Effect.Effect<ReadonlyArray<Listing>, StoreError.StoreError>
+  readonly listCheckpoints: (depth: Depth) => Effect.Effect<ReadonlyArray<CheckpointListing>, StoreError.StoreError>
   /** Records (or replaces) a named run keeping these keys. */
   readonly keep: (run: string, keys: ReadonlyArray<string>) => Effect.Effect<RunRecord, StoreError.StoreError>
   readonly runs: Effect.Effect<ReadonlyArray<RunRecord>, StoreError.StoreError>
@@ -138,6 +146,13 @@ export class ArtifactStore extends Context.Service<ArtifactStore, {
   static layer(root: string, options: Options = {}): Layer.Layer<ArtifactStore, never, FileSystem.FileSystem | Path.Path> {
     return Layer.effect(ArtifactStore, make(root, options))
   }
+
+  /** A store in a fresh temporary directory, removed with the layer (tests, throwaway runs). */
+  static readonly layerTemp: Layer.Layer<ArtifactStore, PlatformError.PlatformError, FileSystem.FileSystem | Path.Path> =
+    Layer.unwrap(Effect.gen(function*() {
+      const fs = yield* FileSystem.FileSystem
+      return ArtifactStore.layer(yield* fs.makeTempDirectoryScoped({ prefix: "tinyfusion-store-" }))
+    }))
 }
 
 const decodeManifestJson = Schema.decodeUnknownEffect(Schema.fromJsonString(Manifest.Manifest))
@@ -212,7 +227,7 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
       })
     )
 
-  const inspectDir = Effect.fn("ArtifactStore.inspectDir")(function*(dir: string, key: string) {
+  const inspectDir = Effect.fn("ArtifactStore.inspectDir")(function*(dir: string, key: string, depth: Depth = { hash: true }) {
     const manifestPath = path.join(dir, Manifest.manifestName)
     const text = yield* io("read", manifestPath, fs.readFileString(manifestPath).pipe(Effect.map(Option.some), Effect.catchIf(StoreError.isNotFound, () => Effect.succeedNone)))
     if (Option.isNone(text)) {
@@ -231,7 +246,9 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
       const at = path.join(dir, entry.name)
       const exists = yield* io("stat", at, fs.exists(at))
       if (!exists) return { _tag: "Corrupt", reason: `file ${entry.name} is missing` } as const
-      const seen = yield* hashFile(at)
+      const seen = depth.hash
+        ? yield* hashFile(at)
+        : { bytes: Number((yield* io("stat", at, fs.stat(at))).size), sha256: entry.sha256 }
       if (seen.bytes !== entry.bytes) {
         return { _tag: "Corrupt", reason: `file ${entry.name} has ${seen.bytes} bytes, the manifest says ${entry.bytes}` } as const
       }
@@ -240,7 +257,7 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
     return { _tag: "Valid", manifest } as const
   })
 
-  const inspect = (key: string) => inspectDir(artifactDir(key), key)
+  const inspect = (key: string, depth?: Depth) => inspectDir(artifactDir(key), key, depth)
 
   const readFile = Effect.fn("ArtifactStore.readFile")(function*(dir: string, manifest: Manifest.Manifest, name: string) {
     const entry = manifest.files.find((f) => f.name === name)
@@ -389,11 +406,11 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
     return record
   })
 
-  const list = Effect.gen(function*() {
+  const list = Effect.fn("ArtifactStore.list")(function*(depth: Depth) {
     const keys = yield* listDir(dirs.artifacts)
     const records = yield* runs
     return yield* Effect.forEach(keys, (key) =>
-      Effect.map(inspect(key), (inspection): Listing => ({
+      Effect.map(inspect(key, depth), (inspection): Listing => ({
         key,
         inspection,
         bytes: inspection._tag === "Valid" ? inspection.manifest.files.reduce((n, f) => n + f.bytes, 0) : 0,
@@ -401,12 +418,12 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
       })))
   })
 
-  const listCheckpoints = Effect.gen(function*() {
+  const listCheckpoints = Effect.fn("ArtifactStore.listCheckpoints")(function*(depth: Depth) {
     const keys = yield* listDir(dirs.checkpoints)
     const all = yield* Effect.forEach(keys, (key) =>
       Effect.flatMap(checkpoints(key), (found) =>
         Effect.forEach(found, ({ dir, step }) =>
-          Effect.map(inspectDir(dir, key), (inspection): CheckpointListing => ({ key, step, dir, inspection })))))
+          Effect.map(inspectDir(dir, key, depth), (inspection): CheckpointListing => ({ key, step, dir, inspection })))))
     return all.flat()
   })
 
@@ -429,7 +446,8 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
     const locks = yield* liveLocks
     const keys = yield* listDir(dirs.artifacts)
     const inspections = new Map<string, Inspection>()
-    for (const key of keys) inspections.set(key, yield* inspect(key))
+    // Only the manifests matter here (for their inputs): no hashing.
+    for (const key of keys) inspections.set(key, yield* inspect(key, { hash: false }))
     const kept = new Set<string>()
     const visit = (key: string): void => {
       if (kept.has(key)) return

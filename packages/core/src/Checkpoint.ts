@@ -45,7 +45,7 @@ export type NonFinitePolicy = "skip" | "rollback" | "fail"
 export interface Options<J, JE, E, R> {
   /** Total steps of the loop. */
   readonly steps: number
-  /** Save a checkpoint after every this many steps. */
+  /** Save a checkpoint after every this many steps (0: never). */
   readonly every: number
   /** The Schema of the JSON part of the state (validated on save and load). */
   readonly data: Schema.Codec<J, JE>
@@ -187,7 +187,7 @@ export const loop = Effect.fn("Checkpoint.loop")(function*<J, JE, E, R>(
         lastLoss = out.loss
         step += 1
       }
-      if (step % options.every === 0 && step < options.steps) yield* save(state, step, skipped)
+      if (options.every > 0 && step % options.every === 0 && step < options.steps) yield* save(state, step, skipped)
       yield* progress.update(step, { loss: lastLoss })
     }
     yield* progress.finish

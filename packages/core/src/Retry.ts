@@ -49,7 +49,7 @@ export const transient = <A, E, R>(self: Effect.Effect<A, E, R>, onRetry: Effect
       return attempt
     }).pipe(
       Effect.tapError((e) =>
-        isTransient(e) ? Effect.logWarning(`transient failure, retrying: ${(e as { message?: string }).message ?? String(e)}`) : Effect.void
+        isTransient(e) ? Effect.logWarning(`transient failure: ${(e as { message?: string }).message ?? String(e)}`) : Effect.void
       ),
       Effect.retry({ schedule: policy, while: isTransient })
     )

@@ -11,7 +11,7 @@
  */
 import { Effect, Option, Ref, Schema } from "effect"
 import { Compute, HostTensor, ParamTree, Safetensors } from "@tinyfusion/tensor"
-import { ArtifactStore, CorruptArtifact, type Inspection, type Staging, type Tensors } from "./ArtifactStore.ts"
+import { ArtifactStore, CorruptArtifact, type Inspection, type Staging } from "./ArtifactStore.ts"
 import * as Manifest from "./Manifest.ts"
 import * as Retry from "./Retry.ts"
 import type { StoreError } from "./StoreError.ts"
@@ -131,7 +131,7 @@ export const key = Effect.fn("Stage.key")(function*<C, CE>(
 })
 
 /** An Artifact view of a verified manifest directory. */
-export const artifact = <O>(
+const artifact = <O>(
   store: ArtifactStore["Service"],
   dir: string,
   manifest: Manifest.Manifest,
@@ -288,5 +288,3 @@ const build = <C, CE, O, OE, I extends Inputs, E, R>(
     yield* store.removeCheckpoints(info.key)
     return manifest
   }))
-
-export type { Tensors }

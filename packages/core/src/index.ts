@@ -7,7 +7,9 @@
  * import { Effect, Schema } from "effect"
  * import { NodeServices } from "@effect/platform-node"
  * import { ArtifactStore, Checkpoint, Stage } from "@tinyfusion/core"
+ * import { HostTensor } from "@tinyfusion/tensor"
  *
+ * // (Latents is another stage; params, m, v and trainStep come from your model code.)
  * // A stage: name, version, config and output Schemas, upstream stages, effect.
  * const Train = Stage.make({
  *   name: "train",
@@ -17,15 +19,15 @@
  *   inputs: { latents: Latents },                  // another stage
  *   run: (config, { latents }, ctx) =>
  *     Effect.gen(function*() {
- *       const data = yield* latents.tensors("latents.safetensors")   // HostTree
+ *       const data = yield* latents.tensors("latents.safetensors")   // HostTree, verified
  *       const done = yield* Checkpoint.loop(ctx, {
  *         steps: config.steps,
  *         every: 100,                                // checkpoint every 100 steps
  *         data: Schema.Struct({ adamStep: Schema.Int }),
  *         init: Effect.sync(() => ({ tensors: { params, m, v }, data: { adamStep: 0 } })),
  *         step: (state, step) => trainStep(state, step), // → { state, loss }; randomness from `step`
- *         nonFinite: "skip"
- *       })
+ *         nonFinite: "skip"                          // or "rollback" | "fail"
+ *       })                                           // resumes from the newest checkpoint on rerun
  *       const host = yield* HostTensor.treeFromTensors(done.state.tensors)
  *       yield* ctx.writeTensors("params.safetensors", host)
  *       yield* ctx.metric("final_loss", done.lastLoss)
@@ -39,7 +41,10 @@
  *   trained.output.loss                              // typed by the output Schema
  *   yield* (yield* ArtifactStore).keep("my-run", [latents.key, trained.key])
  * }).pipe(Effect.provide(ArtifactStore.layer("./runs")), Effect.provide(NodeServices.layer))
+ * // CLI commands get the store of --store from packages/cli GlobalFlags (already provided).
  * ```
+ *
+ * One `Checkpoint.loop` per stage: its checkpoints live under the stage's key.
  */
 export { ArtifactStore, CorruptArtifact } from "./ArtifactStore.ts"
 export type { CheckpointListing, Inspection, Listing, Removal, RunRecord, Staging, Tensors } from "./ArtifactStore.ts"
@@ -49,4 +54,5 @@ export * as Manifest from "./Manifest.ts"
 export * as Progress from "./Progress.ts"
 export * as Retry from "./Retry.ts"
 export * as Stage from "./Stage.ts"
+export * as StoreBenchmark from "./StoreBenchmark.ts"
 export { StoreError } from "./StoreError.ts"

@@ -60,6 +60,29 @@ describe("Safetensors", () => {
       assert.deepStrictEqual(file.metadata, { step: "3" })
       // Deterministic bytes: the same tensors in another order encode identically.
       assert.deepStrictEqual(Safetensors.encode([["ids", b], ["w", a]], { metadata: { step: "3" } }), bytes)
+      // A Node Buffer inside a larger pool (what file reads return) decodes the same.
+      const pooled = Buffer.concat([Buffer.alloc(24, 7), Buffer.from(bytes)]).subarray(24)
+      const fromBuffer = yield* Safetensors.decode(pooled)
+      assert.isTrue(HostTensor.bitEqual(fromBuffer.tensors.get("w")!, a))
+      assert.isTrue(HostTensor.bitEqual(fromBuffer.tensors.get("ids")!, b))
+    }))
+
+  it.effect("F64 tensors round trip exactly and also read as float32", () =>
+    Effect.gen(function*() {
+      const values = new Float64Array([1 / 3, -1e300, 2 ** -1074, 0.1])
+      const bytes = Safetensors.encode([["x", { dtype: "float64", shape: [2, 2], data: values }]])
+      // 1/3 as a double is 0x3fd5555555555555, little-endian.
+      assert.deepStrictEqual([...bytes.subarray(bytes.length - 32, bytes.length - 24)], [0x55, 0x55, 0x55, 0x55, 0x55, 0x55, 0xd5, 0x3f])
+      const file = yield* Safetensors.decode(bytes)
+      assert.strictEqual(file.dtypes.get("x"), "F64")
+      assert.deepStrictEqual([...file.float64.get("x")!], [...values])
+      assert.deepStrictEqual(file.tensors.get("x")!.shape, [2, 2])
+      assert.deepStrictEqual([...file.tensors.get("x")!.data], [...Float32Array.from(values)])
+      // From a Node Buffer inside a larger pool, as fs.readFile returns: the exact values still.
+      const pool = Buffer.alloc(bytes.length + 64, 0xff)
+      pool.set(bytes, 24)
+      const fromPool = yield* Safetensors.decode(pool.subarray(24, 24 + bytes.length))
+      assert.deepStrictEqual([...fromPool.float64.get("x")!], [...values])
     }))
 
   it.effect("decodes from a Node Buffer (a view into a larger pool), as fs.readFile returns", () =>

@@ -1,7 +1,9 @@
 /**
  * The safetensors format: an 8-byte little-endian header length, a JSON header
  * ({ name: { dtype, shape, data_offsets } , __metadata__ }) and the raw data.
- * F32, F16, BF16 and F64 read as float32; I32 and I64 as int32. Writing is
+ * F32, F16, BF16 and F64 read as float32; I32 and I64 as int32. F64 tensors
+ * are also kept exact (`File.float64`) and can be written from Float64Arrays,
+ * for values that need double precision (feature statistics). Writing is
  * deterministic (keys sorted, header padded to 8 bytes) so equal trees give
  * equal files and hashes.
  */
@@ -34,6 +36,15 @@ export interface File {
   readonly metadata: Readonly<Record<string, string>>
   /** The stored dtype of each tensor, before conversion. */
   readonly dtypes: ReadonlyMap<string, Dtype>
+  /** The exact values of the F64 tensors (`tensors` holds them rounded to float32). */
+  readonly float64: ReadonlyMap<string, Float64Array>
+}
+
+/** A double-precision tensor to write as F64. */
+export interface Float64Tensor {
+  readonly dtype: "float64"
+  readonly shape: ReadonlyArray<number>
+  readonly data: Float64Array
 }
 
 const fail = (reason: string) => Effect.fail(new SafetensorsError({ reason }))
@@ -57,6 +68,7 @@ export const decode = Effect.fn("Safetensors.decode")(function*(bytes: Uint8Arra
   const dataLength = bytes.byteLength - dataStart
   const tensors = new Map<string, HostTensor>()
   const dtypes = new Map<string, Dtype>()
+  const float64 = new Map<string, Float64Array>()
   let metadata: Record<string, string> = {}
   const spans: Array<[number, number, string]> = []
   for (const [name, raw] of Object.entries(header)) {
@@ -78,19 +90,22 @@ export const decode = Effect.fn("Safetensors.decode")(function*(bytes: Uint8Arra
     spans.push([begin, end, name])
     dtypes.set(name, entry.dtype)
     tensors.set(name, convert(entry.dtype, entry.shape, bytes.subarray(dataStart + begin, dataStart + end)))
+    if (entry.dtype === "F64") {
+      float64.set(name, new Float64Array(Uint8Array.prototype.slice.call(bytes, dataStart + begin, dataStart + end).buffer))
+    }
   }
   spans.sort((a, b) => a[0] - b[0])
   for (let i = 1; i < spans.length; i++) {
     if (spans[i]![0] < spans[i - 1]![1]) return yield* fail(`tensors ${spans[i - 1]![2]} and ${spans[i]![2]} overlap`)
   }
-  return { tensors, metadata, dtypes } satisfies File
+  return { tensors, metadata, dtypes, float64 } satisfies File
 })
 
 function convert(dtype: Dtype, shape: ReadonlyArray<number>, raw: Uint8Array): HostTensor {
   const n = numel(shape)
   // Copy first: the raw span may not be aligned for a typed-array view. Not
-  // raw.slice(): on a Node Buffer (fs.readFile's result) it is a view, not a copy.
-  const buf = Uint8Array.prototype.slice.call(raw).buffer
+  // raw.slice(): on a Node Buffer (what file reads return) it is a view of the whole pool.
+  const buf = new Uint8Array(raw).buffer
   switch (dtype) {
     case "F32":
       return float32(shape, new Float32Array(buf))
@@ -121,10 +136,10 @@ export type WriteDtype = "F32" | "F16" | "BF16"
 
 /**
  * Serialises tensors. Float tensors are stored as `dtype` (default F32);
- * int32 tensors as I32.
+ * int32 tensors as I32; float64 tensors as F64.
  */
 export function encode(
-  tensors: Iterable<readonly [string, HostTensor]>,
+  tensors: Iterable<readonly [string, HostTensor | Float64Tensor]>,
   options: { readonly metadata?: Readonly<Record<string, string>>; readonly dtype?: WriteDtype } = {}
 ): Uint8Array {
   const floatType = options.dtype ?? "F32"
@@ -135,8 +150,9 @@ export function encode(
   let offset = 0
   for (const [name, t] of sorted) {
     if (name in header) throw new Error(`duplicate tensor name ${name}`)
-    const payload = t.dtype === "int32" ? bytesOf(t.data) : encodeFloats(t.data, floatType)
-    header[name] = { dtype: t.dtype === "int32" ? "I32" : floatType, shape: t.shape, data_offsets: [offset, offset + payload.byteLength] }
+    const payload = t.dtype === "float32" ? encodeFloats(t.data, floatType) : bytesOf(t.data)
+    const dtype = t.dtype === "float32" ? floatType : t.dtype === "int32" ? "I32" : "F64"
+    header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + payload.byteLength] }
     payloads.push(payload)
     offset += payload.byteLength
   }
@@ -154,7 +170,7 @@ export function encode(
   return out
 }
 
-const bytesOf = (a: Float32Array | Int32Array): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
+const bytesOf = (a: Float32Array | Int32Array | Float64Array): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
 
 function encodeFloats(data: Float32Array, dtype: WriteDtype): Uint8Array {
   if (dtype === "F32") return bytesOf(data)

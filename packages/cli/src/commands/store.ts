@@ -1,7 +1,8 @@
 /**
  * `tinyfusion store …`: look after the artifact store (`--store`).
  *   ls      every artifact (stage, status, size, runs keeping it), unfinished
- *           stages' checkpoints and the kept runs
+ *           stages' checkpoints and the kept runs; checks manifests and sizes
+ *           only, so it stays fast on large stores
  *   verify  checks every manifest, file size and sha256; exits non-zero when
  *           anything is corrupt
  *   gc      removes what no kept run references (`--dry-run` only lists it)
@@ -36,8 +37,8 @@ const size = (bytes: number): string =>
 const ls = Command.make("ls", {}, () =>
   Effect.gen(function*() {
     const store = yield* ArtifactStore
-    const artifacts = yield* store.list
-    const checkpoints = yield* store.listCheckpoints
+    const artifacts = yield* store.list({ hash: false })
+    const checkpoints = yield* store.listCheckpoints({ hash: false })
     const runs = yield* store.runs
     yield* Console.log(`store ${store.root}: ${artifacts.length} artifacts, ${checkpoints.length} checkpoints, ${runs.length} runs\n`)
     yield* Console.log(Table.render(
@@ -65,8 +66,8 @@ const ls = Command.make("ls", {}, () =>
 const verify = Command.make("verify", {}, () =>
   Effect.gen(function*() {
     const store = yield* ArtifactStore
-    const artifacts = yield* store.list
-    const checkpoints = yield* store.listCheckpoints
+    const artifacts = yield* store.list({ hash: true })
+    const checkpoints = yield* store.listCheckpoints({ hash: true })
     const bad: Array<string> = []
     for (const a of artifacts) {
       yield* Console.log(`${a.inspection._tag === "Valid" ? "ok " : "BAD"} ${a.key}${a.inspection._tag === "Corrupt" ? `: ${a.inspection.reason}` : ""}`)
@@ -84,7 +85,7 @@ const verify = Command.make("verify", {}, () =>
 
 const gc = Command.make(
   "gc",
-  { dryRun: Flag.Boolean("dry-run").pipe(Flag.withDescription("Only list what would be removed")) },
+  { dryRun: Flag.Boolean("dry-run").pipe(Flag.withDescription("Only list what would be removed"), Flag.withDefault(false)) },
   ({ dryRun }) =>
     Effect.gen(function*() {
       const store = yield* ArtifactStore

@@ -1,0 +1,110 @@
+/**
+ * `tinyfusion checkpoint import|export`: reference DiT checkpoints (converted
+ * to safetensors, PyTorch layouts, F32/F16/BF16) in and out. `import` checks
+ * every key and shape against a config and writes our float32 file with the
+ * config in its metadata; `export` writes exactly the reference keys, so a
+ * (pruned) model loads in the reference code with load_state_dict.
+ */
+import { Console, Effect, FileSystem, Option } from "effect"
+import { Argument, Command, Flag } from "effect/cli"
+import { Checkpoint, Config } from "@tinyfusion/models"
+import { HostTensor, ParamTree, Safetensors } from "@tinyfusion/tensor"
+
+const model = Flag.Literals("model", Config.presetNames).pipe(
+  Flag.withDescription("Preset the file is checked against (DiT-XL/2 … DiT-S/8, TinyDiT-D19/D14/D7, mini)"),
+  Flag.optional
+)
+
+const int = (name: string, description: string) => Flag.Int(name).pipe(Flag.withDescription(description), Flag.optional)
+
+/** Flags that override single fields of the preset (a pruned depth, a mini width…). */
+const overrides = {
+  depth: int("depth", "Number of blocks (e.g. 14 for a pruned XL/2)"),
+  hidden: int("hidden", "Hidden width"),
+  heads: int("heads", "Attention heads"),
+  patch: int("patch", "Patch size"),
+  inputSize: int("input-size", "Latent side"),
+  channels: int("channels", "Latent channels"),
+  classes: int("classes", "Number of classes")
+}
+
+type Overrides = { readonly [K in keyof typeof overrides]: Option.Option<number> }
+
+const overridden = (o: Overrides): Partial<Config.Config> => {
+  const fields: Array<[keyof Config.Config, Option.Option<number>]> = [
+    ["depth", o.depth],
+    ["hiddenSize", o.hidden],
+    ["numHeads", o.heads],
+    ["patchSize", o.patch],
+    ["inputSize", o.inputSize],
+    ["inChannels", o.channels],
+    ["numClasses", o.classes]
+  ]
+  return Object.fromEntries(fields.flatMap(([k, v]) => (Option.isSome(v) ? [[k, v.value]] : [])))
+}
+
+/** Writes through a temporary file and a rename, so a failed write leaves no partial file. */
+const writeAtomic = Effect.fn("checkpoint.writeAtomic")(function*(path: string, bytes: Uint8Array) {
+  const fs = yield* FileSystem.FileSystem
+  const temp = `${path}.partial-${process.pid}`
+  yield* fs.writeFile(temp, bytes).pipe(Effect.onError(() => fs.remove(temp, { force: true }).pipe(Effect.ignore)))
+  yield* fs.rename(temp, path)
+})
+
+const summary = (config: Config.Config, params: HostTensor.HostTree) => {
+  const count = ParamTree.flatten(params, HostTensor.isHostTensor).reduce((n, [, t]) => n + HostTensor.numel(t.shape), 0)
+  return `${Config.describe(config)}: ${count.toLocaleString("en-US")} parameters`
+}
+
+const importCommand = Command.make(
+  "import",
+  {
+    input: Argument.String("reference").pipe(Argument.withDescription("Reference checkpoint as .safetensors")),
+    out: Flag.String("out").pipe(Flag.withDescription("Where to write our checkpoint (float32 safetensors)")),
+    model,
+    prefix: Flag.String("prefix").pipe(
+      Flag.withDescription("Read only keys under this prefix, e.g. ema. for a training checkpoint holding model and EMA"),
+      Flag.withDefault("")
+    ),
+    ...overrides
+  },
+  Effect.fn(function*(o) {
+    const fs = yield* FileSystem.FileSystem
+    const config = yield* Config.make(Option.getOrElse(o.model, () => "DiT-XL/2" as const), overridden(o))
+    const loaded = yield* Checkpoint.decode(config, yield* fs.readFile(o.input), { prefix: o.prefix })
+    yield* writeAtomic(o.out, yield* Checkpoint.encode(config, loaded.params, { metadata: { "tinyfusion.source": o.input } }))
+    yield* Console.log(`imported ${o.input} (${loaded.dtypes.join(", ")}) → ${o.out}\n${summary(config, loaded.params)}`)
+  })
+).pipe(Command.withDescription("Read a reference DiT checkpoint (safetensors) into our float32 params, checking every key and shape"))
+
+const exportCommand = Command.make(
+  "export",
+  {
+    input: Argument.String("checkpoint").pipe(Argument.withDescription("Our checkpoint (.safetensors)")),
+    out: Flag.String("out").pipe(Flag.withDescription("Where to write the reference checkpoint")),
+    dtype: Flag.Literals("dtype", ["f32", "f16", "bf16"]).pipe(
+      Flag.withDescription("Stored precision (f16/bf16 round to nearest even)"),
+      Flag.withDefault("f32" as const)
+    ),
+    model,
+    ...overrides
+  },
+  Effect.fn(function*(o) {
+    const fs = yield* FileSystem.FileSystem
+    const file = yield* Safetensors.decode(yield* fs.readFile(o.input))
+    const base = Option.isSome(o.model) ? Option.some(yield* Config.make(o.model.value)) : yield* Checkpoint.storedConfig(file.metadata)
+    if (Option.isNone(base)) {
+      return yield* new Config.InvalidConfig({ reason: `${o.input} carries no ${Checkpoint.configKey} metadata; name its shape with --model` })
+    }
+    const config = yield* Config.decode({ ...base.value, ...overridden(o) })
+    const loaded = yield* Checkpoint.fromFile(config, file)
+    const dtype = ({ f32: "F32", f16: "F16", bf16: "BF16" } as const)[o.dtype]
+    yield* writeAtomic(o.out, yield* Checkpoint.encode(config, loaded.params, { dtype }))
+    yield* Console.log(`exported ${o.input} → ${o.out} (${dtype}, reference keys)\n${summary(config, loaded.params)}`)
+  })
+).pipe(Command.withDescription("Write our checkpoint with exactly the reference state_dict keys (F32, F16 or BF16)"))
+
+export const checkpoint = Command.make("checkpoint").pipe(
+  Command.withDescription("Import and export reference DiT checkpoints (safetensors)"),
+  Command.withSubcommands([importCommand, exportCommand])
+)

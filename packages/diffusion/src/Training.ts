@@ -1,0 +1,154 @@
+/**
+ * One training step of a DiT (Gaussian diffusion) or SiT (linear transport):
+ * the draws of a step (timesteps, noise, label dropout) from Rng streams at
+ * the step index, the objective's loss, and the update — gradients of the
+ * trainable parameters (not pos_embed), optional global-norm clipping, AdamW
+ * and an EMA. Pure: returns a new state; the caller releases the old one.
+ *
+ * `step` takes any scalar loss of the parameters, so distillation or mask
+ * learning reuse it with their own losses.
+ */
+import { Config, DiT } from "@tinyfusion/models"
+import { AdamW, Ema, Gradients, ParamTree, Rng, tf, tidy } from "@tinyfusion/tensor"
+import * as GaussianDiffusion from "./GaussianDiffusion.ts"
+import * as Network from "./Network.ts"
+import * as Transport from "./Transport.ts"
+
+export type Objective =
+  | { readonly _tag: "ddpm"; readonly diffusion: GaussianDiffusion.GaussianDiffusion }
+  | { readonly _tag: "sit" }
+
+export interface Draws {
+  /** DDPM: chain steps in [0, T); SiT: times in (0, 1). */
+  readonly t: ReadonlyArray<number>
+  /** Standard normal, the latent batch's shape. */
+  readonly noise: Float32Array
+  /** The labels after dropout (dropped → the null class). */
+  readonly labels: Int32Array
+}
+
+/**
+ * The random numbers of one step, from streams `${purpose}/timesteps`,
+ * `${purpose}/noise` and `${purpose}/label-drop` of the seed at index `step`:
+ * t ~ U{0..T−1} (DDPM) or U(0, 1) (SiT), ε ~ N(0, I), labels dropped with
+ * the config's class-dropout probability (torch.rand(B) < p).
+ */
+export function draws(
+  objective: Objective,
+  config: Config.Config,
+  labels: ArrayLike<number>,
+  options: { readonly seed: number; readonly step: number; readonly purpose?: string }
+): Draws {
+  const purpose = options.purpose ?? "train"
+  const stream = (name: string) => Rng.stream(options.seed, `${purpose}/${name}`)
+  const b = labels.length
+  const t = objective._tag === "ddpm"
+    ? Array.from(Rng.integers(stream("timesteps"), options.step, b, 0, objective.diffusion.numTimesteps))
+    : Array.from(Rng.uniform(stream("timesteps"), options.step, b))
+  const drop = Rng.uniform(stream("label-drop"), options.step, b)
+  const size = b * config.inputSize * config.inputSize * config.inChannels
+  return {
+    t,
+    noise: Rng.normal(stream("noise"), options.step, size),
+    labels: Int32Array.from(labels, (y, i) => (drop[i]! < config.classDropoutProb ? Config.nullClass(config) : y))
+  }
+}
+
+export interface LossTerms {
+  /** The batch mean of the per-sample loss. */
+  readonly loss: tf.Scalar
+  /** Per sample: DDPM mse + vb, SiT velocity MSE. */
+  readonly perSample: tf.Tensor1D
+  /** The network's raw output (ε and v, or velocity), for distillation. */
+  readonly output: tf.Tensor4D
+}
+
+/** The objective's loss of a DiT/SiT on latents x [B, H, W, C] with a step's draws. */
+export function loss(
+  objective: Objective,
+  config: Config.Config,
+  params: ParamTree.ParamTree,
+  x: tf.Tensor4D,
+  d: Draws,
+  options: DiT.Options = {}
+): LossTerms {
+  const noise = tf.tensor4d(d.noise, x.shape)
+  const labels = Array.from(d.labels)
+  if (objective._tag === "ddpm") {
+    const terms = GaussianDiffusion.trainingLosses(objective.diffusion, Network.denoiser(Network.dit(config, params, options), labels), x, d.t, noise)
+    return { loss: tf.mean(terms.loss), perSample: terms.loss, output: terms.output }
+  }
+  const terms = Transport.trainingLosses(Network.denoiser(Network.sit(config, params, options), labels), x, d.t, noise)
+  return { loss: tf.mean(terms.loss), perSample: terms.loss, output: terms.output }
+}
+
+export interface Hyper {
+  readonly optimiser: AdamW.Config
+  /** DiT: 0.9999. */
+  readonly emaDecay: number
+  /** Global-norm clip (torch.nn.utils.clip_grad_norm_); undefined: no clipping. */
+  readonly maxGradNorm?: number
+}
+
+export interface State {
+  /** Every parameter, pos_embed included. */
+  readonly params: ParamTree.ParamTree
+  readonly ema: ParamTree.ParamTree
+  readonly optimiser: AdamW.State
+}
+
+/** The start of training: EMA = a copy of the params, zero moments for the trainable ones. */
+export const init = (params: ParamTree.ParamTree): State => ({
+  params,
+  ema: ParamTree.clone(params),
+  optimiser: AdamW.init(DiT.split(params).trainable)
+})
+
+/** Releases every tensor of a state. */
+export const dispose = (state: State): void =>
+  ParamTree.dispose([state.params, state.ema, state.optimiser.m, state.optimiser.v])
+
+/**
+ * One update on `lossOf(params)`: gradients of the trainable parameters,
+ * clipping, AdamW (learning rates × lrScale) and the EMA of the trainable
+ * parameters. The frozen pos_embed is carried over (new handles on the same
+ * data, so releasing the old state does not release it).
+ */
+export function step(
+  hyper: Hyper,
+  state: State,
+  lossOf: (params: ParamTree.ParamTree) => tf.Scalar,
+  lrScale = 1
+): { readonly state: State; readonly loss: tf.Scalar; readonly gradNorm: tf.Scalar } {
+  return tidy(() => {
+    const { trainable, frozen } = DiT.split(state.params)
+    const { value, grads } = Gradients.valueAndGrad((p) => lossOf(DiT.join(p, frozen)), trainable)
+    const clipped = hyper.maxGradNorm === undefined
+      ? { grads, norm: Gradients.globalNorm(grads) }
+      : Gradients.clipByGlobalNorm(grads, hyper.maxGradNorm)
+    const next = AdamW.update(hyper.optimiser, state.optimiser, trainable, clipped.grads, lrScale)
+    const ema = Ema.update(DiT.split(state.ema).trainable, next.params, hyper.emaDecay)
+    return {
+      state: {
+        params: DiT.join(next.params, ParamTree.clone(frozen)),
+        ema: DiT.join(ema, ParamTree.clone(DiT.split(state.ema).frozen)),
+        optimiser: next.state
+      },
+      loss: value,
+      gradNorm: clipped.norm
+    }
+  })
+}
+
+/** A full pre-training step of a DiT or SiT on a latent batch: draws, loss, update. */
+export function trainStep(
+  objective: Objective,
+  config: Config.Config,
+  hyper: Hyper,
+  state: State,
+  batch: { readonly x: tf.Tensor4D; readonly labels: ArrayLike<number> },
+  at: { readonly seed: number; readonly step: number; readonly lrScale?: number }
+): { readonly state: State; readonly loss: tf.Scalar; readonly gradNorm: tf.Scalar } {
+  const d = draws(objective, config, batch.labels, at)
+  return step(hyper, state, (p) => loss(objective, config, p, batch.x, d).loss, at.lrScale ?? 1)
+}

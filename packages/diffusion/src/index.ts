@@ -1,0 +1,6 @@
+export * as Respacing from "./Respacing.ts"
+export * as Likelihood from "./Likelihood.ts"
+export * as GaussianDiffusion from "./GaussianDiffusion.ts"
+export * as Network from "./Network.ts"
+export * as Transport from "./Transport.ts"
+export * as Training from "./Training.ts"

@@ -1,0 +1,8 @@
+export * as Matrix from "./Matrix.ts"
+export * as FeatureStatistics from "./FeatureStatistics.ts"
+export * as FrechetDistance from "./FrechetDistance.ts"
+export * as InceptionScore from "./InceptionScore.ts"
+export * as PrecisionRecall from "./PrecisionRecall.ts"
+export * as Metrics from "./Metrics.ts"
+export * as Throughput from "./Throughput.ts"
+export * as LinearAlgebra from "./LinearAlgebra.ts"

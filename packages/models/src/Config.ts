@@ -1,0 +1,105 @@
+/**
+ * The shape of a DiT, as the reference constructor's arguments
+ * (DiT(input_size, patch_size, in_channels, hidden_size, depth, num_heads,
+ * mlp_ratio, class_dropout_prob, num_classes, learn_sigma)). The named
+ * sizes are DiT's and TinyFusion's; `mini` is the shape of this project's
+ * Fashion-MNIST teacher, and every field can be overridden.
+ */
+import { Effect, Schema } from "effect"
+
+const PositiveInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
+
+export const Config = Schema.Struct({
+  /** Latent side (32 for 256×256 images through the f=8 VAE). */
+  inputSize: PositiveInt,
+  patchSize: PositiveInt,
+  inChannels: PositiveInt,
+  hiddenSize: PositiveInt,
+  depth: PositiveInt,
+  numHeads: PositiveInt,
+  mlpRatio: Schema.Finite.check(Schema.isGreaterThan(0)),
+  numClasses: PositiveInt,
+  /** Label dropout in training; > 0 also adds the null-class row used by guidance. */
+  classDropoutProb: Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0), Schema.isLessThanOrEqualTo(1)),
+  /** Output 2·C channels: ε and the variance interpolation v. */
+  learnSigma: Schema.Boolean
+}).check(Schema.makeFilter((c) => {
+  const issues: Array<string> = []
+  if (c.inputSize % c.patchSize !== 0) issues.push(`inputSize ${c.inputSize} is not a multiple of patchSize ${c.patchSize}`)
+  if (c.hiddenSize % c.numHeads !== 0) issues.push(`hiddenSize ${c.hiddenSize} is not divisible by numHeads ${c.numHeads}`)
+  // The 2-D sin-cos position embedding splits the width in four (two axes × sin/cos).
+  if (c.hiddenSize % 4 !== 0) issues.push(`hiddenSize ${c.hiddenSize} is not a multiple of 4 (2-D sin-cos position embedding)`)
+  return issues
+}))
+export type Config = typeof Config.Type
+
+export class InvalidConfig extends Schema.TaggedError<InvalidConfig>()("InvalidConfig", {
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `invalid DiT config: ${this.reason}`
+  }
+}
+
+const dit = (depth: number, hiddenSize: number, numHeads: number, patchSize: number): Config => ({
+  inputSize: 32,
+  patchSize,
+  inChannels: 4,
+  hiddenSize,
+  depth,
+  numHeads,
+  mlpRatio: 4,
+  numClasses: 1000,
+  classDropoutProb: 0.1,
+  learnSigma: true
+})
+
+/** DiT's twelve sizes, TinyFusion's pruned XL/2 depths, and this project's mini teacher. */
+export const presets = {
+  "DiT-XL/2": dit(28, 1152, 16, 2),
+  "DiT-XL/4": dit(28, 1152, 16, 4),
+  "DiT-XL/8": dit(28, 1152, 16, 8),
+  "DiT-L/2": dit(24, 1024, 16, 2),
+  "DiT-L/4": dit(24, 1024, 16, 4),
+  "DiT-L/8": dit(24, 1024, 16, 8),
+  "DiT-B/2": dit(12, 768, 12, 2),
+  "DiT-B/4": dit(12, 768, 12, 4),
+  "DiT-B/8": dit(12, 768, 12, 8),
+  "DiT-S/2": dit(12, 384, 6, 2),
+  "DiT-S/4": dit(12, 384, 6, 4),
+  "DiT-S/8": dit(12, 384, 6, 8),
+  "TinyDiT-D19": dit(19, 1152, 16, 2),
+  "TinyDiT-D14": dit(14, 1152, 16, 2),
+  "TinyDiT-D7": dit(7, 1152, 16, 2),
+  /** 8×8×4 latents of 32×32 Fashion-MNIST, 10 classes, 28 layers of width 128 → 16 tokens. */
+  mini: { ...dit(28, 128, 4, 2), inputSize: 8, numClasses: 10 }
+} as const satisfies Record<string, Config>
+
+export type PresetName = keyof typeof presets
+export const presetNames = Object.keys(presets) as ReadonlyArray<PresetName>
+
+const decodeConfig = Schema.decodeUnknownEffect(Config)
+
+/** Validates an unknown value (a flag set, a manifest, checkpoint metadata) as a config. */
+export const decode = Effect.fn("Config.decode")(function*(input: unknown) {
+  return yield* decodeConfig(input).pipe(Effect.mapError((e) => new InvalidConfig({ reason: e.message })))
+})
+
+/** A preset with some fields replaced, validated. */
+export const make = (name: PresetName, overrides: Partial<Config> = {}) => decode({ ...presets[name], ...overrides })
+
+export const gridSize = (c: Config): number => c.inputSize / c.patchSize
+export const tokens = (c: Config): number => gridSize(c) ** 2
+export const outChannels = (c: Config): number => (c.learnSigma ? 2 * c.inChannels : c.inChannels)
+export const headDim = (c: Config): number => c.hiddenSize / c.numHeads
+/** int(hidden_size · mlp_ratio), as Python truncates. */
+export const mlpHidden = (c: Config): number => Math.trunc(c.hiddenSize * c.mlpRatio)
+/** Rows of the label table: the classes and, when labels can be dropped, the null class. */
+export const labelRows = (c: Config): number => c.numClasses + (c.classDropoutProb > 0 ? 1 : 0)
+/** The label index that means "no class" (classifier-free guidance). */
+export const nullClass = (c: Config): number => c.numClasses
+
+/** "DiT(depth 28, hidden 1152, heads 16, patch 2, 32×32×4, 1000 classes)" for messages. */
+export const describe = (c: Config): string =>
+  `DiT(depth ${c.depth}, hidden ${c.hiddenSize}, heads ${c.numHeads}, patch ${c.patchSize}, ` +
+  `${c.inputSize}×${c.inputSize}×${c.inChannels}, ${c.numClasses} classes${c.learnSigma ? ", learn_sigma" : ""})`

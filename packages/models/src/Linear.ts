@@ -1,0 +1,25 @@
+/**
+ * nn.Linear on a PyTorch-layout weight [out, in]: y = x·Wᵀ + b over the last
+ * axis. Every Linear of the DiT goes through an `Apply` named by its module
+ * path ("blocks.3.attn.qkv"), so a weight transform — LoRA's ΔW = α·B·A, a
+ * frozen/trainable split, a probe — replaces one function instead of
+ * editing the model.
+ */
+import { tf } from "@tinyfusion/tensor"
+
+export interface Params {
+  readonly weight: tf.Tensor
+  readonly bias: tf.Tensor
+}
+
+/** Applies the Linear at `path` (its state_dict prefix) to x [..., in]. */
+export type Apply = (path: string, layer: Params, x: tf.Tensor) => tf.Tensor
+
+/** The plain nn.Linear. */
+export const apply: Apply = (_path, layer, x) => {
+  const [outFeatures, inFeatures] = layer.weight.shape as [number, number]
+  const lead = x.shape.slice(0, -1)
+  const flat = tf.reshape(x, [-1, inFeatures])
+  const y = tf.add(tf.matMul(flat, layer.weight, false, true), layer.bias)
+  return lead.length === 1 ? y : tf.reshape(y, [...lead, outFeatures])
+}

@@ -1,0 +1,6 @@
+export * as Config from "./Config.ts"
+export * as Embeddings from "./Embeddings.ts"
+export * as Linear from "./Linear.ts"
+export * as DiT from "./DiT.ts"
+export * as Init from "./Init.ts"
+export * as Checkpoint from "./Checkpoint.ts"

@@ -11,8 +11,9 @@
  *
  * The pooled features are the penultimate layer, as Inception's pool3 is.
  * A flattened map rather than a global average keeps where things are, which
- * matters for centred Fashion-MNIST items (a global-average head of the same
- * convolutions tops out near 86% test accuracy; this one passes 90%).
+ * matters for centred Fashion-MNIST items: with the mini preset's 2000 steps a
+ * global-average head on the same convolutions reached 86.1% test accuracy,
+ * this head 90.0%.
  */
 import { Effect, Schema } from "effect"
 import { AdamW, Compute, Gradients, ParamTree, Rng, tf, tidy } from "@tinyfusion/tensor"

@@ -6,7 +6,7 @@ import * as Features from "./FeatureExtractor.ts"
 import { FeatureExtractor } from "./FeatureExtractor.ts"
 import * as FeatureNet from "./FeatureNet.ts"
 
-const tiny: FeatureNet.Config = { imageSize: 8, imageChannels: 1, channels: [8, 16], classes: 3, spatialChannels: 7 }
+const tiny: FeatureNet.Config = { imageSize: 8, imageChannels: 1, channels: [8, 16], classes: 3, hidden: 16, spatialChannels: 7 }
 
 describe("FeatureExtractor", () => {
   it("moments: mean and N − 1 covariance, by hand", () => {
@@ -53,7 +53,7 @@ describe("FeatureExtractor", () => {
     Effect.gen(function*() {
       const params = FeatureNet.init(FeatureNet.mini, 0)
       const out = FeatureNet.forward(FeatureNet.mini, params, tf.zeros([2, 32, 32, 1]) as tf.Tensor4D)
-      assert.deepStrictEqual([out.logits.shape, out.pool.shape, out.spatial.shape], [[2, 10], [2, 64], [2, 8 * 8 * 7]])
+      assert.deepStrictEqual([out.logits.shape, out.pool.shape, out.spatial.shape], [[2, 10], [2, 128], [2, 8 * 8 * 7]])
       ParamTree.dispose(params)
     }).pipe(Effect.provide(Compute.wasm)))
 })

@@ -21,7 +21,7 @@ const autoencoderConfig: Stages.AutoencoderConfig = {
 }
 const featureConfig: Stages.FeatureNetConfig = {
   dataset: "synthetic",
-  model: { imageSize: 8, imageChannels: 1, channels: [4, 8], classes: 3, spatialChannels: 7 },
+  model: { imageSize: 8, imageChannels: 1, channels: [4, 8], classes: 3, hidden: 8, spatialChannels: 7 },
   training: { seed: 0, steps: 4, batchSize: 8, lr: 1e-3, weightDecay: 0, clip: 1 },
   checkpointEvery: 2
 }

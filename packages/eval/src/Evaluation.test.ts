@@ -1,58 +1,21 @@
 import { NodeServices } from "@effect/platform-node"
 import { afterAll, assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Logger, Schema } from "effect"
+import { Effect, Layer, Logger } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { ArtifactStore, Checkpoint, Manifest, Stage } from "@tinyfusion/core"
 import { Dataset, Png, Stages } from "@tinyfusion/data"
-import { Checkpoint as ModelCheckpoint, Config, ModelArtifact } from "@tinyfusion/models"
-import { Compute, HostTensor, ParamTree, Rng } from "@tinyfusion/tensor"
+import { Config } from "@tinyfusion/models"
+import { Compute, Rng } from "@tinyfusion/tensor"
 import * as Evaluation from "./Evaluation.ts"
+import * as Tiny from "./fixtures/Tiny.ts"
 import * as Features from "./Features.ts"
 import * as Metrics from "./Metrics.ts"
 import * as Reference from "./Reference.ts"
 import * as Sampling from "./Sampling.ts"
 
-// Synthetic 8×8 grey images of 3 classes; an autoencoder to 4×4×4 latents and a feature network
-// with 8 pooled and 4·4·7 spatial features, each trained for a few steps (the metrics need finite
-// features, not good ones).
-const dataset = Dataset.synthetic({ classes: 3, train: 24, test: 16, size: 8, channels: 1, seed: 2 })
-const autoencoderConfig: Stages.AutoencoderConfig = {
-  dataset: "synthetic",
-  model: { imageSize: 8, imageChannels: 1, channels: [4, 8], latentChannels: 4, klWeight: 1e-4 },
-  training: { seed: 0, steps: 4, batchSize: 8, lr: 1e-3, clip: 1 },
-  checkpointEvery: 0,
-  scaleImages: 16,
-  evalImages: 16
-}
-const featureNetConfig: Stages.FeatureNetConfig = {
-  dataset: "synthetic",
-  model: { imageSize: 8, imageChannels: 1, channels: [4, 8], classes: 3, spatialChannels: 7 },
-  training: { seed: 0, steps: 4, batchSize: 8, lr: 1e-3, weightDecay: 0, clip: 1 },
-  checkpointEvery: 0
-}
-const referenceConfig: Reference.ReferenceConfig = { dataset: "synthetic", split: "test", images: 0, batchSize: 8, k: 3, splitSize: 8 }
-
-/** A 2-block DiT on the autoencoder's 4×4×4 latents, every weight N(0, 0.1²): raw weights from seed s, EMA from s + 1. */
-const TinyModelConfig = Schema.Struct({ seed: Schema.Int, family: ModelArtifact.Family })
-const tinyModel = (seed: number, family: ModelArtifact.Family): typeof TinyModelConfig.Type => ({ seed, family })
-const TinyModel = Stage.make({
-  name: "tiny-model",
-  version: 1,
-  config: TinyModelConfig,
-  output: ModelArtifact.Output,
-  run: (config, _inputs, ctx) =>
-    Effect.gen(function*() {
-      const model = yield* Config.make("mini", { depth: 2, hiddenSize: 16, numHeads: 2, inputSize: 4, inChannels: 4, numClasses: 3 })
-      const weights = (seed: number) =>
-        ParamTree.unflatten(ModelCheckpoint.referenceShapes(model).map(([key, shape]) =>
-          [key, HostTensor.float32(shape, Rng.normal(Rng.stream(seed, key), 0, HostTensor.numel(shape)).map((v) => v * 0.1))] as const
-        ))
-      return yield* ModelArtifact.write(ctx, { family: config.family, config: model, params: weights(config.seed), ema: weights(config.seed + 1) })
-    })
-})
-const EvaluateTiny = Evaluation.make(TinyModel)
+const EvaluateTiny = Evaluation.make(Tiny.ModelStage)
 
 const evaluation: Evaluation.EvaluationConfig = {
   samples: 20,
@@ -71,18 +34,12 @@ afterAll(() => fs.rmSync(root, { recursive: true, force: true }))
 const logs: Array<string> = []
 const layers = Layer.mergeAll(
   ArtifactStore.layer(root).pipe(Layer.provide(NodeServices.layer)),
-  dataset,
+  Tiny.dataset,
   Logger.layer([Logger.make(({ message }) => void logs.push(String(message)))])
 )
 
-/** The upstream artifacts, cache hits after the first test that asks. */
-const upstream = Effect.gen(function*() {
-  const autoencoder = yield* Stage.run(Stages.AutoencoderStage, autoencoderConfig, {})
-  const featureNet = yield* Stage.run(Stages.FeatureNetStage, featureNetConfig, {})
-  const reference = yield* Stage.run(Reference.ReferenceStage, referenceConfig, { featureNet })
-  const model = yield* Stage.run(TinyModel, tinyModel(1, "dit"), {})
-  return { autoencoder, featureNet, reference, model }
-})
+// The upstream artifacts: cache hits after the first test that asks.
+const upstream = Tiny.upstream
 
 const featureBytes = (artifact: Stage.Artifact<unknown>) =>
   Effect.map(artifact.bytes(Features.file), (bytes) => Manifest.sha256(bytes))
@@ -224,7 +181,7 @@ describe("Evaluation", () => {
   it.effect("a SiT samples with the ODE and SDE samplers", () =>
     Effect.gen(function*() {
       const { autoencoder, reference } = yield* upstream
-      const model = yield* Stage.run(TinyModel, tinyModel(1, "sit"), {})
+      const model = yield* Stage.run(Tiny.ModelStage, Tiny.modelConfig(1, "sit"), {})
       for (const sampler of ["ode", "sde"] as const) {
         const config: Evaluation.EvaluationConfig = { ...evaluation, samples: 8, gridImages: 0, sampling: { ...evaluation.sampling, sampler, steps: "3" } }
         const out = yield* Stage.run(EvaluateTiny, config, { model, autoencoder, reference })

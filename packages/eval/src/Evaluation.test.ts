@@ -174,6 +174,19 @@ describe("Evaluation", () => {
       assert.match((yield* Effect.flip(Sampling.check({ family: "dit", config: twoChannels }, evaluation.sampling))).message, /first 3 channels needs at least 3 latent channels, the model has 2/)
       yield* Sampling.check({ family: "dit", config: twoChannels }, { ...evaluation.sampling, guidedChannels: "all" })
       assert.match((yield* Effect.flip(config({ cfgScale: 0.5 }))).message, /cfgScale/)
+      // An autoencoder of 2-channel latents for a model of 4-channel ones.
+      const narrow = yield* Stage.run(Stages.AutoencoderStage, { ...Tiny.autoencoderConfig, model: { ...Tiny.autoencoderConfig.model, latentChannels: 2 } }, {})
+      const mismatch = yield* Effect.flip(Stage.run(EvaluateTiny, evaluation, { ...inputs, autoencoder: narrow }))
+      assert.match(mismatch.message, /the model takes 4×4×4 latents, the autoencoder \(autoencoder-[0-9a-f]+\) makes 4×4×2/)
+      // A reference of 16×16 images for a feature network of 8×8 ones (another batch size: the key names
+      // the dataset, not its image size, so the 8×8 reference would be a cache hit).
+      const featureNet = yield* Stage.run(Stages.FeatureNetStage, Tiny.featureNetConfig, {})
+      const larger = yield* Effect.flip(
+        Stage.run(Reference.ReferenceStage, { ...Tiny.referenceConfig, batchSize: Tiny.referenceConfig.batchSize + 1 }, { featureNet }).pipe(
+          Effect.provide(Dataset.synthetic({ classes: 3, train: 4, test: 4, size: 16, channels: 1, seed: 0 }))
+        )
+      )
+      assert.match(larger.message, /the synthetic images are 16×16×1, the feature network takes 8×8×1/)
       const check = Sampling.check({ family: "dit", config: { ...(yield* Config.make("mini")), classDropoutProb: 0 } }, evaluation.sampling)
       assert.match((yield* Effect.flip(check)).message, /guidance \(scale 1.5\) needs the null class/)
     }).pipe(Effect.provide(layers), Effect.provide(Compute.wasm)), 120_000)

@@ -13,9 +13,9 @@
  *            features.safetensors   pooled features, class probabilities and
  *                                   the label of every sample
  *   metrics  fid, sfid, inception_score, precision, recall; and the speed of
- *            the sampling this run did: sampling_it_per_s (network
- *            evaluations of a batch per second, guidance doubling included)
- *            and images_per_s
+ *            the sampling this run did, decoding included:
+ *            sampling_it_per_s (network evaluations of a batch per second,
+ *            guidance doubling included) and images_per_s
  *
  * Resumable: samples are made in parts of `partBatches` batches, and each
  * part's features (with its grid images) are committed as a checkpoint as
@@ -207,6 +207,12 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     const extractor = yield* FeatureExtractor
     const dims = { pooled: extractor.poolDim, spatial: extractor.spatialDim, classes: extractor.classes }
     const imageShape = extractor.imageShape
+    const decoded = inputs.autoencoder.output.model
+    if (decoded.imageSize !== imageShape[0] || decoded.imageSize !== imageShape[1] || decoded.imageChannels !== imageShape[2]) {
+      return yield* new IncompatibleInputs({
+        reason: `the autoencoder makes ${decoded.imageSize}×${decoded.imageSize}×${decoded.imageChannels} images, the feature network takes ${imageShape.join("×")}`
+      })
+    }
     const perImage = imageShape[0] * imageShape[1] * imageShape[2]
     const ae = yield* Effect.acquireRelease(Stages.loadAutoencoder(inputs.autoencoder), (a) => Effect.sync(() => ParamTree.dispose(a.params)))
     const params = yield* Effect.acquireRelease(Effect.sync(() => HostTensor.treeToTensors(loaded.params)), (p) => Effect.sync(() => ParamTree.dispose(p)))

@@ -69,20 +69,21 @@ export const decode = Effect.fn("Features.decode")(function*(
 ) {
   const fail = (reason: string) => new CorruptArtifact({ ...where, reason })
   const file = yield* Safetensors.decode(bytes).pipe(Effect.mapError((e) => fail(e.reason)))
-  const tensor = (name: string, shape: ReadonlyArray<number>, required: boolean) =>
+  const tensor = (name: string, dtype: "float32" | "int32", shape: ReadonlyArray<number>, required: boolean) =>
     Effect.gen(function*() {
       const t = file.tensors.get(name)
       if (t === undefined) return required ? yield* fail(`no tensor ${name}`) : undefined
+      if (t.dtype !== dtype) return yield* fail(`${name} is ${t.dtype}, expected ${dtype}`)
       if (t.shape.length !== shape.length || t.shape.some((n, i) => n !== shape[i])) {
         return yield* fail(`${name} has shape [${t.shape}], expected [${shape}]`)
       }
       return t
     })
   const { count, poolDim, classes } = expected
-  const pooled = yield* tensor("pooled", [count, poolDim], true)
-  const probabilities = yield* tensor("probabilities", [count, classes], true)
-  const radii = yield* tensor("radii", [count], false)
-  const labels = yield* tensor("labels", [count], false)
+  const pooled = yield* tensor("pooled", "float32", [count, poolDim], true)
+  const probabilities = yield* tensor("probabilities", "float32", [count, classes], true)
+  const radii = yield* tensor("radii", "float32", [count], false)
+  const labels = yield* tensor("labels", "int32", [count], false)
   return {
     pooled: Matrix.make(count, poolDim, pooled!.data as Float32Array),
     probabilities: Matrix.make(count, classes, probabilities!.data as Float32Array),

@@ -51,6 +51,17 @@ export type ReferenceOutput = typeof ReferenceOutput.Type
 
 export const files = { pooled: "pooled.safetensors", spatial: "spatial.safetensors", features: Features.file } as const
 
+/** A dataset whose images the feature network does not take. */
+export class ImagesMismatch extends Schema.TaggedError<ImagesMismatch>()("ImagesMismatch", {
+  dataset: Schema.String,
+  images: Schema.String,
+  network: Schema.String
+}) {
+  override get message(): string {
+    return `the ${this.dataset} images are ${this.images}, the feature network takes ${this.network}`
+  }
+}
+
 /** The mini preset: Fashion-MNIST's 10,000 test images. */
 export const miniReference: ReferenceConfig = { dataset: "fashion-mnist", split: "test", images: 0, batchSize: 500, k: 3, splitSize: 5000 }
 
@@ -66,6 +77,10 @@ export const ReferenceStage = Stage.make({
       const set = data[config.split]
       const count = config.images === 0 ? set.count : Math.min(config.images, set.count)
       const extractor = yield* FeatureExtractor
+      const [h, w, c] = extractor.imageShape
+      if (set.height !== h || set.width !== w || set.channels !== c) {
+        return yield* new ImagesMismatch({ dataset: data.name, images: `${set.height}×${set.width}×${set.channels}`, network: `${h}×${w}×${c}` })
+      }
       const collector = Metrics.collector({ pooled: extractor.poolDim, spatial: extractor.spatialDim, classes: extractor.classes }, "reference")
       const per = Images.imageSize(set)
       for (let start = 0; start < count; start += config.batchSize) {

@@ -4,6 +4,7 @@
  */
 import { Command } from "effect/cli"
 import { compute } from "./bench/compute.ts"
+import { depth } from "./bench/depth.ts"
 import { dit } from "./bench/dit.ts"
 import { fid } from "./bench/fid.ts"
 import { matmul } from "./bench/matmul.ts"
@@ -12,5 +13,5 @@ import { train } from "./bench/train.ts"
 
 export const bench = Command.make("bench").pipe(
   Command.withDescription("Speed benchmarks (figures only; nothing is asserted)"),
-  Command.withSubcommands([compute, dit, fid, matmul, store, train])
+  Command.withSubcommands([compute, depth, dit, fid, matmul, store, train])
 )

@@ -3,13 +3,15 @@
  * store (`--store`), each printing its figures.
  *   autoencoder  trains the KL autoencoder; PSNR on the test split, scale factor, reconstructions.png
  *   latents      the autoencoder, then latent extraction of the training split (resumes after a kill)
- *   features     trains the feature network; test accuracy and the reference statistics
+ *   features     trains the feature network; test accuracy, and the reference
+ *                statistics of the test split (eval's `reference` stage)
  * A finished stage is a cache hit: rerunning prints its figures again.
  */
 import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
 import { Stage } from "@tinyfusion/core"
 import { Dataset, defaultFashionMnistDir, Stages } from "@tinyfusion/data"
+import { Reference } from "@tinyfusion/eval"
 import * as GlobalFlags from "../GlobalFlags.ts"
 import * as Table from "../Table.ts"
 
@@ -95,16 +97,13 @@ const features = Command.make("features", {
       training: { ...Stages.miniFeatureNet.training, seed: o.seed, steps: o.steps, batchSize: o.batchSize }
     })
     const net = yield* Stage.run(Stages.FeatureNetStage, config, {})
-    yield* Console.log(Table.render(["stage", "key", "test accuracy", "images", "pool / spatial dims", "reference"], [[
-      "feature-net",
-      net.key,
-      `${Table.fixed(100 * net.output.accuracy, 2)}%`,
-      String(net.output.testImages),
-      `${net.output.poolDim} / ${net.output.spatialDim}`,
-      net.path("reference.safetensors")
-    ]]))
+    const reference = yield* Stage.run(Reference.ReferenceStage, Reference.miniReference, { featureNet: net })
+    yield* Console.log(Table.render(["stage", "key", "figures"], [
+      ["feature-net", net.key, `test accuracy ${Table.fixed(100 * net.output.accuracy, 2)}% on ${net.output.testImages} images; pool / spatial dims ${net.output.poolDim} / ${net.output.spatialDim}`],
+      ["reference", reference.key, `${reference.output.count} test images; their IS ${Table.fixed(reference.output.inceptionScore, 3)}; statistics in ${reference.dir}`]
+    ]))
   }))
-).pipe(Command.withDescription("Train the evaluation feature network; test accuracy and reference statistics"))
+).pipe(Command.withDescription("Train the evaluation feature network; test accuracy, and the reference statistics of the test split"))
 
 export const data = Command.make("data").pipe(
   Command.withDescription("Data stages: autoencoder, latent extraction, feature network"),

@@ -13,7 +13,7 @@ import { Console, Effect, FileSystem, Option, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
 import { ArtifactStore } from "@tinyfusion/core"
 import { Autoencoder, Images, Png, Stages } from "@tinyfusion/data"
-import { Sampler } from "@tinyfusion/diffusion"
+import { Sampling } from "@tinyfusion/eval"
 import { Checkpoint, Config, ModelArtifact } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree, Safetensors, tf } from "@tinyfusion/tensor"
 import * as GlobalFlags from "../GlobalFlags.ts"
@@ -126,11 +126,14 @@ export const sample = Command.make(
       Flag.withDescription("DiT: ddpm or ddim; SiT: ode (Heun) or sde (Euler–Maruyama). Default ddpm / ode"),
       Flag.optional
     ),
-    steps: Flag.Int("steps").pipe(Flag.withDescription("Sampling steps"), Flag.withDefault(Sampler.pictures.steps)),
-    cfgScale: Flag.Finite("cfg-scale").pipe(Flag.withDescription("Classifier-free guidance scale (1: none)"), Flag.withDefault(Sampler.pictures.cfgScale)),
+    steps: Flag.String("steps").pipe(
+      Flag.withDescription("ddpm/ddim: timestep respacing (\"250\", \"ddim50\"); ode/sde: grid points"),
+      Flag.withDefault("250")
+    ),
+    cfgScale: Flag.Finite("cfg-scale").pipe(Flag.withDescription("Classifier-free guidance scale (1: none)"), Flag.withDefault(4)),
     guided: Flag.Literals("guided-channels", ["first-3", "all"]).pipe(
       Flag.withDescription("Latent channels guidance moves (the reference: the first 3)"),
-      Flag.withDefault(Sampler.pictures.guidedChannels)
+      Flag.withDefault("first-3")
     ),
     seed: Flag.Int("seed").pipe(Flag.withDescription("Seed of the sampling noise"), Flag.withDefault(0)),
     autoencoder: Flag.String("autoencoder").pipe(Flag.withDescription("Autoencoder artifact key or params file to decode through"), Flag.optional),
@@ -144,22 +147,21 @@ export const sample = Command.make(
       const decoder = Option.isSome(o.autoencoder) ? yield* loadDecoder(o.autoencoder.value, o.latentScale, model.config.inChannels) : undefined
       const classes = yield* parseClasses(o.classes, model.config.numClasses)
       if (o.perClass < 1) return yield* new SampleInput({ input: "--per-class", reason: `${o.perClass} is not a positive count` })
-      const options = yield* Schema.decodeUnknownEffect(Sampler.Options)({
+      const options = yield* Schema.decodeUnknownEffect(Sampling.Options)({
         sampler: Option.getOrElse(o.sampler, () => (model.family === "sit" ? "ode" : "ddpm")),
         steps: o.steps,
         cfgScale: o.cfgScale,
-        guidedChannels: o.guided
+        guidedChannels: o.guided,
+        seed: o.seed
       }).pipe(Effect.mapError((e) => new SampleInput({ input: "sampling flags", reason: e.message })))
+      yield* Sampling.check(model, options)
+      const sampler = yield* Sampling.make(options)
       const tiles = yield* Effect.acquireUseRelease(
         Effect.sync(() => ({ model: HostTensor.treeToTensors(model.params), decoder: decoder && HostTensor.treeToTensors(decoder.params) })),
         (device) =>
           Effect.forEach(classes, (y, row) =>
             compute.scoped(Effect.gen(function*() {
-              const z = yield* Sampler.sample({ family: model.family, config: model.config, params: device.model }, Array(o.perClass).fill(y), {
-                ...options,
-                seed: o.seed,
-                batch: row
-              })
+              const z = sampler.sample({ family: model.family, config: model.config, params: device.model }, row, Array(o.perClass).fill(y))
               const images = device.decoder === undefined ? z : Autoencoder.decode(device.decoder, tf.div(z, decoder!.scale) as tf.Tensor4D)
               return pictures(yield* compute.read(images), images.shape)
             }))),

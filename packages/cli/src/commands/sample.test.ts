@@ -68,13 +68,13 @@ describe("tinyfusion sample", () => {
         return { ae: ae.key, model: tiny.key }
       }).pipe(Effect.provide(Layer.mergeAll(ArtifactStore.layer(root), Dataset.synthetic({ classes: 3, train: 16, test: 8, size: 8, channels: 1, seed: 0 }), Compute.wasm, Logger.layer([]))))
       yield* fs.writeFile(`${root}/model.safetensors`, yield* Checkpoint.encode(model, Init.host(model, 3)))
-      const run = (args: ReadonlyArray<string>) => cli(["sample", "--backend", "wasm", "--store", root, "--steps", "3", ...args])
+      const run = (args: ReadonlyArray<string>) => cli(["sample", "--backend", "wasm", "--store", root, "--steps", "3", ...args, "--guided-channels", "all"])
 
       // Artifact key, decoded through the autoencoder artifact: 2 rows of 3 tiles of 8×8 with 2-pixel gaps.
       const decoded = yield* run(["--model", keys.model, "--autoencoder", keys.ae, "--classes", "0,2", "--per-class", "3", "--out", `${root}/a.png`])
       assert.isTrue(decoded.ok, decoded.failure)
       assert.deepStrictEqual(yield* size(yield* fs.readFile(`${root}/a.png`)), [3 * 8 + 4 * 2, 2 * 8 + 3 * 2])
-      assert.match(decoded.lines[0]!, /classes 0,2 × 3, dit .* \(ema\.safetensors\), ddpm 3 steps, cfg 4 \(first-3\), seed 0, decoded/)
+      assert.match(decoded.lines[0]!, /classes 0,2 × 3, dit .* \(ema\.safetensors\), ddpm 3 steps, cfg 4 \(all\), seed 0, decoded/)
 
       // A file, every class (3 rows), DDIM, latents shown as their 2 channels side by side: tiles of 8×4.
       const latent = yield* run(["--model", `${root}/model.safetensors`, "--per-class", "2", "--sampler", "ddim", "--out", `${root}/b.png`])
@@ -95,7 +95,10 @@ describe("tinyfusion sample", () => {
       const family = yield* run(["--model", keys.model, "--family", "sit"])
       assert.match(family.failure, /holds a dit model, not sit/)
       const sampler = yield* run(["--model", keys.model, "--sampler", "ode"])
-      assert.match(sampler.failure, /a dit model samples with ddpm or ddim, not ode/)
+      assert.match(sampler.failure, /the ode sampler is for SiT \(ode, sde\) models/)
+      // The first occurrence of a flag counts, so this one wins over run's default.
+      const firstThree = yield* run(["--model", keys.model, "--guided-channels", "first-3"])
+      assert.match(firstThree.failure, /guidance on the first 3 channels needs at least 3 latent channels, the model has 2/)
       const classes = yield* run(["--model", keys.model, "--classes", "1,5"])
       assert.match(classes.failure, /5 is not a class of 0\.\.2/)
       const notModel = yield* run(["--model", keys.ae])

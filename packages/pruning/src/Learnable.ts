@@ -19,9 +19,11 @@
  */
 import { Effect, Schema } from "effect"
 import { Checkpoint } from "@tinyfusion/core"
-import { AdamW, Compute, Ema, Gradients, HostTensor, ParamTree, Rng, Schedules, tf, tidy } from "@tinyfusion/tensor"
+import { AdamW, Compute, type ComputeError, Ema, Gradients, HostTensor, ParamTree, Rng, Schedules, tf, tidy } from "@tinyfusion/tensor"
+import type { BlockStack } from "./BlockStack.ts"
 import { type Snapshot, Snapshot as SnapshotSchema } from "./Decision.ts"
 import * as Gumbel from "./Gumbel.ts"
+import type { LatentSource } from "./LatentSource.ts"
 import * as Lora from "./Lora.ts"
 import * as Pruner from "./Pruner.ts"
 import * as Scheme from "./Scheme.ts"
@@ -91,8 +93,9 @@ export function decide(scheme: Scheme.Scheme, depth: number, logits: ArrayLike<n
 
 const snapshot = (step: number, d: Decided): Snapshot => ({ step, kept: [...d.kept], probability: [...d.slotProbability] })
 
-const LoopData = Schema.Struct({ adamStep: Schema.Int, history: Schema.Array(SnapshotSchema) })
-type LoopData = typeof LoopData.Type
+/** The JSON part of the loop state: AdamW's step count and the logged decisions. */
+export const LoopData = Schema.Struct({ adamStep: Schema.Int, history: Schema.Array(SnapshotSchema) })
+export type LoopData = typeof LoopData.Type
 
 /** The loop's tensors: gate logits, their EMA, ΔW (absent when Frozen) and the AdamW moments of {gates, delta}. */
 interface LoopTensors {
@@ -114,12 +117,113 @@ const isGate = (key: string) => key === "gates"
 const canonical = (tree: ParamTree.ParamTree): ParamTree.ParamTree =>
   ParamTree.unflatten(ParamTree.flattenTensors(tree).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) as ParamTree.ParamTree
 
+export interface Setup {
+  readonly stack: BlockStack
+  /** The teacher's weights on the device (not released by the session). */
+  readonly params: ParamTree.ParamTree
+  readonly scheme: Scheme.Scheme
+  readonly options: Options
+  /** Steps of the run (the τ schedule spans them). */
+  readonly iterations: number
+  readonly seed: number
+  readonly source: LatentSource
+}
+
+/** A mask-learning run: its state before step 0, one step, and what EMA logits decide. */
+export interface Session {
+  readonly init: Effect.Effect<Checkpoint.State<LoopData>>
+  /** Step `index` from the state after `index` steps (what Checkpoint.loop calls). */
+  readonly step: (
+    state: Checkpoint.State<LoopData>,
+    index: number
+  ) => Effect.Effect<{ readonly state: Checkpoint.State<LoopData>; readonly loss: number }, ComputeError>
+  readonly decide: (ema: ArrayLike<number>) => Decided
+}
+
+export const session = Effect.fn("Learnable.session")(function*(setup: Setup): Effect.fn.Return<Session, never, Compute> {
+  const compute = yield* Compute
+  const { stack, params, scheme, options: o, seed } = setup
+  const depth = stack.depth
+  const groupCount = Scheme.groups(scheme, depth).groups.length
+  const candidateCount = Scheme.candidates(scheme).length
+  const tau = Schedules.linear({ from: o.tau[0], to: o.tau[1], steps: setup.iterations - 1 })
+  const optimiser: AdamW.Config = {
+    ...AdamW.defaults,
+    groups: [
+      { name: "gates", includes: isGate, lr: o.gateLr, weightDecay: 0 },
+      { name: "delta", includes: () => true, lr: o.weightLr, weightDecay: 0 }
+    ]
+  }
+  const frozen = stack.split(params).frozen
+  const loraScale = o.alpha / o.rank
+  const gumbel = Rng.stream(seed, "prune/gumbel")
+  const decideFrom = (values: ArrayLike<number>) => decide(scheme, depth, values, o.scaling)
+
+  const init = Effect.sync((): Checkpoint.State<LoopData> => {
+    const logits = tf.zeros([groupCount, candidateCount]) as tf.Tensor2D
+    const delta = o.update === "lora"
+      ? canonical(HostTensor.treeToTensors(Lora.init(stack.linears, o.rank, seed)))
+      : o.update === "full"
+      ? canonical(ParamTree.clone(stack.split(params).trainable))
+      : undefined
+    const trainable = { gates: logits, ...(delta === undefined ? {} : { delta }) }
+    const adam = AdamW.init(trainable)
+    const tensors: LoopTensors = { logits, ema: tf.clone(logits), ...(delta === undefined ? {} : { delta }), m: adam.m, v: adam.v }
+    return {
+      tensors: tensors as unknown as ParamTree.ParamTree,
+      data: { adamStep: 0, history: [snapshot(0, decideFrom(new Float32Array(groupCount * candidateCount)))] }
+    }
+  })
+
+  const step = (state: Checkpoint.State<LoopData>, index: number) =>
+    compute.scoped(Effect.gen(function*() {
+      const t = state.tensors as unknown as LoopTensors
+      const batch = setup.source.batch({ seed, batchSize: o.batchSize }, index)
+      const draws = stack.draws(batch.labels, { seed, step: index, purpose: "prune" })
+      const b = batch.shape[0]
+      const out = tidy(() => {
+        const x = tf.tensor4d(batch.latents, [...batch.shape] as [number, number, number, number])
+        const noise = Rng.gumbelTensor(gumbel, index, [b, groupCount, candidateCount]) as tf.Tensor3D
+        const temperature = tau(index)
+        const trainable = { gates: t.logits, ...(t.delta === undefined ? {} : { delta: t.delta }) }
+        const { value, grads } = Gradients.valueAndGrad((p) => {
+          const { gates: logits, delta } = p as { gates: tf.Tensor2D; delta?: ParamTree.ParamTree }
+          const gates = Gumbel.gates(Gumbel.sample(logits, noise, temperature, o.scaling), scheme, depth)
+          const weights = o.update === "full" ? stack.join(delta!, frozen) : params
+          return stack.loss(weights, x, draws, { gates, ...(o.update === "lora" ? { linear: Lora.linear(delta!, loraScale) } : {}) })
+        }, trainable)
+        const clipped = Gradients.clipByGlobalNorm(grads, o.maxGradNorm)
+        const next = AdamW.update(optimiser, { step: state.data.adamStep, m: t.m, v: t.v }, trainable, clipped.grads)
+        const updated = next.params as { gates: tf.Tensor2D; delta?: ParamTree.ParamTree }
+        const ema = Ema.update({ gates: t.ema }, { gates: updated.gates }, o.emaDecay) as { gates: tf.Tensor2D }
+        const tensors: LoopTensors = {
+          logits: updated.gates,
+          ema: ema.gates,
+          ...(updated.delta === undefined ? {} : { delta: updated.delta }),
+          m: next.state.m,
+          v: next.state.v
+        }
+        return { value, tensors }
+      })
+      const loss = (yield* compute.read(out.value))[0]!
+      const done = index + 1
+      const log = done % o.logEvery === 0 || done === setup.iterations
+      const history = log ? [...state.data.history, snapshot(done, decideFrom(yield* compute.read(out.tensors.ema)))] : state.data.history
+      return {
+        state: { tensors: out.tensors as unknown as ParamTree.ParamTree, data: { adamStep: state.data.adamStep + 1, history } },
+        loss
+      }
+    }))
+
+  return { init, step, decide: decideFrom }
+})
+
 export const method: Pruner.Method = {
   name: "learnable",
   description: "TinyFusion: learn N:M layer masks jointly with a weight update (LoRA, Full or Frozen)",
   prune: Effect.fn("Learnable.prune")(function*(request: Pruner.Request) {
     const o = yield* Pruner.options("learnable", Options, request.options)
-    const { stack, params, target, seed } = request
+    const { stack, target } = request
     const scheme = target.scheme
     if (scheme === undefined) {
       return yield* new Pruner.UnsupportedTarget({ method: "learnable", target: Selection.describe(target), reason: "it learns N:M masks; give a scheme such as 1:2" })
@@ -128,84 +232,13 @@ export const method: Pruner.Method = {
       return yield* new Pruner.InvalidOptions({ method: "learnable", issue: `needs at least 1 iteration, got ${request.iterations}` })
     }
     const compute = yield* Compute
-    const depth = stack.depth
-    const groupCount = Scheme.groups(scheme, depth).groups.length
-    const candidateCount = Scheme.candidates(scheme).length
-    const tau = Schedules.linear({ from: o.tau[0], to: o.tau[1], steps: request.iterations - 1 })
-    const optimiser: AdamW.Config = {
-      ...AdamW.defaults,
-      groups: [
-        { name: "gates", includes: isGate, lr: o.gateLr, weightDecay: 0 },
-        { name: "delta", includes: () => true, lr: o.weightLr, weightDecay: 0 }
-      ]
-    }
-    const frozen = stack.split(params).frozen
-    const loraScale = o.alpha / o.rank
-    const gumbel = Rng.stream(seed, "prune/gumbel")
-    const decideFrom = (values: ArrayLike<number>) => decide(scheme, depth, values, o.scaling)
-
-    const init = Effect.sync((): Checkpoint.State<LoopData> => {
-      const logits = tf.zeros([groupCount, candidateCount]) as tf.Tensor2D
-      const delta = o.update === "lora"
-        ? canonical(HostTensor.treeToTensors(Lora.init(stack.linears, o.rank, seed)))
-        : o.update === "full"
-        ? canonical(ParamTree.clone(stack.split(params).trainable))
-        : undefined
-      const trainable = { gates: logits, ...(delta === undefined ? {} : { delta }) }
-      const adam = AdamW.init(trainable)
-      const tensors: LoopTensors = { logits, ema: tf.clone(logits), ...(delta === undefined ? {} : { delta }), m: adam.m, v: adam.v }
-      return {
-        tensors: tensors as unknown as ParamTree.ParamTree,
-        data: { adamStep: 0, history: [snapshot(0, decideFrom(new Float32Array(groupCount * candidateCount)))] }
-      }
-    })
-
-    const step = (state: Checkpoint.State<LoopData>, index: number) =>
-      compute.scoped(Effect.gen(function*() {
-        const t = state.tensors as unknown as LoopTensors
-        const batch = request.source.batch({ seed, batchSize: o.batchSize }, index)
-        const draws = stack.draws(batch.labels, { seed, step: index, purpose: "prune" })
-        const b = batch.shape[0]
-        const out = tidy(() => {
-          const x = tf.tensor4d(batch.latents, [...batch.shape] as [number, number, number, number])
-          const noise = Rng.gumbelTensor(gumbel, index, [b, groupCount, candidateCount]) as tf.Tensor3D
-          const temperature = tau(index)
-          const trainable = { gates: t.logits, ...(t.delta === undefined ? {} : { delta: t.delta }) }
-          const { value, grads } = Gradients.valueAndGrad((p) => {
-            const { gates: logits, delta } = p as { gates: tf.Tensor2D; delta?: ParamTree.ParamTree }
-            const gates = Gumbel.gates(Gumbel.sample(logits, noise, temperature, o.scaling), scheme, depth)
-            const weights = o.update === "full" ? stack.join(delta!, frozen) : params
-            return stack.loss(weights, x, draws, { gates, ...(o.update === "lora" ? { linear: Lora.linear(delta!, loraScale) } : {}) })
-          }, trainable)
-          const clipped = Gradients.clipByGlobalNorm(grads, o.maxGradNorm)
-          const next = AdamW.update(optimiser, { step: state.data.adamStep, m: t.m, v: t.v }, trainable, clipped.grads)
-          const updated = next.params as { gates: tf.Tensor2D; delta?: ParamTree.ParamTree }
-          const ema = Ema.update({ gates: t.ema }, { gates: updated.gates }, o.emaDecay) as { gates: tf.Tensor2D }
-          const tensors: LoopTensors = {
-            logits: updated.gates,
-            ema: ema.gates,
-            ...(updated.delta === undefined ? {} : { delta: updated.delta }),
-            m: next.state.m,
-            v: next.state.v
-          }
-          return { value, tensors }
-        })
-        const loss = (yield* compute.read(out.value))[0]!
-        const done = index + 1
-        const log = done % o.logEvery === 0 || done === request.iterations
-        const history = log ? [...state.data.history, snapshot(done, decideFrom(yield* compute.read(out.tensors.ema)))] : state.data.history
-        return {
-          state: { tensors: out.tensors as unknown as ParamTree.ParamTree, data: { adamStep: state.data.adamStep + 1, history } },
-          loss
-        }
-      }))
-
+    const run = yield* session({ ...request, scheme, options: o })
     const result = yield* Checkpoint.loop(request.ctx, {
       steps: request.iterations,
       every: o.checkpointEvery,
       data: LoopData,
-      init,
-      step,
+      init: run.init,
+      step: run.step,
       nonFinite: "skip"
     })
     const final = result.state.tensors as unknown as LoopTensors
@@ -213,16 +246,16 @@ export const method: Pruner.Method = {
     const host = yield* HostTensor.treeFromTensors({ logits: final.logits, ema: final.ema })
     ParamTree.dispose(result.state.tensors)
     yield* request.ctx.writeTensors("gates.safetensors", host)
-    const decided = decideFrom(emaValues)
+    const decided = run.decide(emaValues)
     const confidence = decided.confidence.reduce((a, p) => a + p, 0) / decided.confidence.length
     yield* request.ctx.metric("confidence", confidence)
     yield* request.ctx.metric("final_loss", result.lastLoss)
     yield* request.ctx.metric("skipped_steps", result.skipped.length)
     return {
       method: "learnable",
-      teacherDepth: depth,
+      teacherDepth: stack.depth,
       kept: [...decided.kept],
-      ...Selection.groupsOf(target, depth),
+      ...Selection.groupsOf(target, stack.depth),
       probabilities: decided.probabilities.map((p) => [...p]),
       confidence,
       history: [...result.state.data.history]

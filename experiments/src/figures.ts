@@ -1,29 +1,11 @@
 /**
- * The paper's figures redrawn from our numbers: Vega-Lite specs rendered to
- * SVG by Vega (no browser) and to PNG by resvg.
+ * The paper's figures redrawn from our numbers (rendered by @tinyfusion/plots).
  */
-import { Resvg } from "@resvg/resvg-js"
-import * as vega from "vega"
-import * as vl from "vega-lite"
+import { Plot } from "@tinyfusion/plots"
 import * as Paper from "./paper.ts"
 
-export interface Figure {
-  readonly name: string
-  readonly title: string
-  readonly svg: string
-  readonly png: Uint8Array
-}
-
-const render = async (name: string, title: string, spec: vl.TopLevelSpec): Promise<Figure> => {
-  const view = new vega.View(vega.parse(vl.compile(spec).spec), { renderer: "none" })
-  const svg = await view.toSVG()
-  view.finalize()
-  const png = new Resvg(svg, { fitTo: { mode: "zoom", value: 2 }, background: "white" }).render().asPng()
-  return { name, title, svg, png: new Uint8Array(png) }
-}
-
 /** Figure 4: sampling speed-up against the share of layers removed; ours, the paper's and linear. */
-export const speedup = (ours: ReadonlyArray<{ readonly depth: number; readonly itPerS: number }>): Promise<Figure> => {
+export const speedup = (ours: ReadonlyArray<{ readonly depth: number; readonly itPerS: number }>): Promise<Plot.Figure> => {
   const line = (series: string, points: ReadonlyArray<{ readonly depth: number; readonly itPerS: number }>) => {
     const full = points.find((p) => p.depth === 28)
     return full === undefined
@@ -31,8 +13,8 @@ export const speedup = (ours: ReadonlyArray<{ readonly depth: number; readonly i
       : points.map((p) => ({ series, removed: 1 - p.depth / 28, speedup: p.itPerS / full.itPerS }))
   }
   const linear = [28, 21, 14, 7].map((d) => ({ series: "linear", removed: 1 - d / 28, speedup: 28 / d }))
-  return render("figure4-speedup", "Figure 4: sampling speed-up against depth pruned", {
-    $schema: "https://vega.github.io/schema/vega-lite/v6.json",
+  return Plot.render("figure4-speedup", "Figure 4: sampling speed-up against depth pruned", {
+    $schema: Plot.schema,
     width: 360,
     height: 240,
     data: { values: [...linear, ...line("paper (DiT-XL/2)", Paper.figure4.itPerS), ...line("ours", ours)] },
@@ -50,9 +32,9 @@ export const speedup = (ours: ReadonlyArray<{ readonly depth: number; readonly i
 export const calibrationHistogram = (
   losses: ReadonlyArray<number>,
   marks: ReadonlyArray<{ readonly label: string; readonly loss: number }>
-): Promise<Figure> =>
-  render("figure5-calibration-loss", "Figure 5: calibration loss of random masks", {
-    $schema: "https://vega.github.io/schema/vega-lite/v6.json",
+): Promise<Plot.Figure> =>
+  Plot.render("figure5-calibration-loss", "Figure 5: calibration loss of random masks", {
+    $schema: Plot.schema,
     width: 420,
     height: 240,
     layer: [
@@ -76,9 +58,9 @@ export const calibrationHistogram = (
 export const decisions = (
   history: ReadonlyArray<{ readonly iteration: number; readonly kept: ReadonlyArray<number>; readonly confidence: ReadonlyArray<number> }>,
   scheme: string
-): Promise<Figure> =>
-  render(`figure6-decisions-${scheme.replace(":", "-")}`, `Figure 6: ${scheme} pruning decisions during mask learning`, {
-    $schema: "https://vega.github.io/schema/vega-lite/v6.json",
+): Promise<Plot.Figure> =>
+  Plot.render(`figure6-decisions-${scheme.replace(":", "-")}`, `Figure 6: ${scheme} pruning decisions during mask learning`, {
+    $schema: Plot.schema,
     width: 420,
     height: 280,
     data: {

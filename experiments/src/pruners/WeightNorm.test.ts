@@ -1,7 +1,7 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Logger } from "effect"
-import { Stage } from "@tinyfusion/core"
+import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { Fixtures, PruneStage } from "@tinyfusion/pruning"
 import { Compute, HostTensor, ParamTree } from "@tinyfusion/tensor"
 import * as WeightNorm from "./WeightNorm.ts"
@@ -20,7 +20,7 @@ const hostNorms = (params: HostTensor.HostTree, depth: number) => {
 
 describe("weight-norm, a pruner added as a layer", () => {
   it.live("unknown without its layer; with it, the prune stage keeps the largest-norm blocks (host float64 check)", () =>
-    Fixtures.withStore(Effect.gen(function*() {
+    Effect.gen(function*() {
       const config = Fixtures.tiny(6)
       const teacher = yield* Stage.run(Fixtures.Teacher, { family: "dit", config, weights: { random: 9 } }, {})
       const data = yield* Stage.run(Fixtures.Latents, { count: 4, shape: [4, 4, 4], classes: 3, seed: 0 }, {})
@@ -38,5 +38,5 @@ describe("weight-norm, a pruner added as a layer", () => {
       const paired = yield* Effect.flatMap(prune({ scheme: "1:2" }), PruneStage.readDecision).pipe(Effect.provide(WeightNorm.layer))
       assert.deepStrictEqual(paired.kept, [0, 2, 4].map((i) => (norms[i]! >= norms[i + 1]! ? i : i + 1)))
       assert.deepStrictEqual(paired.groups, [[0, 1], [2, 3], [4, 5]])
-    })).pipe(Effect.provide(env)))
+    }).pipe(Effect.provide(ArtifactStore.layerTemp)).pipe(Effect.provide(env)))
 })

@@ -3,13 +3,14 @@ import { Layer } from "effect"
 import { Command } from "effect/cli"
 import { bench } from "./commands/bench.ts"
 import { checkpoint } from "./commands/checkpoint.ts"
+import { data } from "./commands/data.ts"
 import { doctor } from "./commands/doctor.ts"
 import { store } from "./commands/store.ts"
 import * as GlobalFlags from "./GlobalFlags.ts"
 
 export const tinyfusion = Command.make("tinyfusion").pipe(
   Command.withDescription("TinyFusion: learnable depth pruning of diffusion transformers, reproduced"),
-  Command.withSubcommands([doctor, bench, store, checkpoint]),
+  Command.withSubcommands([doctor, bench, store, checkpoint, data]),
   // Every command logs as --log-format says and may use the --store store.
   Command.provide(Layer.mergeAll(GlobalFlags.logging, GlobalFlags.store)),
   Command.withGlobalFlags(GlobalFlags.all)

@@ -146,6 +146,13 @@ export class ArtifactStore extends Context.Service<ArtifactStore, {
   static layer(root: string, options: Options = {}): Layer.Layer<ArtifactStore, never, FileSystem.FileSystem | Path.Path> {
     return Layer.effect(ArtifactStore, make(root, options))
   }
+
+  /** A store in a fresh temporary directory, removed with the layer (tests, throwaway runs). */
+  static readonly layerTemp: Layer.Layer<ArtifactStore, PlatformError.PlatformError, FileSystem.FileSystem | Path.Path> =
+    Layer.unwrap(Effect.gen(function*() {
+      const fs = yield* FileSystem.FileSystem
+      return ArtifactStore.layer(yield* fs.makeTempDirectoryScoped({ prefix: "tinyfusion-store-" }))
+    }))
 }
 
 const decodeManifestJson = Schema.decodeUnknownEffect(Schema.fromJsonString(Manifest.Manifest))

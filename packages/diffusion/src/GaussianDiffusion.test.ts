@@ -123,6 +123,33 @@ describe("GaussianDiffusion", () => {
       })
     }).pipe(Effect.provide(Compute.wasm)))
 
+  it.effect("training loss = mse + vb; vb's gradient reaches only v (the mean is stop-gradiented), mse's only ε", () =>
+    Effect.gen(function*() {
+      const d = yield* GaussianDiffusion.make()
+      const [x0, eps] = [tf.tensor4d(draw("x0"), shape), tf.tensor4d(draw("eps"), shape)]
+      const output = tf.concat([tf.tensor4d(draw("out-eps"), shape), tf.tensor4d(draw("out-v"), shape).tanh()], 3) as tf.Tensor4D
+      const term = (pick: (l: GaussianDiffusion.Losses) => tf.Tensor) => (o: tf.Tensor) =>
+        tf.sum(pick(GaussianDiffusion.trainingLosses(d, () => o as tf.Tensor4D, x0, steps, eps)))
+      const halves = (g: tf.Tensor) => (tf.split(g, 2, 3) as Array<tf.Tensor>).map((h) => values(h))
+      const [vbEps, vbV] = halves(tf.grad(term((l) => l.vb!))(output))
+      const [mseEps, mseV] = halves(tf.grad(term((l) => l.mse))(output))
+      assert.isTrue(vbEps!.every((g) => g === 0))
+      assert.isTrue(vbV!.some((g) => Math.abs(g) > 1e-4))
+      assert.isTrue(mseV!.every((g) => g === 0))
+      assert.isTrue(mseEps!.some((g) => Math.abs(g) > 1e-4))
+      const losses = tidy(() => GaussianDiffusion.trainingLosses(d, () => output, x0, steps, eps))
+      const [loss, mse, vb] = [values(losses.loss), values(losses.mse), values(losses.vb!)]
+      loss.forEach((l, b) => assert.closeTo(l, mse[b]! + vb[b]!, 1e-5))
+      // mse is mean((ε − ε̂)²) per sample.
+      const e = draw("eps")
+      const hat = draw("out-eps")
+      mse.forEach((m, b) => {
+        let sum = 0
+        for (let i = b * perSample; i < (b + 1) * perSample; i++) sum += (e[i]! - hat[i]!) ** 2
+        assert.closeTo(m, sum / perSample, 1e-5)
+      })
+    }).pipe(Effect.provide(Compute.wasm)))
+
   it.effect("discretised Gaussian log-likelihood: bin mass inside, tails at the edges", () =>
     Effect.gen(function*() {
       const xs = [-1, -0.5, 0, 0.3, 1]

@@ -10,7 +10,7 @@
  * Tensors are NHWC; the model output holds ε then v along the channel axis.
  */
 import { Effect } from "effect"
-import { Rng, tf } from "@tinyfusion/tensor"
+import { Gradients, Rng, tf } from "@tinyfusion/tensor"
 import * as Likelihood from "./Likelihood.ts"
 import type * as Network from "./Network.ts"
 import * as Respacing from "./Respacing.ts"
@@ -181,12 +181,6 @@ export function pMeanVariance(
   return { mean: qPosterior(d, predXstart, xt, t).mean, logVariance, predXstart }
 }
 
-/** Identity forward, zero gradient (torch's .detach()). */
-export const stopGradient = tf.customGrad(((x: tf.Tensor) => ({
-  value: tf.clone(x),
-  gradFunc: (dy: tf.Tensor) => [tf.zerosLike(dy)]
-})) as unknown as Parameters<typeof tf.customGrad>[0]) as (x: tf.Tensor) => tf.Tensor
-
 const meanFlat = (x: tf.Tensor): tf.Tensor1D => tf.mean(x, [1, 2, 3]) as tf.Tensor1D
 
 /**
@@ -231,7 +225,7 @@ export function trainingLosses(
   const { eps, v } = splitOutput(d, output, x0.shape[3])
   const mse = meanFlat(tf.squaredDifference(noise, eps))
   if (v === undefined) return { loss: mse, mse, vb: undefined, output }
-  const frozen = tf.concat([stopGradient(eps), v], 3) as tf.Tensor4D
+  const frozen = tf.concat([Gradients.stopGradient(eps), v], 3) as tf.Tensor4D
   const vb = vbTerms(d, frozen, x0, xt, t)
   return { loss: tf.add(mse, vb) as tf.Tensor1D, mse, vb, output }
 }

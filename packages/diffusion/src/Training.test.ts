@@ -93,6 +93,21 @@ describe("Training", () => {
       x.dispose()
     }).pipe(Effect.provide(Compute.wasm)))
 
+  it.effect("step on any tree (no pos_embed): the first AdamW step moves each weight by lr against its gradient", () =>
+    Effect.gen(function*() {
+      const state = Training.init({ w: tf.tensor1d([1, -2, 0.5]) })
+      const target = tf.tensor1d([0, 0, 1])
+      // L = Σ(w − target)²: gradient (2, −4, −1), global norm √21.
+      const next = Training.step({ optimiser: AdamW.single(0.1), emaDecay: 0.9 }, state, (p) =>
+        tf.sum(tf.square(tf.sub((p as { w: tf.Tensor }).w, target))) as tf.Scalar)
+      const w = Array.from((next.state.params as { w: tf.Tensor }).w.dataSync())
+      ;[0.9, -1.9, 0.6].forEach((v, i) => assert.closeTo(w[i]!, v, 1e-6))
+      const ema = Array.from((next.state.ema as { w: tf.Tensor }).w.dataSync())
+      ;[1, -2, 0.5].forEach((v, i) => assert.closeTo(ema[i]!, 0.9 * v + 0.1 * w[i]!, 1e-6))
+      assert.closeTo(next.gradNorm.dataSync()[0]!, Math.sqrt(21), 1e-5)
+      assert.closeTo(next.loss.dataSync()[0]!, 1 + 4 + 0.25, 1e-6)
+    }).pipe(Effect.provide(Compute.wasm)))
+
   it.effect("a tiny DiT overfits a fixed batch: the diffusion loss falls 10× in 150 steps", () =>
     Effect.gen(function*() {
       const losses = yield* overfit({ _tag: "ddpm", diffusion: yield* GaussianDiffusion.make() }, 150)

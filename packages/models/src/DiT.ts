@@ -12,7 +12,6 @@ import { ParamTree, tf } from "@tinyfusion/tensor"
 import * as Config from "./Config.ts"
 import * as Embeddings from "./Embeddings.ts"
 import * as Linear from "./Linear.ts"
-import * as MatMul from "./MatMul.ts"
 
 type AdaLN = { readonly "1": Linear.Params }
 
@@ -89,8 +88,8 @@ function attention(config: Config.Config, path: string, p: BlockParams["attn"], 
   const [q, k, v] = tf.split(linear(`${path}.qkv`, p.qkv, x), 3, 2).map((part) =>
     tf.transpose(tf.reshape(part, [b, t, heads, hd]), [0, 2, 1, 3])
   )
-  const weights = tf.softmax(tf.mul(MatMul.matMul(q!, k!, true), 1 / Math.sqrt(hd)))
-  const merged = tf.reshape(tf.transpose(MatMul.matMul(weights, v!), [0, 2, 1, 3]), [b, t, d])
+  const weights = tf.softmax(tf.mul(tf.matMul(q!, k!, false, true), 1 / Math.sqrt(hd)))
+  const merged = tf.reshape(tf.transpose(tf.matMul(weights, v!), [0, 2, 1, 3]), [b, t, d])
   return linear(`${path}.proj`, p.proj, merged)
 }
 
@@ -135,7 +134,7 @@ export function embed(
   const mlp = p.t_embedder.mlp
   const tEmb = linear("t_embedder.mlp.2", mlp["2"], silu(linear("t_embedder.mlp.0", mlp["0"], freqs)))
   const table = p.y_embedder.embedding_table.weight
-  const yEmb = MatMul.matMul(oneHot(inputs.y, table.shape[0]!), table)
+  const yEmb = tf.matMul(oneHot(inputs.y, table.shape[0]!), table)
   return { x, c: tf.add(tEmb, yEmb) as tf.Tensor2D }
 }
 
@@ -233,10 +232,10 @@ export function keepBlocks(
 /** Keys that are not trained (DiT's pos_embed has requires_grad=False). */
 export const frozenKeys = ["pos_embed"] as const
 
-/** The trainable sub-tree and the frozen one, sharing tensors with the input. */
+/** The trainable sub-tree and the frozen one (empty for a tree without pos_embed), sharing tensors with the input. */
 export function split(tree: ParamTree.ParamTree): { readonly trainable: ParamTree.ParamTree; readonly frozen: ParamTree.ParamTree } {
-  const { pos_embed, ...trainable } = params(tree)
-  return { trainable: trainable as unknown as ParamTree.ParamTree, frozen: { pos_embed } }
+  const { pos_embed, ...trainable } = tree as Record<string, ParamTree.ParamTree>
+  return { trainable, frozen: pos_embed === undefined ? {} : { pos_embed } }
 }
 
 /** The inverse of split. */

@@ -6,7 +6,6 @@
  * editing the model.
  */
 import { tf } from "@tinyfusion/tensor"
-import * as MatMul from "./MatMul.ts"
 
 export interface Params {
   readonly weight: tf.Tensor
@@ -21,6 +20,6 @@ export const apply: Apply = (_path, layer, x) => {
   const [outFeatures, inFeatures] = layer.weight.shape as [number, number]
   const lead = x.shape.slice(0, -1)
   const flat = tf.reshape(x, [-1, inFeatures])
-  const y = tf.add(MatMul.matMul(flat, layer.weight, true), layer.bias)
+  const y = tf.add(tf.matMul(flat, layer.weight, false, true), layer.bias)
   return lead.length === 1 ? y : tf.reshape(y, [...lead, outFeatures])
 }

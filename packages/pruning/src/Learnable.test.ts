@@ -36,7 +36,7 @@ describe("Learnable", () => {
   })
 
   it.live("on a model whose blocks 1 and 2 are destructive, 1:2 with LoRA learns to drop them with confidence ≥ 0.9 in 350 steps", () =>
-    Fixtures.withStore(Effect.gen(function*() {
+    Effect.gen(function*() {
       const destructive = { add: "output", size: 10 } as const
       const blocks = ["identity", destructive, destructive, "identity"] as const
       const teacher = yield* Stage.run(Fixtures.Teacher, { family: "dit", config: Fixtures.tiny(4), weights: { blocks } }, {})
@@ -63,7 +63,7 @@ describe("Learnable", () => {
       assert.deepStrictEqual(fromEma.kept, decision.kept)
       assert.deepStrictEqual(fromEma.probabilities, decision.probabilities)
       assert.notDeepEqual(Array.from(ema), Array.from(gates.get("logits")!.data))
-    })).pipe(Effect.provide(env)), 120_000)
+    }).pipe(Effect.provide(ArtifactStore.layerTemp)).pipe(Effect.provide(env)), 120_000)
 
   it.live("a run interrupted after a checkpoint and rerun ends with the same bits as an uninterrupted one", () =>
     Effect.gen(function*() {
@@ -82,11 +82,11 @@ describe("Learnable", () => {
       })
       const files = (artifact: Stage.Artifact<unknown>) =>
         Effect.all([artifact.bytes("decision.json"), artifact.bytes("gates.safetensors")])
-      const reference = yield* Fixtures.withStore(Effect.gen(function*() {
+      const reference = yield* Effect.gen(function*() {
         const inputs = yield* prepare
         return yield* files(yield* Stage.run(Fixtures.stages.prune, config, inputs))
-      }))
-      const resumed = yield* Fixtures.withStore(Effect.gen(function*() {
+      }).pipe(Effect.provide(ArtifactStore.layerTemp))
+      const resumed = yield* Effect.gen(function*() {
         const store = yield* ArtifactStore
         const inputs = yield* prepare
         const key = yield* Stage.key(Fixtures.stages.prune, config, { teacher: inputs.teacher.key, data: inputs.data.key })
@@ -98,7 +98,7 @@ describe("Learnable", () => {
         const fs = yield* FileSystem.FileSystem
         assert.isFalse(yield* fs.exists(store.artifactDir(key)))
         return yield* files(yield* Stage.run(Fixtures.stages.prune, config, inputs))
-      }))
+      }).pipe(Effect.provide(ArtifactStore.layerTemp))
       assert.deepStrictEqual(resumed[0], reference[0])
       assert.deepStrictEqual(resumed[1], reference[1])
     }).pipe(Effect.provide(env)), 60_000)

@@ -9,7 +9,7 @@
  * The adapters are a parameter tree keyed like the reference's LoRA modules:
  * `<linear path>.lora_a.weight`, `<linear path>.lora_b.weight`.
  */
-import { Linear, MatMul } from "@tinyfusion/models"
+import { Linear } from "@tinyfusion/models"
 import { HostTensor, ParamTree, Rng, tf } from "@tinyfusion/tensor"
 import type { LinearLayout } from "./BlockStack.ts"
 
@@ -42,6 +42,6 @@ interface Adapter {
  */
 export const linear = (adapters: ParamTree.ParamTree, scale: number): Linear.Apply => (path, layer, x) => {
   const adapter = ParamTree.at(adapters, path) as unknown as Adapter
-  const delta = tf.mul(MatMul.matMul(adapter.lora_b.weight, adapter.lora_a.weight), scale)
+  const delta = tf.mul(tf.matMul(adapter.lora_b.weight, adapter.lora_a.weight), scale)
   return Linear.apply(path, { weight: tf.add(layer.weight, delta), bias: layer.bias }, x)
 }

@@ -1,7 +1,7 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Logger } from "effect"
-import { Stage } from "@tinyfusion/core"
+import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { DiT } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree, Rng, tf } from "@tinyfusion/tensor"
 import * as Fixtures from "./fixtures/Constructed.ts"
@@ -21,7 +21,7 @@ const base = { seed: 0, calibration: 4, iterations: 0, options: {} }
 
 describe("prune and prune-export stages", () => {
   it.live("after LoRA mask learning, the exported model is the original teacher gated with the decision's mask, bit for bit", () =>
-    Fixtures.withStore(Effect.gen(function*() {
+    Effect.gen(function*() {
       const compute = yield* Compute
       const inputs = yield* prepare
       const pruned = yield* Stage.run(Fixtures.stages.prune, {
@@ -63,10 +63,10 @@ describe("prune and prune-export stages", () => {
         return [yield* HostTensor.fromTensor(outSmall), yield* HostTensor.fromTensor(outGated)] as const
       }))
       assert.isTrue(HostTensor.bitEqual(small, gated))
-    })).pipe(Effect.provide(env)))
+    }).pipe(Effect.provide(ArtifactStore.layerTemp)).pipe(Effect.provide(env)))
 
   it.live("bad requests fail with a typed error that names the problem, and write nothing", () =>
-    Fixtures.withStore(Effect.gen(function*() {
+    Effect.gen(function*() {
       const inputs = yield* prepare
       const fail = (c: Partial<PruneStage.PruneConfig> & { readonly method: string }) =>
         Effect.flip(Stage.run(Fixtures.stages.prune, { ...base, ...c }, inputs))
@@ -89,10 +89,10 @@ describe("prune and prune-export stages", () => {
       assert.match(noIterations.message, /needs at least 1 iteration, got 0/)
       const misspelt = yield* Effect.flip(Stage.decodeConfig(Fixtures.stages.prune, { method: "oracle", keep: 3, seed: 0, calibraton: 4 }))
       assert.match(misspelt.message, /calibraton/)
-    })).pipe(Effect.provide(env)))
+    }).pipe(Effect.provide(ArtifactStore.layerTemp)).pipe(Effect.provide(env)))
 
   it.live("oracle through the stage: the uniform keep, and the pruned model's calibration loss", () =>
-    Fixtures.withStore(Effect.gen(function*() {
+    Effect.gen(function*() {
       const inputs = yield* prepare
       const pruned = yield* Stage.run(Fixtures.stages.prune, { ...base, method: "oracle", keep: 4 }, inputs)
       assert.deepStrictEqual(pruned.output.kept, [0, 2, 3, 5])
@@ -101,5 +101,5 @@ describe("prune and prune-export stages", () => {
       const decision = yield* PruneStage.readDecision(pruned)
       assert.strictEqual(decision.calibrationLoss, pruned.output.calibrationLoss)
       assert.isUndefined(decision.groups)
-    })).pipe(Effect.provide(env)))
+    }).pipe(Effect.provide(ArtifactStore.layerTemp)).pipe(Effect.provide(env)))
 })

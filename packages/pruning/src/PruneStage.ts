@@ -6,49 +6,41 @@
  *                  on read); its output is a summary of the decision
  *   prune-export   the pruned model: the teacher's ORIGINAL weights of the
  *                  kept blocks, renumbered 0..k−1 (a learned ΔW is not
- *                  carried over), as model.safetensors in the reference
- *                  state_dict keys with the config in its metadata — what
- *                  `tinyfusion checkpoint export` reads
+ *                  carried over), as a ModelArtifact: model.safetensors in
+ *                  the reference state_dict keys with the config in its
+ *                  metadata — what `tinyfusion checkpoint export` reads
  *
  * The upstream stages are parameters: `make` takes the stage that holds the
  * teacher and the one that holds the latents, with a reader for each (the
  * teacher as family + config + host weights, the data as a LatentSource),
- * so any training or import stage can feed pruning. A stage that writes the
- * model-artifact contract — output { family, config } and model.safetensors,
- * as prune-export itself does — is read by `readModel`, so a pruned model
- * can be pruned again (D14 → D7).
+ * so any training or import stage can feed pruning. A stage that stores its
+ * model as a ModelArtifact (packages/models) — as prune-export itself does —
+ * is read by `readModel`, so a pruned model can be pruned again (D14 → D7).
  */
 import { Effect, Schema } from "effect"
 import { type CorruptArtifact, Stage, type StoreError } from "@tinyfusion/core"
-import { Checkpoint, Config, DiT } from "@tinyfusion/models"
-import { HostTensor, ParamTree } from "@tinyfusion/tensor"
+import { type Checkpoint, type Config, DiT, ModelArtifact } from "@tinyfusion/models"
+import { HostTensor, ParamTree, type Safetensors } from "@tinyfusion/tensor"
 import * as BlockStack from "./BlockStack.ts"
 import { PruneDecision } from "./Decision.ts"
 import type { LatentSource } from "./LatentSource.ts"
 import * as Pruners from "./Pruners.ts"
 import * as Selection from "./Selection.ts"
 
-export const Family = Schema.Literals(["dit", "sit"])
-export type Family = typeof Family.Type
-
-/** The model-artifact contract: this output, and the weights in model.safetensors (reference keys). */
-export const ModelOutput = Schema.Struct({ family: Family, config: Config.Config })
-export type ModelOutput = typeof ModelOutput.Type
-
-export const modelFile = "model.safetensors"
 export const decisionFile = "decision.json"
 
 export interface Teacher {
-  readonly family: Family
+  readonly family: ModelArtifact.Family
   readonly config: Config.Config
   readonly params: HostTensor.HostTree
 }
 
-/** A teacher from an artifact that follows the model-artifact contract; every key and shape is checked. */
-export const readModel = Effect.fn("PruneStage.readModel")(function*(artifact: Stage.Artifact<ModelOutput>) {
-  const loaded = yield* Checkpoint.decode(artifact.output.config, yield* artifact.bytes(modelFile))
-  return { family: artifact.output.family, config: artifact.output.config, params: loaded.params } satisfies Teacher
-})
+/**
+ * The teacher of a ModelArtifact: its EMA weights when it has them (the
+ * reference prunes the checkpoint's EMA), every key and shape checked.
+ */
+export const readModel = (artifact: Stage.Artifact<ModelArtifact.Output>): Effect.Effect<Teacher, StoreError | CorruptArtifact | Checkpoint.CheckpointMismatch | Safetensors.SafetensorsError> =>
+  ModelArtifact.read(artifact, { ema: true })
 
 const PositiveInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
 const Count = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
@@ -83,8 +75,7 @@ export const PruneSummary = Schema.Struct({
 export const ExportConfig = Schema.Struct({})
 
 export const ExportOutput = Schema.Struct({
-  family: Family,
-  config: Config.Config,
+  ...ModelArtifact.Fields,
   method: Schema.String,
   teacherDepth: PositiveInt,
   kept: Schema.Array(Count)
@@ -193,11 +184,12 @@ export function make<T extends Stage.Any, D extends Stage.Any, E, R>(wiring: Wir
         }
         // keepBlocks only restructures the tree (it reads no tensor), so it serves host trees too.
         const pruned = DiT.keepBlocks(teacher.config, teacher.params as unknown as ParamTree.ParamTree, decision.kept)
-        const bytes = yield* Checkpoint.encode(pruned.config, pruned.params as unknown as HostTensor.HostTree, {
-          metadata: { "tinyfusion.pruned": JSON.stringify({ method: decision.method, teacherDepth: decision.teacherDepth, kept: decision.kept }) }
+        const model = yield* ModelArtifact.write(ctx, {
+          family: teacher.family,
+          config: pruned.config,
+          params: pruned.params as unknown as HostTensor.HostTree
         })
-        yield* ctx.writeBytes(modelFile, bytes)
-        return { family: teacher.family, config: pruned.config, method: decision.method, teacherDepth: decision.teacherDepth, kept: decision.kept }
+        return { ...model, method: decision.method, teacherDepth: decision.teacherDepth, kept: decision.kept }
       })
   })
 

@@ -1,7 +1,7 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Logger } from "effect"
-import { Stage } from "@tinyfusion/core"
+import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { Compute } from "@tinyfusion/tensor"
 import * as Fixtures from "./fixtures/Constructed.ts"
 import type * as Pruner from "./Pruner.ts"
@@ -40,7 +40,7 @@ describe("Pruners", () => {
     }))
 
   it.live("the prune stage runs an added method, and refuses a decision that misses the target", () =>
-    Fixtures.withStore(Effect.gen(function*() {
+    Effect.gen(function*() {
       const teacher = yield* Stage.run(Fixtures.Teacher, { family: "sit", config: Fixtures.tiny(5), weights: { random: 0 } }, {})
       const data = yield* Stage.run(Fixtures.Latents, { count: 4, shape: [4, 4, 4], classes: 3, seed: 0 }, {})
       const config = (method: string) => ({ method, keep: 2, seed: 0, calibration: 4, iterations: 0, options: {} })
@@ -49,5 +49,5 @@ describe("Pruners", () => {
       const refused = yield* Effect.flip(Stage.run(Fixtures.stages.prune, config("greedy"), { teacher, data }))
       assert.strictEqual(refused._tag, "DecisionMismatch")
       assert.match(refused.message, /pruner greedy returned a decision that does not fit: keeps 3 of 5 blocks; the target is keep 2 of 5/)
-    })).pipe(Effect.provide(Layer.mergeAll(NodeServices.layer, Compute.wasm, Logger.layer([]), Pruners.layer([keepFirst, greedy])))))
+    }).pipe(Effect.provide(ArtifactStore.layerTemp)).pipe(Effect.provide(Layer.mergeAll(NodeServices.layer, Compute.wasm, Logger.layer([]), Pruners.layer([keepFirst, greedy])))))
 })

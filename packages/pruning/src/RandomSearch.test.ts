@@ -1,7 +1,7 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Logger } from "effect"
-import { Stage } from "@tinyfusion/core"
+import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { Compute, Rng } from "@tinyfusion/tensor"
 import * as Fixtures from "./fixtures/Constructed.ts"
 import { readDecision } from "./PruneStage.ts"
@@ -18,7 +18,7 @@ describe("Random search", () => {
   })
 
   it.live("the lowest and highest losses are the masks with the smallest and largest moves; every loss kept", () =>
-    Fixtures.withStore(Effect.gen(function*() {
+    Effect.gen(function*() {
       // Each block moves the prediction by its size along u: the loss grows with the sum of the kept sizes.
       const sizes = [0.1, 0.4, 0.2, 0.8, 0.3]
       const blocks = sizes.map((size) => ({ add: "output", size }) as const)
@@ -59,5 +59,5 @@ describe("Random search", () => {
           if (sums[i]! < sums[j]! - 1e-9) assert.isBelow(a, b, `sample ${i} (sum ${sums[i]}) against ${j} (sum ${sums[j]})`)
         })
       )
-    })).pipe(Effect.provide(env)))
+    }).pipe(Effect.provide(ArtifactStore.layerTemp)).pipe(Effect.provide(env)))
 })

@@ -1,7 +1,7 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Logger } from "effect"
-import { Stage } from "@tinyfusion/core"
+import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { Compute } from "@tinyfusion/tensor"
 import * as Fixtures from "./fixtures/Constructed.ts"
 import { readDecision } from "./PruneStage.ts"
@@ -10,7 +10,7 @@ const env = Layer.mergeAll(NodeServices.layer, Compute.wasm, Logger.layer([]))
 
 describe("Sensitivity analysis", () => {
   it.live("keeps the two blocks that cancel each other; removing an identity block changes the loss by exactly 0", () =>
-    Fixtures.withStore(Effect.gen(function*() {
+    Effect.gen(function*() {
       // Block 1 adds 3u to the state the prediction reads, block 4 takes it away; the rest are the identity.
       const blocks = ["identity", { add: "output", size: 3 }, "identity", "identity", { add: "output", size: -3 }, "identity"] as const
       const teacher = yield* Stage.run(Fixtures.Teacher, { family: "dit", config: Fixtures.tiny(6), weights: { blocks } }, {})
@@ -31,5 +31,5 @@ describe("Sensitivity analysis", () => {
       })
       assert.deepStrictEqual(whole.output.kept, [0, 1, 2, 3, 4, 5])
       assert.strictEqual(pruned.output.calibrationLoss, whole.output.calibrationLoss)
-    })).pipe(Effect.provide(env)))
+    }).pipe(Effect.provide(ArtifactStore.layerTemp)).pipe(Effect.provide(env)))
 })

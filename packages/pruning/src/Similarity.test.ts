@@ -1,7 +1,7 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Logger } from "effect"
-import { Stage } from "@tinyfusion/core"
+import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { Compute } from "@tinyfusion/tensor"
 import * as Fixtures from "./fixtures/Constructed.ts"
 import { readDecision } from "./PruneStage.ts"
@@ -21,7 +21,7 @@ const cosine = (a: ReadonlyArray<number>, b: ReadonlyArray<number>) => {
 
 describe("ShortGPT and Flux-Lite", () => {
   it.live("on blocks made identity: both remove them, ShortGPT never the last; the measures in closed form", () =>
-    Fixtures.withStore(Effect.gen(function*() {
+    Effect.gen(function*() {
       const teacher = yield* Stage.run(Fixtures.Teacher, { family: "dit", config: Fixtures.tiny(6), weights: { blocks } }, {})
       const data = yield* Stage.run(Fixtures.Latents, { count: 8, shape: [4, 4, 4], classes: 3, seed: 0 }, {})
       const run = (method: string) =>
@@ -40,5 +40,5 @@ describe("ShortGPT and Flux-Lite", () => {
       const expectedMse = [4 / 16, 0, 4 / 16, 0, 1e-4 / 16, 0]
       flux.scores!.forEach((s, i) => assert.closeTo(s, expectedMse[i]!, 1e-6, `mse of block ${i}`))
       assert.strictEqual(short.measure, "1 − cosine similarity of block input and output")
-    })).pipe(Effect.provide(env)))
+    }).pipe(Effect.provide(ArtifactStore.layerTemp)).pipe(Effect.provide(env)))
 })

@@ -1,8 +1,8 @@
 /**
- * Timings of the active backend: a square matmul and training steps of the
- * proxy MLP. Each timed step ends with a device read, so asynchronous
- * backends (WebGPU) are measured to completion; warm-up steps absorb kernel
- * compilation.
+ * Timings of the active backend: a square matmul, any one product, and
+ * training steps of the proxy MLP. Each timed step ends with a device read,
+ * so asynchronous backends (WebGPU) are measured to completion; warm-up
+ * steps absorb kernel compilation.
  */
 import { Effect } from "effect"
 import { Compute, type ComputeError } from "./Compute.ts"
@@ -51,6 +51,38 @@ export const matmul = (n: number, options: { readonly warmup: number; readonly r
       options
     ).pipe(Effect.ensuring(Effect.sync(() => tf.dispose([a, b]))))
     return { ...timing, gflops: (2 * n ** 3) / (timing.ms * 1e6) }
+  })
+
+/** The shapes and transposes of one tf.matMul. */
+export interface Product {
+  readonly a: ReadonlyArray<number>
+  readonly b: ReadonlyArray<number>
+  readonly transposeA: boolean
+  readonly transposeB: boolean
+}
+
+/** Multiply-adds ×2 of a product, batch dims broadcast. */
+export const productFlops = (p: Product): number => {
+  const [ra, rb] = [p.a.length, p.b.length]
+  const [m, k] = p.transposeA ? [p.a[ra - 1]!, p.a[ra - 2]!] : [p.a[ra - 2]!, p.a[ra - 1]!]
+  const n = p.transposeB ? p.b[rb - 2]! : p.b[rb - 1]!
+  const batch = tf.broadcast_util.assertAndGetBroadcastShape(p.a.slice(0, -2), p.b.slice(0, -2)).reduce((x, d) => x * d, 1)
+  return 2 * batch * m * n * k
+}
+
+/** One tf.matMul of random operands; returns its timing and GFLOP/s. */
+export const product = (p: Product, options: { readonly warmup: number; readonly repetitions: number }) =>
+  Effect.gen(function*() {
+    const compute = yield* Compute
+    const a = tf.randomNormal([...p.a], 0, 1, "float32", 1)
+    const b = tf.randomNormal([...p.b], 0, 1, "float32", 2)
+    const timing = yield* time(
+      compute.scoped(Effect.gen(function*() {
+        yield* compute.read(tf.slice(tf.reshape(tf.matMul(a, b, p.transposeA, p.transposeB), [-1]), 0, 1))
+      })),
+      options
+    ).pipe(Effect.ensuring(Effect.sync(() => tf.dispose([a, b]))))
+    return { ...timing, gflops: productFlops(p) / (timing.ms * 1e6) }
   })
 
 /** Forward + backward + SGD update of the proxy MLP, per step. */

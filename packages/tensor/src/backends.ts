@@ -4,6 +4,7 @@
  */
 import * as os from "node:os"
 import { tf } from "./tf.ts"
+import * as WasmMatMul from "./WasmMatMul.ts"
 
 export interface StartedBackend {
   readonly device: string
@@ -37,6 +38,8 @@ async function activate(tfName: string): Promise<void> {
 
 async function startWasm(): Promise<StartedBackend> {
   await import("@tensorflow/tfjs-backend-wasm")
+  // Before the backend starts, so every stage on this layer gets the fast kernels.
+  WasmMatMul.install()
   await activate("wasm")
   const simd = await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT")
   const backend = tf.backend() as unknown as { wasm: { HEAPU8: Uint8Array; tfjs: { getThreadsCount(): number } } }

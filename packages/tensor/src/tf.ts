@@ -1,8 +1,12 @@
 /**
  * The one TensorFlow.js namespace of the project. The union package registers
- * the gradients of every op; backends are registered by the Compute layers.
+ * the gradients of every op (BatchMatMul's is replaced by one that handles
+ * broadcast batch dims); backends are registered by the Compute layers.
  */
 import * as tf from "@tensorflow/tfjs"
+import { batchMatMulGradConfig } from "./MatMulGradient.ts"
+
+tf.registerGradient(batchMatMulGradConfig)
 
 export { tf }
 export type { Tensor, TensorContainer } from "@tensorflow/tfjs"

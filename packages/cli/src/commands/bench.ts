@@ -6,10 +6,11 @@ import { Command } from "effect/cli"
 import { compute } from "./bench/compute.ts"
 import { dit } from "./bench/dit.ts"
 import { fid } from "./bench/fid.ts"
+import { matmul } from "./bench/matmul.ts"
 import { prune } from "./bench/prune.ts"
 import { store } from "./bench/store.ts"
 
 export const bench = Command.make("bench").pipe(
   Command.withDescription("Speed benchmarks (figures only; nothing is asserted)"),
-  Command.withSubcommands([compute, dit, fid, prune, store])
+  Command.withSubcommands([compute, dit, fid, matmul, prune, store])
 )

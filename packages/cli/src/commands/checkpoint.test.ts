@@ -2,9 +2,9 @@ import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, FileSystem, Layer, Logger } from "effect"
 import { Command } from "effect/cli"
-import { Stage } from "@tinyfusion/core"
-import { Checkpoint, Config, Init } from "@tinyfusion/models"
-import { Fixtures, PruneStage } from "@tinyfusion/pruning"
+import { ArtifactStore, Stage } from "@tinyfusion/core"
+import { Checkpoint, Config, Init, ModelArtifact } from "@tinyfusion/models"
+import { Fixtures } from "@tinyfusion/pruning"
 import { Compute, HostTensor, ParamTree, Safetensors } from "@tinyfusion/tensor"
 import { checkpoint } from "./checkpoint.ts"
 
@@ -45,7 +45,7 @@ describe("tinyfusion checkpoint", () => {
     }).pipe(Effect.scoped, Effect.provide(NodeServices.layer)))
 
   it.live("a pruned model from the prune-export stage exports with exactly the reference keys of its depth", () =>
-    Fixtures.withStore(Effect.gen(function*() {
+    Effect.gen(function*() {
       const fs = yield* FileSystem.FileSystem
       const dir = yield* fs.makeTempDirectoryScoped()
       const config = Fixtures.tiny(6)
@@ -56,11 +56,11 @@ describe("tinyfusion checkpoint", () => {
         data
       })
       const exported = yield* Stage.run(Fixtures.stages.export, {}, { decision: pruned, teacher })
-      yield* run(["export", exported.path(PruneStage.modelFile), "--out", `${dir}/ref.safetensors`])
+      yield* run(["export", exported.path(ModelArtifact.files.raw), "--out", `${dir}/ref.safetensors`])
       const ref = yield* Safetensors.decode(yield* fs.readFile(`${dir}/ref.safetensors`))
       const shapes = Checkpoint.referenceShapes({ ...config, depth: 3 })
       assert.deepStrictEqual([...ref.tensors.keys()].sort(), shapes.map(([k]) => k).sort())
-      const model = yield* Safetensors.decode(yield* fs.readFile(exported.path(PruneStage.modelFile)))
+      const model = yield* Safetensors.decode(yield* fs.readFile(exported.path(ModelArtifact.files.raw)))
       for (const [key, t] of ref.tensors) assert.isTrue(HostTensor.bitEqual(t, model.tensors.get(key)!), key)
-    })).pipe(Effect.scoped, Effect.provide(Layer.mergeAll(NodeServices.layer, Compute.wasm, Logger.layer([])))))
+    }).pipe(Effect.provide(ArtifactStore.layerTemp)).pipe(Effect.scoped, Effect.provide(Layer.mergeAll(NodeServices.layer, Compute.wasm, Logger.layer([])))))
 })

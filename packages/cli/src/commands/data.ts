@@ -1,0 +1,105 @@
+/**
+ * `tinyfusion data …`: the data stages of the mini preset on the artifact
+ * store (`--store`), each printing its figures.
+ *   autoencoder  trains the KL autoencoder; PSNR on the test split, scale factor, reconstructions.png
+ *   latents      the autoencoder, then latent extraction of the training split (resumes after a kill)
+ *   features     trains the feature network; test accuracy and the reference statistics
+ * A finished stage is a cache hit: rerunning prints its figures again.
+ */
+import { Console, Effect } from "effect"
+import { Command, Flag } from "effect/cli"
+import { Stage } from "@tinyfusion/core"
+import { Dataset, defaultFashionMnistDir, Stages } from "@tinyfusion/data"
+import * as GlobalFlags from "../GlobalFlags.ts"
+import * as Table from "../Table.ts"
+
+const dataFlag = Flag.String("data").pipe(
+  Flag.withDescription("Folder with the four Fashion-MNIST IDX .gz files"),
+  Flag.withDefault(defaultFashionMnistDir)
+)
+const seedFlag = Flag.Int("seed").pipe(Flag.withDescription("Seed of initialisation, batches and noise"), Flag.withDefault(0))
+
+const autoencoderFlags = {
+  data: dataFlag,
+  seed: seedFlag,
+  steps: Flag.Int("ae-steps").pipe(Flag.withDescription("Autoencoder training steps"), Flag.withDefault(Stages.miniAutoencoder.training.steps)),
+  batchSize: Flag.Int("ae-batch-size").pipe(Flag.withDescription("Autoencoder batch size"), Flag.withDefault(Stages.miniAutoencoder.training.batchSize))
+}
+
+const autoencoderConfig = (o: { readonly seed: number; readonly steps: number; readonly batchSize: number }): Stages.AutoencoderConfig => ({
+  ...Stages.miniAutoencoder,
+  training: { ...Stages.miniAutoencoder.training, seed: o.seed, steps: o.steps, batchSize: o.batchSize }
+})
+
+/** Runs a stage program with the dataset of --data, the backend of --backend and the store of --store. */
+const withData = <A, E, R>(dir: string, self: Effect.Effect<A, E, R>) =>
+  GlobalFlags.withCompute(Effect.provide(self, Dataset.fashionMnist({ dir })))
+
+const trainAutoencoder = (o: { readonly seed: number; readonly steps: number; readonly batchSize: number }) =>
+  Effect.gen(function*() {
+    const config = yield* Stage.decodeConfig(Stages.AutoencoderStage, autoencoderConfig(o))
+    return yield* Stage.run(Stages.AutoencoderStage, config, {})
+  })
+
+const autoencoder = Command.make("autoencoder", autoencoderFlags, (o) =>
+  withData(o.data, Effect.gen(function*() {
+    const ae = yield* trainAutoencoder(o)
+    yield* Console.log(Table.render(["stage", "key", "PSNR (dB)", "images", "scale factor", "reconstructions"], [[
+      "autoencoder",
+      ae.key,
+      Table.fixed(ae.output.psnr, 2),
+      `${ae.output.psnrImages} test (centre ${ae.output.psnrCrop}²)`,
+      Table.fixed(ae.output.scale, 4),
+      ae.path("reconstructions.png")
+    ]]))
+  }))
+).pipe(Command.withDescription("Train the KL autoencoder (32×32×1 → 8×8×4) and report PSNR on the test split"))
+
+const latents = Command.make("latents", {
+  ...autoencoderFlags,
+  shardSize: Flag.Int("shard-size").pipe(Flag.withDescription("Images per latent shard"), Flag.withDefault(Stages.miniLatents.shardSize))
+}, (o) =>
+  withData(o.data, Effect.gen(function*() {
+    const ae = yield* trainAutoencoder(o)
+    const config = yield* Stage.decodeConfig(Stages.LatentsStage, { ...Stages.miniLatents, seed: o.seed, shardSize: o.shardSize })
+    const extracted = yield* Stage.run(Stages.LatentsStage, config, { autoencoder: ae })
+    yield* Console.log(Table.render(["stage", "key", "images", "latents each", "shards", "scale factor", "folder"], [[
+      "latents",
+      extracted.key,
+      String(extracted.output.count),
+      `2 × ${extracted.output.latentShape.join("×")}`,
+      String(extracted.output.shards),
+      Table.fixed(extracted.output.scale, 4),
+      extracted.dir
+    ]]))
+  }))
+).pipe(Command.withDescription("Encode every training image and its mirror into latent shards"))
+
+const features = Command.make("features", {
+  data: dataFlag,
+  seed: seedFlag,
+  steps: Flag.Int("steps").pipe(Flag.withDescription("Training steps"), Flag.withDefault(Stages.miniFeatureNet.training.steps)),
+  batchSize: Flag.Int("batch-size").pipe(Flag.withDescription("Batch size"), Flag.withDefault(Stages.miniFeatureNet.training.batchSize))
+}, (o) =>
+  withData(o.data, Effect.gen(function*() {
+    const config = yield* Stage.decodeConfig(Stages.FeatureNetStage, {
+      ...Stages.miniFeatureNet,
+      training: { ...Stages.miniFeatureNet.training, seed: o.seed, steps: o.steps, batchSize: o.batchSize }
+    })
+    const net = yield* Stage.run(Stages.FeatureNetStage, config, {})
+    yield* Console.log(Table.render(["stage", "key", "test accuracy", "images", "pool / spatial dims", "reference"], [[
+      "feature-net",
+      net.key,
+      `${Table.fixed(100 * net.output.accuracy, 2)}%`,
+      String(net.output.testImages),
+      `${net.output.poolDim} / ${net.output.spatialDim}`,
+      net.path("reference.safetensors")
+    ]]))
+  }))
+).pipe(Command.withDescription("Train the evaluation feature network; test accuracy and reference statistics"))
+
+export const data = Command.make("data").pipe(
+  Command.withDescription("Data stages: autoencoder, latent extraction, feature network"),
+  Command.withSubcommands([autoencoder, latents, features])
+)
+

@@ -1,0 +1,165 @@
+/**
+ * What the FID-family metrics look at, as a service: images in, pooled
+ * features, class probabilities and spatial features out. The mini preset
+ * provides it from the project's FeatureNet; at paper scale an Inception-v3
+ * layer can provide the same service.
+ *
+ * `reference` computes the statistics of a set of real images as ADM's
+ * reference batch holds them: mu/sigma of pooled features (FID), mu_s/sigma_s
+ * of spatial features (sFID), and the pooled features themselves (precision
+ * and recall need the points, not just moments).
+ */
+import { Context, Effect, Layer } from "effect"
+import { Compute, type ComputeError, HostTensor, ParamTree, tf } from "@tinyfusion/tensor"
+import * as Batches from "./Batches.ts"
+import * as FeatureNet from "./FeatureNet.ts"
+import type * as Images from "./Images.ts"
+
+export interface Outputs {
+  /** [N, poolDim] */
+  readonly pool: tf.Tensor2D
+  /** [N, classes], softmax probabilities */
+  readonly probs: tf.Tensor2D
+  /** [N, spatialDim] */
+  readonly spatial: tf.Tensor2D
+}
+
+export class FeatureExtractor extends Context.Service<FeatureExtractor, {
+  /** Names the network, for reports (e.g. "feature-net (Fashion-MNIST)"). */
+  readonly name: string
+  /** [H, W, C] of the images it takes. */
+  readonly imageShape: readonly [number, number, number]
+  readonly poolDim: number
+  readonly spatialDim: number
+  readonly classes: number
+  /** Images [N,H,W,C] in [-1, 1] → features; a tensor function, the caller scopes it. */
+  readonly apply: (images: tf.Tensor4D) => Outputs
+}>()("@tinyfusion/data/FeatureExtractor") {
+  /** The extractor of a trained FeatureNet; its weights live on the device while the layer does. */
+  static featureNet(config: FeatureNet.Config, params: HostTensor.HostTree, name = "feature-net"): Layer.Layer<FeatureExtractor, never, Compute> {
+    return Layer.effect(
+      FeatureExtractor,
+      Effect.acquireRelease(
+        Effect.gen(function*() {
+          yield* Compute
+          return HostTensor.treeToTensors(params)
+        }),
+        (tree) => Effect.sync(() => ParamTree.dispose(tree))
+      ).pipe(Effect.map((tree) =>
+        FeatureExtractor.of({
+          name,
+          imageShape: [config.imageSize, config.imageSize, config.imageChannels],
+          poolDim: FeatureNet.poolDim(config),
+          spatialDim: FeatureNet.spatialDim(config),
+          classes: config.classes,
+          apply: (images) => {
+            const out = FeatureNet.forward(config, tree, images)
+            return { pool: out.pool, probs: tf.softmax(out.logits), spatial: out.spatial }
+          }
+        })
+      ))
+    )
+  }
+}
+
+export interface HostFeatures {
+  readonly count: number
+  readonly pool: Float32Array
+  readonly probs: Float32Array
+  readonly spatial: Float32Array
+}
+
+/** Features of `count` images given as one NHWC float array in [-1, 1], in batches. */
+export const extract = Effect.fn("FeatureExtractor.extract")(function*(
+  images: Float32Array,
+  count: number,
+  batchSize: number
+): Effect.fn.Return<HostFeatures, ComputeError, FeatureExtractor | Compute> {
+  const extractor = yield* FeatureExtractor
+  const compute = yield* Compute
+  const [h, w, c] = extractor.imageShape
+  const per = h * w * c
+  if (images.length !== count * per) throw new Error(`${count} images of ${h}×${w}×${c} need ${count * per} values, got ${images.length}`)
+  const pool = new Float32Array(count * extractor.poolDim)
+  const probs = new Float32Array(count * extractor.classes)
+  const spatial = new Float32Array(count * extractor.spatialDim)
+  for (let start = 0; start < count; start += batchSize) {
+    const n = Math.min(batchSize, count - start)
+    const out = yield* compute.scoped(Effect.gen(function*() {
+      const x = tf.tensor4d(images.subarray(start * per, (start + n) * per), [n, h, w, c])
+      const f = extractor.apply(x)
+      return [yield* compute.read(f.pool), yield* compute.read(f.probs), yield* compute.read(f.spatial)] as const
+    }))
+    pool.set(out[0], start * extractor.poolDim)
+    probs.set(out[1], start * extractor.classes)
+    spatial.set(out[2], start * extractor.spatialDim)
+  }
+  return { count, pool, probs, spatial }
+})
+
+export interface Moments {
+  readonly mean: Float64Array
+  /** dim × dim, row-major, normalised by N − 1 (numpy's cov). */
+  readonly covariance: Float64Array
+}
+
+/** Mean and covariance of `count` rows of `dim` features, accumulated in float64. */
+export function moments(features: Float32Array, count: number, dim: number): Moments {
+  if (count < 2) throw new Error(`covariance needs at least 2 samples, got ${count}`)
+  const mean = new Float64Array(dim)
+  for (let n = 0; n < count; n++) for (let i = 0; i < dim; i++) mean[i]! += features[n * dim + i]!
+  for (let i = 0; i < dim; i++) mean[i]! /= count
+  const covariance = new Float64Array(dim * dim)
+  const centred = new Float64Array(dim)
+  for (let n = 0; n < count; n++) {
+    for (let i = 0; i < dim; i++) centred[i] = features[n * dim + i]! - mean[i]!
+    for (let i = 0; i < dim; i++) {
+      const ci = centred[i]!
+      if (ci === 0) continue
+      const row = i * dim
+      for (let j = i; j < dim; j++) covariance[row + j]! += ci * centred[j]!
+    }
+  }
+  for (let i = 0; i < dim; i++) {
+    for (let j = i; j < dim; j++) {
+      const v = covariance[i * dim + j]! / (count - 1)
+      covariance[i * dim + j] = v
+      covariance[j * dim + i] = v
+    }
+  }
+  return { mean, covariance }
+}
+
+/**
+ * The reference batch of a set of real images: mu, sigma (pooled), mu_s,
+ * sigma_s (spatial) and the pooled features `pool` [N, poolDim], as a host
+ * tree for a safetensors artifact (ADM's VIRTUAL_imagenet256_labeled.npz);
+ * with the features it was computed from.
+ */
+export const reference = Effect.fn("FeatureExtractor.reference")(function*(set: Images.ImageSet, batchSize: number) {
+  const extractor = yield* FeatureExtractor
+  const all = Batches.range(set, 0, set.count)
+  const features = yield* extract(all.images, set.count, batchSize)
+  const pooled = moments(features.pool, set.count, extractor.poolDim)
+  const spatial = moments(features.spatial, set.count, extractor.spatialDim)
+  const f32 = (shape: ReadonlyArray<number>, data: Float64Array | Float32Array) => HostTensor.float32(shape, Float32Array.from(data))
+  const tree: HostTensor.HostTree = {
+    mu: f32([extractor.poolDim], pooled.mean),
+    sigma: f32([extractor.poolDim, extractor.poolDim], pooled.covariance),
+    mu_s: f32([extractor.spatialDim], spatial.mean),
+    sigma_s: f32([extractor.spatialDim, extractor.spatialDim], spatial.covariance),
+    pool: f32([set.count, extractor.poolDim], features.pool)
+  }
+  return { tree, features }
+})
+
+/** Share of rows whose most probable class is the label. */
+export function topOneAccuracy(probs: Float32Array, labels: Int32Array, classes: number): number {
+  let correct = 0
+  for (let n = 0; n < labels.length; n++) {
+    let best = 0
+    for (let k = 1; k < classes; k++) if (probs[n * classes + k]! > probs[n * classes + best]!) best = k
+    if (best === labels[n]) correct++
+  }
+  return correct / labels.length
+}

@@ -1,0 +1,158 @@
+/**
+ * The feature network for evaluation at mini scale, standing in for ADM's
+ * Inception-v3: a small convolutional classifier trained on the dataset's
+ * training split. It gives what the ADM evaluator takes from Inception:
+ * pooled features (FID, precision/recall), class probabilities (IS) and an
+ * intermediate spatial map whose first 7 channels, flattened, are the sFID
+ * features (ADM's mixed_6/conv[..., :7]).
+ *
+ *   conv_in 3×3 → per level [SiLU → down (2×2, stride 2) → spatial map at the last level → x + res(SiLU x)]
+ *   → SiLU → global average pool (pooled features) → fc (logits)
+ */
+import { Effect, Schema } from "effect"
+import { AdamW, Compute, Gradients, ParamTree, Rng, tf, tidy } from "@tinyfusion/tensor"
+import * as Batches from "./Batches.ts"
+import type * as Images from "./Images.ts"
+import * as Nn from "./Nn.ts"
+
+export const Config = Schema.Struct({
+  imageSize: Schema.Int,
+  imageChannels: Schema.Int,
+  /** Channels per resolution level; each level after the first halves the side. */
+  channels: Schema.Array(Schema.Int),
+  classes: Schema.Int,
+  /** Channels of the intermediate map kept for sFID (7 in ADM). */
+  spatialChannels: Schema.Int
+})
+export type Config = typeof Config.Type
+
+export const mini: Config = { imageSize: 32, imageChannels: 1, channels: [16, 32, 64], classes: 10, spatialChannels: 7 }
+
+export const poolDim = (config: Config): number => config.channels[config.channels.length - 1]!
+export const spatialDim = (config: Config): number => {
+  const side = config.imageSize / 2 ** (config.channels.length - 1)
+  return side * side * config.spatialChannels
+}
+
+type Params = {
+  readonly conv_in: Nn.Conv
+  readonly down: ReadonlyArray<Nn.Conv>
+  readonly res: ReadonlyArray<Nn.Conv>
+  readonly fc: Nn.Conv
+}
+
+export function init(config: Config, seed: number): ParamTree.ParamTree {
+  const s = Rng.stream(seed, "feature-net/init")
+  const ch = config.channels
+  const levels = ch.slice(1).map((c, l) => [ch[l]!, c] as const)
+  const params: Params = {
+    conv_in: Nn.init(s, "conv_in", [ch[0]!, config.imageChannels, 3, 3], ch[0]!),
+    down: levels.map(([i, o], l) => Nn.init(s, `down.${l}`, [o, i, 2, 2], o)),
+    res: levels.map(([, o], l) => Nn.init(s, `res.${l}`, [o, o, 3, 3], o)),
+    fc: Nn.init(s, "fc", [config.classes, poolDim(config)], config.classes)
+  }
+  return params as unknown as ParamTree.ParamTree
+}
+
+export interface Outputs {
+  /** [N, poolDim] */
+  readonly pool: tf.Tensor2D
+  /** [N, classes] */
+  readonly logits: tf.Tensor2D
+  /** [N, spatialDim]: the first spatialChannels of the last level's map, flattened HWC. */
+  readonly spatial: tf.Tensor2D
+}
+
+/** Images [N,H,W,C] in [-1, 1] → features and logits. */
+export function forward(config: Config, tree: ParamTree.ParamTree, x: tf.Tensor4D): Outputs {
+  const p = tree as unknown as Params
+  let h = Nn.conv2d(x, p.conv_in)
+  let spatial: tf.Tensor4D = h
+  p.down.forEach((down, l) => {
+    h = Nn.down(Nn.silu(h), down)
+    spatial = h
+    h = tf.add(h, Nn.conv2d(Nn.silu(h), p.res[l]!))
+  })
+  const pool = tf.mean(Nn.silu(h), [1, 2]) as tf.Tensor2D
+  const [n, side] = spatial.shape
+  const kept = tf.slice(spatial, [0, 0, 0, 0], [n, side, side, config.spatialChannels])
+  return { pool, logits: Nn.linear(pool, p.fc), spatial: tf.reshape(kept, [n, side * side * config.spatialChannels]) }
+}
+
+export const TrainConfig = Schema.Struct({
+  seed: Schema.Int,
+  steps: Schema.Int,
+  batchSize: Schema.Int,
+  lr: Schema.Number,
+  weightDecay: Schema.Number,
+  clip: Schema.Number
+})
+export type TrainConfig = typeof TrainConfig.Type
+
+export const miniTraining: TrainConfig = { seed: 0, steps: 2000, batchSize: 64, lr: 3e-3, weightDecay: 1e-4, clip: 1 }
+
+export interface TrainState {
+  readonly step: number
+  readonly params: ParamTree.ParamTree
+  readonly optimiser: AdamW.State
+}
+
+export const initialState = (config: Config, training: TrainConfig): TrainState => {
+  const params = init(config, training.seed)
+  return { step: 0, params, optimiser: AdamW.init(params) }
+}
+
+export const disposeState = (state: TrainState): void => ParamTree.dispose([state.params, state.optimiser.m, state.optimiser.v])
+
+const lrScale = (training: TrainConfig, step: number) => 0.02 + 0.49 * (1 + Math.cos((Math.PI * step) / training.steps))
+
+/** Mean cross-entropy of logits [N, K] against integer labels. */
+export const crossEntropy = (logits: tf.Tensor2D, labels: tf.Tensor1D, classes: number): tf.Scalar =>
+  tf.neg(tf.mean(tf.sum(tf.mul(tf.oneHot(labels, classes), tf.logSoftmax(logits)), 1))) as tf.Scalar
+
+/** One AdamW step on batch `state.step` (shuffled, flipped) of the set. */
+export function step(config: Config, training: TrainConfig, state: TrainState, set: Images.ImageSet): { readonly state: TrainState; readonly loss: tf.Scalar } {
+  return tidy(() => {
+    const batch = Batches.at(set, { seed: training.seed, batchSize: training.batchSize, flip: true }, state.step)
+    const x = tf.tensor4d(batch.images, [...batch.shape])
+    const labels = tf.tensor1d(batch.labels, "int32")
+    const { value, grads } = Gradients.valueAndGrad((p) => crossEntropy(forward(config, p, x).logits, labels, config.classes), state.params)
+    const clipped = Gradients.clipByGlobalNorm(grads, training.clip)
+    const optimiser = AdamW.single(training.lr, training.weightDecay)
+    const next = AdamW.update(optimiser, state.optimiser, state.params, clipped.grads, lrScale(training, state.step))
+    return { state: { step: state.step + 1, params: next.params, optimiser: next.state }, loss: value }
+  })
+}
+
+/** Trains from `state` to `training.steps`; `progress` gets the mean loss every `every` steps. */
+export const train = Effect.fn("FeatureNet.train")(function*(
+  config: Config,
+  training: TrainConfig,
+  set: Images.ImageSet,
+  from: TrainState,
+  options: {
+    readonly every: number
+    readonly progress: (step: number, loss: number) => Effect.Effect<void>
+    readonly checkpoint?: (state: TrainState) => Effect.Effect<void, unknown>
+  }
+) {
+  const compute = yield* Compute
+  let state = from
+  let sum = 0
+  let n = 0
+  while (state.step < training.steps) {
+    const next = step(config, training, state, set)
+    sum += (yield* compute.read(next.loss))[0]!
+    n++
+    next.loss.dispose()
+    if (state !== from) disposeState(state)
+    state = next.state
+    if (state.step % options.every === 0 || state.step === training.steps) {
+      yield* options.progress(state.step, sum / n)
+      sum = 0
+      n = 0
+      if (options.checkpoint) yield* options.checkpoint(state).pipe(Effect.orDie)
+    }
+  }
+  return state
+})

@@ -1,0 +1,321 @@
+/**
+ * The data stages of the pipeline, on the artifact store (packages/core):
+ *
+ *   autoencoder   trains the KL autoencoder (checkpointed loop), measures
+ *                 PSNR on the test split, computes the latent scale factor,
+ *                 writes params.safetensors and reconstructions.png
+ *   latents       encodes every training image and its mirror into shards;
+ *                 each finished shard is committed as a checkpoint of the
+ *                 stage, so a killed extraction resumes where it stopped
+ *   feature-net   trains the evaluation classifier (checkpointed loop),
+ *                 measures test accuracy, and writes the test split's
+ *                 reference statistics (reference.safetensors)
+ *
+ * Each stage reads the images from the `Dataset` service and checks that it
+ * is the dataset its config names (the store key covers the config, not the
+ * files on disk).
+ */
+import { Effect, Layer, Schema } from "effect"
+import { ArtifactStore, Checkpoint, Manifest, Stage } from "@tinyfusion/core"
+import { AdamW, Compute, HostTensor, ParamTree, tf } from "@tinyfusion/tensor"
+import * as os from "node:os"
+import * as Autoencoder from "./Autoencoder.ts"
+import { Dataset, DatasetError } from "./Dataset.ts"
+import { FeatureExtractor, reference, topOneAccuracy } from "./FeatureExtractor.ts"
+import * as FeatureNet from "./FeatureNet.ts"
+import * as Images from "./Images.ts"
+import { LatentDataset } from "./LatentDataset.ts"
+import * as LatentShards from "./LatentShards.ts"
+import * as Png from "./Png.ts"
+
+const checkDataset = (expected: string) =>
+  Effect.gen(function*() {
+    const data = yield* Dataset
+    if (data.name !== expected) {
+      return yield* new DatasetError({
+        dataset: data.name,
+        path: "(the Dataset layer)",
+        reason: `the stage config names the dataset ${expected}`,
+        hint: "Provide the dataset the config names, or change the config's dataset"
+      })
+    }
+    return data
+  })
+
+const AdamData = Schema.Struct({ adamStep: Schema.Int })
+
+/** A training loop state as the checkpointed loop holds it. */
+const toLoop = (state: { readonly params: ParamTree.ParamTree; readonly optimiser: AdamW.State }): Checkpoint.State<{ readonly adamStep: number }> => ({
+  tensors: { params: state.params, m: state.optimiser.m, v: state.optimiser.v },
+  data: { adamStep: state.optimiser.step }
+})
+const fromLoop = (state: Checkpoint.State<{ readonly adamStep: number }>, step: number) => {
+  const t = state.tensors as { params: ParamTree.ParamTree; m: ParamTree.ParamTree; v: ParamTree.ParamTree }
+  return { step, params: t.params, optimiser: { step: state.data.adamStep, m: t.m, v: t.v } }
+}
+
+// ---------------------------------------------------------------- autoencoder
+
+export const AutoencoderConfig = Schema.Struct({
+  dataset: Schema.String,
+  model: Autoencoder.Config,
+  training: Autoencoder.TrainConfig,
+  checkpointEvery: Schema.Int,
+  /** Training images the scale factor is measured on. */
+  scaleImages: Schema.Int,
+  /** Test images PSNR is measured on (all of them when larger than the split). */
+  evalImages: Schema.Int
+})
+export type AutoencoderConfig = typeof AutoencoderConfig.Type
+
+export const AutoencoderOutput = Schema.Struct({
+  model: Autoencoder.Config,
+  /** 1/std of latents: multiply encoder samples by it. */
+  scale: Schema.Number,
+  /** Mean per-image PSNR (dB) over the centre crop of the test images. */
+  psnr: Schema.Number,
+  psnrImages: Schema.Int,
+  psnrCrop: Schema.Int
+})
+
+export const miniAutoencoder: AutoencoderConfig = {
+  dataset: "fashion-mnist",
+  model: Autoencoder.mini,
+  training: Autoencoder.miniTraining,
+  checkpointEvery: 250,
+  scaleImages: 10000,
+  evalImages: 10000
+}
+
+/** Originals and reconstructions in alternating rows of `columns`. */
+const comparison = (originals: Float32Array, reconstructions: Float32Array, set: Images.ImageSet, count: number, columns: number) => {
+  const per = set.height * set.width * set.channels
+  const tile = (from: Float32Array, i: number) =>
+    Png.raster(set.width, set.height, set.channels === 1 ? 1 : 3, Images.toBytes(from.subarray(i * per, (i + 1) * per)))
+  const tiles: Array<Png.Raster> = []
+  for (let row = 0; row * columns < count; row++) {
+    for (let c = 0; c < columns; c++) tiles.push(tile(originals, row * columns + c))
+    for (let c = 0; c < columns; c++) tiles.push(tile(reconstructions, row * columns + c))
+  }
+  return Png.grid(tiles, columns, { gap: 2, background: 128 })
+}
+
+export const AutoencoderStage = Stage.make({
+  name: "autoencoder",
+  version: 1,
+  config: AutoencoderConfig,
+  output: AutoencoderOutput,
+  run: (config, _inputs, ctx) =>
+    Effect.gen(function*() {
+      const data = yield* checkDataset(config.dataset)
+      const compute = yield* Compute
+      const done = yield* Checkpoint.loop(ctx, {
+        steps: config.training.steps,
+        every: config.checkpointEvery,
+        data: AdamData,
+        init: Effect.sync(() => toLoop(Autoencoder.initialState(config.model, config.training))),
+        step: (state, step) =>
+          Effect.gen(function*() {
+            const next = Autoencoder.step(config.model, config.training, fromLoop(state, step), data.train)
+            const loss = (yield* compute.read(next.losses.total))[0]!
+            tf.dispose([next.losses.total, next.losses.mse, next.losses.kl])
+            return { state: toLoop(next.state), loss }
+          }),
+        nonFinite: "skip"
+      })
+      const params = (done.state.tensors as { params: ParamTree.ParamTree }).params
+      yield* ctx.writeTensors("params.safetensors", yield* HostTensor.treeFromTensors(params))
+      const evalCount = Math.min(config.evalImages, data.test.count)
+      const { originals, reconstructions } = yield* Autoencoder.reconstruct(params, data.test, evalCount, 250)
+      const crop = data.name === "fashion-mnist" ? 28 : data.test.height
+      const psnrs = Autoencoder.psnr(originals, reconstructions, [evalCount, data.test.height, data.test.width, data.test.channels], crop)
+      const psnr = psnrs.reduce((a, b) => a + b, 0) / evalCount
+      const scale = yield* Autoencoder.scaleFactor(config.model, params, data.train, config.scaleImages, 250, config.training.seed)
+      yield* ctx.writeBytes("reconstructions.png", Png.encode(comparison(originals, reconstructions, data.test, Math.min(32, evalCount), 8)))
+      yield* ctx.metric("psnr", psnr)
+      yield* ctx.metric("scale", scale)
+      yield* ctx.metric("final_loss", done.lastLoss)
+      ParamTree.dispose(done.state.tensors)
+      return { model: config.model, scale, psnr, psnrImages: evalCount, psnrCrop: crop }
+    })
+})
+
+/** The trained autoencoder's weights on the device, with its config and scale factor. */
+export const loadAutoencoder = (artifact: Stage.Artifact<typeof AutoencoderOutput.Type>) =>
+  Effect.map(artifact.tensors("params.safetensors"), (host) => ({
+    config: artifact.output.model,
+    scale: artifact.output.scale,
+    params: HostTensor.treeToTensors(host)
+  }))
+
+// ---------------------------------------------------------------- latents
+
+export const LatentsConfig = Schema.Struct({
+  dataset: Schema.String,
+  seed: Schema.Int,
+  shardSize: Schema.Int,
+  batchSize: Schema.Int
+})
+export type LatentsConfig = typeof LatentsConfig.Type
+
+export const LatentsOutput = Schema.Struct({
+  count: Schema.Int,
+  classes: Schema.Int,
+  shards: Schema.Int,
+  latentShape: Schema.Tuple([Schema.Int, Schema.Int, Schema.Int]),
+  scale: Schema.Number
+})
+
+export const miniLatents: LatentsConfig = { dataset: "fashion-mnist", seed: 0, shardSize: 5000, batchSize: 250 }
+
+/** Finished shards as checkpoints of the stage (step = shard index + 1), committed and verified by the store. */
+const checkpointShards = (ctx: Stage.Context) =>
+  Effect.gen(function*() {
+    const store = yield* ArtifactStore
+    const shardStore: LatentShards.ShardStore<unknown> = {
+      read: (index) =>
+        Effect.gen(function*() {
+          const dir = store.checkpointDir(ctx.key, index + 1)
+          const seen = yield* store.inspectDir(dir, ctx.key)
+          if (seen._tag !== "Valid") return undefined
+          return yield* store.readFile(dir, seen.manifest, LatentShards.shardFile(index)).pipe(Effect.orElseSucceed(() => undefined))
+        }),
+      write: (index, bytes) =>
+        Effect.scoped(Effect.gen(function*() {
+          const staging = yield* store.staging
+          yield* staging.writeBytes(LatentShards.shardFile(index), bytes)
+          const now = new Date().toISOString()
+          yield* store.commit(staging, store.checkpointDir(ctx.key, index + 1), {
+            format: Manifest.format,
+            key: ctx.key,
+            stage: ctx.stage,
+            version: ctx.version,
+            config: null,
+            inputs: {},
+            checkpoint: { step: index + 1 },
+            output: null,
+            metrics: {},
+            timings: { startedAt: now, seconds: 0, attempts: 1 },
+            backend: null,
+            createdAt: now,
+            host: os.hostname()
+          })
+        }))
+    }
+    return shardStore
+  })
+
+export const LatentsStage = Stage.make({
+  name: "latents",
+  version: 1,
+  config: LatentsConfig,
+  output: LatentsOutput,
+  inputs: { autoencoder: AutoencoderStage },
+  run: (config, { autoencoder }, ctx) =>
+    Effect.gen(function*() {
+      const data = yield* checkDataset(config.dataset)
+      const ae = yield* loadAutoencoder(autoencoder)
+      const shards = yield* checkpointShards(ctx)
+      const manifest = yield* LatentShards.extract({
+        set: data.train,
+        classes: data.classes,
+        shardSize: config.shardSize,
+        batchSize: config.batchSize,
+        seed: config.seed,
+        scale: ae.scale,
+        latentShape: Autoencoder.latentShape(ae.config),
+        fingerprint: autoencoder.key,
+        encode: (x) => Autoencoder.encode(ae.params, x),
+        onShard: (index, encoded) => Effect.logInfo(`shard ${index} ${encoded ? "encoded" : "kept from an earlier run"}`)
+      }, shards).pipe(Effect.ensuring(Effect.sync(() => ParamTree.dispose(ae.params))))
+      for (const [index, shard] of manifest.shards.entries()) {
+        const bytes = yield* shards.read(index)
+        if (bytes === undefined) return yield* Effect.die(new Error(`shard ${index} vanished after it was committed`))
+        yield* ctx.writeBytes(shard.file, bytes)
+      }
+      yield* ctx.writeJson(LatentShards.manifestFile, manifest)
+      return {
+        count: manifest.count,
+        classes: manifest.classes,
+        shards: manifest.shards.length,
+        latentShape: manifest.latentShape,
+        scale: manifest.scale
+      }
+    })
+})
+
+/** The latents of a latents artifact as the LatentDataset service. */
+export const latentDataset = (artifact: Stage.Artifact<typeof LatentsOutput.Type>): Layer.Layer<LatentDataset, LatentShards.LatentShardsError> =>
+  LatentDataset.fromDirectory(artifact.dir)
+
+// ---------------------------------------------------------------- feature network
+
+export const FeatureNetConfig = Schema.Struct({
+  dataset: Schema.String,
+  model: FeatureNet.Config,
+  training: FeatureNet.TrainConfig,
+  checkpointEvery: Schema.Int
+})
+export type FeatureNetConfig = typeof FeatureNetConfig.Type
+
+export const FeatureNetOutput = Schema.Struct({
+  model: FeatureNet.Config,
+  /** Test-split accuracy. */
+  accuracy: Schema.Number,
+  testImages: Schema.Int,
+  poolDim: Schema.Int,
+  spatialDim: Schema.Int
+})
+
+export const miniFeatureNet: FeatureNetConfig = {
+  dataset: "fashion-mnist",
+  model: FeatureNet.mini,
+  training: FeatureNet.miniTraining,
+  checkpointEvery: 250
+}
+
+export const FeatureNetStage = Stage.make({
+  name: "feature-net",
+  version: 1,
+  config: FeatureNetConfig,
+  output: FeatureNetOutput,
+  run: (config, _inputs, ctx) =>
+    Effect.gen(function*() {
+      const data = yield* checkDataset(config.dataset)
+      const compute = yield* Compute
+      const done = yield* Checkpoint.loop(ctx, {
+        steps: config.training.steps,
+        every: config.checkpointEvery,
+        data: AdamData,
+        init: Effect.sync(() => toLoop(FeatureNet.initialState(config.model, config.training))),
+        step: (state, step) =>
+          Effect.gen(function*() {
+            const next = FeatureNet.step(config.model, config.training, fromLoop(state, step), data.train)
+            const loss = (yield* compute.read(next.loss))[0]!
+            next.loss.dispose()
+            return { state: toLoop(next.state), loss }
+          }),
+        nonFinite: "skip"
+      })
+      const params = (done.state.tensors as { params: ParamTree.ParamTree }).params
+      const host = yield* HostTensor.treeFromTensors(params)
+      ParamTree.dispose(done.state.tensors)
+      yield* ctx.writeTensors("params.safetensors", host)
+      const stats = yield* reference(data.test, 500).pipe(Effect.provide(FeatureExtractor.featureNet(config.model, host)))
+      const accuracy = topOneAccuracy(stats.features.probs, data.test.labels, config.model.classes)
+      yield* ctx.writeTensors("reference.safetensors", stats.tree)
+      yield* ctx.metric("accuracy", accuracy)
+      yield* ctx.metric("final_loss", done.lastLoss)
+      return {
+        model: config.model,
+        accuracy,
+        testImages: data.test.count,
+        poolDim: FeatureNet.poolDim(config.model),
+        spatialDim: FeatureNet.spatialDim(config.model)
+      }
+    })
+})
+
+/** The FeatureExtractor service of a trained feature-net artifact. */
+export const featureExtractor = (artifact: Stage.Artifact<typeof FeatureNetOutput.Type>) =>
+  Layer.unwrap(Effect.map(artifact.tensors("params.safetensors"), (host) => FeatureExtractor.featureNet(artifact.output.model, host)))

@@ -1,0 +1,56 @@
+/**
+ * How a stage stores a model, so that every stage reads every model the same
+ * way (pre-training, pruning export, recovery, evaluation): the network
+ * family, its config and parameter count in the manifest's output, and the
+ * weights as reference-keyed safetensors — `model.safetensors` (raw) and
+ * `ema.safetensors` (the EMA, used for sampling) — that the reference code
+ * can load (see `tinyfusion checkpoint export`).
+ */
+import { Effect, Schema } from "effect"
+import type { Stage } from "@tinyfusion/core"
+import type { HostTensor } from "@tinyfusion/tensor"
+import * as Checkpoint from "./Checkpoint.ts"
+import * as Config from "./Config.ts"
+
+export const Family = Schema.Literals(["dit", "sit"])
+export type Family = typeof Family.Type
+
+/** The output fields of any stage that produces a model. */
+export const Fields = {
+  family: Family,
+  config: Config.Config,
+  parameters: Schema.Int
+}
+export const Output = Schema.Struct(Fields)
+export type Output = typeof Output.Type
+
+export const files = { raw: "model.safetensors", ema: "ema.safetensors" } as const
+
+const count = (config: Config.Config): number =>
+  Checkpoint.referenceShapes(config).reduce((n, [, s]) => n + s.reduce((a, b) => a * b, 1), 0)
+
+/** Writes a model's weights through a stage context; returns the output fields to merge into the stage's output. */
+export const write = Effect.fn("ModelArtifact.write")(function*(
+  ctx: Stage.Context,
+  model: {
+    readonly family: Family
+    readonly config: Config.Config
+    readonly params: HostTensor.HostTree
+    readonly ema?: HostTensor.HostTree
+  }
+) {
+  yield* ctx.writeBytes(files.raw, yield* Checkpoint.encode(model.config, model.params))
+  if (model.ema !== undefined) yield* ctx.writeBytes(files.ema, yield* Checkpoint.encode(model.config, model.ema))
+  return { family: model.family, config: model.config, parameters: count(model.config) } satisfies Output
+})
+
+/** Reads a model artifact's weights: the EMA when asked and present, otherwise the raw weights. */
+export const read = Effect.fn("ModelArtifact.read")(function*(
+  artifact: Stage.Artifact<Output>,
+  options: { readonly ema: boolean }
+) {
+  const hasEma = artifact.manifest.files.some((f) => f.name === files.ema)
+  const name = options.ema && hasEma ? files.ema : files.raw
+  const loaded = yield* Checkpoint.decode(artifact.output.config, yield* artifact.bytes(name))
+  return { family: artifact.output.family, config: artifact.output.config, params: loaded.params, ema: name === files.ema }
+})

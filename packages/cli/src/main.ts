@@ -5,12 +5,17 @@ import { bench } from "./commands/bench.ts"
 import { checkpoint } from "./commands/checkpoint.ts"
 import { data } from "./commands/data.ts"
 import { doctor } from "./commands/doctor.ts"
+import { evaluate } from "./commands/eval.ts"
+import { finetune } from "./commands/finetune.ts"
+import { pretrain } from "./commands/pretrain.ts"
+import { sample } from "./commands/sample.ts"
 import { store } from "./commands/store.ts"
+import { throughput } from "./commands/throughput.ts"
 import * as GlobalFlags from "./GlobalFlags.ts"
 
 export const tinyfusion = Command.make("tinyfusion").pipe(
   Command.withDescription("TinyFusion: learnable depth pruning of diffusion transformers, reproduced"),
-  Command.withSubcommands([doctor, bench, store, checkpoint, data]),
+  Command.withSubcommands([doctor, bench, store, checkpoint, data, pretrain, finetune, sample, evaluate, throughput]),
   // Every command logs as --log-format says and may use the --store store.
   Command.provide(Layer.mergeAll(GlobalFlags.logging, GlobalFlags.store)),
   Command.withGlobalFlags(GlobalFlags.all)

@@ -196,3 +196,50 @@ export const loop = Effect.fn("Checkpoint.loop")(function*<J, JE, E, R>(
   yield* body.pipe(Effect.onError(() => Effect.sync(() => ParamTree.dispose(state.tensors))))
   return { state, resumedFrom: start.step, skipped, lastLoss }
 })
+
+/**
+ * Numbered parts of a stage's result (latent shards, chunks of evaluation
+ * features), each committed as a checkpoint of the stage's key as soon as it
+ * is done (step = index + 1) and verified by the store when read back. A
+ * rerun after a kill reads the finished parts and computes only the rest.
+ * Unlike `loop`'s checkpoints, every part is kept until the stage's artifact
+ * supersedes them.
+ */
+export interface Parts {
+  /** Part `index`'s bytes if it was committed and verifies, otherwise undefined. */
+  readonly read: (index: number) => Effect.Effect<Uint8Array | undefined, StoreError>
+  readonly write: (index: number, bytes: Uint8Array) => Effect.Effect<void, StoreError>
+}
+
+/** The parts of the stage running in `ctx`, part `index` held in the file `file(index)`. */
+export const parts = (ctx: Pick<Stage.Context, "key" | "stage" | "version">, file: (index: number) => string): Effect.Effect<Parts, never, ArtifactStore> =>
+  Effect.map(Effect.service(ArtifactStore), (store) => ({
+    read: (index) =>
+      Effect.gen(function*() {
+        const dir = store.checkpointDir(ctx.key, index + 1)
+        const seen = yield* store.inspectDir(dir, ctx.key)
+        if (seen._tag !== "Valid") return undefined
+        return yield* store.readFile(dir, seen.manifest, file(index)).pipe(Effect.orElseSucceed(() => undefined))
+      }),
+    write: (index, bytes) =>
+      Effect.scoped(Effect.gen(function*() {
+        const staging = yield* store.staging
+        yield* staging.writeBytes(file(index), bytes)
+        const now = new Date().toISOString()
+        yield* store.commit(staging, store.checkpointDir(ctx.key, index + 1), {
+          format: Manifest.format,
+          key: ctx.key,
+          stage: ctx.stage,
+          version: ctx.version,
+          config: null,
+          inputs: {},
+          checkpoint: { step: index + 1 },
+          output: null,
+          metrics: {},
+          timings: { startedAt: now, seconds: 0, attempts: 1 },
+          backend: null,
+          createdAt: now,
+          host: os.hostname()
+        })
+      }))
+  }))

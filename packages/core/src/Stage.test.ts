@@ -244,6 +244,28 @@ describe("Stage", () => {
         assert.strictEqual(both[0].key, both[1].key)
       })))
 
+  it.live("open: a committed artifact by key, verified; missing, foreign, corrupt and unsafe keys are named", () =>
+    withStore((root) =>
+      Effect.gen(function*() {
+        const made = yield* Stage.run(Source, { n: 3, start: 2 }, {})
+        const opened = yield* Stage.open(Source, made.key)
+        assert.isTrue(opened.cached)
+        assert.deepStrictEqual(opened.output, { sum: 9 })
+        assert.deepStrictEqual(opened.manifest, made.manifest)
+        // An opened artifact feeds a downstream stage as a computed one does.
+        const scaled = yield* Stage.run(Scale, { factor: 2 }, { source: opened })
+        assert.strictEqual(scaled.manifest.inputs["source"], made.key)
+
+        const reason = (key: string, stage: Stage.Any = Source) =>
+          Effect.flip(Stage.open(stage, key)).pipe(Effect.map((e) => e.message))
+        assert.match(yield* reason("source-000000000000000000000000"), new RegExp(`no source artifact source-0+: nothing committed under this key in ${root}`))
+        assert.match(yield* reason(made.key, Other), /no other artifact .*: manifest is for source v1/)
+        assert.match(yield* reason("../etc"), /not a key/)
+        const fs = yield* FileSystem.FileSystem
+        yield* fs.writeFileString(`${made.dir}/meta.json`, "{}")
+        assert.match(yield* reason(made.key), /meta.json/)
+      })))
+
   it("stage names must be path-safe", () => {
     assert.throws(
       () => Stage.make({ name: "a/b", version: 1, config: Schema.Struct({}), output: Schema.Struct({}), run: () => Effect.succeed({}) }),

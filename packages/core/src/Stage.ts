@@ -27,6 +27,17 @@ export class InvalidConfig extends Schema.TaggedError<InvalidConfig>()("InvalidC
   }
 }
 
+/** No usable artifact of a stage under a key: none committed, or one of another stage, or corrupt. */
+export class ArtifactNotFound extends Schema.TaggedError<ArtifactNotFound>()("ArtifactNotFound", {
+  stage: Schema.String,
+  key: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `no ${this.stage} artifact ${this.key}: ${this.reason}`
+  }
+}
+
 /** The stage returned a value its output Schema rejects (a bug in the stage). */
 export class InvalidOutput extends Schema.TaggedError<InvalidOutput>()("InvalidOutput", {
   stage: Schema.String,
@@ -185,6 +196,28 @@ const lookup = <O, OE>(
     }
     return { _tag: "Found", manifest, output: output.success } as const
   })
+
+/**
+ * The committed artifact of `stage` under `key` (a key given on a command
+ * line, a run record's key), verified as a cache hit is. Fails with
+ * ArtifactNotFound naming the reason when there is none, when it was made
+ * by another stage or version, or when it does not verify.
+ */
+export const open = Effect.fn("Stage.open")(function*<O, OE>(
+  stage: { readonly name: string; readonly version: number; readonly output: Schema.Codec<O, OE> },
+  key: string
+): Effect.fn.Return<Artifact<O>, ArtifactNotFound | StoreError, ArtifactStore> {
+  const store = yield* ArtifactStore
+  if (Option.isNone(Schema.decodeUnknownOption(Manifest.SafeName)(key))) {
+    return yield* new ArtifactNotFound({ stage: stage.name, key, reason: "not a key (letters, digits, '.', '_' or '-')" })
+  }
+  const found = yield* lookup(store, stage, key)
+  if (found._tag === "Missing") {
+    return yield* new ArtifactNotFound({ stage: stage.name, key, reason: `nothing committed under this key in ${store.root}` })
+  }
+  if (found._tag === "Corrupt") return yield* new ArtifactNotFound({ stage: stage.name, key, reason: found.reason })
+  return artifact(store, store.artifactDir(key), found.manifest, found.output, true)
+})
 
 /**
  * Runs a stage, or reuses its verified artifact. Fails with InvalidConfig

@@ -4,16 +4,13 @@
  * provides it from the project's FeatureNet; at paper scale an Inception-v3
  * layer can provide the same service.
  *
- * `reference` computes the statistics of a set of real images as ADM's
- * reference batch holds them: mu/sigma of pooled features (FID), mu_s/sigma_s
- * of spatial features (sFID), and the pooled features themselves (precision
- * and recall need the points, not just moments).
+ * The statistics of a reference set (float64 moments, pooled features, k-NN
+ * radii) are packages/eval's `reference` stage, computed with the same
+ * feature statistics as the samples they are compared with.
  */
 import { Context, Effect, Layer } from "effect"
 import { Compute, type ComputeError, HostTensor, ParamTree, tf } from "@tinyfusion/tensor"
-import * as Batches from "./Batches.ts"
 import * as FeatureNet from "./FeatureNet.ts"
-import type * as Images from "./Images.ts"
 
 export interface Outputs {
   /** [N, poolDim] */
@@ -95,62 +92,6 @@ export const extract = Effect.fn("FeatureExtractor.extract")(function*(
     spatial.set(out[2], start * extractor.spatialDim)
   }
   return { count, pool, probs, spatial }
-})
-
-export interface Moments {
-  readonly mean: Float64Array
-  /** dim × dim, row-major, normalised by N − 1 (numpy's cov). */
-  readonly covariance: Float64Array
-}
-
-/** Mean and covariance of `count` rows of `dim` features, accumulated in float64. */
-export function moments(features: Float32Array, count: number, dim: number): Moments {
-  if (count < 2) throw new Error(`covariance needs at least 2 samples, got ${count}`)
-  const mean = new Float64Array(dim)
-  for (let n = 0; n < count; n++) for (let i = 0; i < dim; i++) mean[i]! += features[n * dim + i]!
-  for (let i = 0; i < dim; i++) mean[i]! /= count
-  const covariance = new Float64Array(dim * dim)
-  const centred = new Float64Array(dim)
-  for (let n = 0; n < count; n++) {
-    for (let i = 0; i < dim; i++) centred[i] = features[n * dim + i]! - mean[i]!
-    for (let i = 0; i < dim; i++) {
-      const ci = centred[i]!
-      if (ci === 0) continue
-      const row = i * dim
-      for (let j = i; j < dim; j++) covariance[row + j]! += ci * centred[j]!
-    }
-  }
-  for (let i = 0; i < dim; i++) {
-    for (let j = i; j < dim; j++) {
-      const v = covariance[i * dim + j]! / (count - 1)
-      covariance[i * dim + j] = v
-      covariance[j * dim + i] = v
-    }
-  }
-  return { mean, covariance }
-}
-
-/**
- * The reference batch of a set of real images: mu, sigma (pooled), mu_s,
- * sigma_s (spatial) and the pooled features `pool` [N, poolDim], as a host
- * tree for a safetensors artifact (ADM's VIRTUAL_imagenet256_labeled.npz);
- * with the features it was computed from.
- */
-export const reference = Effect.fn("FeatureExtractor.reference")(function*(set: Images.ImageSet, batchSize: number) {
-  const extractor = yield* FeatureExtractor
-  const all = Batches.range(set, 0, set.count)
-  const features = yield* extract(all.images, set.count, batchSize)
-  const pooled = moments(features.pool, set.count, extractor.poolDim)
-  const spatial = moments(features.spatial, set.count, extractor.spatialDim)
-  const f32 = (shape: ReadonlyArray<number>, data: Float64Array | Float32Array) => HostTensor.float32(shape, Float32Array.from(data))
-  const tree: HostTensor.HostTree = {
-    mu: f32([extractor.poolDim], pooled.mean),
-    sigma: f32([extractor.poolDim, extractor.poolDim], pooled.covariance),
-    mu_s: f32([extractor.spatialDim], spatial.mean),
-    sigma_s: f32([extractor.spatialDim, extractor.spatialDim], spatial.covariance),
-    pool: f32([set.count, extractor.poolDim], features.pool)
-  }
-  return { tree, features }
 })
 
 /** Share of rows whose most probable class is the label. */

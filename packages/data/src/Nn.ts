@@ -71,7 +71,7 @@ export const up = (x: tf.Tensor4D, p: Conv): tf.Tensor4D => {
 /** nn.Linear with weight [out, in]. */
 export const linear = (x: tf.Tensor, p: Conv): tf.Tensor2D => tf.add(tf.matMul(x as tf.Tensor2D, p.weight as tf.Tensor2D, false, true), p.bias)
 
-export const silu = (x: tf.Tensor): tf.Tensor4D => tf.mul(x, tf.sigmoid(x)) as tf.Tensor4D
+export const silu = <T extends tf.Tensor>(x: T): T => tf.mul(x, tf.sigmoid(x))
 
 /**
  * PyTorch's default initialisation of Conv2d, ConvTranspose2d and Linear:

@@ -21,7 +21,7 @@ const autoencoderConfig: Stages.AutoencoderConfig = {
 }
 const featureConfig: Stages.FeatureNetConfig = {
   dataset: "synthetic",
-  model: { imageSize: 8, imageChannels: 1, channels: [4, 8], classes: 3, spatialChannels: 7 },
+  model: { imageSize: 8, imageChannels: 1, channels: [4, 8], classes: 3, hidden: 8, spatialChannels: 7 },
   training: { seed: 0, steps: 4, batchSize: 8, lr: 1e-3, weightDecay: 0, clip: 1 },
   checkpointEvery: 2
 }
@@ -34,7 +34,7 @@ const layers = (root: string) =>
   )
 
 describe("Stages", () => {
-  it.effect("autoencoder → latents → LatentDataset; feature-net with reference statistics; reruns are cache hits", () =>
+  it.effect("autoencoder → latents → LatentDataset; feature-net; reruns are cache hits", () =>
     Effect.gen(function*() {
       const root = fs.mkdtempSync(path.join(os.tmpdir(), "data-stages-"))
       yield* Effect.gen(function*() {
@@ -62,9 +62,8 @@ describe("Stages", () => {
 
         const net = yield* Stage.run(Stages.FeatureNetStage, featureConfig, {})
         assert.deepStrictEqual([net.output.testImages, net.output.poolDim, net.output.spatialDim], [16, 8, 4 * 4 * 7])
-        const reference = (yield* net.tensors("reference.safetensors")) as Record<string, HostTensor.HostTensor>
-        assert.deepStrictEqual(reference["sigma_s"]!.shape, [112, 112])
-        assert.deepStrictEqual(reference["pool"]!.shape, [16, 8])
+        assert.isTrue(net.output.accuracy >= 0 && net.output.accuracy <= 1)
+        assert.deepStrictEqual(net.manifest.files.map((f) => f.name), ["params.safetensors"])
 
         const wrong = yield* Effect.flip(Stage.run(Stages.FeatureNetStage, { ...featureConfig, dataset: "fashion-mnist" }, {}))
         assert.match(wrong.message, /the stage config names the dataset fashion-mnist/)

@@ -7,28 +7,29 @@
  *   latents       encodes every training image and its mirror into shards;
  *                 each finished shard is committed as a checkpoint of the
  *                 stage, so a killed extraction resumes where it stopped
- *   feature-net   trains the evaluation classifier (checkpointed loop),
- *                 measures test accuracy, and writes the test split's
- *                 reference statistics (reference.safetensors)
+ *   feature-net   trains the evaluation classifier (checkpointed loop) and
+ *                 measures test accuracy (the reference statistics of the
+ *                 test split are packages/eval's `reference` stage)
  *
  * Each stage reads the images from the `Dataset` service and checks that it
  * is the dataset its config names (the store key covers the config, not the
  * files on disk).
  */
 import { Effect, Layer, Schema } from "effect"
-import { ArtifactStore, Checkpoint, Manifest, Stage } from "@tinyfusion/core"
+import { Checkpoint, Stage } from "@tinyfusion/core"
 import { AdamW, Compute, HostTensor, ParamTree, tf } from "@tinyfusion/tensor"
-import * as os from "node:os"
 import * as Autoencoder from "./Autoencoder.ts"
 import { Dataset, DatasetError } from "./Dataset.ts"
-import { FeatureExtractor, reference, topOneAccuracy } from "./FeatureExtractor.ts"
+import * as Batches from "./Batches.ts"
+import { extract, FeatureExtractor, topOneAccuracy } from "./FeatureExtractor.ts"
 import * as FeatureNet from "./FeatureNet.ts"
 import * as Images from "./Images.ts"
 import { LatentDataset } from "./LatentDataset.ts"
 import * as LatentShards from "./LatentShards.ts"
 import * as Png from "./Png.ts"
 
-const checkDataset = (expected: string) =>
+/** The Dataset service, if it is the dataset a stage config names (the store key covers the name, not the files). */
+export const checkDataset = (expected: string) =>
   Effect.gen(function*() {
     const data = yield* Dataset
     if (data.name !== expected) {
@@ -168,43 +169,6 @@ export const LatentsOutput = Schema.Struct({
 
 export const miniLatents: LatentsConfig = { dataset: "fashion-mnist", seed: 0, shardSize: 5000, batchSize: 250 }
 
-/** Finished shards as checkpoints of the stage (step = shard index + 1), committed and verified by the store. */
-const checkpointShards = (ctx: Stage.Context) =>
-  Effect.gen(function*() {
-    const store = yield* ArtifactStore
-    const shardStore: LatentShards.ShardStore<unknown> = {
-      read: (index) =>
-        Effect.gen(function*() {
-          const dir = store.checkpointDir(ctx.key, index + 1)
-          const seen = yield* store.inspectDir(dir, ctx.key)
-          if (seen._tag !== "Valid") return undefined
-          return yield* store.readFile(dir, seen.manifest, LatentShards.shardFile(index)).pipe(Effect.orElseSucceed(() => undefined))
-        }),
-      write: (index, bytes) =>
-        Effect.scoped(Effect.gen(function*() {
-          const staging = yield* store.staging
-          yield* staging.writeBytes(LatentShards.shardFile(index), bytes)
-          const now = new Date().toISOString()
-          yield* store.commit(staging, store.checkpointDir(ctx.key, index + 1), {
-            format: Manifest.format,
-            key: ctx.key,
-            stage: ctx.stage,
-            version: ctx.version,
-            config: null,
-            inputs: {},
-            checkpoint: { step: index + 1 },
-            output: null,
-            metrics: {},
-            timings: { startedAt: now, seconds: 0, attempts: 1 },
-            backend: null,
-            createdAt: now,
-            host: os.hostname()
-          })
-        }))
-    }
-    return shardStore
-  })
-
 export const LatentsStage = Stage.make({
   name: "latents",
   version: 1,
@@ -215,7 +179,8 @@ export const LatentsStage = Stage.make({
     Effect.gen(function*() {
       const data = yield* checkDataset(config.dataset)
       const ae = yield* loadAutoencoder(autoencoder)
-      const shards = yield* checkpointShards(ctx)
+      // Finished shards are checkpoints of the stage.
+      const shards = yield* Checkpoint.parts(ctx, LatentShards.shardFile)
       const manifest = yield* LatentShards.extract({
         set: data.train,
         classes: data.classes,
@@ -301,9 +266,9 @@ export const FeatureNetStage = Stage.make({
       const host = yield* HostTensor.treeFromTensors(params)
       ParamTree.dispose(done.state.tensors)
       yield* ctx.writeTensors("params.safetensors", host)
-      const stats = yield* reference(data.test, 500).pipe(Effect.provide(FeatureExtractor.featureNet(config.model, host)))
-      const accuracy = topOneAccuracy(stats.features.probs, data.test.labels, config.model.classes)
-      yield* ctx.writeTensors("reference.safetensors", stats.tree)
+      const test = Batches.range(data.test, 0, data.test.count)
+      const features = yield* extract(test.images, data.test.count, 500).pipe(Effect.provide(FeatureExtractor.featureNet(config.model, host)))
+      const accuracy = topOneAccuracy(features.probs, data.test.labels, config.model.classes)
       yield* ctx.metric("accuracy", accuracy)
       yield* ctx.metric("final_loss", done.lastLoss)
       return {

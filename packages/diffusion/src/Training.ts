@@ -72,13 +72,21 @@ export function loss(
   d: Draws,
   options: DiT.Options = {}
 ): LossTerms {
+  const network = objective._tag === "ddpm" ? Network.dit(config, params, options) : Network.sit(config, params, options)
+  return networkLoss(objective, network, x, d)
+}
+
+/**
+ * The objective's loss of any network (DiT's ε and v, or SiT's velocity) with
+ * a step's draws: what `loss` computes, for a network that does more than the
+ * forward (one that keeps its hidden states for distillation).
+ */
+export function networkLoss(objective: Objective, network: Network.Network, x: tf.Tensor4D, d: Draws): LossTerms {
   const noise = tf.tensor4d(d.noise, x.shape)
-  const labels = Array.from(d.labels)
-  if (objective._tag === "ddpm") {
-    const terms = GaussianDiffusion.trainingLosses(objective.diffusion, Network.denoiser(Network.dit(config, params, options), labels), x, d.t, noise)
-    return { loss: tf.mean(terms.loss), perSample: terms.loss, output: terms.output }
-  }
-  const terms = Transport.trainingLosses(Network.denoiser(Network.sit(config, params, options), labels), x, d.t, noise)
+  const denoiser = Network.denoiser(network, Array.from(d.labels))
+  const terms = objective._tag === "ddpm"
+    ? GaussianDiffusion.trainingLosses(objective.diffusion, denoiser, x, d.t, noise)
+    : Transport.trainingLosses(denoiser, x, d.t, noise)
   return { loss: tf.mean(terms.loss), perSample: terms.loss, output: terms.output }
 }
 

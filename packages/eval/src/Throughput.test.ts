@@ -1,5 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
+import { Config, Init, ModelArtifact } from "@tinyfusion/models"
+import { Compute, ParamTree } from "@tinyfusion/tensor"
+import * as Sampling from "./Sampling.ts"
 import * as Throughput from "./Throughput.ts"
 
 describe("Throughput", () => {
@@ -30,4 +33,22 @@ describe("Throughput", () => {
       assert.match(error.message, /repetitions/)
       assert.strictEqual(calls, 0)
     }))
+
+  it.effect("sampling: a model's guided denoiser on a doubled batch, images/s from the sampler's evaluations, the parameter count", () =>
+    Effect.gen(function*() {
+      const compute = yield* Compute
+      const config = yield* Config.make("mini", { depth: 2, hiddenSize: 16, numHeads: 2, inputSize: 4, numClasses: 3 })
+      const params = Init.params(config, 0)
+      const before = (yield* compute.memory).tensors
+      const sampling = Schema.decodeUnknownSync(Sampling.Options)({ sampler: "ddpm", steps: "250", cfgScale: 1.5, guidedChannels: "first-3", seed: 0 })
+      const t = yield* Throughput.sampling({ family: "dit", config, params }, sampling, { batch: 4, warmup: 1, repetitions: 3 })
+      assert.deepStrictEqual([t.batch, t.forwardBatch, t.repetitions], [4, 8, 3])
+      assert.strictEqual(t.iterationsPerSecond, 1000 / t.msPerIteration)
+      assert.strictEqual(t.imagesPerSecond, (t.iterationsPerSecond * 4) / 250)
+      assert.strictEqual(t.parameters, ModelArtifact.parameterCount(config))
+      assert.strictEqual((yield* compute.memory).tensors, before, "no tensor outlives the measurement")
+      const unguided = yield* Throughput.sampling({ family: "dit", config, params }, { ...sampling, cfgScale: 1 }, { batch: 4, warmup: 0, repetitions: 1 })
+      assert.strictEqual(unguided.forwardBatch, 4)
+      ParamTree.dispose(params)
+    }).pipe(Effect.provide(Compute.wasm)))
 })

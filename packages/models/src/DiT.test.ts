@@ -201,6 +201,21 @@ describe("DiT", () => {
       assert.throws(() => DiT.forward(tiny, params, { x, t, y }, { gates: tf.ones([3, 2]) as tf.Tensor2D }), /not \[batch 3, depth 3\]/)
     }).pipe(Effect.provide(Compute.wasm)))
 
+  it.effect("infer is forward bit for bit, keeping only its output", () =>
+    Effect.gen(function*() {
+      const compute = yield* Compute
+      const params = upload(randomHost(tiny, 5))
+      const { data, t, y } = inputs(tiny, 4, 6)
+      const x = tf.tensor4d(data, [4, 4, 4, 2])
+      const plain = tidy(() => DiT.forward(tiny, params, { x, t, y }))
+      const before = (yield* compute.memory).tensors
+      const inferred = DiT.infer(tiny, params, { x, t, y })
+      assert.strictEqual((yield* compute.memory).tensors, before + 1)
+      assert.deepStrictEqual(inferred.dataSync(), plain.dataSync())
+      assert.throws(() => DiT.infer({ ...tiny, depth: 2 }, params, { x, t, y }), /hold 3 blocks, the config says depth 2/)
+      tf.dispose([x, plain, inferred])
+    }).pipe(Effect.provide(Compute.wasm)))
+
   it.effect("a Linear override sees every Linear of the network by its state_dict path, and its result is used", () =>
     Effect.gen(function*() {
       const params = upload(randomHost(tiny, 5))

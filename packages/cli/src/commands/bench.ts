@@ -4,13 +4,15 @@
  */
 import { Command } from "effect/cli"
 import { compute } from "./bench/compute.ts"
+import { depth } from "./bench/depth.ts"
 import { dit } from "./bench/dit.ts"
 import { fid } from "./bench/fid.ts"
 import { matmul } from "./bench/matmul.ts"
 import { prune } from "./bench/prune.ts"
 import { store } from "./bench/store.ts"
+import { train } from "./bench/train.ts"
 
 export const bench = Command.make("bench").pipe(
   Command.withDescription("Speed benchmarks (figures only; nothing is asserted)"),
-  Command.withSubcommands([compute, dit, fid, matmul, prune, store])
+  Command.withSubcommands([compute, depth, dit, fid, matmul, prune, store, train])
 )

@@ -44,7 +44,7 @@ const overridden = (o: Overrides): Partial<Config.Config> => {
 }
 
 /** Writes through a temporary file and a rename, so a failed write leaves no partial file. */
-const writeAtomic = Effect.fn("checkpoint.writeAtomic")(function*(path: string, bytes: Uint8Array) {
+export const writeAtomic = Effect.fn("checkpoint.writeAtomic")(function*(path: string, bytes: Uint8Array) {
   const fs = yield* FileSystem.FileSystem
   const temp = `${path}.partial-${process.pid}`
   yield* fs.writeFile(temp, bytes).pipe(Effect.onError(() => fs.remove(temp, { force: true }).pipe(Effect.ignore)))

@@ -3,23 +3,25 @@
  * store (`--store`), each printing its figures.
  *   autoencoder  trains the KL autoencoder; PSNR on the test split, scale factor, reconstructions.png
  *   latents      the autoencoder, then latent extraction of the training split (resumes after a kill)
- *   features     trains the feature network; test accuracy and the reference statistics
+ *   features     trains the feature network; test accuracy, and the reference
+ *                statistics of the test split (eval's `reference` stage)
  * A finished stage is a cache hit: rerunning prints its figures again.
  */
 import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
 import { Stage } from "@tinyfusion/core"
 import { Dataset, defaultFashionMnistDir, Stages } from "@tinyfusion/data"
+import { Reference } from "@tinyfusion/eval"
 import * as GlobalFlags from "../GlobalFlags.ts"
 import * as Table from "../Table.ts"
 
-const dataFlag = Flag.String("data").pipe(
+export const dataFlag = Flag.String("data").pipe(
   Flag.withDescription("Folder with the four Fashion-MNIST IDX .gz files"),
   Flag.withDefault(defaultFashionMnistDir)
 )
-const seedFlag = Flag.Int("seed").pipe(Flag.withDescription("Seed of initialisation, batches and noise"), Flag.withDefault(0))
+export const seedFlag = Flag.Int("seed").pipe(Flag.withDescription("Seed of initialisation, batches and noise"), Flag.withDefault(0))
 
-const autoencoderFlags = {
+export const autoencoderFlags = {
   data: dataFlag,
   seed: seedFlag,
   steps: Flag.Int("ae-steps").pipe(Flag.withDescription("Autoencoder training steps"), Flag.withDefault(Stages.miniAutoencoder.training.steps)),
@@ -32,7 +34,7 @@ const autoencoderConfig = (o: { readonly seed: number; readonly steps: number; r
 })
 
 /** Runs a stage program with the dataset of --data, the backend of --backend and the store of --store. */
-const withData = <A, E, R>(dir: string, self: Effect.Effect<A, E, R>) =>
+export const withData = <A, E, R>(dir: string, self: Effect.Effect<A, E, R>) =>
   GlobalFlags.withCompute(Effect.provide(self, Dataset.fashionMnist({ dir })))
 
 const trainAutoencoder = (o: { readonly seed: number; readonly steps: number; readonly batchSize: number }) =>
@@ -55,14 +57,22 @@ const autoencoder = Command.make("autoencoder", autoencoderFlags, (o) =>
   }))
 ).pipe(Command.withDescription("Train the KL autoencoder (32×32×1 → 8×8×4) and report PSNR on the test split"))
 
-const latents = Command.make("latents", {
+export const latentFlags = {
   ...autoencoderFlags,
   shardSize: Flag.Int("shard-size").pipe(Flag.withDescription("Images per latent shard"), Flag.withDefault(Stages.miniLatents.shardSize))
-}, (o) =>
-  withData(o.data, Effect.gen(function*() {
+}
+
+/** The autoencoder and the latents of the training split, as the flags say (cache hits once extracted). */
+export const extractLatents = (o: { readonly seed: number; readonly steps: number; readonly batchSize: number; readonly shardSize: number }) =>
+  Effect.gen(function*() {
     const ae = yield* trainAutoencoder(o)
     const config = yield* Stage.decodeConfig(Stages.LatentsStage, { ...Stages.miniLatents, seed: o.seed, shardSize: o.shardSize })
-    const extracted = yield* Stage.run(Stages.LatentsStage, config, { autoencoder: ae })
+    return yield* Stage.run(Stages.LatentsStage, config, { autoencoder: ae })
+  })
+
+const latents = Command.make("latents", latentFlags, (o) =>
+  withData(o.data, Effect.gen(function*() {
+    const extracted = yield* extractLatents(o)
     yield* Console.log(Table.render(["stage", "key", "images", "latents each", "shards", "scale factor", "folder"], [[
       "latents",
       extracted.key,
@@ -87,16 +97,13 @@ const features = Command.make("features", {
       training: { ...Stages.miniFeatureNet.training, seed: o.seed, steps: o.steps, batchSize: o.batchSize }
     })
     const net = yield* Stage.run(Stages.FeatureNetStage, config, {})
-    yield* Console.log(Table.render(["stage", "key", "test accuracy", "images", "pool / spatial dims", "reference"], [[
-      "feature-net",
-      net.key,
-      `${Table.fixed(100 * net.output.accuracy, 2)}%`,
-      String(net.output.testImages),
-      `${net.output.poolDim} / ${net.output.spatialDim}`,
-      net.path("reference.safetensors")
-    ]]))
+    const reference = yield* Stage.run(Reference.ReferenceStage, Reference.miniReference, { featureNet: net })
+    yield* Console.log(Table.render(["stage", "key", "figures"], [
+      ["feature-net", net.key, `test accuracy ${Table.fixed(100 * net.output.accuracy, 2)}% on ${net.output.testImages} images; pool / spatial dims ${net.output.poolDim} / ${net.output.spatialDim}`],
+      ["reference", reference.key, `${reference.output.count} test images; their IS ${Table.fixed(reference.output.inceptionScore, 3)}; statistics in ${reference.dir}`]
+    ]))
   }))
-).pipe(Command.withDescription("Train the evaluation feature network; test accuracy and reference statistics"))
+).pipe(Command.withDescription("Train the evaluation feature network; test accuracy, and the reference statistics of the test split"))
 
 export const data = Command.make("data").pipe(
   Command.withDescription("Data stages: autoencoder, latent extraction, feature network"),

@@ -1,0 +1,101 @@
+/**
+ * `bench train`: milliseconds per step of the shared training loop's step
+ * (Trainer.step: batch upload, draws, loss, gradients, clip, AdamW, EMA, one
+ * device read) for pre-training the mini teacher and for recovering a
+ * student of half its blocks with each strategy (the teacher's forward
+ * included), on latents drawn in memory.
+ */
+import { Console, Effect, Layer } from "effect"
+import { Command, Flag } from "effect/cli"
+import { LatentDataset } from "@tinyfusion/data"
+import { Pretrain, Trainer, Training } from "@tinyfusion/diffusion"
+import { Config, DiT, Init } from "@tinyfusion/models"
+import { Recovery } from "@tinyfusion/recovery"
+import { Benchmark, Compute, HostTensor, ParamTree, Rng } from "@tinyfusion/tensor"
+import * as Table from "../../Table.ts"
+import { evenly } from "../finetune.ts"
+import { backendsFlag } from "./compute.ts"
+
+/** Random latents and labels, a pure function of (seed, step). */
+const latents = (config: Config.Config) => {
+  const per = config.inputSize * config.inputSize * config.inChannels
+  return Layer.succeed(LatentDataset, LatentDataset.of({
+    count: 60000,
+    classes: config.numClasses,
+    latentShape: [config.inputSize, config.inputSize, config.inChannels],
+    scale: 1,
+    batch: ({ seed, batchSize }, step) => ({
+      latents: Rng.normal(Rng.stream(seed, "bench/latents"), step, batchSize * per),
+      labels: Rng.integers(Rng.stream(seed, "bench/labels"), step, batchSize, 0, config.numClasses),
+      shape: [batchSize, config.inputSize, config.inputSize, config.inChannels],
+      mirrored: []
+    })
+  }))
+}
+
+/** Steps of a task from its initial state, the first untimed (kernel set-up). */
+const timeSteps = (settings: Trainer.Settings, task: Trainer.Task, repetitions: number) =>
+  Effect.gen(function*() {
+    const compute = yield* Compute
+    let state = Training.init(HostTensor.treeToTensors(task.init))
+    let index = 0
+    const once = Effect.gen(function*() {
+      const next = yield* compute.scoped(Trainer.step(settings, task, state, index++))
+      Training.dispose(state)
+      state = next.state
+    })
+    return yield* Benchmark.time(once, { warmup: 1, repetitions }).pipe(Effect.ensuring(Effect.sync(() => Training.dispose(state))))
+  })
+
+export const train = Command.make(
+  "train",
+  {
+    depth: Flag.Int("depth").pipe(Flag.withDefault(28), Flag.withDescription("Teacher depth (mini: 28)")),
+    hidden: Flag.Int("hidden").pipe(Flag.withDefault(128), Flag.withDescription("Width (mini: 128)")),
+    batch: Flag.Int("batch").pipe(Flag.withDefault(32), Flag.withDescription("Latents per step")),
+    keep: Flag.Int("keep").pipe(Flag.withDefault(14), Flag.withDescription("Student blocks (kept evenly, 1:2 groups for RepKD)")),
+    repetitions: Flag.Int("repetitions").pipe(Flag.withDefault(5), Flag.withDescription("Timed steps per figure")),
+    backends: backendsFlag
+  },
+  (o) =>
+    Effect.gen(function*() {
+      const teacher = yield* Config.make("mini", { depth: o.depth, hiddenSize: o.hidden })
+      const kept = evenly(o.depth, o.keep)
+      yield* Console.log(`Trainer.step, median ms per step (${o.repetitions} timed after 1 untimed)\nteacher ${Config.describe(teacher)}; student: blocks ${kept.join(",")}`)
+      const rows: Array<Array<string>> = []
+      for (const name of o.backends.split(",").map((b) => b.trim())) {
+        yield* Effect.gen(function*() {
+          const c = yield* Compute
+          const row = (run: string, model: Config.Config, timing: Benchmark.Timing) =>
+            rows.push([name, run, `${model.depth}×${model.hiddenSize}`, String(o.batch), Table.fixed(timing.ms, 1), Table.fixed((o.batch * 1000) / timing.ms, 1)])
+          const settings: Trainer.Settings = { ...Pretrain.mini.training, batchSize: o.batch }
+          const objective = yield* Trainer.objective("dit", teacher)
+          const host = Init.host(teacher, 0)
+          row("pretrain", teacher, yield* timeSteps(settings, Trainer.diffusionTask(objective, teacher, host), o.repetitions))
+          const params = HostTensor.treeToTensors(host)
+          yield* Effect.gen(function*() {
+            const pruned = DiT.keepBlocks(teacher, host as unknown as ParamTree.ParamTree, kept)
+            const groups = Array.from({ length: Math.floor(o.depth / 2) }, (_, g) => [2 * g, 2 * g + 1])
+            for (const strategy of Recovery.Strategy.literals) {
+              const loss = Recovery.paper("dit", strategy, { kept, groups }, 2)
+              const pairs = yield* Recovery.pairs(loss.alignment, pruned.config.depth, o.depth)
+              const task = Recovery.task(objective, loss, 1000, {
+                teacher: { config: teacher, params },
+                student: { config: pruned.config, init: pruned.params as unknown as HostTensor.HostTree },
+                pairs
+              })
+              row(`recovery ${strategy}`, pruned.config, yield* timeSteps(Recovery.paperTraining(1000, o.batch, 0), task, o.repetitions))
+            }
+          }).pipe(Effect.ensuring(Effect.sync(() => ParamTree.dispose(params))))
+          yield* Console.log(`${name}: ${c.device}`)
+        }).pipe(
+          Effect.provide(Layer.merge(Compute.layer(name as never), latents(teacher))),
+          Effect.catchTags({
+            BackendUnavailable: (e) => Effect.sync(() => void rows.push([name, `unavailable: ${e.reason}`])),
+            ComputeError: (e) => Effect.sync(() => void rows.push([name, `failed: ${e.message}`]))
+          })
+        )
+      }
+      yield* Console.log(Table.render(["backend", "run", "model", "batch", "ms/step", "samples/s"], rows))
+    })
+).pipe(Command.withDescription("Time the shared training loop's step: pre-training the mini teacher, and recovery (each strategy) of half its blocks"))

@@ -1,0 +1,138 @@
+/**
+ * `tinyfusion eval`: samples a model and scores it against a reference set
+ * with ADM's five numbers (FID, sFID, Inception Score, precision, recall), on
+ * the store (`--store`): prints the metrics, and the evaluation artifact holds
+ * them in its manifest with samples.png (a grid of samples) and the sample
+ * features and statistics. A finished evaluation is a cache hit; a killed one
+ * resumes from its finished parts.
+ *
+ * The model: --model-key (an artifact of the store) or --model-file (a
+ * checkpoint file, brought into the store by the `model-file` stage). The
+ * autoencoder and the reference: by key, or else the mini preset's data
+ * stages run from the store — `data autoencoder` and `data features` at their
+ * defaults (cache hits once those commands have run) and the reference
+ * statistics of the Fashion-MNIST test split (computed once).
+ */
+import { Console, Effect, Option } from "effect"
+import { Command, Flag } from "effect/cli"
+import { Stage } from "@tinyfusion/core"
+import { Dataset, defaultFashionMnistDir, Stages } from "@tinyfusion/data"
+import { Evaluation, Reference } from "@tinyfusion/eval"
+import * as GlobalFlags from "../GlobalFlags.ts"
+import * as ModelFlags from "../ModelFlags.ts"
+import * as Table from "../Table.ts"
+
+const defaults = Evaluation.miniEvaluation
+
+const optionalKey = (name: string, description: string) => Flag.String(name).pipe(Flag.withDescription(description), Flag.optional)
+
+export const flags = {
+  ...ModelFlags.flags,
+  autoencoder: optionalKey(
+    "autoencoder",
+    "Key of the autoencoder artifact of the model's latents (default: `tinyfusion data autoencoder` at its defaults, run from the store)"
+  ),
+  featureNet: optionalKey(
+    "feature-net",
+    "Key of the feature-net artifact whose features the metrics use (default: `tinyfusion data features` at its defaults, run from the store)"
+  ),
+  reference: optionalKey(
+    "reference",
+    "Key of a reference artifact (replaces --feature-net; default: the feature network's statistics of the Fashion-MNIST test split)"
+  ),
+  data: Flag.String("data").pipe(
+    Flag.withDescription("Fashion-MNIST folder, read only when a data stage has to run"),
+    Flag.withDefault(defaultFashionMnistDir)
+  ),
+  n: Flag.Int("n").pipe(Flag.withDescription("Samples (paper: 50,000; Table 4: 10,000)"), Flag.withDefault(defaults.samples)),
+  batchSize: Flag.Int("batch-size").pipe(Flag.withDescription("Samples per batch (doubled in the network under guidance)"), Flag.withDefault(defaults.batchSize)),
+  sampler: Flag.Literals("sampler", ["ddpm", "ddim", "ode", "sde"]).pipe(
+    Flag.withDescription("Sampler (default: ddpm for a DiT, ode for a SiT)"),
+    Flag.optional
+  ),
+  steps: Flag.String("steps").pipe(
+    Flag.withDescription("ddpm/ddim: timestep respacing (250, ddim50, …); ode/sde: grid points"),
+    Flag.withDefault(defaults.sampling.steps)
+  ),
+  cfg: Flag.Finite("cfg").pipe(Flag.withDescription("Classifier-free guidance scale (1: none)"), Flag.withDefault(defaults.sampling.cfgScale)),
+  guidedChannels: Flag.Literals("guided-channels", ["first-3", "all"]).pipe(
+    Flag.withDescription("Channels guidance moves: the reference code's first 3, or all"),
+    Flag.withDefault(defaults.sampling.guidedChannels)
+  ),
+  seed: Flag.Int("seed").pipe(Flag.withDescription("Seed of labels and noise"), Flag.withDefault(defaults.sampling.seed)),
+  weights: Flag.Literals("weights", ["ema", "raw"]).pipe(Flag.withDescription("EMA or raw weights"), Flag.withDefault(defaults.weights)),
+  labels: Flag.Literals("labels", ["random", "balanced"]).pipe(
+    Flag.withDescription("Class labels: uniform draws, or classes in turn"),
+    Flag.withDefault(defaults.labels)
+  ),
+  splitSize: Flag.Int("split-size").pipe(Flag.withDescription("Samples per Inception Score split"), Flag.withDefault(defaults.splitSize)),
+  grid: Flag.Int("grid").pipe(Flag.withDescription("Samples in samples.png"), Flag.withDefault(defaults.gridImages)),
+  partBatches: Flag.Int("part-batches").pipe(Flag.withDescription("Batches per checkpointed part"), Flag.withDefault(defaults.partBatches))
+}
+
+export const evaluate = Command.make("eval", flags, (o) =>
+  GlobalFlags.withCompute(Effect.gen(function*() {
+    const withData = Effect.provide(Dataset.fashionMnist({ dir: o.data }))
+    const model = yield* ModelFlags.resolve(o)
+    const stage = Evaluation.make(model.stage)
+    const family = model.artifact.output.family
+    const config = yield* Stage.decodeConfig(stage, {
+      samples: o.n,
+      batchSize: o.batchSize,
+      sampling: {
+        sampler: Option.getOrElse(o.sampler, () => (family === "dit" ? "ddpm" : "ode")),
+        steps: o.steps,
+        cfgScale: o.cfg,
+        guidedChannels: o.guidedChannels,
+        seed: o.seed
+      },
+      weights: o.weights,
+      labels: o.labels,
+      splitSize: o.splitSize,
+      gridImages: o.grid,
+      partBatches: o.partBatches
+    })
+    const autoencoder = yield* Option.match(o.autoencoder, {
+      onSome: (key) => Stage.open(Stages.AutoencoderStage, key),
+      onNone: () => withData(Stage.run(Stages.AutoencoderStage, Stages.miniAutoencoder, {}))
+    })
+    const reference = yield* Option.match(o.reference, {
+      onSome: (key) => Stage.open(Reference.ReferenceStage, key),
+      onNone: () =>
+        withData(Effect.gen(function*() {
+          const featureNet = yield* Option.match(o.featureNet, {
+            onSome: (key) => Stage.open(Stages.FeatureNetStage, key),
+            onNone: () => Stage.run(Stages.FeatureNetStage, Stages.miniFeatureNet, {})
+          })
+          return yield* Stage.run(Reference.ReferenceStage, Reference.miniReference, { featureNet })
+        }))
+    })
+    const result = yield* Stage.run(stage, config, { model: model.artifact, autoencoder, reference })
+    const out = result.output
+    yield* Console.log(Table.render(["FID", "sFID", "IS", "precision", "recall"], [[
+      Table.fixed(out.fid, 3),
+      Table.fixed(out.sfid, 3),
+      Table.fixed(out.inceptionScore, 3),
+      Table.fixed(out.precision, 4),
+      Table.fixed(out.recall, 4)
+    ]]))
+    const s = config.sampling
+    yield* Console.log([
+      `evaluation ${result.key}${result.cached ? " (cached)" : ""}`,
+      `  ${out.samples} samples of ${model.artifact.key} (${out.family}, depth ${out.depth}, ${out.parameters.toLocaleString("en-US")} parameters, ${out.weights} weights)`,
+      `  ${s.sampler} ${s.steps} steps, cfg ${s.cfgScale} (${s.guidedChannels}), seed ${s.seed}`,
+      `  against ${out.referenceImages} reference images (${reference.key})`,
+      ...(result.manifest.metrics["sampling_it_per_s"] == null ? [] : [
+        `  sampling on ${result.manifest.backend?.device ?? "?"}: ${Table.fixed(result.manifest.metrics["sampling_it_per_s"], 2)} it/s, ${
+          Table.fixed(result.manifest.metrics["images_per_s"] ?? Number.NaN, 3)
+        } images/s`
+      ]),
+      ...(result.manifest.files.some((f) => f.name === Evaluation.files.grid) ? [`  samples: ${result.path(Evaluation.files.grid)}`] : []),
+      `  features: ${result.path(Evaluation.files.features)}`
+    ].join("\n"))
+  }))
+).pipe(Command.withDescription(
+  "Sample a model and score it (FID, sFID, IS, precision, recall) against the reference set; writes samples.png. " +
+    "Model: --model-key or --model-file. Without --autoencoder/--feature-net/--reference keys, runs the mini data stages from the store " +
+    "(cache hits once `tinyfusion data autoencoder` and `data features` have run at their defaults)"
+))

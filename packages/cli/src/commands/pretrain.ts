@@ -1,0 +1,123 @@
+/**
+ * `tinyfusion pretrain`: the teacher of the mini reproduction in one
+ * command — the autoencoder and the latents of the Fashion-MNIST training
+ * split (cache hits after `tinyfusion data latents` with the same flags),
+ * then the pretrain stage on the store (`--store`). A killed run resumes
+ * from its newest checkpoint; a finished one is a cache hit that prints its
+ * figures again.
+ */
+import { Console, Effect, Option } from "effect"
+import { Command, Flag } from "effect/cli"
+import { Stage } from "@tinyfusion/core"
+import { Pretrain, Trainer } from "@tinyfusion/diffusion"
+import { Config } from "@tinyfusion/models"
+import * as Table from "../Table.ts"
+import { extractLatents, latentFlags, withData } from "./data.ts"
+
+const defaults = Pretrain.mini.training
+
+const trainingFlags = {
+  steps: Flag.Int("steps").pipe(Flag.withDescription("Training steps"), Flag.withDefault(defaults.steps)),
+  batchSize: Flag.Int("batch-size").pipe(Flag.withDescription("Latents per batch"), Flag.withDefault(defaults.batchSize)),
+  lr: Flag.Finite("lr").pipe(Flag.withDescription("AdamW learning rate"), Flag.withDefault(defaults.lr)),
+  emaDecay: Flag.Finite("ema-decay").pipe(Flag.withDescription("EMA decay (DiT: 0.9999; short runs want less)"), Flag.withDefault(defaults.emaDecay)),
+  clip: Flag.Finite("clip").pipe(Flag.withDescription("Global gradient-norm clip (default: none, as DiT)"), Flag.optional),
+  checkpointEvery: Flag.Int("checkpoint-every").pipe(Flag.withDescription("Steps between checkpoints"), Flag.withDefault(defaults.checkpointEvery)),
+  curveEvery: Flag.Int("curve-every").pipe(Flag.withDescription("Steps between loss-curve points"), Flag.withDefault(defaults.curveEvery)),
+  nonFinite: Flag.Literals("non-finite", ["skip", "rollback", "fail"]).pipe(
+    Flag.withDescription("A non-finite loss: skip the step, roll back to the last checkpoint, or stop"),
+    Flag.withDefault(defaults.nonFinite)
+  )
+}
+
+const int = (name: string, description: string) => Flag.Int(name).pipe(Flag.withDescription(description), Flag.optional)
+
+/** The pretrain stage's config from the flags. */
+const configOf = (o: {
+  readonly family: "dit" | "sit"
+  readonly seed: number
+  readonly depth: Option.Option<number>
+  readonly hidden: Option.Option<number>
+  readonly heads: Option.Option<number>
+  readonly steps: number
+  readonly batchSize: number
+  readonly lr: number
+  readonly emaDecay: number
+  readonly clip: Option.Option<number>
+  readonly checkpointEvery: number
+  readonly curveEvery: number
+  readonly nonFinite: Trainer.NonFinitePolicy
+}) =>
+  Effect.gen(function*() {
+    const model = yield* Config.make("mini", {
+      ...Option.match(o.depth, { onNone: () => ({}), onSome: (depth) => ({ depth }) }),
+      ...Option.match(o.hidden, { onNone: () => ({}), onSome: (hiddenSize) => ({ hiddenSize }) }),
+      ...Option.match(o.heads, { onNone: () => ({}), onSome: (numHeads) => ({ numHeads }) })
+    })
+    return yield* Stage.decodeConfig(Pretrain.PretrainStage, {
+      family: o.family,
+      model,
+      training: {
+        ...defaults,
+        steps: o.steps,
+        batchSize: o.batchSize,
+        seed: o.seed,
+        lr: o.lr,
+        emaDecay: o.emaDecay,
+        ...Option.match(o.clip, { onNone: () => ({}), onSome: (maxGradNorm) => ({ maxGradNorm }) }),
+        checkpointEvery: o.checkpointEvery,
+        curveEvery: o.curveEvery,
+        nonFinite: o.nonFinite
+      }
+    })
+  })
+
+/** The data flags under their own keys: the autoencoder's --ae-steps and --ae-batch-size are not the training's. */
+const dataFlags = {
+  data: latentFlags.data,
+  seed: latentFlags.seed,
+  aeSteps: latentFlags.steps,
+  aeBatchSize: latentFlags.batchSize,
+  shardSize: latentFlags.shardSize
+}
+
+/** The latents artifact the data flags name. */
+const latentsOf = (o: { readonly seed: number; readonly aeSteps: number; readonly aeBatchSize: number; readonly shardSize: number }) =>
+  extractLatents({ seed: o.seed, steps: o.aeSteps, batchSize: o.aeBatchSize, shardSize: o.shardSize })
+
+export const pretrain = Command.make(
+  "pretrain",
+  {
+    ...dataFlags,
+    family: Flag.Literals("family", ["dit", "sit"]).pipe(Flag.withDescription("DiT (Gaussian diffusion) or SiT (velocity)"), Flag.withDefault("dit" as const)),
+    depth: int("depth", "Blocks (mini: 28)"),
+    hidden: int("hidden", "Hidden width (mini: 128)"),
+    heads: int("heads", "Attention heads (mini: 4)"),
+    ...trainingFlags
+  },
+  (o) =>
+    withData(o.data, Effect.gen(function*() {
+      const latents = yield* latentsOf(o)
+      const config = yield* configOf(o)
+      const trained = yield* Stage.run(Pretrain.PretrainStage, config, { latents })
+      const out = trained.output
+      const metric = (name: string, digits: number) => {
+        const value = trained.manifest.metrics[name]
+        return value === undefined || value === null ? "-" : Table.fixed(value, digits)
+      }
+      yield* Console.log(Table.render(
+        ["stage", "key", "model", "parameters", "steps", "final loss", "samples/s", "ms/step", "loss curve"],
+        [[
+          "pretrain",
+          trained.key,
+          `${out.family} ${Config.describe(out.config)}`,
+          out.parameters.toLocaleString("en-US"),
+          `${out.steps}${out.skipped.length > 0 ? ` (${out.skipped.length} skipped)` : ""}`,
+          out.finalLoss === null ? "-" : Table.fixed(out.finalLoss, 4),
+          metric("samples_per_second", 1),
+          metric("ms_per_step", 1),
+          trained.path(Trainer.files.plot)
+        ]]
+      ))
+    }))
+).pipe(Command.withDescription("Train the teacher DiT/SiT from scratch on the Fashion-MNIST latents (the mini reproduction's teacher)"))

@@ -1,0 +1,108 @@
+import { NodeServices } from "@effect/platform-node"
+import { assert, describe, it } from "@effect/vitest"
+import { Console, Effect, FileSystem, Layer, Logger, Schema } from "effect"
+import { Command } from "effect/cli"
+import { ArtifactStore, Stage } from "@tinyfusion/core"
+import { Dataset, Png, Stages } from "@tinyfusion/data"
+import { Checkpoint, type Config, Init, ModelArtifact } from "@tinyfusion/models"
+import { Compute, Safetensors } from "@tinyfusion/tensor"
+import { tinyfusion } from "../main.ts"
+
+const model: Config.Config = {
+  inputSize: 4,
+  patchSize: 2,
+  inChannels: 2,
+  hiddenSize: 16,
+  depth: 2,
+  numHeads: 2,
+  mlpRatio: 2,
+  numClasses: 3,
+  classDropoutProb: 0.1,
+  learnSigma: true
+}
+
+const Tiny = Stage.make({
+  name: "tiny-model",
+  version: 1,
+  config: Schema.Struct({ seed: Schema.Int }),
+  output: ModelArtifact.Output,
+  run: (config, _inputs, ctx) =>
+    ModelArtifact.write(ctx, { family: "dit", config: model, params: Init.host(model, config.seed), ema: Init.host(model, config.seed + 1) })
+})
+
+/** 8×8 images ↔ 4×4×2 latents. */
+const autoencoder: Stages.AutoencoderConfig = {
+  dataset: "synthetic",
+  model: { imageSize: 8, imageChannels: 1, channels: [4, 8], latentChannels: 2, klWeight: 1e-4 },
+  training: { seed: 0, steps: 2, batchSize: 8, lr: 1e-3, clip: 1 },
+  checkpointEvery: 0,
+  scaleImages: 8,
+  evalImages: 8
+}
+
+/** Runs `tinyfusion …args` in this process: its stdout lines, or its failure. */
+const cli = (args: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const lines: Array<string> = []
+    const console_: Console.Console = Object.assign(Object.create(console), {
+      log: (...xs: ReadonlyArray<unknown>) => lines.push(xs.map(String).join(" "))
+    })
+    const exit = yield* Command.runWith(tinyfusion, { version: "test" })(args).pipe(
+      Effect.provideService(Console.Console, console_),
+      Effect.exit
+    )
+    return { lines, ok: exit._tag === "Success", failure: exit._tag === "Failure" ? String(exit.cause) : "" }
+  })
+
+const size = (bytes: Uint8Array) => Effect.map(Png.decode(bytes, "samples"), (p) => [p.width, p.height])
+
+describe("tinyfusion sample", () => {
+  it.live("grids of the right size from an artifact key or a file, decoded or as latents; bad inputs are named", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const fs = yield* FileSystem.FileSystem
+      const root = yield* fs.makeTempDirectoryScoped({ prefix: "cli-sample-" })
+      const keys = yield* Effect.gen(function*() {
+        const ae = yield* Stage.run(Stages.AutoencoderStage, autoencoder, {})
+        const tiny = yield* Stage.run(Tiny, { seed: 1 }, {})
+        yield* fs.writeFile(`${root}/ae.safetensors`, yield* ae.bytes("params.safetensors"))
+        return { ae: ae.key, model: tiny.key }
+      }).pipe(Effect.provide(Layer.mergeAll(ArtifactStore.layer(root), Dataset.synthetic({ classes: 3, train: 16, test: 8, size: 8, channels: 1, seed: 0 }), Compute.wasm, Logger.layer([]))))
+      yield* fs.writeFile(`${root}/model.safetensors`, yield* Checkpoint.encode(model, Init.host(model, 3)))
+      const run = (args: ReadonlyArray<string>) => cli(["sample", "--backend", "wasm", "--store", root, "--steps", "3", ...args])
+
+      // Artifact key, decoded through the autoencoder artifact: 2 rows of 3 tiles of 8×8 with 2-pixel gaps.
+      const decoded = yield* run(["--model", keys.model, "--autoencoder", keys.ae, "--classes", "0,2", "--per-class", "3", "--out", `${root}/a.png`])
+      assert.isTrue(decoded.ok, decoded.failure)
+      assert.deepStrictEqual(yield* size(yield* fs.readFile(`${root}/a.png`)), [3 * 8 + 4 * 2, 2 * 8 + 3 * 2])
+      assert.match(decoded.lines[0]!, /classes 0,2 × 3, dit .* \(ema\.safetensors\), ddpm 3 steps, cfg 4 \(first-3\), seed 0, decoded/)
+
+      // A file, every class (3 rows), DDIM, latents shown as their 2 channels side by side: tiles of 8×4.
+      const latent = yield* run(["--model", `${root}/model.safetensors`, "--per-class", "2", "--sampler", "ddim", "--out", `${root}/b.png`])
+      assert.isTrue(latent.ok, latent.failure)
+      assert.deepStrictEqual(yield* size(yield* fs.readFile(`${root}/b.png`)), [2 * 8 + 3 * 2, 3 * 4 + 4 * 2])
+
+      // An autoencoder file needs the scale the latents were multiplied by.
+      const unscaled = yield* run(["--model", keys.model, "--autoencoder", `${root}/ae.safetensors`, "--out", `${root}/c.png`])
+      assert.match(unscaled.failure, /ae\.safetensors: an autoencoder file needs --latent-scale/)
+      assert.isFalse(yield* fs.exists(`${root}/c.png`))
+      const scaled = yield* run(["--model", keys.model, "--raw", "--autoencoder", `${root}/ae.safetensors`, "--latent-scale", "0.5", "--per-class", "1", "--out", `${root}/c.png`])
+      assert.isTrue(scaled.ok, scaled.failure)
+      assert.match(scaled.lines[0]!, /\(model\.safetensors\).*decoded \(scale 0\.5\)/)
+      assert.deepStrictEqual(yield* size(yield* fs.readFile(`${root}/c.png`)), [8 + 2 * 2, 3 * 8 + 4 * 2])
+
+      const missing = yield* run(["--model", "no-such-key"])
+      assert.match(missing.failure, /no-such-key: neither a file nor an artifact of the store/)
+      const family = yield* run(["--model", keys.model, "--family", "sit"])
+      assert.match(family.failure, /holds a dit model, not sit/)
+      const sampler = yield* run(["--model", keys.model, "--sampler", "ode"])
+      assert.match(sampler.failure, /a dit model samples with ddpm or ddim, not ode/)
+      const classes = yield* run(["--model", keys.model, "--classes", "1,5"])
+      assert.match(classes.failure, /5 is not a class of 0\.\.2/)
+      const notModel = yield* run(["--model", keys.ae])
+      assert.match(notModel.failure, /an artifact of stage autoencoder holds no model/)
+      const bare = yield* Safetensors.decode(yield* fs.readFile(`${root}/model.safetensors`))
+      yield* fs.writeFile(`${root}/bare.safetensors`, Safetensors.encode(bare.tensors))
+      const noConfig = yield* run(["--model", `${root}/bare.safetensors`])
+      assert.match(noConfig.failure, /carries no tinyfusion\.dit metadata; convert it with tinyfusion checkpoint import/)
+    })).pipe(Effect.provide(NodeServices.layer)), 60_000)
+})

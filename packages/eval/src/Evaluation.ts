@@ -1,0 +1,346 @@
+/**
+ * The evaluation stage (`evaluation`): N samples of a model, decoded by the
+ * autoencoder, quantised to 8 bits as ADM's evaluator receives them, and
+ * scored against a reference with ADM's five numbers.
+ *
+ *   inputs   model        any stage that writes a ModelArtifact (`make(stage)`)
+ *            autoencoder  the `autoencoder` artifact of the model's latents
+ *            reference    a `reference` artifact; its feature network (an
+ *                         input of it) is opened by key
+ *   files    samples.png            a grid of the first `gridImages` samples
+ *            pooled.safetensors     the samples' float64 statistics (FID)
+ *            spatial.safetensors    the same of spatial features (sFID)
+ *            features.safetensors   pooled features, class probabilities and
+ *                                   the label of every sample
+ *   metrics  fid, sfid, inception_score, precision, recall; and the speed of
+ *            the sampling this run did, decoding included:
+ *            sampling_it_per_s (network evaluations of a batch per second,
+ *            guidance doubling included) and images_per_s
+ *
+ * Resumable: samples are made in parts of `partBatches` batches, and each
+ * part's features (with its grid images) are committed as a checkpoint as
+ * soon as it is done (Checkpoint.parts). A rerun after a kill reads the
+ * finished parts and samples only the rest. Every batch is a pure function
+ * of (config, batch index) and the collector is fed batch by batch from the
+ * parts, in order, whether read or just computed, so a resumed evaluation
+ * ends with the same bits as an uninterrupted one. The collector's float64
+ * state is not stored: replaying the parts rebuilds it exactly.
+ */
+import { Effect, Schema } from "effect"
+import { Checkpoint, Progress, Stage } from "@tinyfusion/core"
+import { Autoencoder, FeatureExtractor, Images, Png, Stages } from "@tinyfusion/data"
+import { ModelArtifact } from "@tinyfusion/models"
+import { Compute, HostTensor, ParamTree, Safetensors, tf } from "@tinyfusion/tensor"
+import * as FeatureStatistics from "./FeatureStatistics.ts"
+import * as Features from "./Features.ts"
+import * as Matrix from "./Matrix.ts"
+import * as Metrics from "./Metrics.ts"
+import * as Reference from "./Reference.ts"
+import * as Sampling from "./Sampling.ts"
+
+const PositiveInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
+
+export const EvaluationConfig = Schema.Struct({
+  /** Samples N (paper: 50,000; Table 4: 10,000). */
+  samples: PositiveInt,
+  /** Samples per sampling batch (the network sees twice as many under guidance). */
+  batchSize: PositiveInt,
+  sampling: Sampling.Options,
+  /** The EMA weights (the paper samples them) or the raw ones; a model without EMA weights uses its raw ones. */
+  weights: Schema.Literals(["ema", "raw"]),
+  /** Labels drawn uniformly (DiT's sample_ddp.py) or classes in turn. */
+  labels: Schema.Literals(["random", "balanced"]),
+  /** Rows per Inception Score split (ADM: 5,000). */
+  splitSize: PositiveInt,
+  /** Samples shown in samples.png. */
+  gridImages: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)),
+  /** Batches per checkpointed part. */
+  partBatches: PositiveInt
+})
+export type EvaluationConfig = typeof EvaluationConfig.Type
+
+export const EvaluationOutput = Schema.Struct({
+  samples: Schema.Int,
+  fid: Schema.Finite,
+  sfid: Schema.Finite,
+  inceptionScore: Schema.Finite,
+  precision: Schema.Finite,
+  recall: Schema.Finite,
+  family: ModelArtifact.Family,
+  depth: Schema.Int,
+  parameters: Schema.Int,
+  /** The weights sampled. */
+  weights: Schema.Literals(["ema", "raw"]),
+  referenceImages: Schema.Int
+})
+export type EvaluationOutput = typeof EvaluationOutput.Type
+
+/** The paper's protocol at the mini preset's sizes: 250 DDPM steps, guidance 1.5 on the first 3 channels, EMA weights. */
+export const miniEvaluation: EvaluationConfig = {
+  samples: 10_000,
+  batchSize: 64,
+  sampling: { sampler: "ddpm", steps: "250", cfgScale: 1.5, guidedChannels: "first-3", seed: 0 },
+  weights: "ema",
+  labels: "random",
+  splitSize: 5000,
+  gridImages: 64,
+  partBatches: 10
+}
+
+export const files = {
+  grid: "samples.png",
+  pooled: "pooled.safetensors",
+  spatial: "spatial.safetensors",
+  features: Features.file
+} as const
+
+/** Inputs that do not fit together (the model's latents and the autoencoder's, a model that is not one). */
+export class IncompatibleInputs extends Schema.TaggedError<IncompatibleInputs>()("IncompatibleInputs", {
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `evaluation inputs do not fit: ${this.reason}`
+  }
+}
+
+/** One checkpointed part: the features of its samples and the grid images among them (8-bit values). */
+export interface Part {
+  readonly pooled: Float32Array
+  readonly spatial: Float32Array
+  readonly probabilities: Float32Array
+  readonly images: Uint8Array
+}
+
+/** The file of part `index` in its checkpoint. */
+export const partFile = (index: number) => `part-${index}.safetensors`
+
+/** The checkpoint format of a part. */
+export const encodePart = (part: Part, rows: number, dims: Metrics.Dimensions, imageShape: readonly [number, number, number]) => {
+  const per = imageShape[0] * imageShape[1] * imageShape[2]
+  return Safetensors.encode(
+    [
+      ["pooled", HostTensor.float32([rows, dims.pooled], part.pooled)],
+      ["spatial", HostTensor.float32([rows, dims.spatial], part.spatial)],
+      ["probabilities", HostTensor.float32([rows, dims.classes], part.probabilities)],
+      ["images", HostTensor.float32([part.images.length / per, ...imageShape], Float32Array.from(part.images))]
+    ],
+    { metadata: { format: "tinyfusion/evaluation-part" } }
+  )
+}
+
+/** A stored part, or the reason it does not fit what this part must hold. */
+const decodePart = (bytes: Uint8Array, rows: number, gridRows: number, dims: Metrics.Dimensions, imageShape: readonly [number, number, number]) =>
+  Effect.gen(function*() {
+    const file = yield* Effect.result(Safetensors.decode(bytes))
+    if (file._tag === "Failure") return file.failure.reason
+    const expected: ReadonlyArray<readonly [string, ReadonlyArray<number>]> = [
+      ["pooled", [rows, dims.pooled]],
+      ["spatial", [rows, dims.spatial]],
+      ["probabilities", [rows, dims.classes]],
+      ["images", [gridRows, ...imageShape]]
+    ]
+    for (const [name, shape] of expected) {
+      const t = file.success.tensors.get(name)
+      if (t === undefined) return `no tensor ${name}`
+      if (t.shape.length !== shape.length || t.shape.some((n, i) => n !== shape[i])) return `${name} is [${t.shape}], expected [${shape}]`
+    }
+    const data = (name: string) => file.success.tensors.get(name)!.data as Float32Array
+    return {
+      pooled: data("pooled"),
+      spatial: data("spatial"),
+      probabilities: data("probabilities"),
+      images: Uint8Array.from(data("images"))
+    } satisfies Part
+  })
+
+const concat = (parts: ReadonlyArray<Float32Array>): Float32Array => {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0))
+  let at = 0
+  for (const p of parts) {
+    out.set(p, at)
+    at += p.length
+  }
+  return out
+}
+
+/** The grid of samples.png: square-ish, 8-bit grey or RGB tiles. */
+const grid = (images: Uint8Array, count: number, shape: readonly [number, number, number]) => {
+  const [h, w, c] = shape
+  const per = h * w * c
+  const tiles = Array.from({ length: count }, (_, i) => {
+    const tile = images.subarray(i * per, (i + 1) * per)
+    // Png rasters are grey or RGB: other channel counts show their first channel.
+    if (c === 1 || c === 3) return Png.raster(w, h, c, tile)
+    return Png.raster(w, h, 1, Uint8Array.from({ length: h * w }, (_, p) => tile[p * c]!))
+  })
+  return Png.encode(Png.grid(tiles, Math.ceil(Math.sqrt(count)), { gap: 2, background: 128 }))
+}
+
+interface Inputs {
+  readonly model: Stage.Artifact<unknown>
+  readonly autoencoder: Stage.Artifact<typeof Stages.AutoencoderOutput.Type>
+  readonly reference: Stage.Artifact<Reference.ReferenceOutput>
+}
+
+const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, featureNet: Stage.Artifact<unknown>) =>
+  Effect.gen(function*() {
+    const modelArtifact = inputs.model
+    const fields = yield* Schema.decodeUnknownEffect(ModelArtifact.Output)(modelArtifact.output).pipe(
+      Effect.mapError((e) =>
+        new IncompatibleInputs({ reason: `input model (${modelArtifact.manifest.stage} ${modelArtifact.key}) is not a model artifact: ${e.message}` })
+      )
+    )
+    const loaded = yield* ModelArtifact.read({ ...modelArtifact, output: fields }, { ema: config.weights === "ema" })
+    if (config.weights === "ema" && !loaded.ema) yield* Effect.logWarning("the model artifact holds no EMA weights: sampling its raw weights")
+    yield* Sampling.check(loaded, config.sampling)
+    const latent = Autoencoder.latentShape(inputs.autoencoder.output.model)
+    const { inputSize, inChannels } = loaded.config
+    if (latent[0] !== inputSize || latent[1] !== inputSize || latent[2] !== inChannels) {
+      return yield* new IncompatibleInputs({
+        reason: `the model takes ${inputSize}×${inputSize}×${inChannels} latents, the autoencoder (${inputs.autoencoder.key}) makes ${latent.join("×")}`
+      })
+    }
+    const reference = yield* Reference.load(inputs.reference)
+    const sampler = yield* Sampling.make(config.sampling)
+    const labels = Sampling.labels(config.sampling.seed, config.samples, loaded.config.numClasses, config.labels)
+    const compute = yield* Compute
+    const extractor = yield* FeatureExtractor
+    const dims = { pooled: extractor.poolDim, spatial: extractor.spatialDim, classes: extractor.classes }
+    const imageShape = extractor.imageShape
+    const decoded = inputs.autoencoder.output.model
+    if (decoded.imageSize !== imageShape[0] || decoded.imageSize !== imageShape[1] || decoded.imageChannels !== imageShape[2]) {
+      return yield* new IncompatibleInputs({
+        reason: `the autoencoder makes ${decoded.imageSize}×${decoded.imageSize}×${decoded.imageChannels} images, the feature network takes ${imageShape.join("×")}`
+      })
+    }
+    const perImage = imageShape[0] * imageShape[1] * imageShape[2]
+    const ae = yield* Effect.acquireRelease(Stages.loadAutoencoder(inputs.autoencoder), (a) => Effect.sync(() => ParamTree.dispose(a.params)))
+    const params = yield* Effect.acquireRelease(Effect.sync(() => HostTensor.treeToTensors(loaded.params)), (p) => Effect.sync(() => ParamTree.dispose(p)))
+    const network: Sampling.Model = { family: loaded.family, config: loaded.config, params }
+
+    const n = config.samples
+    const b = config.batchSize
+    const batches = Math.ceil(n / b)
+    const partCount = Math.ceil(batches / config.partBatches)
+    const gridCount = Math.min(config.gridImages, n)
+    const parts = yield* Checkpoint.parts(ctx, partFile)
+    const collector = Metrics.collector(dims, "samples")
+    const gridImages = new Uint8Array(gridCount * perImage)
+    const evaluations = Sampling.evaluations(config.sampling)
+    let sampledBatches = 0
+    let samplingMs = 0
+    let sampledImages = 0
+    const progress = yield* Progress.make(ctx.stage, batches)
+
+    /** Samples batch `batch`: 8-bit images, decoded from latents by the autoencoder. */
+    const sampleBatch = (batch: number) =>
+      compute.scoped(Effect.gen(function*() {
+        const start = performance.now()
+        const batchLabels = Array.from(labels.subarray(batch * b, Math.min(n, (batch + 1) * b)))
+        const latents = sampler.sample(network, batch, batchLabels)
+        const pixels = yield* compute.read(Autoencoder.decode(ae.params, tf.div(latents, ae.scale) as tf.Tensor4D))
+        samplingMs += performance.now() - start
+        sampledBatches++
+        sampledImages += batchLabels.length
+        return Images.toBytes(pixels)
+      }))
+
+    const computePart = (first: number, end: number) =>
+      Effect.gen(function*() {
+        const pooled: Array<Float32Array> = []
+        const spatial: Array<Float32Array> = []
+        const probabilities: Array<Float32Array> = []
+        const images: Array<Uint8Array> = []
+        for (let batch = first; batch < end; batch++) {
+          const rows = Math.min(n, (batch + 1) * b) - batch * b
+          const bytes = yield* sampleBatch(batch)
+          const f = yield* Features.ofPixels(bytes, rows)
+          pooled.push(f.pooled.data as Float32Array)
+          spatial.push(f.spatial.data as Float32Array)
+          probabilities.push(f.probabilities.data as Float32Array)
+          const inGrid = Math.max(0, Math.min(rows, gridCount - batch * b))
+          images.push(bytes.subarray(0, inGrid * perImage))
+          yield* progress.update(batch + 1)
+        }
+        const imageBytes = new Uint8Array(images.reduce((k, x) => k + x.length, 0))
+        images.reduce((at, x) => (imageBytes.set(x, at), at + x.length), 0)
+        return { pooled: concat(pooled), spatial: concat(spatial), probabilities: concat(probabilities), images: imageBytes } satisfies Part
+      })
+
+    for (let index = 0; index < partCount; index++) {
+      const first = index * config.partBatches
+      const end = Math.min(batches, first + config.partBatches)
+      const firstSample = first * b
+      const rows = Math.min(n, end * b) - firstSample
+      const gridRows = Math.max(0, Math.min(rows, gridCount - firstSample))
+      const stored = yield* parts.read(index)
+      const kept = stored === undefined ? undefined : yield* decodePart(stored, rows, gridRows, dims, imageShape)
+      if (typeof kept === "string") yield* Effect.logWarning(`part ${index} does not fit (${kept}); sampling it again`)
+      let part: Part
+      if (kept !== undefined && typeof kept !== "string") {
+        yield* Effect.logInfo(`part ${index} (batches ${first}–${end - 1}) kept from an earlier run`)
+        yield* progress.update(end)
+        part = kept
+      } else {
+        part = yield* computePart(first, end)
+        yield* parts.write(index, encodePart(part, rows, dims, imageShape))
+      }
+      for (let batch = first; batch < end; batch++) {
+        const from = batch * b - firstSample
+        const to = Math.min(n, (batch + 1) * b) - firstSample
+        const slice = (data: Float32Array, cols: number) => Matrix.make(to - from, cols, data.subarray(from * cols, to * cols))
+        yield* collector.add({
+          pooled: slice(part.pooled, dims.pooled),
+          spatial: slice(part.spatial, dims.spatial),
+          probabilities: slice(part.probabilities, dims.classes)
+        })
+      }
+      if (part.images.length > 0) gridImages.set(part.images, firstSample * perImage)
+    }
+    yield* progress.finish
+
+    const summary = yield* collector.result
+    const results = yield* Metrics.evaluate(summary, reference.summary, {
+      referenceRadii: reference.radii,
+      k: reference.k,
+      splitSize: config.splitSize
+    })
+    if (gridCount > 0) yield* ctx.writeBytes(files.grid, grid(gridImages, gridCount, imageShape))
+    yield* ctx.writeBytes(files.pooled, FeatureStatistics.encode(summary.pooled))
+    yield* ctx.writeBytes(files.spatial, FeatureStatistics.encode(summary.spatial))
+    yield* ctx.writeBytes(files.features, Features.encode({ pooled: summary.pooledFeatures, probabilities: summary.probabilities, labels }))
+    yield* ctx.metric("fid", results.fid)
+    yield* ctx.metric("sfid", results.sfid)
+    yield* ctx.metric("inception_score", results.inceptionScore)
+    yield* ctx.metric("precision", results.precision)
+    yield* ctx.metric("recall", results.recall)
+    if (sampledBatches > 0) {
+      yield* ctx.metric("sampling_it_per_s", (sampledBatches * evaluations * 1000) / samplingMs)
+      yield* ctx.metric("images_per_s", (sampledImages * 1000) / samplingMs)
+    }
+    yield* Effect.logInfo(`FID ${results.fid.toFixed(3)} against ${featureNet.key}'s features of ${reference.summary.pooled.count} reference images`)
+    return {
+      samples: n,
+      ...results,
+      family: loaded.family,
+      depth: loaded.config.depth,
+      parameters: fields.parameters,
+      weights: loaded.ema ? "ema" : "raw",
+      referenceImages: reference.summary.pooled.count
+    } satisfies EvaluationOutput
+  })
+
+/** The evaluation stage for models made by `model` (any stage whose output is a ModelArtifact's). */
+export const make = <M extends Stage.Any>(model: M) =>
+  Stage.make({
+    name: "evaluation",
+    version: 1,
+    config: EvaluationConfig,
+    output: EvaluationOutput,
+    inputs: { model, autoencoder: Stages.AutoencoderStage, reference: Reference.ReferenceStage },
+    run: (config, inputs, ctx) =>
+      Effect.gen(function*() {
+        const featureNet = yield* Stage.open(Stages.FeatureNetStage, inputs.reference.manifest.inputs["featureNet"] ?? "")
+        return yield* evaluate(config, inputs, ctx, featureNet).pipe(Effect.scoped, Effect.provide(Stages.featureExtractor(featureNet)))
+      })
+  })

@@ -1,0 +1,159 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Layer } from "effect"
+import { LatentDataset } from "@tinyfusion/data"
+import { Trainer, Training } from "@tinyfusion/diffusion"
+import { type Config, DiT, Init } from "@tinyfusion/models"
+import { Compute, HostTensor, ParamTree, Rng, tf } from "@tinyfusion/tensor"
+import * as Alignment from "./Alignment.ts"
+import * as Recovery from "./Recovery.ts"
+
+const teacherConfig: Config.Config = {
+  inputSize: 4,
+  patchSize: 2,
+  inChannels: 2,
+  hiddenSize: 32,
+  depth: 4,
+  numHeads: 2,
+  mlpRatio: 2,
+  numClasses: 3,
+  classDropoutProb: 0.1,
+  learnSigma: true
+}
+
+/**
+ * A teacher whose blocks do something: the reference init zeroes every
+ * adaLN output (each block starts as the identity) and the final layer, so
+ * those get N(0, 0.1) here.
+ */
+const teacherHost = (): HostTensor.HostTree =>
+  ParamTree.map(Init.host(teacherConfig, 0), HostTensor.isHostTensor, (t, key) =>
+    t.data.every((v) => v === 0) && key !== "pos_embed"
+      ? HostTensor.float32(t.shape, Rng.normal(Rng.stream(5, `test/teacher/${key}`), 0, t.data.length).map((v) => 0.1 * v))
+      : t) as HostTensor.HostTree
+
+const fixedBatch = (seed: number) => ({
+  latents: Rng.normal(Rng.stream(seed, "test/latents"), 0, 8 * 32),
+  labels: Int32Array.from([0, 1, 2, 0, 1, 2, 0, 1]),
+  shape: [8, 4, 4, 2] as const,
+  mirrored: []
+})
+
+/** The same batch at every step: the draws still change with the step. */
+const oneBatch = Layer.succeed(LatentDataset, LatentDataset.of({
+  count: 8,
+  classes: 3,
+  latentShape: [4, 4, 2],
+  scale: 1,
+  batch: () => fixedBatch(0)
+}))
+
+const settings: Trainer.Settings = { ...Recovery.paperTraining(200, 8, 0), lr: 3e-3, lrFloor: 1e-3, emaDecay: 0.9 }
+
+/** The batch of step 0 with its draws, on the device. */
+const batchAt = (task: Trainer.Task, step: number) =>
+  Effect.gen(function*() {
+    return Trainer.batchAt(yield* LatentDataset, settings, task, step)
+  })
+
+const read = (terms: Readonly<Record<string, tf.Scalar>>) =>
+  Object.fromEntries(Object.entries(terms).map(([k, t]) => [k, t.dataSync()[0]!]))
+
+describe("recovery objective", () => {
+  it.effect("student = teacher, nothing pruned: every KD term is exactly 0 at step 0 (DiT and SiT)", () =>
+    Effect.gen(function*() {
+      const host = teacherHost()
+      const identity = Alignment.fromDecision([0, 1, 2, 3], 4)
+      assert.deepStrictEqual(identity.map((p) => [p.student, p.teacher]), [[0, 0], [1, 1], [2, 2], [3, 3]])
+      for (const family of ["dit", "sit"] as const) {
+        const objective = yield* Trainer.objective(family, teacherConfig)
+        const teacher = { config: teacherConfig, params: HostTensor.treeToTensors(host) }
+        const student = HostTensor.treeToTensors(host)
+        for (const [strategy, k] of [["logits-kd", undefined], ["repkd", undefined], ["masked-kd", 2], ["masked-kd", 0.5]] as const) {
+          const loss = Recovery.paper(family, strategy, "fixed", k)
+          const task = Recovery.task(objective, loss, 100, { teacher, student: { config: teacherConfig, init: host }, pairs: identity })
+          const batch = yield* batchAt(task, 0)
+          const out = task.loss(batch)(student)
+          const terms = read(out.terms)
+          assert.strictEqual(terms["kd"], 0, `${family} ${strategy} kd`)
+          if (Recovery.usesRep(strategy)) assert.strictEqual(terms["rep"], 0, `${family} ${strategy} rep`)
+          assert.isAbove(terms["gt"]!, 0)
+          // What is left is α_GT·GT.
+          assert.closeTo(out.loss.dataSync()[0]!, 0.1 * terms["gt"]!, 1e-6 * terms["gt"]!)
+          tf.dispose([batch.x, out.loss, ...Object.values(out.terms)])
+        }
+        ParamTree.dispose([teacher.params, student])
+      }
+    }).pipe(Effect.provide(oneBatch), Effect.provide(Compute.wasm)))
+
+  it.effect("β decays linearly to 0 as configured and weighs Rep in the loss", () =>
+    Effect.gen(function*() {
+      const dit = Recovery.beta(Recovery.paper("dit", "masked-kd", "fixed", 2), 100)
+      assert.deepStrictEqual([0, 25, 50, 100, 120].map(dit), [1e-2, 7.5e-3, 5e-3, 0, 0])
+      assert.strictEqual(Recovery.beta(Recovery.paper("sit", "repkd", "fixed"), 10)(0), 2e-4)
+      assert.strictEqual(Recovery.beta({ ...Recovery.paper("dit", "repkd", "fixed"), beta: 0.5 }, 4)(1), 0.375)
+
+      const host = teacherHost()
+      const objective = yield* Trainer.objective("dit", teacherConfig)
+      const teacher = { config: teacherConfig, params: HostTensor.treeToTensors(host) }
+      const pruned = DiT.keepBlocks(teacherConfig, teacher.params, [1, 2])
+      const loss = Recovery.paper("dit", "repkd", { kept: [1, 2], groups: [[0, 1], [2, 3]] })
+      const pairs = yield* Recovery.pairs(loss.alignment, 2, 4)
+      assert.deepStrictEqual(pairs.map((p) => [p.student, p.teacher]), [[0, 1], [1, 3]])
+      const task = Recovery.task(objective, loss, 100, { teacher, student: { config: pruned.config, init: host }, pairs })
+      for (const step of [0, 50, 100]) {
+        const batch = yield* batchAt(task, step)
+        const out = task.loss(batch)(pruned.params)
+        const t = read(out.terms)
+        assert.isAbove(t["rep"]!, 0)
+        const expected = 0.9 * t["kd"]! + 0.1 * t["gt"]! + dit(step) * t["rep"]!
+        assert.closeTo(out.loss.dataSync()[0]!, expected, 1e-5 * expected)
+        tf.dispose([batch.x, out.loss, ...Object.values(out.terms)])
+      }
+      ParamTree.dispose(teacher.params)
+    }).pipe(Effect.provide(oneBatch), Effect.provide(Compute.wasm)))
+
+  it.effect("alignment errors name what does not fit", () =>
+    Effect.gen(function*() {
+      const fixed = yield* Effect.flip(Recovery.pairs("fixed", 3, 8))
+      assert.match(fixed.message, /teacher depth 8 to be a multiple of the student depth 3/)
+      const count = yield* Effect.flip(Recovery.pairs({ kept: [0, 2] }, 3, 8))
+      assert.match(count.message, /2 kept blocks for a student of depth 3/)
+      const order = yield* Effect.flip(Recovery.pairs({ kept: [0, 9, 2] }, 3, 8))
+      assert.match(order.message, /kept blocks \[0,9,2\] are not ascending within 0\.\.7/)
+    }))
+
+  it.effect("a student pruned from the teacher lowers its KD losses on a fixed batch over 200 masked-KD steps", () =>
+    Effect.gen(function*() {
+      const compute = yield* Compute
+      const host = teacherHost()
+      const objective = yield* Trainer.objective("dit", teacherConfig)
+      const teacher = { config: teacherConfig, params: HostTensor.treeToTensors(host) }
+      const kept = [1, 2]
+      const pruned = DiT.keepBlocks(teacherConfig, host as unknown as ParamTree.ParamTree, kept)
+      const init = pruned.params as unknown as HostTensor.HostTree
+      // Distillation alone: the ground-truth term would pull towards this batch's data rather than the teacher.
+      const loss = { ...Recovery.paper("dit", "masked-kd", { kept, groups: [[0, 1], [2, 3]] }, 2), alphaKd: 1, alphaGt: 0 }
+      const pairs = yield* Recovery.pairs(loss.alignment, 2, 4)
+      const task = Recovery.task(objective, loss, settings.steps, { teacher, student: { config: pruned.config, init }, pairs })
+      /** KD and Rep of some params on the batch and draws of step 0. */
+      const measure = (params: ParamTree.ParamTree) =>
+        compute.scoped(Effect.gen(function*() {
+          const out = task.loss(yield* batchAt(task, 0))(params)
+          return read(out.terms)
+        }))
+      let state = Training.init(HostTensor.treeToTensors(init))
+      const before = yield* measure(state.params)
+      const memory = (yield* compute.memory).tensors
+      for (let step = 0; step < settings.steps; step++) {
+        const next = yield* compute.scoped(Trainer.step(settings, task, state, step))
+        Training.dispose(state)
+        state = next.state
+        assert.strictEqual((yield* compute.memory).tensors, memory)
+      }
+      const after = yield* measure(state.params)
+      assert.isBelow(after["kd"]!, before["kd"]! / 10, `kd ${before["kd"]} → ${after["kd"]}`)
+      assert.isBelow(after["rep"]!, before["rep"]! / 2, `rep ${before["rep"]} → ${after["rep"]}`)
+      Training.dispose(state)
+      ParamTree.dispose(teacher.params)
+    }).pipe(Effect.provide(oneBatch), Effect.provide(Compute.wasm)), 60_000)
+})

@@ -180,4 +180,11 @@ export const figure4: Grid = {
   cells: [28, 21, 14, 7].map((depth): Cell => ({ id: `f4/depth-${depth}`, family: "dit", protocol: "full", speedDepth: depth }))
 }
 
-export const grids: ReadonlyArray<Grid> = [table1, table2, table3, table4, table5, table7, table8, figure4]
+/** Cells of pruners added outside the packages (experiments/src/pruners), beside the paper's tables. */
+export const extras: Grid = {
+  table: "X",
+  title: "Added pruners",
+  cells: [{ id: "x/weight-norm-d14", family: "dit", prune: baseline("weight-norm"), recovery: finetune, protocol: "full" }]
+}
+
+export const grids: ReadonlyArray<Grid> = [table1, table2, table3, table4, table5, table7, table8, figure4, extras]

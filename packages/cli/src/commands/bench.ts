@@ -8,10 +8,11 @@ import { depth } from "./bench/depth.ts"
 import { dit } from "./bench/dit.ts"
 import { fid } from "./bench/fid.ts"
 import { matmul } from "./bench/matmul.ts"
+import { prune } from "./bench/prune.ts"
 import { store } from "./bench/store.ts"
 import { train } from "./bench/train.ts"
 
 export const bench = Command.make("bench").pipe(
   Command.withDescription("Speed benchmarks (figures only; nothing is asserted)"),
-  Command.withSubcommands([compute, depth, dit, fid, matmul, store, train])
+  Command.withSubcommands([compute, depth, dit, fid, matmul, prune, store, train])
 )

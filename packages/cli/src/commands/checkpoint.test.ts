@@ -1,9 +1,11 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, FileSystem } from "effect"
+import { Effect, FileSystem, Layer, Logger } from "effect"
 import { Command } from "effect/cli"
-import { Checkpoint, Config, Init } from "@tinyfusion/models"
-import { HostTensor, ParamTree, Safetensors } from "@tinyfusion/tensor"
+import { ArtifactStore, Stage } from "@tinyfusion/core"
+import { Checkpoint, Config, Init, ModelArtifact } from "@tinyfusion/models"
+import { Fixtures } from "@tinyfusion/pruning"
+import { Compute, HostTensor, ParamTree, Safetensors } from "@tinyfusion/tensor"
 import { checkpoint } from "./checkpoint.ts"
 
 const run = Command.runWith(checkpoint, { version: "test" })
@@ -41,4 +43,24 @@ describe("tinyfusion checkpoint", () => {
       assert.strictEqual(noConfig._tag, "InvalidConfig")
       assert.match(noConfig.message, /no tinyfusion\.dit metadata; name its shape with --model/)
     }).pipe(Effect.scoped, Effect.provide(NodeServices.layer)))
+
+  it.live("a pruned model from the prune-export stage exports with exactly the reference keys of its depth", () =>
+    Effect.gen(function*() {
+      const fs = yield* FileSystem.FileSystem
+      const dir = yield* fs.makeTempDirectoryScoped()
+      const config = Fixtures.tiny(6)
+      const teacher = yield* Stage.run(Fixtures.Teacher, { family: "dit", config, weights: { random: 0 } }, {})
+      const data = yield* Stage.run(Fixtures.Latents, { count: 4, shape: [4, 4, 4], classes: 3, seed: 0 }, {})
+      const pruned = yield* Stage.run(Fixtures.stages.prune, { method: "oracle", keep: 3, seed: 0, calibration: 4, iterations: 0, options: {} }, {
+        teacher,
+        data
+      })
+      const exported = yield* Stage.run(Fixtures.stages.export, {}, { decision: pruned, teacher })
+      yield* run(["export", exported.path(ModelArtifact.files.raw), "--out", `${dir}/ref.safetensors`])
+      const ref = yield* Safetensors.decode(yield* fs.readFile(`${dir}/ref.safetensors`))
+      const shapes = Checkpoint.referenceShapes({ ...config, depth: 3 })
+      assert.deepStrictEqual([...ref.tensors.keys()].sort(), shapes.map(([k]) => k).sort())
+      const model = yield* Safetensors.decode(yield* fs.readFile(exported.path(ModelArtifact.files.raw)))
+      for (const [key, t] of ref.tensors) assert.isTrue(HostTensor.bitEqual(t, model.tensors.get(key)!), key)
+    }).pipe(Effect.provide(ArtifactStore.layerTemp)).pipe(Effect.scoped, Effect.provide(Layer.mergeAll(NodeServices.layer, Compute.wasm, Logger.layer([])))))
 })

@@ -10,7 +10,8 @@ const input = (results: Report.Input["results"]): Report.Input => ({
   results,
   figures: [{ title: "Figure 4", file: "figure4.png" }],
   samples: [],
-  wallSeconds: 90
+  computeSeconds: 90,
+  failures: [{ cell: "t2/tinysit-d14", reason: "out of memory" }]
 })
 
 describe("report", () => {
@@ -34,7 +35,8 @@ describe("report", () => {
     assert.include(md, "| 14 | 19.50 | 1.95 | 2.00 | 13.54 | 1.96 |")
     assert.include(md, "| Depth pruning speeds sampling up almost linearly: about 2× at 50% depth (paper 1.96×) | Figure 4 | reproduced | it/s ratio D14 / D28 = 1.95× |")
     assert.include(md, "![Figure 4](figure4.png)")
-    assert.include(md, "1.5 min")
+    assert.include(md, "Compute time: 1.5 min")
+    assert.include(md, "## Cells that failed\n\n| cell | reason |\n| --- | --- |\n| t2/tinysit-d14 | out of memory |")
   })
 
   it("the HTML page is self-contained and escaped", () => {

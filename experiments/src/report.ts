@@ -23,7 +23,10 @@ export interface Input {
   readonly figures: ReadonlyArray<{ readonly title: string; readonly file: string }>
   /** Sample grids (PNG) in the run directory, by cell. */
   readonly samples: ReadonlyArray<{ readonly cell: string; readonly file: string }>
-  readonly wallSeconds: number
+  /** The stages' own timings summed (stored in their manifests, so a rerun of cache hits reports the same). */
+  readonly computeSeconds: number
+  /** Cells that produced no result, and why. */
+  readonly failures: ReadonlyArray<{ readonly cell: string; readonly reason: string }>
 }
 
 const columns: ReadonlyArray<readonly [keyof Paper.Metrics, string, number]> = [
@@ -98,10 +101,15 @@ export const document = (input: Input): ReadonlyArray<Block> => {
     { _tag: "heading", level: 1, text: `TinyFusion reproduction — preset ${input.preset}` },
     {
       _tag: "paragraph",
-      text: `Data: ${input.dataset}. Backend: ${input.backend}. Wall time: ${(input.wallSeconds / 60).toFixed(1)} min. ` +
+      text: `Data: ${input.dataset}. Backend: ${input.backend}. Compute time: ${(input.computeSeconds / 60).toFixed(1)} min ` +
+        `(the stages' own timings, summed). ` +
         `Our metrics use the project's own feature network, so absolute values are not comparable with the paper's ` +
         `Inception-based ones; the claims compare methods within one run.`
     },
+    ...(input.failures.length === 0 ? [] : [
+      { _tag: "heading", level: 2, text: "Cells that failed" } as const,
+      { _tag: "table", header: ["cell", "reason"], rows: input.failures.map((f) => [f.cell, f.reason]) } as const
+    ]),
     { _tag: "heading", level: 2, text: "Claims" },
     {
       _tag: "paragraph",

@@ -8,6 +8,8 @@ import { doctor } from "./commands/doctor.ts"
 import { evaluate } from "./commands/eval.ts"
 import { finetune } from "./commands/finetune.ts"
 import { pretrain } from "./commands/pretrain.ts"
+import { prune } from "./commands/prune.ts"
+import { repro } from "./commands/repro.ts"
 import { sample } from "./commands/sample.ts"
 import { store } from "./commands/store.ts"
 import { throughput } from "./commands/throughput.ts"
@@ -15,7 +17,7 @@ import * as GlobalFlags from "./GlobalFlags.ts"
 
 export const tinyfusion = Command.make("tinyfusion").pipe(
   Command.withDescription("TinyFusion: learnable depth pruning of diffusion transformers, reproduced"),
-  Command.withSubcommands([doctor, bench, store, checkpoint, data, pretrain, finetune, sample, evaluate, throughput]),
+  Command.withSubcommands([repro, doctor, bench, store, checkpoint, data, pretrain, prune, finetune, sample, evaluate, throughput]),
   // Every command logs as --log-format says and may use the --store store.
   Command.provide(Layer.mergeAll(GlobalFlags.logging, GlobalFlags.store)),
   Command.withGlobalFlags(GlobalFlags.all)

@@ -68,6 +68,30 @@ export class Dataset extends Context.Service<Dataset, {
     )
   }
 
+  /**
+   * The first `train` and `test` images of the provided dataset (all of a
+   * split when it has fewer), named `<name>[:train/:test]` so that stage
+   * configs, which name their dataset, tell the subset from the whole.
+   */
+  static firstImages(counts: { readonly train: number; readonly test: number }): Layer.Layer<Dataset, never, Dataset> {
+    const first = (set: Images.ImageSet, n: number) => {
+      const count = Math.min(n, set.count)
+      return Images.make({ height: set.height, width: set.width, channels: set.channels }, set.pixels.subarray(0, count * Images.imageSize(set)), set.labels.subarray(0, count))
+    }
+    return Layer.effect(
+      Dataset,
+      Effect.gen(function*() {
+        const data = yield* Dataset
+        return Dataset.of({
+          name: `${data.name}[:${counts.train}/:${counts.test}]`,
+          classes: data.classes,
+          train: first(data.train, counts.train),
+          test: first(data.test, counts.test)
+        })
+      })
+    )
+  }
+
   /** Small generated images with learnable class structure, for tests. */
   static synthetic(options: Synthetic.Options): Layer.Layer<Dataset> {
     return Layer.succeed(Dataset, Dataset.of({

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Layer } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -82,6 +82,12 @@ describe("Dataset.fashionMnist", () => {
       assert.deepStrictEqual([px(1, 0, 0), px(1, 1, 15), px(1, 31, 31), px(1, 15, 30)], [0, 0, 0, 0])
       const unpadded = yield* Effect.provide(current, Dataset.fashionMnist({ dir, size: 28 }))
       assert.strictEqual(unpadded.train.pixels[4 * 784 + 7 * 28 + 11], 58)
+      // A subset: the first images of each split, all of a split shorter than asked, under its own name.
+      const first = yield* Effect.provide(current, Layer.provide(Dataset.firstImages({ train: 2, test: 10 }), Dataset.fashionMnist({ dir, size: 28 })))
+      assert.strictEqual(first.name, "fashion-mnist[:2/:10]")
+      assert.deepStrictEqual([first.train.count, first.test.count], [2, 3])
+      assert.deepStrictEqual([...first.train.pixels], [...unpadded.train.pixels.subarray(0, 2 * 784)])
+      assert.deepStrictEqual([...first.test.labels], [3, 4, 5])
     }))
 
   it.effect("a missing or malformed file is an error naming it and saying how to get the data", () =>

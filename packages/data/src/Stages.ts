@@ -16,7 +16,7 @@
  * files on disk).
  */
 import { Effect, Layer, Schema } from "effect"
-import { Checkpoint, Stage } from "@tinyfusion/core"
+import { Checkpoint, CorruptArtifact, Stage } from "@tinyfusion/core"
 import { AdamW, Compute, HostTensor, ParamTree, tf } from "@tinyfusion/tensor"
 import * as Autoencoder from "./Autoencoder.ts"
 import { Dataset, DatasetError } from "./Dataset.ts"
@@ -212,6 +212,15 @@ export const LatentsStage = Stage.make({
 /** The latents of a latents artifact as the LatentDataset service. */
 export const latentDataset = (artifact: Stage.Artifact<typeof LatentsOutput.Type>): Layer.Layer<LatentDataset, LatentShards.LatentShardsError> =>
   LatentDataset.fromDirectory(artifact.dir)
+
+/** The latents of a latents artifact, loaded (what pruning's LatentSource takes); unreadable shards are the artifact's corruption. */
+export const readLatents = (artifact: Stage.Artifact<typeof LatentsOutput.Type>): Effect.Effect<LatentDataset["Service"], CorruptArtifact> =>
+  Effect.provide(
+    Effect.gen(function*() {
+      return yield* LatentDataset
+    }),
+    latentDataset(artifact)
+  ).pipe(Effect.mapError((e) => new CorruptArtifact({ key: artifact.key, path: artifact.dir, reason: e.message })))
 
 // ---------------------------------------------------------------- feature network
 

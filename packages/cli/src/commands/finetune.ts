@@ -41,7 +41,7 @@ const manifestOf = Effect.fn("finetune.manifestOf")(function*(key: string | unde
 })
 
 /** The teacher artifact and the latents it was trained on, reopened from the store (cache hits). */
-const reopen = Effect.fn("finetune.reopen")(function*(teacherKey: string) {
+export const reopen = Effect.fn("finetune.reopen")(function*(teacherKey: string) {
   const teacherManifest = yield* manifestOf(teacherKey, Pretrain.PretrainStage.name, "--teacher")
   const latentsManifest = yield* manifestOf(teacherManifest.inputs["latents"], Stages.LatentsStage.name, "the teacher's latents")
   const aeManifest = yield* manifestOf(latentsManifest.inputs["autoencoder"], Stages.AutoencoderStage.name, "the latents' autoencoder")

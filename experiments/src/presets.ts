@@ -1,0 +1,241 @@
+/**
+ * The scales the grids run at. A preset resolves everything a cell leaves
+ * open: the data stages, the teachers, the pruners' budgets, the paper's
+ * step budgets ("100K", "500K", "10K") as step counts, and the two
+ * evaluation protocols.
+ *
+ *   quick   CPU, minutes: every stage of every cell runs, on tiny models and
+ *           a few hundred images; the numbers test the plumbing, not the paper
+ *   mini    Fashion-MNIST and the 28 × 128 mini teacher: the reproduction
+ *   paper   DiT-XL/2 shapes: a user's image folder and the official
+ *           checkpoint brought in with `tinyfusion checkpoint import`
+ */
+import { Effect, FileSystem, Layer, Path, Schema } from "effect"
+import { Autoencoder, Dataset, type DatasetError, defaultFashionMnistDir, FeatureNet, fashionMnistFiles, Stages } from "@tinyfusion/data"
+import { Pretrain } from "@tinyfusion/diffusion"
+import { Evaluation, type Reference, type Sampling } from "@tinyfusion/eval"
+import { Config } from "@tinyfusion/models"
+import type { Budget } from "./grids.ts"
+
+export const presetNames = ["quick", "mini", "paper"] as const
+export type PresetName = (typeof presetNames)[number]
+
+export interface Preset {
+  readonly name: PresetName
+  readonly autoencoder: Stages.AutoencoderConfig
+  readonly latents: Stages.LatentsConfig
+  readonly featureNet: Stages.FeatureNetConfig
+  readonly reference: Reference.ReferenceConfig
+  /** The teacher of each family, trained here (the paper preset imports its DiT instead). */
+  readonly teacher: { readonly dit: Pretrain.PretrainConfig; readonly sit: Pretrain.PretrainConfig }
+  readonly prune: {
+    readonly seed: number
+    /** Samples in the fixed calibration set. */
+    readonly calibration: number
+    /** Mask-learning iterations of the learnable method. */
+    readonly iterations: number
+    /** Learnable options besides the ΔW kind (Learnable.Options). */
+    readonly learnable: { readonly [name: string]: Schema.Json }
+    /** Random masks sampled by the random-search pruners (paper: 100,000). */
+    readonly randomSamples: number
+  }
+  readonly recovery: {
+    readonly batchSize: number
+    readonly seed: number
+    /** Steps of each of the paper's budgets. */
+    readonly steps: Readonly<Record<Budget, number>>
+    /** The paper's 0.9999 only at the paper's step counts (see Pretrain.mini). */
+    readonly emaDecay: number
+    readonly checkpointEvery: number
+    readonly curveEvery: number
+  }
+  readonly evaluation: { readonly full: Evaluation.EvaluationConfig; readonly short: Evaluation.EvaluationConfig }
+  /** Figure 4: sampling it/s of the teacher's shape at each depth. */
+  readonly speed: { readonly batch: number; readonly repetitions: number; readonly sampling: Sampling.Options }
+}
+
+const guided = (steps: string): Sampling.Options => ({ sampler: "ddpm", steps, cfgScale: 1.5, guidedChannels: "first-3", seed: 0 })
+
+/** The teachers of both families on one shape and loop. */
+const teachers = (dit: Pretrain.PretrainConfig) => ({ dit, sit: { ...dit, family: "sit" as const } })
+
+/** The quick preset on a dataset of 32×32 single-channel images named `dataset` (a Fashion-MNIST subset, or the synthetic fixture). */
+export const quick = (dataset: string): Preset => ({
+  name: "quick",
+  autoencoder: {
+    dataset,
+    model: { ...Autoencoder.mini, channels: [8, 16, 32] },
+    training: { ...Autoencoder.miniTraining, steps: 60, batchSize: 16 },
+    checkpointEvery: 20,
+    scaleImages: 256,
+    evalImages: 256
+  },
+  latents: { dataset, seed: 0, shardSize: 1024, batchSize: 256 },
+  featureNet: {
+    dataset,
+    model: { ...FeatureNet.mini, channels: [8, 16, 32], hidden: 32 },
+    training: { ...FeatureNet.miniTraining, steps: 60, batchSize: 16 },
+    checkpointEvery: 20
+  },
+  reference: { dataset, split: "test", images: 0, batchSize: 256, k: 3, splitSize: 16 },
+  teacher: teachers({
+    family: "dit",
+    model: { ...Config.presets.mini, hiddenSize: 32, numHeads: 2 },
+    training: { ...Pretrain.mini.training, steps: 60, batchSize: 16, lr: 1e-3, emaDecay: 0.9, checkpointEvery: 20, curveEvery: 5 }
+  }),
+  prune: {
+    seed: 0,
+    calibration: 16,
+    iterations: 10,
+    learnable: { batchSize: 8, logEvery: 2, checkpointEvery: 5 },
+    randomSamples: 16
+  },
+  recovery: { batchSize: 8, seed: 0, steps: { "100K": 6, "500K": 12, "10K": 3 }, emaDecay: 0.5, checkpointEvery: 3, curveEvery: 1 },
+  evaluation: {
+    full: { ...Evaluation.miniEvaluation, samples: 32, batchSize: 16, sampling: guided("8"), splitSize: 16, gridImages: 16, partBatches: 1 },
+    short: { ...Evaluation.miniEvaluation, samples: 16, batchSize: 16, sampling: guided("4"), splitSize: 16, gridImages: 16, partBatches: 1 }
+  },
+  speed: { batch: 8, repetitions: 2, sampling: guided("250") }
+})
+
+/**
+ * The mini reproduction on Fashion-MNIST: the data helper's stages at their
+ * defaults, the mini teacher, and the paper's budgets scaled down 50× (100K →
+ * 2,000 steps of 64).
+ */
+export const mini: Preset = {
+  name: "mini",
+  autoencoder: Stages.miniAutoencoder,
+  latents: Stages.miniLatents,
+  featureNet: Stages.miniFeatureNet,
+  reference: { dataset: "fashion-mnist", split: "test", images: 0, batchSize: 500, k: 3, splitSize: 5000 },
+  teacher: teachers(Pretrain.mini),
+  prune: {
+    seed: 0,
+    calibration: 256,
+    iterations: 500,
+    learnable: { batchSize: 64, logEvery: 10, checkpointEvery: 100 },
+    randomSamples: 1000
+  },
+  recovery: { batchSize: 64, seed: 0, steps: { "100K": 2000, "500K": 4000, "10K": 500 }, emaDecay: 0.999, checkpointEvery: 500, curveEvery: 50 },
+  evaluation: {
+    full: { ...Evaluation.miniEvaluation, samples: 5000, sampling: guided("50"), splitSize: 2500 },
+    short: { ...Evaluation.miniEvaluation, samples: 2000, sampling: guided("25"), splitSize: 1000 }
+  },
+  speed: { batch: 64, repetitions: 5, sampling: guided("250") }
+}
+
+/**
+ * DiT-XL/2 at the paper's settings on a class-per-folder image set named
+ * `dataset` (256×256, 32×32×4 latents). Its DiT teacher is the imported
+ * official checkpoint; `teacher.dit` only names the shape (and the SiT
+ * teacher of Table 2, which has no import here, is trained).
+ */
+export const paper = (dataset: string): Preset => ({
+  name: "paper",
+  autoencoder: {
+    dataset,
+    model: { imageSize: 256, imageChannels: 3, channels: [128, 256, 512, 512], latentChannels: 4, klWeight: 1e-6 },
+    training: { seed: 0, steps: 100_000, batchSize: 32, lr: 1e-4, clip: 1 },
+    checkpointEvery: 1000,
+    scaleImages: 10_000,
+    evalImages: 10_000
+  },
+  latents: { dataset, seed: 0, shardSize: 10_000, batchSize: 64 },
+  featureNet: {
+    dataset,
+    model: { imageSize: 256, imageChannels: 3, channels: [64, 128, 256, 512], classes: 1000, hidden: 2048, spatialChannels: 7 },
+    training: { seed: 0, steps: 100_000, batchSize: 64, lr: 1e-3, weightDecay: 1e-4, clip: 1 },
+    checkpointEvery: 1000
+  },
+  reference: { dataset, split: "test", images: 0, batchSize: 250, k: 3, splitSize: 5000 },
+  teacher: teachers({
+    family: "dit",
+    model: Config.presets["DiT-XL/2"],
+    training: { ...Pretrain.mini.training, steps: 400_000, batchSize: 256, emaDecay: 0.9999, checkpointEvery: 10_000 }
+  }),
+  prune: { seed: 0, calibration: 1024, iterations: 10_000, learnable: { batchSize: 128 }, randomSamples: 100_000 },
+  recovery: {
+    batchSize: 256,
+    seed: 0,
+    steps: { "100K": 100_000, "500K": 500_000, "10K": 10_000 },
+    emaDecay: 0.9999,
+    checkpointEvery: 10_000,
+    curveEvery: 100
+  },
+  evaluation: {
+    full: { ...Evaluation.miniEvaluation, samples: 50_000, sampling: guided("250"), splitSize: 5000 },
+    short: { ...Evaluation.miniEvaluation, samples: 10_000, sampling: guided("64"), splitSize: 5000 }
+  },
+  speed: { batch: 64, repetitions: 10, sampling: guided("250") }
+})
+
+/** The quick preset's share of Fashion-MNIST, and the synthetic fixture it falls back to. */
+export const quickFashionMnist = { train: 2048, test: 512 } as const
+export const quickSynthetic = { classes: 10, train: 512, test: 256, size: 32, channels: 1, seed: 0 } as const
+
+export class PresetInput extends Schema.TaggedError<PresetInput>()("PresetInput", {
+  preset: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `preset ${this.preset}: ${this.reason}`
+  }
+}
+
+/** A preset with the dataset it runs on: its layer, and what it is in words. */
+export interface Resolved {
+  readonly preset: Preset
+  readonly data: Layer.Layer<Dataset, DatasetError>
+  readonly dataset: string
+}
+
+/**
+ * The preset of a name on the data there is. quick: the first images of
+ * Fashion-MNIST when its four files are in `data` (default: the Debian
+ * package's folder), otherwise — or with `synthetic` — the synthetic fixture,
+ * saying so; mini: Fashion-MNIST; paper: an image folder with `train/` and
+ * `val/` class folders.
+ */
+export const resolve = Effect.fn("Presets.resolve")(function*(
+  name: PresetName,
+  options: { readonly data?: string | undefined; readonly synthetic: boolean }
+) {
+  const fs = yield* FileSystem.FileSystem
+  const path = yield* Path.Path
+  const dir = options.data ?? defaultFashionMnistDir
+  switch (name) {
+    case "quick": {
+      const present = options.synthetic
+        ? false
+        : (yield* Effect.forEach(Object.values(fashionMnistFiles), (f) => fs.exists(path.join(dir, f)))).every(Boolean)
+      if (present) {
+        const data = Layer.provide(Dataset.firstImages(quickFashionMnist), Dataset.fashionMnist({ dir }))
+        const named = `fashion-mnist[:${quickFashionMnist.train}/:${quickFashionMnist.test}]`
+        return {
+          preset: quick(named),
+          data,
+          dataset: `Fashion-MNIST from ${dir} (the first ${quickFashionMnist.train} training and ${quickFashionMnist.test} test images)`
+        } satisfies Resolved
+      }
+      const why = options.synthetic ? "asked for with --synthetic" : `Fashion-MNIST was not found in ${dir}`
+      return {
+        preset: quick("synthetic"),
+        data: Dataset.synthetic(quickSynthetic),
+        dataset: `the built-in synthetic dataset (${quickSynthetic.train} training and ${quickSynthetic.test} test images; ${why})`
+      } satisfies Resolved
+    }
+    case "mini":
+      if (options.synthetic) return yield* new PresetInput({ preset: name, reason: "runs on Fashion-MNIST only; --synthetic is for the quick preset" })
+      return { preset: mini, data: Dataset.fashionMnist({ dir }), dataset: `Fashion-MNIST from ${dir}` } satisfies Resolved
+    case "paper": {
+      if (options.synthetic) return yield* new PresetInput({ preset: name, reason: "runs on an image folder; --synthetic is for the quick preset" })
+      if (options.data === undefined) {
+        return yield* new PresetInput({ preset: name, reason: "needs --data DIR, a folder with train/ and val/ class folders (ImageNet's layout)" })
+      }
+      const root = path.join(options.data, "train")
+      const data = Dataset.imageFolder({ root, test: path.join(options.data, "val"), size: 256 })
+      return { preset: paper(`images:${root}`), data, dataset: `images of ${options.data} (256×256 centre crops)` } satisfies Resolved
+    }
+  }
+})

@@ -1,0 +1,75 @@
+/**
+ * `tinyfusion prune`: one pruner on a pretrained teacher of the store
+ * (`--teacher <key>`, its latents found from its manifest as `finetune`
+ * does): the prune stage's decision (kept blocks, the learnable method's
+ * confidence, the pruned model's calibration loss) and, with --export, the
+ * pruned model as a prune-export artifact (`tinyfusion checkpoint export`
+ * writes it in reference keys). The suite runs every pruner of the tables.
+ */
+import { Console, Effect, Option } from "effect"
+import { Command, Flag } from "effect/cli"
+import { Stage } from "@tinyfusion/core"
+import { Stages } from "@tinyfusion/data"
+import { Pretrain } from "@tinyfusion/diffusion"
+import { Pruners, PruneStage } from "@tinyfusion/pruning"
+import * as Table from "../Table.ts"
+import { dataFlag, withData } from "./data.ts"
+import { reopen } from "./finetune.ts"
+
+const Pruning = PruneStage.make({
+  teacher: Pretrain.PretrainStage,
+  data: Stages.LatentsStage,
+  readTeacher: PruneStage.readModel,
+  readData: Stages.readLatents
+})
+
+export const prune = Command.make(
+  "prune",
+  {
+    data: dataFlag,
+    teacher: Flag.String("teacher").pipe(Flag.withDescription("Key of the teacher's pretrain artifact (tinyfusion pretrain prints it)")),
+    method: Flag.String("method").pipe(Flag.withDescription(`Pruner: ${[...Pruners.builtin.keys()].join(", ")}`), Flag.withDefault("learnable")),
+    keep: Flag.Int("keep").pipe(Flag.withDescription("Blocks kept (with --scheme: checked against it)"), Flag.optional),
+    scheme: Flag.String("scheme").pipe(Flag.withDescription("N:M scheme, e.g. 1:2, 2:4, 7:14"), Flag.optional),
+    update: Flag.Literals("update", ["lora", "full", "frozen"]).pipe(Flag.withDescription("learnable: the co-optimised ΔW"), Flag.withDefault("lora" as const)),
+    iterations: Flag.Int("iterations").pipe(Flag.withDescription("learnable: mask-learning iterations"), Flag.withDefault(500)),
+    batchSize: Flag.Int("batch-size").pipe(Flag.withDescription("learnable: latents per iteration"), Flag.withDefault(64)),
+    samples: Flag.Int("samples").pipe(Flag.withDescription("random-*: masks sampled"), Flag.withDefault(1000)),
+    calibration: Flag.Int("calibration").pipe(Flag.withDescription("Samples in the fixed calibration set"), Flag.withDefault(256)),
+    seed: Flag.Int("seed").pipe(Flag.withDescription("Seed of the calibration set, the batches and the Gumbel noise"), Flag.withDefault(0)),
+    exportModel: Flag.Boolean("export").pipe(Flag.withDescription("Also store the pruned model (prune-export)"), Flag.withDefault(false))
+  },
+  (o) =>
+    withData(o.data, Effect.gen(function*() {
+      const { latents, teacher } = yield* reopen(o.teacher)
+      const learnable = o.method === "learnable"
+      const config = yield* Stage.decodeConfig(Pruning.prune, {
+        method: o.method,
+        ...(Option.isSome(o.keep) ? { keep: o.keep.value } : {}),
+        ...(Option.isSome(o.scheme) ? { scheme: o.scheme.value } : {}),
+        seed: o.seed,
+        calibration: o.calibration,
+        iterations: learnable ? o.iterations : 0,
+        options: learnable ? { update: o.update, batchSize: o.batchSize } : o.method.startsWith("random-") ? { samples: o.samples } : {}
+      })
+      const decided = yield* Stage.run(Pruning.prune, config, { teacher, data: latents })
+      const out = decided.output
+      const exported = o.exportModel ? yield* Stage.run(Pruning.export, {}, { decision: decided, teacher }) : undefined
+      const msPerIteration = learnable && o.iterations > 0 ? Table.fixed((1000 * decided.manifest.timings.seconds) / o.iterations, 1) : "-"
+      yield* Console.log(Table.render(
+        ["stage", "key", "method", "kept", "confidence", "calibration loss", "ms/iteration (whole stage)"],
+        [
+          [
+            "prune",
+            decided.key,
+            `${out.method}${out.scheme === undefined ? "" : ` ${out.scheme}`}`,
+            out.kept.join(","),
+            out.confidence === undefined ? "-" : Table.fixed(out.confidence, 3),
+            out.calibrationLoss === undefined ? "-" : Table.fixed(out.calibrationLoss, 4),
+            msPerIteration
+          ],
+          ...(exported === undefined ? [] : [["prune-export", exported.key, "", `${exported.output.config.depth} blocks`, "", "", ""]])
+        ]
+      ))
+    }))
+).pipe(Command.withDescription("Prune a pretrained teacher of the store with one pruner (decision, confidence, calibration loss; --export the model)"))

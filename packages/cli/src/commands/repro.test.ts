@@ -1,0 +1,166 @@
+import { NodeServices } from "@effect/platform-node"
+import { assert, describe, it } from "@effect/vitest"
+import { Console, Effect } from "effect"
+import { Command } from "effect/cli"
+import { spawn } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { Claims, Paper, Report } from "@tinyfusion/experiments"
+import { tinyfusion } from "../main.ts"
+
+const bin = path.join(import.meta.dirname, "..", "bin.ts")
+
+/** `tinyfusion repro --synthetic` in a child process; SIGKILLed as soon as `killWhen` holds, when given. */
+const repro = (store: string, killWhen?: () => boolean) =>
+  Effect.callback<{ readonly code: number | null; readonly killed: boolean; readonly stderr: string; readonly stdout: string }>((resume) => {
+    const child = spawn(process.execPath, [bin, "repro", "--synthetic", "--backend", "wasm", "--store", store, "--log-format", "json"], {
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let stdout = ""
+    let stderr = ""
+    let killed = false
+    child.stdout.on("data", (d) => (stdout += d))
+    child.stderr.on("data", (d) => (stderr += d))
+    const poll = killWhen === undefined ? undefined : setInterval(() => {
+      if (!killed && killWhen()) {
+        killed = true
+        child.kill("SIGKILL")
+      }
+    }, 100)
+    child.on("close", (code) => {
+      if (poll !== undefined) clearInterval(poll)
+      resume(Effect.succeed({ code, killed, stderr, stdout }))
+    })
+  })
+
+/** The keys each JSON log line says were reused ("cache hit") or computed. */
+const stageLog = (stderr: string) => {
+  const hits = new Set<string>()
+  const computed = new Set<string>()
+  for (const line of stderr.split("\n")) {
+    if (!line.startsWith("{")) continue
+    const entry = JSON.parse(line) as { message: unknown; annotations?: Record<string, unknown> }
+    const message = Array.isArray(entry.message) ? entry.message.join(" ") : String(entry.message)
+    const key = entry.annotations?.["key"]
+    if (typeof key !== "string") continue
+    if (message.startsWith("cache hit")) hits.add(key)
+    if (message === "computing") computed.add(key)
+  }
+  return { hits, computed }
+}
+
+const committed = (store: string) => {
+  const dir = path.join(store, "artifacts")
+  return fs.existsSync(dir) ? fs.readdirSync(dir).filter((k) => fs.existsSync(path.join(dir, k, "manifest.json"))) : []
+}
+
+interface Manifest {
+  readonly stage: string
+  readonly output: Record<string, unknown>
+  readonly metrics: Record<string, number | null>
+}
+
+/** The metrics of a cell read straight from its artifacts' manifests (the runner's own reading is what is under test). */
+const fromManifests = (store: string, keys: ReadonlyArray<string>): Paper.Metrics => {
+  const metrics: Record<string, number | boolean> = {}
+  for (const key of keys) {
+    const m = JSON.parse(fs.readFileSync(path.join(store, "artifacts", key, "manifest.json"), "utf8")) as Manifest
+    const o = m.output
+    if (m.stage === "prune") {
+      if (typeof o["calibrationLoss"] === "number") metrics["calibrationLoss"] = o["calibrationLoss"]
+      if (typeof o["confidence"] === "number") metrics["confidence"] = o["confidence"]
+    }
+    if (m.stage === "recovery") {
+      if (typeof o["initialDistillLoss"] === "number") metrics["initDistillLoss"] = o["initialDistillLoss"]
+      if (o["diverged"] !== undefined) metrics["diverged"] = true
+    }
+    if (m.stage === "evaluation") {
+      Object.assign(metrics, { is: o["inceptionScore"], fid: o["fid"], sfid: o["sfid"], precision: o["precision"], recall: o["recall"] })
+      if (typeof m.metrics["sampling_it_per_s"] === "number") metrics["itPerS"] = m.metrics["sampling_it_per_s"]
+    }
+    if (m.stage === "sampling-speed") metrics["itPerS"] = o["iterationsPerSecond"] as number
+  }
+  return metrics
+}
+
+/** Runs `tinyfusion …args` in this process: its failure, if any. */
+const cli = (args: ReadonlyArray<string>) =>
+  Command.runWith(tinyfusion, { version: "test" })(args).pipe(
+    Effect.provideService(Console.Console, Object.assign(Object.create(console), { log: () => {} })),
+    Effect.provide(NodeServices.layer),
+    Effect.exit,
+    Effect.map((exit) => (exit._tag === "Failure" ? String(exit.cause) : ""))
+  )
+
+describe("tinyfusion repro", () => {
+  it.live("quick end to end: killed mid-way, rerun from the store's artifacts; the report's numbers are the stored ones", () =>
+    Effect.gen(function*() {
+      const store = fs.mkdtempSync(path.join(os.tmpdir(), "repro-"))
+      const recoveries = () => committed(store).some((k) => k.startsWith("recovery-"))
+
+      // Killed once the first recovery is committed: the shared stages, a pruning and a recovery are done.
+      const first = yield* repro(store, recoveries)
+      assert.isTrue(first.killed, `the run ended before it could be killed: ${first.stderr.slice(-2000)}`)
+      const before = committed(store)
+      assert.isTrue(before.length >= 6, `committed before the kill: ${before}`)
+
+      const second = yield* repro(store)
+      assert.strictEqual(second.code, 0, second.stderr.slice(-3000))
+      const log = stageLog(second.stderr)
+      for (const key of before) {
+        assert.isTrue(log.hits.has(key), `${key} is a cache hit`)
+        assert.isFalse(log.computed.has(key), `${key} was computed again`)
+      }
+      assert.isAbove(log.computed.size, 0)
+      const reportDir = path.join(store, "reports", "quick")
+      const markdown = fs.readFileSync(path.join(reportDir, "report.md"), "utf8")
+
+      // A third run reuses everything and writes the same report.
+      const third = yield* repro(store)
+      assert.strictEqual(third.code, 0, third.stderr.slice(-3000))
+      assert.strictEqual(stageLog(third.stderr).computed.size, 0)
+      assert.strictEqual(fs.readFileSync(path.join(reportDir, "report.md"), "utf8"), markdown)
+      assert.match(third.stdout, /47 cells, 0 failed/)
+
+      // Tables and verdicts, recomputed from the manifests, are the ones in the report.
+      const stored = JSON.parse(fs.readFileSync(path.join(reportDir, "results.json"), "utf8")) as {
+        cells: Record<string, { artifacts: ReadonlyArray<string> }>
+      }
+      const results = new Map(Object.entries(stored.cells).map(([cell, c]) => [cell, fromManifests(store, c.artifacts)]))
+      assert.strictEqual(results.size, 47)
+      assert.isNumber(results.get("t1/tinydit-d14-kd")!.fid)
+      assert.isNumber(results.get("t1/tinydit-d14-kd")!.initDistillLoss)
+      assert.isNumber(results.get("t3/learnable")!.calibrationLoss)
+      for (const rows of [Paper.table1, Paper.table2, Paper.table3, Paper.table4, Paper.table5, Paper.table7, Paper.table8]) {
+        assert.include(markdown, Report.markdown([Report.compareTable(rows, results)]).trimEnd())
+      }
+      for (const claim of Claims.claims) {
+        const j = claim.judge(results)
+        assert.include(markdown, `| ${claim.text} | ${claim.source} | ${j.verdict} | ${j.evidence} |`)
+      }
+      const html = fs.readFileSync(path.join(reportDir, "report.html"), "utf8")
+      assert.match(html, /^<!doctype html>/)
+      assert.notMatch(html, /src="(?!data:)/)
+      for (const figure of ["figure4-speedup", "figure5-calibration-loss", "figure6-decisions-1-2", "figure6-decisions-2-4"]) {
+        assert.deepStrictEqual([...fs.readFileSync(path.join(reportDir, "figures", `${figure}.png`)).subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47])
+        assert.include(markdown, `(figures/${figure}.png)`)
+      }
+      assert.isTrue(fs.existsSync(path.join(reportDir, "samples", "t1-teacher.png")))
+      // The store's run record keeps the results from gc.
+      const record = JSON.parse(fs.readFileSync(path.join(store, "runs", "repro-quick.json"), "utf8")) as { keys: ReadonlyArray<string> }
+      assert.includeMembers([...record.keys], stored.cells["t1/teacher"]!.artifacts as Array<string>)
+    }), 20 * 60_000)
+
+  it.effect("bad tables, presets without their inputs and bad counts fail naming the problem", () =>
+    Effect.gen(function*() {
+      const store = fs.mkdtempSync(path.join(os.tmpdir(), "repro-bad-"))
+      assert.match(yield* cli(["repro", "--backend", "wasm", "--store", store, "--synthetic", "--tables", "1,6"]), /no table 6; the grids are 1, 2, 3, 4, 5, 7, 8, F4, X/)
+      assert.match(yield* cli(["repro", "--backend", "wasm", "--store", store, "--preset", "paper"]), /preset paper: needs --data DIR/)
+      assert.match(yield* cli(["repro", "--backend", "wasm", "--store", store, "--preset", "mini", "--synthetic"]), /preset mini: runs on Fashion-MNIST only/)
+      assert.match(yield* cli(["repro", "--backend", "wasm", "--store", store, "--concurrency", "0"]), /--concurrency 0 is not a positive count/)
+      const missing = path.join(store, "no-fashion")
+      assert.match(yield* cli(["repro", "--backend", "wasm", "--store", store, "--preset", "mini", "--data", missing]), /no-fashion/)
+      assert.deepStrictEqual(committed(store), [])
+    }), 60_000)
+})

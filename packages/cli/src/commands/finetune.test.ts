@@ -1,52 +1,8 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Console, Effect, FileSystem, Layer, Logger } from "effect"
-import { Command } from "effect/cli"
-import { ArtifactStore, Stage } from "@tinyfusion/core"
-import { Dataset, Stages } from "@tinyfusion/data"
-import { Pretrain } from "@tinyfusion/diffusion"
-import { Compute } from "@tinyfusion/tensor"
-import { tinyfusion } from "../main.ts"
+import { Effect, FileSystem } from "effect"
+import { cli, teacherIn } from "../fixtures/Commands.ts"
 import { evenly } from "./finetune.ts"
-
-/** Runs `tinyfusion …args` in this process: its stdout lines, or its failure. */
-const cli = (args: ReadonlyArray<string>) =>
-  Effect.gen(function*() {
-    const lines: Array<string> = []
-    const console_: Console.Console = Object.assign(Object.create(console), {
-      log: (...xs: ReadonlyArray<unknown>) => lines.push(xs.map(String).join(" "))
-    })
-    const exit = yield* Command.runWith(tinyfusion, { version: "test" })(args).pipe(
-      Effect.provideService(Console.Console, console_),
-      Effect.exit
-    )
-    return { lines, ok: exit._tag === "Success", failure: exit._tag === "Failure" ? String(exit.cause) : "" }
-  })
-
-/** A 4-block teacher on synthetic 4×4×2 latents, in a store. */
-const teacherIn = (root: string) =>
-  Effect.gen(function*() {
-    const ae = yield* Stage.run(Stages.AutoencoderStage, {
-      dataset: "synthetic",
-      model: { imageSize: 8, imageChannels: 1, channels: [4, 8], latentChannels: 2, klWeight: 1e-4 },
-      training: { seed: 0, steps: 2, batchSize: 8, lr: 1e-3, clip: 1 },
-      checkpointEvery: 0,
-      scaleImages: 8,
-      evalImages: 8
-    }, {})
-    const latents = yield* Stage.run(Stages.LatentsStage, { dataset: "synthetic", seed: 0, shardSize: 16, batchSize: 8 }, { autoencoder: ae })
-    const teacher = yield* Stage.run(Pretrain.PretrainStage, {
-      family: "dit",
-      model: { inputSize: 4, patchSize: 2, inChannels: 2, hiddenSize: 16, depth: 4, numHeads: 2, mlpRatio: 2, numClasses: 3, classDropoutProb: 0.1, learnSigma: true },
-      training: { steps: 4, batchSize: 8, seed: 0, lr: 1e-3, weightDecay: 0, emaDecay: 0.9, checkpointEvery: 0, curveEvery: 2, nonFinite: "skip" }
-    }, { latents })
-    return { latents: latents.key, teacher: teacher.key }
-  }).pipe(Effect.provide(Layer.mergeAll(
-    ArtifactStore.layer(root),
-    Dataset.synthetic({ classes: 3, train: 16, test: 8, size: 8, channels: 1, seed: 0 }),
-    Compute.wasm,
-    Logger.layer([])
-  )))
 
 describe("tinyfusion finetune", () => {
   it("the default student keeps the first and last block, the rest evenly: SPEC's oracle for 28 → 14", () => {

@@ -1,15 +1,17 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Console, Effect } from "effect"
-import { Command } from "effect/cli"
+import { Effect } from "effect"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Claims, Paper, Report } from "@tinyfusion/experiments"
-import { tinyfusion } from "../main.ts"
+import { cli } from "../fixtures/Commands.ts"
 
 const bin = path.join(import.meta.dirname, "..", "bin.ts")
+
+/** The failure of `tinyfusion …args` run in this process. */
+const failure = (args: ReadonlyArray<string>) => Effect.map(cli(args), (r) => r.failure)
 
 /** `tinyfusion repro --synthetic` in a child process; SIGKILLed as soon as `killWhen` holds, when given. */
 const repro = (store: string, killWhen?: () => boolean) =>
@@ -84,15 +86,6 @@ const fromManifests = (store: string, keys: ReadonlyArray<string>): Paper.Metric
   return metrics
 }
 
-/** Runs `tinyfusion …args` in this process: its failure, if any. */
-const cli = (args: ReadonlyArray<string>) =>
-  Command.runWith(tinyfusion, { version: "test" })(args).pipe(
-    Effect.provideService(Console.Console, Object.assign(Object.create(console), { log: () => {} })),
-    Effect.provide(NodeServices.layer),
-    Effect.exit,
-    Effect.map((exit) => (exit._tag === "Failure" ? String(exit.cause) : ""))
-  )
-
 describe("tinyfusion repro", () => {
   it.live("quick end to end: killed mid-way, rerun from the store's artifacts; the report's numbers are the stored ones", () =>
     Effect.gen(function*() {
@@ -155,12 +148,12 @@ describe("tinyfusion repro", () => {
   it.effect("bad tables, presets without their inputs and bad counts fail naming the problem", () =>
     Effect.gen(function*() {
       const store = fs.mkdtempSync(path.join(os.tmpdir(), "repro-bad-"))
-      assert.match(yield* cli(["repro", "--backend", "wasm", "--store", store, "--synthetic", "--tables", "1,6"]), /no table 6; the grids are 1, 2, 3, 4, 5, 7, 8, F4, X/)
-      assert.match(yield* cli(["repro", "--backend", "wasm", "--store", store, "--preset", "paper"]), /preset paper: needs --data DIR/)
-      assert.match(yield* cli(["repro", "--backend", "wasm", "--store", store, "--preset", "mini", "--synthetic"]), /preset mini: runs on Fashion-MNIST only/)
-      assert.match(yield* cli(["repro", "--backend", "wasm", "--store", store, "--concurrency", "0"]), /--concurrency 0 is not a positive count/)
+      assert.match(yield* failure(["repro", "--backend", "wasm", "--store", store, "--synthetic", "--tables", "1,6"]), /no table 6; the grids are 1, 2, 3, 4, 5, 7, 8, F4, X/)
+      assert.match(yield* failure(["repro", "--backend", "wasm", "--store", store, "--preset", "paper"]), /preset paper: needs --data DIR/)
+      assert.match(yield* failure(["repro", "--backend", "wasm", "--store", store, "--preset", "mini", "--synthetic"]), /preset mini: runs on Fashion-MNIST only/)
+      assert.match(yield* failure(["repro", "--backend", "wasm", "--store", store, "--concurrency", "0"]), /--concurrency 0 is not a positive count/)
       const missing = path.join(store, "no-fashion")
-      assert.match(yield* cli(["repro", "--backend", "wasm", "--store", store, "--preset", "mini", "--data", missing]), /no-fashion/)
+      assert.match(yield* failure(["repro", "--backend", "wasm", "--store", store, "--preset", "mini", "--data", missing]), /no-fashion/)
       assert.deepStrictEqual(committed(store), [])
-    }), 60_000)
+    }).pipe(Effect.provide(NodeServices.layer)), 60_000)
 })

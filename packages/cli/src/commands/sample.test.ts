@@ -1,12 +1,11 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Console, Effect, FileSystem, Layer, Logger, Schema } from "effect"
-import { Command } from "effect/cli"
+import { Effect, FileSystem, Layer, Logger, Schema } from "effect"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { Dataset, Png, Stages } from "@tinyfusion/data"
 import { Checkpoint, type Config, Init, ModelArtifact } from "@tinyfusion/models"
 import { Compute, Safetensors } from "@tinyfusion/tensor"
-import { tinyfusion } from "../main.ts"
+import { cli } from "../fixtures/Commands.ts"
 
 const model: Config.Config = {
   inputSize: 4,
@@ -39,20 +38,6 @@ const autoencoder: Stages.AutoencoderConfig = {
   scaleImages: 8,
   evalImages: 8
 }
-
-/** Runs `tinyfusion …args` in this process: its stdout lines, or its failure. */
-const cli = (args: ReadonlyArray<string>) =>
-  Effect.gen(function*() {
-    const lines: Array<string> = []
-    const console_: Console.Console = Object.assign(Object.create(console), {
-      log: (...xs: ReadonlyArray<unknown>) => lines.push(xs.map(String).join(" "))
-    })
-    const exit = yield* Command.runWith(tinyfusion, { version: "test" })(args).pipe(
-      Effect.provideService(Console.Console, console_),
-      Effect.exit
-    )
-    return { lines, ok: exit._tag === "Success", failure: exit._tag === "Failure" ? String(exit.cause) : "" }
-  })
 
 const size = (bytes: Uint8Array) => Effect.map(Png.decode(bytes, "samples"), (p) => [p.width, p.height])
 

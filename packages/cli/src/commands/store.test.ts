@@ -1,12 +1,11 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Console, Effect, FileSystem, Schema } from "effect"
-import { Command } from "effect/cli"
+import { Effect, FileSystem, Schema } from "effect"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { HostTensor } from "@tinyfusion/tensor"
 import { spawnSync } from "node:child_process"
 import { fileURLToPath } from "node:url"
-import { tinyfusion } from "../main.ts"
+import { cli } from "../fixtures/Commands.ts"
 
 const Up = Stage.make({
   name: "up",
@@ -25,20 +24,6 @@ const Down = Stage.make({
   output: Schema.Struct({}),
   run: (_config, _inputs, ctx) => Effect.as(ctx.writeJson("summary.json", { ok: true }), {})
 })
-
-/** Runs `tinyfusion …args` in this process; its stdout lines and how it ended. */
-const cli = (args: ReadonlyArray<string>) =>
-  Effect.gen(function*() {
-    const lines: Array<string> = []
-    const console_: Console.Console = Object.assign(Object.create(console), {
-      log: (...xs: ReadonlyArray<unknown>) => lines.push(xs.map(String).join(" "))
-    })
-    const exit = yield* Command.runWith(tinyfusion, { version: "test" })(args).pipe(
-      Effect.provideService(Console.Console, console_),
-      Effect.exit
-    )
-    return { lines, ok: exit._tag === "Success", failure: exit._tag === "Failure" ? String(exit.cause) : "" }
-  })
 
 const bin = fileURLToPath(new URL("../bin.ts", import.meta.url))
 

@@ -1,0 +1,34 @@
+import { NodeServices } from "@effect/platform-node"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, FileSystem } from "effect"
+import { cli, teacherIn } from "../fixtures/Commands.ts"
+
+describe("tinyfusion prune", () => {
+  it.live("prunes a stored teacher with the learnable method and a baseline, exports the model; bad requests are named", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const fs = yield* FileSystem.FileSystem
+      const root = yield* fs.makeTempDirectoryScoped({ prefix: "cli-prune-" })
+      const keys = yield* teacherIn(root)
+      const run = (args: ReadonlyArray<string>) => cli(["prune", "--backend", "wasm", "--store", root, "--teacher", keys.teacher, "--calibration", "8", ...args])
+
+      const learned = yield* run(["--scheme", "1:2", "--iterations", "6", "--batch-size", "4", "--export"])
+      assert.isTrue(learned.ok, learned.failure)
+      const [, , prune, exported] = learned.lines[0]!.split("\n")
+      // 1:2 over 4 blocks keeps one of each pair: the kept list is [0 or 1, 2 or 3].
+      assert.match(prune!, /^prune\s+prune-\w+\s+learnable 1:2\s+[01],[23]\s+0\.\d{3}\s+\d\.\d{4}\s+\d+\.\d/)
+      assert.match(exported!, /^prune-export\s+prune-export-\w+\s+2 blocks/)
+      const key = prune!.split(/\s+/)[1]!
+      const decision = JSON.parse(yield* fs.readFileString(`${root}/artifacts/${key}/decision.json`))
+      assert.strictEqual(decision.history.length > 1, true)
+      assert.deepStrictEqual(decision.groups, [[0, 1], [2, 3]])
+
+      // Oracle keeps the first and the last block.
+      const oracle = yield* run(["--method", "oracle", "--keep", "2"])
+      assert.isTrue(oracle.ok, oracle.failure)
+      assert.match(oracle.lines[0]!, /oracle\s+0,3\s+-\s+\d\.\d{4}\s+-/)
+
+      assert.match((yield* run(["--method", "nonesuch", "--keep", "2"])).failure, /no pruner named "nonesuch"/)
+      assert.match((yield* run(["--scheme", "3:2"])).failure, /3:2/)
+      assert.match((yield* cli(["prune", "--backend", "wasm", "--store", root, "--teacher", keys.latents])).failure, /--teacher: latents-\w+ is not a pretrain artifact/)
+    })).pipe(Effect.provide(NodeServices.layer)), 120_000)
+})

@@ -1,13 +1,24 @@
 /** `bench compute`: the residual-MLP proxy training step on each backend that initialises here. */
 import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
-import { Benchmark, backendNames, Compute } from "@tinyfusion/tensor"
+import { Benchmark, backendNames, Compute, WasmMatMul } from "@tinyfusion/tensor"
 import * as Table from "../../Table.ts"
 
 export const backendsFlag = Flag.String("backends").pipe(
   Flag.withDescription(`Comma-separated backends to time (default: every one that initialises: ${backendNames.join(",")})`),
   Flag.withDefault(backendNames.join(","))
 )
+
+export const matmulFlag = Flag.Literals("matmul", ["ours", "tfjs"]).pipe(
+  Flag.withDescription("wasm: our matmul kernels (WasmMatMul) or tfjs's own, for before/after figures"),
+  Flag.withDefault("ours" as const)
+)
+
+/** Runs `self` with tfjs's own wasm matmul kernels when asked, restoring ours after. */
+export const withMatMul = <A, E, R>(choice: "ours" | "tfjs", self: Effect.Effect<A, E, R>) =>
+  choice === "ours"
+    ? self
+    : Effect.acquireUseRelease(Effect.sync(WasmMatMul.uninstall), () => self, () => Effect.sync(WasmMatMul.install))
 
 export const compute = Command.make(
   "compute",
@@ -17,20 +28,23 @@ export const compute = Command.make(
     width: Flag.Int("width").pipe(Flag.withDefault(64), Flag.withDescription("Hidden width (D)")),
     repetitions: Flag.Int("repetitions").pipe(Flag.withDefault(5), Flag.withDescription("Timed steps per backend")),
     budget: Flag.Int("budget-s").pipe(Flag.withDefault(60), Flag.withDescription("Seconds per backend; slow backends time fewer steps")),
+    matmul: matmulFlag,
     backends: backendsFlag
   },
   (o) =>
     Effect.gen(function*() {
       const shape = { layers: o.layers, tokens: o.tokens, width: o.width }
-      yield* Console.log(`proxy: ${o.layers}-layer residual MLP, T=${o.tokens}, D=${o.width}; forward + backward + SGD, median ms/step`)
+      yield* Console.log(
+        `proxy: ${o.layers}-layer residual MLP, T=${o.tokens}, D=${o.width}; forward + backward + SGD, median ms/step; ${o.matmul} matmul kernels on wasm`
+      )
       const rows = yield* Effect.forEach(o.backends.split(",").map((b) => b.trim()), (name) =>
-        Effect.gen(function*() {
+        withMatMul(o.matmul, Effect.gen(function*() {
           const c = yield* Compute
           const first = yield* Benchmark.proxyTraining(shape, { warmup: 0, repetitions: 1 })
           const repetitions = Math.max(1, Math.min(o.repetitions, Math.floor((o.budget * 1000) / first.ms) - 1))
           const t = yield* Benchmark.proxyTraining(shape, { warmup: 1, repetitions })
           return [name, c.device, Table.fixed(t.ms, 1), String(t.repetitions)]
-        }).pipe(
+        })).pipe(
           Effect.provide(Compute.layer(name as never)),
           Effect.catchTags({
             BackendUnavailable: (e) => Effect.succeed([name, `unavailable: ${e.reason}`, "-", "0"]),

@@ -5,7 +5,7 @@ import { GaussianDiffusion, Training } from "@tinyfusion/diffusion"
 import { Checkpoint, Config, DiT, Init } from "@tinyfusion/models"
 import { AdamW, Benchmark, Compute, ParamTree, Rng, tf } from "@tinyfusion/tensor"
 import * as Table from "../../Table.ts"
-import { backendsFlag } from "./compute.ts"
+import { backendsFlag, matmulFlag, withMatMul } from "./compute.ts"
 
 /** 2 × multiply–adds of one DiT forward: embeddings, per block the Linears and attention, the final layer. */
 const forwardFlops = (c: Config.Config, batch: number): number => {
@@ -120,6 +120,7 @@ export const dit = Command.make(
     xlBatch: Flag.Int("xl-batch").pipe(Flag.withDefault(32), Flag.withDescription("DiT-XL/2 and D14 batch on a hardware GPU (CPU backends: forward at batch 1)")),
     repetitions: Flag.Int("repetitions").pipe(Flag.withDefault(5), Flag.withDescription("Timed calls per figure")),
     budget: Flag.Int("budget-s").pipe(Flag.withDefault(60), Flag.withDescription("Seconds per figure; an XL forward estimated above it is skipped")),
+    matmul: matmulFlag,
     backends: backendsFlag
   },
   (o) =>
@@ -134,7 +135,7 @@ export const dit = Command.make(
       )
       const rows: Array<Array<string>> = []
       for (const name of o.backends.split(",").map((b) => b.trim())) {
-        yield* Effect.gen(function*() {
+        yield* withMatMul(o.matmul, Effect.gen(function*() {
           const c = yield* Compute
           const row = (model: string, batch: number, fwd: Benchmark.Timing | string, train: Benchmark.Timing | string, config: Config.Config) =>
             rows.push([
@@ -163,8 +164,8 @@ export const dit = Command.make(
             const xlFwd = yield* (streamed ? streamedForwardTiming : forwardTiming)(config, batch, budget)
             row(`${label}${streamed ? " (streamed)" : ""}`, batch, xlFwd, c.hardware ? yield* trainTiming(config, batch, budget) : "CPU: forward only", config)
           }
-          yield* Console.log(`${name}: ${c.device}`)
-        }).pipe(
+          yield* Console.log(`${name}: ${c.device}${o.matmul === "tfjs" ? " (tfjs's matmul kernels)" : ""}`)
+        })).pipe(
           Effect.provide(Compute.layer(name as never)),
           Effect.catchTags({
             BackendUnavailable: (e) => Effect.sync(() => void rows.push([name, `unavailable: ${e.reason}`])),

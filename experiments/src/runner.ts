@@ -150,12 +150,12 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
   }
 
   const runs = new Map<string, Effect.Effect<CellRun, CellFailed, Needs>>()
-  const cellRun = (id: string) => runs.get(id)!
+  const resultOf = (id: string) => runs.get(id)!
 
   const modelOf = (source: Source, family: ModelArtifact.Family, role: string) =>
     source === "teacher"
       ? teachers[family]
-      : Effect.flatMap(cellRun(source.cell), (r) =>
+      : Effect.flatMap(resultOf(source.cell), (r) =>
         r.model === undefined
           ? Effect.fail(new CellFailed({ cell: source.cell, reason: `its recovery diverged, so it is no ${role}` }))
           : Effect.succeed(r.model))
@@ -193,7 +193,7 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
       : {}
   })
 
-  const compute1 = (cell: Cell): Effect.Effect<CellRun, unknown, Needs> =>
+  const runCell = (cell: Cell): Effect.Effect<CellRun, unknown, Needs> =>
     Effect.gen(function*() {
       if (cell.speedDepth !== undefined) {
         const speed = yield* Stage.run(SpeedStage, {
@@ -272,7 +272,7 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
     })
 
   for (const cell of cells) {
-    const once = compute1(cell).pipe(
+    const once = runCell(cell).pipe(
       Effect.annotateLogs({ cell: cell.id }),
       Effect.catchCause((cause) =>
         Effect.fail(
@@ -285,7 +285,7 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
     runs.set(cell.id, yield* Effect.cached(once))
   }
 
-  const exits = yield* Effect.forEach(cells, (cell) => Effect.exit(cellRun(cell.id)), { concurrency: options.concurrency })
+  const exits = yield* Effect.forEach(cells, (cell) => Effect.exit(resultOf(cell.id)), { concurrency: options.concurrency })
   const done: Array<CellRun> = []
   const failures: Array<CellFailed> = []
   exits.forEach((exit, i) => {

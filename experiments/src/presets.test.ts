@@ -1,0 +1,34 @@
+import { NodeServices } from "@effect/platform-node"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import * as Presets from "./presets.ts"
+
+describe("presets", () => {
+  it.effect("quick runs on Fashion-MNIST's first images when its files are there, else on the synthetic fixture", () =>
+    Effect.gen(function*() {
+      const empty = fs.mkdtempSync(path.join(os.tmpdir(), "presets-"))
+      const fallback = yield* Presets.resolve("quick", { data: empty, synthetic: false })
+      assert.strictEqual(fallback.preset.autoencoder.dataset, "synthetic")
+      assert.match(fallback.dataset, new RegExp(`the built-in synthetic dataset .*Fashion-MNIST was not found in ${empty}`))
+      for (const name of ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]) {
+        fs.writeFileSync(path.join(empty, name), "")
+      }
+      const fashion = yield* Presets.resolve("quick", { data: empty, synthetic: false })
+      // Every data stage names the subset, so its artifacts are not the full set's.
+      const named = "fashion-mnist[:2048/:512]"
+      assert.deepStrictEqual(
+        [fashion.preset.autoencoder.dataset, fashion.preset.latents.dataset, fashion.preset.featureNet.dataset, fashion.preset.reference.dataset],
+        [named, named, named, named]
+      )
+      assert.strictEqual((yield* Presets.resolve("quick", { data: empty, synthetic: true })).preset.latents.dataset, "synthetic")
+      // The grids' budgets resolve to step counts in every preset, shortest to longest.
+      for (const p of [Presets.quick("synthetic"), Presets.mini, Presets.paper("images:/x")]) {
+        assert.isTrue(p.recovery.steps["10K"] < p.recovery.steps["100K"] && p.recovery.steps["100K"] < p.recovery.steps["500K"], p.name)
+        assert.strictEqual(p.teacher.dit.model.depth, 28, p.name)
+      }
+      assert.deepStrictEqual(Presets.paper("images:/x").recovery.steps, { "100K": 100_000, "500K": 500_000, "10K": 10_000 })
+    }).pipe(Effect.provide(NodeServices.layer)))
+})

@@ -1,13 +1,32 @@
 /** `bench compute`: the residual-MLP proxy training step on each backend that initialises here. */
 import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
-import { Benchmark, backendNames, Compute, WasmMatMul } from "@tinyfusion/tensor"
+import { BackendUnavailable, Benchmark, backendNames, Compute, ComputeError, WasmMatMul } from "@tinyfusion/tensor"
 import * as Table from "../../Table.ts"
 
 export const backendsFlag = Flag.String("backends").pipe(
   Flag.withDescription(`Comma-separated backends to time (default: every one that initialises: ${backendNames.join(",")})`),
   Flag.withDefault(backendNames.join(","))
 )
+
+/**
+ * Runs `body` once per backend of a --backends list, each on its own Compute
+ * layer, in turn; a backend that does not start, or fails, adds a row naming
+ * why and the rest still run.
+ */
+export const eachBackend = <E, R>(
+  backends: string,
+  rows: Array<Array<string>>,
+  body: (name: string) => Effect.Effect<void, E | BackendUnavailable | ComputeError, R>
+) =>
+  Effect.forEach(backends.split(",").map((b) => b.trim()), (name) =>
+    body(name).pipe(
+      Effect.provide(Compute.layer(name as never)),
+      Effect.catchIf(
+        (e): e is BackendUnavailable | ComputeError => e instanceof BackendUnavailable || e instanceof ComputeError,
+        (e) => Effect.sync(() => void rows.push([name, e instanceof BackendUnavailable ? `unavailable: ${e.reason}` : `failed: ${e.message}`]))
+      )
+    ), { discard: true })
 
 export const matmulFlag = Flag.Literals("matmul", ["ours", "tfjs"]).pipe(
   Flag.withDescription("wasm: our matmul kernels (WasmMatMul) or tfjs's own, for before/after figures"),

@@ -11,7 +11,7 @@ import { Sampling, Throughput } from "@tinyfusion/eval"
 import { Config, Init } from "@tinyfusion/models"
 import { Compute, ParamTree } from "@tinyfusion/tensor"
 import * as Table from "../../Table.ts"
-import { backendsFlag } from "./compute.ts"
+import { backendsFlag, eachBackend } from "./compute.ts"
 
 export const depth = Command.make(
   "depth",
@@ -34,8 +34,8 @@ export const depth = Command.make(
           `${o.cfg > 1 ? ` (forward ${2 * o.batch}, guidance ${o.cfg})` : ""}; median of timed iterations after one untimed`
       )
       const rows: Array<Array<string>> = []
-      for (const name of o.backends.split(",").map((b) => b.trim())) {
-        yield* Effect.gen(function*() {
+      yield* eachBackend(o.backends, rows, (name) =>
+        Effect.gen(function*() {
           const c = yield* Compute
           let base: number | undefined
           for (const d of depths) {
@@ -64,14 +64,7 @@ export const depth = Command.make(
             ])
           }
           yield* Console.log(`${name}: ${c.device}`)
-        }).pipe(
-          Effect.provide(Compute.layer(name as never)),
-          Effect.catchTags({
-            BackendUnavailable: (e) => Effect.sync(() => void rows.push([name, `unavailable: ${e.reason}`])),
-            ComputeError: (e) => Effect.sync(() => void rows.push([name, `failed: ${e.message}`]))
-          })
-        )
-      }
+        }))
       yield* Console.log(Table.render(
         ["backend", "depth", "kept", "parameters", "ms/it", "it/s", "speed-up", "linear", "of linear", "timed"],
         rows

@@ -5,7 +5,7 @@ import { GaussianDiffusion, Training } from "@tinyfusion/diffusion"
 import { Checkpoint, Config, DiT, Init } from "@tinyfusion/models"
 import { AdamW, Benchmark, Compute, ParamTree, Rng, tf } from "@tinyfusion/tensor"
 import * as Table from "../../Table.ts"
-import { backendsFlag, matmulFlag, withMatMul } from "./compute.ts"
+import { backendsFlag, eachBackend, matmulFlag, withMatMul } from "./compute.ts"
 
 /** 2 × multiply–adds of one DiT forward: embeddings, per block the Linears and attention, the final layer. */
 const forwardFlops = (c: Config.Config, batch: number): number => {
@@ -134,8 +134,8 @@ export const dit = Command.make(
           `mini = ${Config.describe(mini)}`
       )
       const rows: Array<Array<string>> = []
-      for (const name of o.backends.split(",").map((b) => b.trim())) {
-        yield* withMatMul(o.matmul, Effect.gen(function*() {
+      yield* eachBackend(o.backends, rows, (name) =>
+        withMatMul(o.matmul, Effect.gen(function*() {
           const c = yield* Compute
           const row = (model: string, batch: number, fwd: Benchmark.Timing | string, train: Benchmark.Timing | string, config: Config.Config) =>
             rows.push([
@@ -165,14 +165,7 @@ export const dit = Command.make(
             row(`${label}${streamed ? " (streamed)" : ""}`, batch, xlFwd, c.hardware ? yield* trainTiming(config, batch, budget) : "CPU: forward only", config)
           }
           yield* Console.log(`${name}: ${c.device}${o.matmul === "tfjs" ? " (tfjs's matmul kernels)" : ""}`)
-        })).pipe(
-          Effect.provide(Compute.layer(name as never)),
-          Effect.catchTags({
-            BackendUnavailable: (e) => Effect.sync(() => void rows.push([name, `unavailable: ${e.reason}`])),
-            ComputeError: (e) => Effect.sync(() => void rows.push([name, `failed: ${e.message}`]))
-          })
-        )
-      }
+        })))
       yield* Console.log(Table.render(["backend", "model", "batch", "forward ms", "fwd GFLOP/s", "train ms/step", "train samples/s"], rows))
     })
 ).pipe(Command.withDescription("Time DiT forward and training steps: the mini teacher, and DiT-XL/2 shapes, on each backend"))

@@ -11,7 +11,7 @@ import { Config, Init } from "@tinyfusion/models"
 import { BlockStack, Learnable, LatentSource, Scheme } from "@tinyfusion/pruning"
 import { Benchmark, Compute, ParamTree, Rng } from "@tinyfusion/tensor"
 import * as Table from "../../Table.ts"
-import { backendsFlag } from "./compute.ts"
+import { backendsFlag, eachBackend } from "./compute.ts"
 
 /** Times `repetitions` consecutive steps of a session after one untimed step, releasing each replaced state. */
 const stepTiming = (config: Config.Config, options: Learnable.Options, scheme: Scheme.Scheme, repetitions: number) =>
@@ -56,8 +56,8 @@ export const prune = Command.make(
         `Mask-learning step (${Scheme.format(scheme)}, batch ${o.batch}), median ms/step\nteacher = ${Config.describe(config)}`
       )
       const rows: Array<Array<string>> = []
-      for (const name of o.backends.split(",").map((b) => b.trim())) {
-        yield* Effect.gen(function*() {
+      yield* eachBackend(o.backends, rows, (name) =>
+        Effect.gen(function*() {
           const c = yield* Compute
           for (const update of o.updates.split(",").map((u) => u.trim())) {
             const options = yield* Schema.decodeUnknownEffect(Learnable.Options)({ update, batchSize: o.batch })
@@ -65,14 +65,7 @@ export const prune = Command.make(
             rows.push([name, update, Table.fixed(t.ms, 1), Table.fixed((o.batch * 1000) / t.ms, 1), String(t.repetitions)])
           }
           yield* Console.log(`${name}: ${c.device}`)
-        }).pipe(
-          Effect.provide(Compute.layer(name as never)),
-          Effect.catchTags({
-            BackendUnavailable: (e) => Effect.sync(() => void rows.push([name, `unavailable: ${e.reason}`])),
-            ComputeError: (e) => Effect.sync(() => void rows.push([name, `failed: ${e.message}`]))
-          })
-        )
-      }
+        }))
       yield* Console.log(Table.render(["backend", "ΔW", "ms/step", "samples/s", "steps timed"], rows))
     })
 ).pipe(Command.withDescription("Time one mask-learning step of the learnable pruner on the mini teacher's shape, per backend and ΔW"))

@@ -14,7 +14,7 @@ import { Recovery } from "@tinyfusion/recovery"
 import { Benchmark, Compute, HostTensor, ParamTree, Rng } from "@tinyfusion/tensor"
 import * as Table from "../../Table.ts"
 import { evenly } from "../finetune.ts"
-import { backendsFlag } from "./compute.ts"
+import { backendsFlag, eachBackend } from "./compute.ts"
 
 /** Random latents and labels, a pure function of (seed, step). */
 const latents = (config: Config.Config) => {
@@ -63,8 +63,8 @@ export const train = Command.make(
       const kept = evenly(o.depth, o.keep)
       yield* Console.log(`Trainer.step, median ms per step (${o.repetitions} timed after 1 untimed)\nteacher ${Config.describe(teacher)}; student: blocks ${kept.join(",")}`)
       const rows: Array<Array<string>> = []
-      for (const name of o.backends.split(",").map((b) => b.trim())) {
-        yield* Effect.gen(function*() {
+      yield* eachBackend(o.backends, rows, (name) =>
+        Effect.gen(function*() {
           const c = yield* Compute
           const row = (run: string, model: Config.Config, timing: Benchmark.Timing) =>
             rows.push([name, run, `${model.depth}×${model.hiddenSize}`, String(o.batch), Table.fixed(timing.ms, 1), Table.fixed((o.batch * 1000) / timing.ms, 1)])
@@ -88,14 +88,7 @@ export const train = Command.make(
             }
           }).pipe(Effect.ensuring(Effect.sync(() => ParamTree.dispose(params))))
           yield* Console.log(`${name}: ${c.device}`)
-        }).pipe(
-          Effect.provide(Layer.merge(Compute.layer(name as never), latents(teacher))),
-          Effect.catchTags({
-            BackendUnavailable: (e) => Effect.sync(() => void rows.push([name, `unavailable: ${e.reason}`])),
-            ComputeError: (e) => Effect.sync(() => void rows.push([name, `failed: ${e.message}`]))
-          })
-        )
-      }
+        }).pipe(Effect.provide(latents(teacher))))
       yield* Console.log(Table.render(["backend", "run", "model", "batch", "ms/step", "samples/s"], rows))
     })
 ).pipe(Command.withDescription("Time the shared training loop's step: pre-training the mini teacher, and recovery (each strategy) of half its blocks"))

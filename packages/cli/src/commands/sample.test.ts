@@ -1,11 +1,11 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, FileSystem, Layer, Logger, Schema } from "effect"
-import { ArtifactStore, Stage } from "@tinyfusion/core"
-import { Dataset, Png, Stages } from "@tinyfusion/data"
+import { Effect, FileSystem, Schema } from "effect"
+import { Stage } from "@tinyfusion/core"
+import { Png, Stages } from "@tinyfusion/data"
 import { Checkpoint, type Config, Init, ModelArtifact } from "@tinyfusion/models"
-import { Compute, Safetensors } from "@tinyfusion/tensor"
-import { cli } from "../fixtures/Commands.ts"
+import { Safetensors } from "@tinyfusion/tensor"
+import { cli, tinyAutoencoder, tinyStore } from "../fixtures/Commands.ts"
 
 const model: Config.Config = {
   inputSize: 4,
@@ -29,16 +29,6 @@ const Tiny = Stage.make({
     ModelArtifact.write(ctx, { family: "dit", config: model, params: Init.host(model, config.seed), ema: Init.host(model, config.seed + 1) })
 })
 
-/** 8×8 images ↔ 4×4×2 latents. */
-const autoencoder: Stages.AutoencoderConfig = {
-  dataset: "synthetic",
-  model: { imageSize: 8, imageChannels: 1, channels: [4, 8], latentChannels: 2, klWeight: 1e-4 },
-  training: { seed: 0, steps: 2, batchSize: 8, lr: 1e-3, clip: 1 },
-  checkpointEvery: 0,
-  scaleImages: 8,
-  evalImages: 8
-}
-
 const size = (bytes: Uint8Array) => Effect.map(Png.decode(bytes, "samples"), (p) => [p.width, p.height])
 
 describe("tinyfusion sample", () => {
@@ -47,11 +37,11 @@ describe("tinyfusion sample", () => {
       const fs = yield* FileSystem.FileSystem
       const root = yield* fs.makeTempDirectoryScoped({ prefix: "cli-sample-" })
       const keys = yield* Effect.gen(function*() {
-        const ae = yield* Stage.run(Stages.AutoencoderStage, autoencoder, {})
+        const ae = yield* Stage.run(Stages.AutoencoderStage, tinyAutoencoder, {})
         const tiny = yield* Stage.run(Tiny, { seed: 1 }, {})
         yield* fs.writeFile(`${root}/ae.safetensors`, yield* ae.bytes("params.safetensors"))
         return { ae: ae.key, model: tiny.key }
-      }).pipe(Effect.provide(Layer.mergeAll(ArtifactStore.layer(root), Dataset.synthetic({ classes: 3, train: 16, test: 8, size: 8, channels: 1, seed: 0 }), Compute.wasm, Logger.layer([]))))
+      }).pipe(Effect.provide(tinyStore(root)))
       yield* fs.writeFile(`${root}/model.safetensors`, yield* Checkpoint.encode(model, Init.host(model, 3)))
       const run = (args: ReadonlyArray<string>) => cli(["sample", "--backend", "wasm", "--store", root, "--steps", "3", ...args, "--guided-channels", "all"])
 

@@ -179,20 +179,6 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
     ...(typeof e.manifest.metrics["sampling_it_per_s"] === "number" ? { itPerS: e.manifest.metrics["sampling_it_per_s"] } : {})
   })
 
-  const pruneConfig = (prune: NonNullable<Cell["prune"]>) => ({
-    method: prune.method,
-    keep: prune.keep,
-    ...(prune.scheme === undefined ? {} : { scheme: prune.scheme }),
-    seed: preset.prune.seed,
-    calibration: preset.prune.calibration,
-    iterations: prune.method === "learnable" ? preset.prune.iterations : 0,
-    options: prune.method === "learnable"
-      ? { ...preset.prune.learnable, update: prune.update ?? "lora" }
-      : prune.method.startsWith("random-")
-      ? { samples: preset.prune.randomSamples }
-      : {}
-  })
-
   const runCell = (cell: Cell): Effect.Effect<CellRun, unknown, Needs> =>
     Effect.gen(function*() {
       if (cell.speedDepth !== undefined) {
@@ -218,7 +204,15 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
         readTeacher: PruneStage.readModel,
         readData: Stages.readLatents
       })
-      const pruned = yield* Stage.run(pruning.prune, yield* Stage.decodeConfig(pruning.prune, pruneConfig(cell.prune)), { teacher: source, data })
+      const pruned = yield* Stage.run(pruning.prune, yield* Stage.decodeConfig(pruning.prune, PruneStage.configFor(cell.prune.method, {
+        keep: cell.prune.keep,
+        scheme: cell.prune.scheme,
+        seed: preset.prune.seed,
+        calibration: preset.prune.calibration,
+        iterations: preset.prune.iterations,
+        learnable: { ...preset.prune.learnable, update: cell.prune.update ?? "lora" },
+        samples: preset.prune.randomSamples
+      })), { teacher: source, data })
       const exported = yield* Stage.run(pruning.export, {}, { decision: pruned, teacher: source })
       const decision = yield* PruneStage.readDecision(pruned)
       const pruneMetrics: Paper.Metrics = {

@@ -62,6 +62,30 @@ export const PruneConfig = Schema.Struct({
 })
 export type PruneConfig = typeof PruneConfig.Type
 
+/**
+ * The config that runs `method` with the knobs that apply to it: the
+ * iterations and Learnable options for the learnable method, the sample
+ * count for random search, neither for the others (an added method runs on
+ * its option defaults).
+ */
+export const configFor = (method: string, knobs: {
+  readonly keep?: number | undefined
+  readonly scheme?: string | undefined
+  readonly seed: number
+  readonly calibration: number
+  readonly iterations: number
+  readonly learnable: { readonly [name: string]: Schema.Json }
+  readonly samples: number
+}): typeof PruneConfig.Encoded => ({
+  method,
+  ...(knobs.keep === undefined ? {} : { keep: knobs.keep }),
+  ...(knobs.scheme === undefined ? {} : { scheme: knobs.scheme }),
+  seed: knobs.seed,
+  calibration: knobs.calibration,
+  iterations: method === "learnable" ? knobs.iterations : 0,
+  options: method === "learnable" ? knobs.learnable : method.startsWith("random-") ? { samples: knobs.samples } : {}
+})
+
 /** The stage output: the decision's headline; decision.json holds all of it. */
 export const PruneSummary = Schema.Struct({
   method: Schema.String,

@@ -42,20 +42,19 @@ export const prune = Command.make(
   (o) =>
     withData(o.data, Effect.gen(function*() {
       const { latents, teacher } = yield* reopen(o.teacher)
-      const learnable = o.method === "learnable"
-      const config = yield* Stage.decodeConfig(Pruning.prune, {
-        method: o.method,
-        ...(Option.isSome(o.keep) ? { keep: o.keep.value } : {}),
-        ...(Option.isSome(o.scheme) ? { scheme: o.scheme.value } : {}),
+      const config = yield* Stage.decodeConfig(Pruning.prune, PruneStage.configFor(o.method, {
+        keep: Option.getOrUndefined(o.keep),
+        scheme: Option.getOrUndefined(o.scheme),
         seed: o.seed,
         calibration: o.calibration,
-        iterations: learnable ? o.iterations : 0,
-        options: learnable ? { update: o.update, batchSize: o.batchSize } : o.method.startsWith("random-") ? { samples: o.samples } : {}
-      })
+        iterations: o.iterations,
+        learnable: { update: o.update, batchSize: o.batchSize },
+        samples: o.samples
+      }))
       const decided = yield* Stage.run(Pruning.prune, config, { teacher, data: latents })
       const out = decided.output
       const exported = o.exportModel ? yield* Stage.run(Pruning.export, {}, { decision: decided, teacher }) : undefined
-      const msPerIteration = learnable && o.iterations > 0 ? Table.fixed((1000 * decided.manifest.timings.seconds) / o.iterations, 1) : "-"
+      const msPerIteration = config.iterations > 0 ? Table.fixed((1000 * decided.manifest.timings.seconds) / config.iterations, 1) : "-"
       yield* Console.log(Table.render(
         ["stage", "key", "method", "kept", "confidence", "calibration loss", "ms/iteration (whole stage)"],
         [

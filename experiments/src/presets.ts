@@ -13,7 +13,7 @@
 import { Effect, FileSystem, Layer, Path, Schema } from "effect"
 import { Autoencoder, Dataset, type DatasetError, defaultFashionMnistDir, FeatureNet, fashionMnistFiles, Stages } from "@tinyfusion/data"
 import { Pretrain } from "@tinyfusion/diffusion"
-import { Evaluation, type Reference, type Sampling } from "@tinyfusion/eval"
+import { Evaluation, Reference, type Sampling } from "@tinyfusion/eval"
 import { Config } from "@tinyfusion/models"
 import type { Budget } from "./grids.ts"
 
@@ -99,8 +99,8 @@ export const quick = (dataset: string): Preset => ({
 })
 
 /**
- * The mini reproduction on Fashion-MNIST: the data helper's stages at their
- * defaults, the mini teacher, and the paper's budgets scaled down 50× (100K →
+ * The mini reproduction on Fashion-MNIST: the data stages and the reference
+ * at their defaults, the mini teacher, and the paper's budgets scaled down 50× (100K →
  * 2,000 steps of 64).
  */
 export const mini: Preset = {
@@ -108,7 +108,7 @@ export const mini: Preset = {
   autoencoder: Stages.miniAutoencoder,
   latents: Stages.miniLatents,
   featureNet: Stages.miniFeatureNet,
-  reference: { dataset: "fashion-mnist", split: "test", images: 0, batchSize: 500, k: 3, splitSize: 5000 },
+  reference: Reference.miniReference,
   teacher: teachers(Pretrain.mini),
   prune: {
     seed: 0,

@@ -4,7 +4,7 @@
  * rendered twice: Markdown (figures linked) and a self-contained HTML page
  * (figures inlined).
  */
-import { claims, type Results } from "./claims.ts"
+import { claims, type Judgement, type Results } from "./claims.ts"
 import * as Paper from "./paper.ts"
 
 type Block =
@@ -85,9 +85,14 @@ const speedTable = (results: Results): Block => {
   }
 }
 
+/** How the claims came out: "n reproduced, m not reproduced, k not run." */
+export const verdictLine = (judgements: ReadonlyArray<Judgement>): string => {
+  const count = (v: string) => judgements.filter((j) => j.verdict === v).length
+  return `${count("reproduced")} reproduced, ${count("not reproduced")} not reproduced, ${count("not run")} not run.`
+}
+
 export const document = (input: Input): ReadonlyArray<Block> => {
   const judged = claims.map((c) => ({ claim: c, judgement: c.judge(input.results) }))
-  const count = (v: string) => judged.filter((j) => j.judgement.verdict === v).length
   const tables: ReadonlyArray<readonly [string, ReadonlyArray<Paper.Row>]> = [
     ["Table 1: layer pruning of DiT", Paper.table1],
     ["Table 2: SiT", Paper.table2],
@@ -113,7 +118,7 @@ export const document = (input: Input): ReadonlyArray<Block> => {
     { _tag: "heading", level: 2, text: "Claims" },
     {
       _tag: "paragraph",
-      text: `${count("reproduced")} reproduced, ${count("not reproduced")} not reproduced, ${count("not run")} not run.`
+      text: verdictLine(judged.map((j) => j.judgement))
     },
     {
       _tag: "table",

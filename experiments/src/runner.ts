@@ -107,9 +107,6 @@ export interface Options {
 export interface Summary {
   readonly results: Results
   readonly failures: ReadonlyArray<CellFailed>
-  readonly report: { readonly markdown: string; readonly html: string }
-  /** Every artifact the results rest on (kept by the store's run record). */
-  readonly keys: ReadonlyArray<string>
 }
 
 const reasonOf = (cause: Cause.Cause<unknown>): string => {
@@ -386,5 +383,5 @@ const writeReport = Effect.fn("Suite.writeReport")(function*(
   yield* write("report.html", text(html))
   yield* store.keep(`repro-${options.preset.name}`, keys)
   yield* Effect.logInfo(`report: ${path.join(options.out, "report.md")} and report.html (${run.done.length} cells, ${run.failures.length} failed)`)
-  return { results: run.results, failures: run.failures, report: { markdown, html }, keys } satisfies Summary
+  return { results: run.results, failures: run.failures } satisfies Summary
 })

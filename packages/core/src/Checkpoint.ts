@@ -75,6 +75,26 @@ const tensorsFile = "state.safetensors"
 const Saved = Schema.Struct({ data: Schema.Json, skipped: Schema.Array(Schema.Int) })
 
 /** Releases the leaves of `old` that `next` does not hold. */
+/** The manifest fields of a checkpoint of `ctx`'s stage at `step` (the store adds the files). */
+const manifest = (ctx: Pick<Stage.Context, "key" | "stage" | "version">, step: number, output: Schema.Json): Omit<Manifest.Manifest, "files"> => {
+  const now = new Date().toISOString()
+  return {
+    format: Manifest.format,
+    key: ctx.key,
+    stage: ctx.stage,
+    version: ctx.version,
+    config: null,
+    inputs: {},
+    checkpoint: { step },
+    output,
+    metrics: {},
+    timings: { startedAt: now, seconds: 0, attempts: 1 },
+    backend: null,
+    createdAt: now,
+    host: os.hostname()
+  }
+}
+
 const release = (old: ParamTree.ParamTree, next: ParamTree.ParamTree): void => {
   const kept = new Set(ParamTree.leaves(next))
   for (const t of ParamTree.leaves(old)) if (!kept.has(t)) t.dispose()
@@ -135,21 +155,7 @@ export const loop = Effect.fn("Checkpoint.loop")(function*<J, JE, E, R>(
       const host = yield* HostTensor.treeFromTensors(state.tensors)
       yield* staging.writeTensors(tensorsFile, host)
       const data = yield* encodeData(state.data).pipe(Effect.orDie)
-      yield* store.commit(staging, store.checkpointDir(ctx.key, step), {
-        format: Manifest.format,
-        key: ctx.key,
-        stage: ctx.stage,
-        version: ctx.version,
-        config: null,
-        inputs: {},
-        checkpoint: { step },
-        output: { data: data as Schema.Json, skipped: [...skipped] },
-        metrics: {},
-        timings: { startedAt: new Date().toISOString(), seconds: 0, attempts: 1 },
-        backend: null,
-        createdAt: new Date().toISOString(),
-        host: os.hostname()
-      })
+      yield* store.commit(staging, store.checkpointDir(ctx.key, step), manifest(ctx, step, { data: data as Schema.Json, skipped: [...skipped] }))
       for (const old of (yield* store.checkpoints(ctx.key)).slice(keep)) yield* store.remove(old.dir)
     }))
 
@@ -225,21 +231,6 @@ export const parts = (ctx: Pick<Stage.Context, "key" | "stage" | "version">, fil
       Effect.scoped(Effect.gen(function*() {
         const staging = yield* store.staging
         yield* staging.writeBytes(file(index), bytes)
-        const now = new Date().toISOString()
-        yield* store.commit(staging, store.checkpointDir(ctx.key, index + 1), {
-          format: Manifest.format,
-          key: ctx.key,
-          stage: ctx.stage,
-          version: ctx.version,
-          config: null,
-          inputs: {},
-          checkpoint: { step: index + 1 },
-          output: null,
-          metrics: {},
-          timings: { startedAt: now, seconds: 0, attempts: 1 },
-          backend: null,
-          createdAt: now,
-          host: os.hostname()
-        })
+        yield* store.commit(staging, store.checkpointDir(ctx.key, index + 1), manifest(ctx, index + 1, null))
       }))
   }))

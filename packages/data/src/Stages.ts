@@ -55,6 +55,38 @@ const fromLoop = (state: Checkpoint.State<{ readonly adamStep: number }>, step: 
   return { step, params: t.params, optimiser: { step: state.data.adamStep, m: t.m, v: t.v } }
 }
 
+type NetState = ReturnType<typeof fromLoop>
+
+/**
+ * A net trained by `step` (one AdamW step on batch `state.step`) on the
+ * checkpointed loop, from `init`. `step` returns the next state and its loss
+ * tensors, the first the loss logged; they are read and disposed here.
+ */
+const train = (ctx: Stage.Context, options: {
+  readonly steps: number
+  readonly every: number
+  readonly init: () => NetState
+  readonly step: (state: NetState) => { readonly state: NetState; readonly losses: readonly [tf.Scalar, ...Array<tf.Scalar>] }
+}) =>
+  Effect.gen(function*() {
+    const compute = yield* Compute
+    const done = yield* Checkpoint.loop(ctx, {
+      steps: options.steps,
+      every: options.every,
+      data: AdamData,
+      init: Effect.sync(() => toLoop(options.init())),
+      step: (state, step) =>
+        Effect.gen(function*() {
+          const next = options.step(fromLoop(state, step))
+          const loss = (yield* compute.read(next.losses[0]))[0]!
+          tf.dispose([...next.losses])
+          return { state: toLoop(next.state), loss }
+        }),
+      nonFinite: "skip"
+    })
+    return { ...done, params: (done.state.tensors as { params: ParamTree.ParamTree }).params }
+  })
+
 // ---------------------------------------------------------------- autoencoder
 
 export const AutoencoderConfig = Schema.Struct({
@@ -109,22 +141,16 @@ export const AutoencoderStage = Stage.make({
   run: (config, _inputs, ctx) =>
     Effect.gen(function*() {
       const data = yield* checkDataset(config.dataset)
-      const compute = yield* Compute
-      const done = yield* Checkpoint.loop(ctx, {
+      const done = yield* train(ctx, {
         steps: config.training.steps,
         every: config.checkpointEvery,
-        data: AdamData,
-        init: Effect.sync(() => toLoop(Autoencoder.initialState(config.model, config.training))),
-        step: (state, step) =>
-          Effect.gen(function*() {
-            const next = Autoencoder.step(config.model, config.training, fromLoop(state, step), data.train)
-            const loss = (yield* compute.read(next.losses.total))[0]!
-            tf.dispose([next.losses.total, next.losses.mse, next.losses.kl])
-            return { state: toLoop(next.state), loss }
-          }),
-        nonFinite: "skip"
+        init: () => Autoencoder.initialState(config.model, config.training),
+        step: (state) => {
+          const next = Autoencoder.step(config.model, config.training, state, data.train)
+          return { state: next.state, losses: [next.losses.total, next.losses.mse, next.losses.kl] }
+        }
       })
-      const params = (done.state.tensors as { params: ParamTree.ParamTree }).params
+      const params = done.params
       yield* ctx.writeTensors("params.safetensors", yield* HostTensor.treeFromTensors(params))
       const evalCount = Math.min(config.evalImages, data.test.count)
       const { originals, reconstructions } = yield* Autoencoder.reconstruct(params, data.test, evalCount, 250)
@@ -256,23 +282,16 @@ export const FeatureNetStage = Stage.make({
   run: (config, _inputs, ctx) =>
     Effect.gen(function*() {
       const data = yield* checkDataset(config.dataset)
-      const compute = yield* Compute
-      const done = yield* Checkpoint.loop(ctx, {
+      const done = yield* train(ctx, {
         steps: config.training.steps,
         every: config.checkpointEvery,
-        data: AdamData,
-        init: Effect.sync(() => toLoop(FeatureNet.initialState(config.model, config.training))),
-        step: (state, step) =>
-          Effect.gen(function*() {
-            const next = FeatureNet.step(config.model, config.training, fromLoop(state, step), data.train)
-            const loss = (yield* compute.read(next.loss))[0]!
-            next.loss.dispose()
-            return { state: toLoop(next.state), loss }
-          }),
-        nonFinite: "skip"
+        init: () => FeatureNet.initialState(config.model, config.training),
+        step: (state) => {
+          const next = FeatureNet.step(config.model, config.training, state, data.train)
+          return { state: next.state, losses: [next.loss] }
+        }
       })
-      const params = (done.state.tensors as { params: ParamTree.ParamTree }).params
-      const host = yield* HostTensor.treeFromTensors(params)
+      const host = yield* HostTensor.treeFromTensors(done.params)
       ParamTree.dispose(done.state.tensors)
       yield* ctx.writeTensors("params.safetensors", host)
       const test = Batches.range(data.test, 0, data.test.count)

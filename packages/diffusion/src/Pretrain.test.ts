@@ -3,7 +3,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Logger } from "effect"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { Dataset, Png, Stages } from "@tinyfusion/data"
-import { type Config, ModelArtifact } from "@tinyfusion/models"
+import { type Config, Fixtures, ModelArtifact } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree } from "@tinyfusion/tensor"
 import * as Pretrain from "./Pretrain.ts"
 import * as Trainer from "./Trainer.ts"
@@ -18,18 +18,7 @@ const autoencoder: Stages.AutoencoderConfig = {
   evalImages: 8
 }
 
-const model: Config.Config = {
-  inputSize: 4,
-  patchSize: 2,
-  inChannels: 2,
-  hiddenSize: 16,
-  depth: 2,
-  numHeads: 2,
-  mlpRatio: 2,
-  numClasses: 3,
-  classDropoutProb: 0.1,
-  learnSigma: true
-}
+const model: Config.Config = { ...Fixtures.tiny, hiddenSize: 16, depth: 2 }
 
 const config: Pretrain.PretrainConfig = {
   family: "dit",

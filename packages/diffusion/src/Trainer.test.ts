@@ -3,22 +3,11 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Logger, Schema } from "effect"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { LatentDataset } from "@tinyfusion/data"
-import { type Config, Init } from "@tinyfusion/models"
+import { type Config, Fixtures, Init } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree, Rng, tf } from "@tinyfusion/tensor"
 import * as Trainer from "./Trainer.ts"
 
-const tiny: Config.Config = {
-  inputSize: 4,
-  patchSize: 2,
-  inChannels: 2,
-  hiddenSize: 16,
-  depth: 2,
-  numHeads: 2,
-  mlpRatio: 2,
-  numClasses: 3,
-  classDropoutProb: 0.1,
-  learnSigma: true
-}
+const tiny: Config.Config = { ...Fixtures.tiny, hiddenSize: 16, depth: 2 }
 
 /** Latents drawn from the step: a pure function of (seed, step), as the real dataset. */
 const latents = Layer.succeed(LatentDataset, LatentDataset.of({

@@ -1,22 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { type Config, Init } from "@tinyfusion/models"
+import { type Config, Fixtures, Init } from "@tinyfusion/models"
 import { AdamW, Compute, HostTensor, ParamTree, Rng, tf } from "@tinyfusion/tensor"
 import * as GaussianDiffusion from "./GaussianDiffusion.ts"
 import * as Training from "./Training.ts"
 
-const tiny: Config.Config = {
-  inputSize: 4,
-  patchSize: 2,
-  inChannels: 2,
-  hiddenSize: 32,
-  depth: 2,
-  numHeads: 2,
-  mlpRatio: 4,
-  numClasses: 3,
-  classDropoutProb: 0.1,
-  learnSigma: true
-}
+const tiny: Config.Config = { ...Fixtures.tiny, hiddenSize: 32, depth: 2, mlpRatio: 4 }
 
 const hyper: Training.Hyper = { optimiser: AdamW.single(1e-3), emaDecay: 0.99, maxGradNorm: 1 }
 

@@ -1,22 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { GaussianDiffusion, Training } from "@tinyfusion/diffusion"
-import { type Config, Embeddings, Init, Checkpoint } from "@tinyfusion/models"
+import { Checkpoint, type Config, Embeddings, Fixtures, Init } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree, Rng, tf } from "@tinyfusion/tensor"
 import * as CalibrationLoss from "./CalibrationLoss.ts"
 
-const tiny: Config.Config = {
-  inputSize: 4,
-  patchSize: 2,
-  inChannels: 2,
-  hiddenSize: 8,
-  depth: 3,
-  numHeads: 2,
-  mlpRatio: 2,
-  numClasses: 3,
-  classDropoutProb: 0.1,
-  learnSigma: true
-}
+const tiny: Config.Config = Fixtures.tiny
 
 const batch = (n: number) => ({
   latents: Rng.normal(Rng.stream(5, "test/latents"), 0, n * 4 * 4 * 2),

@@ -4,19 +4,9 @@ import { HostTensor, ParamTree, Safetensors } from "@tinyfusion/tensor"
 import * as Checkpoint from "./Checkpoint.ts"
 import * as Config from "./Config.ts"
 import * as Init from "./Init.ts"
+import * as Fixtures from "./fixtures/Tiny.ts"
 
-const tiny: Config.Config = {
-  inputSize: 4,
-  patchSize: 2,
-  inChannels: 2,
-  hiddenSize: 8,
-  depth: 3,
-  numHeads: 2,
-  mlpRatio: 2,
-  numClasses: 3,
-  classDropoutProb: 0.1,
-  learnSigma: true
-}
+const tiny: Config.Config = Fixtures.tiny
 
 /** The state_dict keys of SPEC.md, written out from its list. */
 const specKeys = (depth: number): Array<string> => {

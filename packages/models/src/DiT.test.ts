@@ -7,19 +7,9 @@ import * as DiT from "./DiT.ts"
 import * as Embeddings from "./Embeddings.ts"
 import * as Init from "./Init.ts"
 import * as Linear from "./Linear.ts"
+import * as Fixtures from "./fixtures/Tiny.ts"
 
-const tiny: Config.Config = {
-  inputSize: 4,
-  patchSize: 2,
-  inChannels: 2,
-  hiddenSize: 8,
-  depth: 3,
-  numHeads: 2,
-  mlpRatio: 2,
-  numClasses: 3,
-  classDropoutProb: 0.1,
-  learnSigma: true
-}
+const tiny: Config.Config = Fixtures.tiny
 
 /** Every parameter N(0, 0.3²) (no zero adaLN or final layer), so every path of the forward matters. */
 const randomHost = (config: Config.Config, seed: number): Map<string, HostTensor.HostTensor> =>

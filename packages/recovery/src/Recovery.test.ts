@@ -2,23 +2,12 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import { LatentDataset } from "@tinyfusion/data"
 import { Trainer, Training } from "@tinyfusion/diffusion"
-import { type Config, DiT, Init } from "@tinyfusion/models"
+import { type Config, DiT, Fixtures, Init } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree, Rng, tf } from "@tinyfusion/tensor"
 import * as Alignment from "./Alignment.ts"
 import * as Recovery from "./Recovery.ts"
 
-const teacherConfig: Config.Config = {
-  inputSize: 4,
-  patchSize: 2,
-  inChannels: 2,
-  hiddenSize: 32,
-  depth: 4,
-  numHeads: 2,
-  mlpRatio: 2,
-  numClasses: 3,
-  classDropoutProb: 0.1,
-  learnSigma: true
-}
+const teacherConfig: Config.Config = { ...Fixtures.tiny, hiddenSize: 32, depth: 4 }
 
 /**
  * A teacher whose blocks do something: the reference init zeroes every

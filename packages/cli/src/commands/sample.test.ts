@@ -3,22 +3,11 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, FileSystem, Schema } from "effect"
 import { Stage } from "@tinyfusion/core"
 import { Png, Stages } from "@tinyfusion/data"
-import { Checkpoint, type Config, Init, ModelArtifact } from "@tinyfusion/models"
+import { Checkpoint, type Config, Fixtures, Init, ModelArtifact } from "@tinyfusion/models"
 import { Safetensors } from "@tinyfusion/tensor"
 import { cli, tinyAutoencoder, tinyStore } from "../fixtures/Commands.ts"
 
-const model: Config.Config = {
-  inputSize: 4,
-  patchSize: 2,
-  inChannels: 2,
-  hiddenSize: 16,
-  depth: 2,
-  numHeads: 2,
-  mlpRatio: 2,
-  numClasses: 3,
-  classDropoutProb: 0.1,
-  learnSigma: true
-}
+const model: Config.Config = { ...Fixtures.tiny, hiddenSize: 16, depth: 2 }
 
 const Tiny = Stage.make({
   name: "tiny-model",

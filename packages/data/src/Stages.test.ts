@@ -10,15 +10,9 @@ import { Dataset } from "./Dataset.ts"
 import { LatentDataset } from "./LatentDataset.ts"
 import * as Png from "./Png.ts"
 import * as Stages from "./Stages.ts"
+import * as Fixtures from "./fixtures/Tiny.ts"
 
-const autoencoderConfig: Stages.AutoencoderConfig = {
-  dataset: "synthetic",
-  model: { imageSize: 8, imageChannels: 1, channels: [4, 8], latentChannels: 2, klWeight: 1e-4 },
-  training: { seed: 0, steps: 6, batchSize: 8, lr: 1e-3, clip: 1 },
-  checkpointEvery: 3,
-  scaleImages: 16,
-  evalImages: 16
-}
+const autoencoderConfig: Stages.AutoencoderConfig = { ...Fixtures.autoencoder, training: { ...Fixtures.autoencoder.training, steps: 6 }, checkpointEvery: 3, evalImages: 16 }
 const featureConfig: Stages.FeatureNetConfig = {
   dataset: "synthetic",
   model: { imageSize: 8, imageChannels: 1, channels: [4, 8], classes: 3, hidden: 8, spatialChannels: 7 },

@@ -15,3 +15,4 @@ export { Dataset, DatasetError, defaultFashionMnistDir, fashionMnistFiles } from
 export { FeatureExtractor } from "./FeatureExtractor.ts"
 export { LatentDataset } from "./LatentDataset.ts"
 export * as Stages from "./Stages.ts"
+export * as Fixtures from "./fixtures/Tiny.ts"

@@ -2,21 +2,14 @@ import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Logger } from "effect"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
-import { Dataset, Png, Stages } from "@tinyfusion/data"
+import { Dataset, Fixtures as DataFixtures, Png, Stages } from "@tinyfusion/data"
 import { type Config, Fixtures, ModelArtifact } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree } from "@tinyfusion/tensor"
 import * as Pretrain from "./Pretrain.ts"
 import * as Trainer from "./Trainer.ts"
 
 /** 8×8 synthetic images → 4×4×2 latents. */
-const autoencoder: Stages.AutoencoderConfig = {
-  dataset: "synthetic",
-  model: { imageSize: 8, imageChannels: 1, channels: [4, 8], latentChannels: 2, klWeight: 1e-4 },
-  training: { seed: 0, steps: 4, batchSize: 8, lr: 1e-3, clip: 1 },
-  checkpointEvery: 0,
-  scaleImages: 16,
-  evalImages: 8
-}
+const autoencoder: Stages.AutoencoderConfig = DataFixtures.autoencoder
 
 const model: Config.Config = { ...Fixtures.tiny, hiddenSize: 16, depth: 2 }
 

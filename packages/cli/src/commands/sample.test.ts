@@ -3,7 +3,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, FileSystem, Schema } from "effect"
 import { Stage } from "@tinyfusion/core"
 import { Png, Stages } from "@tinyfusion/data"
-import { Checkpoint, type Config, Fixtures, Init, ModelArtifact } from "@tinyfusion/models"
+import { type Config, Fixtures, Init, ModelArtifact, StateDict } from "@tinyfusion/models"
 import { Safetensors } from "@tinyfusion/tensor"
 import { cli, tinyAutoencoder, tinyStore } from "../fixtures/Commands.ts"
 
@@ -11,9 +11,9 @@ const model: Config.Config = { ...Fixtures.tiny, hiddenSize: 16, depth: 2 }
 
 const Tiny = Stage.make({
   name: "tiny-model",
-  version: 1,
+  module: import.meta.url,
   config: Schema.Struct({ seed: Schema.Int }),
-  output: ModelArtifact.Output,
+  output: ModelArtifact.Model,
   run: (config, _inputs, ctx) =>
     ModelArtifact.write(ctx, { family: "dit", config: model, params: Init.host(model, config.seed), ema: Init.host(model, config.seed + 1) })
 })
@@ -31,8 +31,10 @@ describe("tinyfusion sample", () => {
         yield* fs.writeFile(`${root}/ae.safetensors`, yield* ae.bytes("params.safetensors"))
         return { ae: ae.key, model: tiny.key }
       }).pipe(Effect.provide(tinyStore(root)))
-      yield* fs.writeFile(`${root}/model.safetensors`, yield* Checkpoint.encode(model, Init.host(model, 3)))
-      const run = (args: ReadonlyArray<string>) => cli(["sample", "--backend", "wasm", "--store", root, "--steps", "3", ...args, "--guided-channels", "all"])
+      yield* fs.writeFile(`${root}/model.safetensors`, yield* StateDict.encode(model, Init.host(model, 3)))
+      // The first occurrence of a flag counts: a run's own --out wins, any other writes in the temporary folder.
+      const run = (args: ReadonlyArray<string>) =>
+        cli(["sample", "--backend", "wasm", "--store", root, "--steps", "3", ...args, "--out", `${root}/default.png`, "--guided-channels", "all"])
 
       // Artifact key, decoded through the autoencoder artifact: 2 rows of 3 tiles of 8×8 with 2-pixel gaps.
       const decoded = yield* run(["--model", keys.model, "--autoencoder", keys.ae, "--classes", "0,2", "--per-class", "3", "--out", `${root}/a.png`])
@@ -60,7 +62,7 @@ describe("tinyfusion sample", () => {
       assert.match(family.failure, /holds a dit model, not sit/)
       const sampler = yield* run(["--model", keys.model, "--sampler", "ode"])
       assert.match(sampler.failure, /the ode sampler is for SiT \(ode, sde\) models/)
-      // The first occurrence of a flag counts, so this one wins over run's default.
+      // So this one wins over run's default.
       const firstThree = yield* run(["--model", keys.model, "--guided-channels", "first-3"])
       assert.match(firstThree.failure, /guidance on the first 3 channels needs at least 3 latent channels, the model has 2/)
       const classes = yield* run(["--model", keys.model, "--classes", "1,5"])

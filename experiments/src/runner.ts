@@ -1,39 +1,27 @@
 /**
- * The reproduction suite's runner: the cells of the selected grids become
- * stage runs on the artifact store, and their stored outputs become the
- * report.
+ * The reproduction suite's runner: the cells of the selected grids as graphs
+ * of stage nodes (cells.ts), run on the artifact store, and their stored
+ * outputs as the report.
  *
- *   shared    autoencoder → latents, feature-net → reference, and one
- *             teacher per family: run once, used by every cell
- *   a cell    prune (its source: the teacher or another cell's recovered
- *             model) → prune-export → recovery (its teacher likewise) →
- *             evaluation; a teacher cell evaluates the teacher; a speed cell
- *             runs sampling-speed
- *
- * Every stage is keyed by its config and inputs, so cells that share a
- * pruning decision (Table 1's D14 and Table 5's strategies) share its
- * artifact, and rerunning after a kill turns every finished stage into a
- * cache hit. A cell that fails is reported and leaves the others running.
+ * Every node is keyed by its stage's code, config and inputs, so cells that
+ * share a node share its artifact, `plan` says what is stored before
+ * anything runs, and rerunning after a kill turns every finished stage into
+ * a cache hit. A cell that fails is reported and leaves the others running.
  * The report reads nothing but the stage outputs: the numbers beside the
  * paper's are the ones in the manifests.
  */
 import { Cause, Effect, Exit, FileSystem, Path, Schema } from "effect"
-import { ArtifactStore, Stage } from "@tinyfusion/core"
-import { type Dataset, Stages } from "@tinyfusion/data"
-import { Pretrain } from "@tinyfusion/diffusion"
-import { Evaluation, Reference } from "@tinyfusion/eval"
-import { ModelArtifact, ModelFile } from "@tinyfusion/models"
-import { type Decision, PruneStage } from "@tinyfusion/pruning"
-import { Recovery, RecoveryStage } from "@tinyfusion/recovery"
+import { ArtifactStore, Graph, type Stage } from "@tinyfusion/core"
+import { Evaluation } from "@tinyfusion/eval"
+import { type Decision, Learnable, RandomSearch, Scheme } from "@tinyfusion/pruning"
 import { Compute } from "@tinyfusion/tensor"
+import * as Cells from "./cells.ts"
 import type { Results } from "./claims.ts"
 import * as Figures from "./figures.ts"
 import { type Cell, grids, type Source } from "./grids.ts"
-import type * as Paper from "./paper.ts"
+import * as Methods from "./methods.ts"
 import type { Preset } from "./presets.ts"
-import * as WeightNorm from "./pruners/WeightNorm.ts"
 import * as Report from "./report.ts"
-import { SpeedStage } from "./speed.ts"
 
 export const tableIds: ReadonlyArray<string> = grids.map((g) => g.table)
 
@@ -66,48 +54,41 @@ export const selectCells = (tables: ReadonlyArray<string>): Effect.Effect<Readon
     return chosen
   })
 
-/** A cell that could not produce its result. */
-export class CellFailed extends Schema.TaggedError<CellFailed>()("CellFailed", {
-  cell: Schema.String,
-  reason: Schema.String
-}) {
-  override get message(): string {
-    return `cell ${this.cell}: ${this.reason}`
-  }
-}
-
-type ModelSource = Stage.Artifact<ModelArtifact.Output>
-
-/** The services a cell's stages use. */
-type Needs = ArtifactStore | Compute | Dataset | FileSystem.FileSystem | Path.Path
-
-/** What a cell produced: its metrics, the artifacts behind them, and what the figures draw. */
-interface CellRun {
-  readonly cell: Cell
-  readonly metrics: Paper.Metrics
-  readonly artifacts: ReadonlyArray<Stage.Artifact<unknown>>
-  /** The model a later cell can start from (absent for speed cells and diverged runs). */
-  readonly model?: ModelSource
-  readonly decision?: Decision.PruneDecision
-  readonly evaluation?: Stage.Artifact<Evaluation.EvaluationOutput>
-}
+export const CellFailed = Cells.CellFailed
 
 export interface Options {
   readonly preset: Preset
   readonly tables: ReadonlyArray<string>
+  /** The DiT teacher as a checkpoint file (the paper preset), instead of pre-training one. */
+  readonly teacherFile?: { readonly bytes: Uint8Array; readonly name: string }
+}
+
+export interface RunOptions extends Options {
   /** Where report.md, report.html, results.json and the figures go. */
   readonly out: string
   /** What the data is, for the report ("Fashion-MNIST", "the synthetic fixture"). */
   readonly dataset: string
   readonly concurrency: number
-  /** The DiT teacher as a checkpoint file (the paper preset), instead of pre-training one. */
-  readonly teacherFile?: { readonly bytes: Uint8Array; readonly name: string }
 }
 
 export interface Summary {
   readonly results: Results
-  readonly failures: ReadonlyArray<CellFailed>
+  readonly failures: ReadonlyArray<Cells.CellFailed>
 }
+
+/** The selected cells as graphs: what runs, plans and jobs read. */
+export const graph = Effect.fn("Suite.graph")(function*(options: Options) {
+  const cells = yield* selectCells(options.tables)
+  const shared = yield* Cells.shared(options.preset, options.teacherFile)
+  return { cells, graphs: yield* Cells.graphs(cells, options.preset, shared) }
+})
+
+/** Every node of the selected cells, inputs first, with its key and whether the store holds it. */
+export const plan = Effect.fn("Suite.plan")(function*(options: Options) {
+  const { cells, graphs } = yield* graph(options)
+  const runner = yield* Graph.runner
+  return yield* runner.plan(cells.flatMap((c) => Cells.nodes(graphs.get(c.id)!)))
+})
 
 const reasonOf = (cause: Cause.Cause<unknown>): string => {
   const error = Cause.squash(cause)
@@ -117,174 +98,37 @@ const reasonOf = (cause: Cause.Cause<unknown>): string => {
 /** Samples drawn in the report: the teachers and the paper's headline models. */
 const shownSamples = ["t1/teacher", "t1/tinydit-d14-kd", "t1/tinydit-d7-kd", "t2/sit-teacher", "t2/tinysit-d14"]
 
-/** Pruners added outside the packages, which the extras grid uses (stack more with Layer.provide). */
-export const addedPruners = WeightNorm.layer
-
 /** The selected grids on the store: stages run or reused, then the report written to `options.out`. */
-export const run = Effect.fn("Suite.run")(function*(options: Options) {
+export const run = Effect.fn("Suite.run")(function*(options: RunOptions) {
   const { preset } = options
-  const cells = yield* selectCells(options.tables)
+  const { cells, graphs } = yield* graph(options)
   const compute = yield* Compute
   yield* Effect.logInfo(`preset ${preset.name}: ${cells.length} cells of tables ${options.tables.join(", ")} on ${options.dataset}, ${compute.backend}`)
-
-  const ae = yield* Effect.cached(Stage.run(Stages.AutoencoderStage, preset.autoencoder, {}))
-  const latents = yield* Effect.cached(Effect.flatMap(ae, (autoencoder) => Stage.run(Stages.LatentsStage, preset.latents, { autoencoder })))
-  const reference = yield* Effect.cached(Effect.gen(function*() {
-    const featureNet = yield* Stage.run(Stages.FeatureNetStage, preset.featureNet, {})
-    return yield* Stage.run(Reference.ReferenceStage, preset.reference, { featureNet })
-  }))
-  const importedDit = options.teacherFile
-  const pretrained = (family: ModelArtifact.Family): Effect.Effect<ModelSource, unknown, Needs> =>
-    Effect.flatMap(latents, (l) => Stage.run(Pretrain.PretrainStage, preset.teacher[family], { latents: l }))
-  const imported = (file: { readonly bytes: Uint8Array; readonly name: string }): Effect.Effect<ModelSource, unknown, Needs> =>
-    Effect.gen(function*() {
-      const described = yield* ModelFile.describe(file.bytes, "dit", file.name)
-      return yield* Stage.run(described.stage, described.config, {})
-    })
-  const teachers = {
-    dit: yield* Effect.cached(importedDit === undefined ? pretrained("dit") : imported(importedDit)),
-    sit: yield* Effect.cached(pretrained("sit"))
-  }
-
-  const runs = new Map<string, Effect.Effect<CellRun, CellFailed, Needs>>()
-  const resultOf = (id: string) => runs.get(id)!
-
-  const modelOf = (source: Source, family: ModelArtifact.Family, role: string) =>
-    source === "teacher"
-      ? teachers[family]
-      : Effect.flatMap(resultOf(source.cell), (r) =>
-        r.model === undefined
-          ? Effect.fail(new CellFailed({ cell: source.cell, reason: `its recovery diverged, so it is no ${role}` }))
-          : Effect.succeed(r.model))
-
-  const evaluate = (model: ModelSource, cell: Cell, ema: boolean) =>
-    Effect.gen(function*() {
-      const stage = Evaluation.make(ModelArtifact.producer(model.manifest))
-      const protocol = preset.evaluation[cell.protocol]
-      // SiT samples with its SDE (the paper's SiT protocol) on as many grid points as DiT has steps.
-      const sampling = cell.family === "sit" ? { ...protocol.sampling, sampler: "sde" as const } : protocol.sampling
-      const config = { ...protocol, sampling, weights: ema ? ("ema" as const) : ("raw" as const) }
-      return yield* Stage.run(stage, config, { model, autoencoder: yield* ae, reference: yield* reference })
-    })
-
-  const scores = (e: Stage.Artifact<Evaluation.EvaluationOutput>): Paper.Metrics => ({
-    is: e.output.inceptionScore,
-    fid: e.output.fid,
-    sfid: e.output.sfid,
-    precision: e.output.precision,
-    recall: e.output.recall,
-    ...(typeof e.manifest.metrics["sampling_it_per_s"] === "number" ? { itPerS: e.manifest.metrics["sampling_it_per_s"] } : {})
-  })
-
-  const runCell = (cell: Cell): Effect.Effect<CellRun, unknown, Needs> =>
-    Effect.gen(function*() {
-      if (cell.speedDepth !== undefined) {
-        const speed = yield* Stage.run(SpeedStage, {
-          family: cell.family,
-          model: { ...preset.teacher[cell.family].model, depth: cell.speedDepth },
-          sampling: preset.speed.sampling,
-          batch: preset.speed.batch,
-          repetitions: preset.speed.repetitions
-        }, {})
-        return { cell, metrics: { itPerS: speed.output.iterationsPerSecond }, artifacts: [speed] }
-      }
-      if (cell.prune === undefined) {
-        const teacher = yield* teachers[cell.family]
-        const evaluation = yield* evaluate(teacher, cell, true)
-        return { cell, metrics: scores(evaluation), artifacts: [teacher, evaluation], model: teacher, evaluation }
-      }
-      const source = yield* modelOf(cell.prune.from, cell.family, "model to prune")
-      const data = yield* latents
-      const pruning = PruneStage.make({
-        teacher: ModelArtifact.producer(source.manifest),
-        data: Stages.LatentsStage,
-        readTeacher: PruneStage.readModel,
-        readData: Stages.readLatents
-      })
-      const pruned = yield* Stage.run(pruning.prune, yield* Stage.decodeConfig(pruning.prune, PruneStage.configFor(cell.prune.method, {
-        keep: cell.prune.keep,
-        scheme: cell.prune.scheme,
-        seed: preset.prune.seed,
-        calibration: preset.prune.calibration,
-        iterations: preset.prune.iterations,
-        learnable: { ...preset.prune.learnable, update: cell.prune.update ?? "lora" },
-        samples: preset.prune.randomSamples
-      })), { teacher: source, data })
-      const exported = yield* Stage.run(pruning.export, {}, { decision: pruned, teacher: source })
-      const decision = yield* PruneStage.readDecision(pruned)
-      const pruneMetrics: Paper.Metrics = {
-        ...(pruned.output.calibrationLoss === undefined ? {} : { calibrationLoss: pruned.output.calibrationLoss }),
-        ...(pruned.output.confidence === undefined ? {} : { confidence: pruned.output.confidence })
-      }
-      const common = { cell, decision }
-      if (cell.recovery === undefined) {
-        const evaluation = yield* evaluate(exported, cell, true)
-        return { ...common, metrics: { ...pruneMetrics, ...scores(evaluation) }, artifacts: [pruned, exported, evaluation], model: exported, evaluation }
-      }
-      const r = cell.recovery
-      const teacher = yield* modelOf(r.teacher ?? "teacher", cell.family, "teacher")
-      const recovery = RecoveryStage.make({ teacher: ModelArtifact.producer(teacher.manifest), student: ModelArtifact.producer(exported.manifest) })
-      // The decision aligns student layers with the blocks of the model it pruned; a student distilled from
-      // another teacher (Table 7) takes the reference's fixed mapping.
-      const alignment = teacher.key !== source.key
-        ? ("fixed" as const)
-        : decision.groups === undefined
-        ? { kept: decision.kept }
-        : { kept: decision.kept, groups: decision.groups }
-      const paperTraining = Recovery.paperTraining(preset.recovery.steps[r.budget], preset.recovery.batchSize, preset.recovery.seed)
-      const lr = r.lr ?? paperTraining.lr
-      const recovered = yield* Stage.run(recovery, {
-        loss: Recovery.paper(cell.family, r.strategy, alignment, r.k),
-        training: {
-          ...paperTraining,
-          // A learning rate of Table 8 keeps the paper's ratio of floor to rate.
-          lr,
-          lrFloor: (paperTraining.lrFloor! * lr) / paperTraining.lr,
-          emaDecay: preset.recovery.emaDecay,
-          checkpointEvery: preset.recovery.checkpointEvery,
-          curveEvery: preset.recovery.curveEvery
-        }
-      }, { teacher, student: exported, latents: data })
-      const recoveryMetrics: Paper.Metrics = {
-        ...pruneMetrics,
-        ...(recovered.output.initialDistillLoss === null ? {} : { initDistillLoss: recovered.output.initialDistillLoss })
-      }
-      if (recovered.output.diverged !== undefined) {
-        return { ...common, metrics: { ...recoveryMetrics, diverged: true }, artifacts: [pruned, exported, recovered] }
-      }
-      const evaluation = yield* evaluate(recovered, cell, r.ema ?? true)
-      return {
-        ...common,
-        metrics: { ...recoveryMetrics, ...scores(evaluation) },
-        artifacts: [pruned, exported, recovered, evaluation],
-        model: recovered,
-        evaluation
-      }
-    })
-
-  for (const cell of cells) {
-    const once = runCell(cell).pipe(
-      Effect.annotateLogs({ cell: cell.id }),
-      Effect.catchCause((cause) =>
-        Effect.fail(
-          Cause.hasInterruptsOnly(cause)
-            ? new CellFailed({ cell: cell.id, reason: "interrupted" })
-            : new CellFailed({ cell: cell.id, reason: reasonOf(cause) })
-        )
-      )
-    )
-    runs.set(cell.id, yield* Effect.cached(once))
-  }
-
-  const exits = yield* Effect.forEach(cells, (cell) => Effect.exit(resultOf(cell.id)), { concurrency: options.concurrency })
-  const done: Array<CellRun> = []
-  const failures: Array<CellFailed> = []
+  const runner = yield* Graph.runner
+  const exits = yield* Effect.forEach(
+    cells,
+    (cell) =>
+      Cells.run(graphs.get(cell.id)!, graphs, runner).pipe(
+        Effect.annotateLogs({ cell: cell.id }),
+        Effect.catchCause((cause) => {
+          const error = Cause.squash(cause)
+          return Effect.fail(
+            error instanceof Cells.CellFailed
+              ? error
+              : new Cells.CellFailed({ cell: cell.id, reason: Cause.hasInterruptsOnly(cause) ? "interrupted" : reasonOf(cause) })
+          )
+        }),
+        Effect.exit
+      ),
+    { concurrency: options.concurrency }
+  )
+  const done: Array<Cells.CellRun> = []
+  const failures: Array<Cells.CellFailed> = []
   exits.forEach((exit, i) => {
     if (Exit.isSuccess(exit)) done.push(exit.value)
     else {
-      const cell = cells[i]!.id
       const error = Cause.squash(exit.cause)
-      failures.push(error instanceof CellFailed ? error : new CellFailed({ cell, reason: reasonOf(exit.cause) }))
+      failures.push(error instanceof Cells.CellFailed ? error : new Cells.CellFailed({ cell: cells[i]!.id, reason: reasonOf(exit.cause) }))
     }
   })
   for (const f of failures) yield* Effect.logWarning(f.message)
@@ -292,13 +136,13 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
   const results: Results = new Map(done.map((r) => [r.cell.id, r.metrics]))
   const artifacts = new Map(done.flatMap((r) => r.artifacts.map((a) => [a.key, a] as const)))
   return yield* writeReport(options, { done, failures, results, artifacts, backend: `${compute.backend} (${compute.device})` })
-}, Effect.provide(addedPruners))
+}, Effect.provide(Methods.layer))
 
 const writeReport = Effect.fn("Suite.writeReport")(function*(
-  options: Options,
+  options: RunOptions,
   run: {
-    readonly done: ReadonlyArray<CellRun>
-    readonly failures: ReadonlyArray<CellFailed>
+    readonly done: ReadonlyArray<Cells.CellRun>
+    readonly failures: ReadonlyArray<Cells.CellFailed>
     readonly results: Results
     readonly artifacts: ReadonlyMap<string, Stage.Artifact<unknown>>
     readonly backend: string
@@ -333,20 +177,26 @@ const writeReport = Effect.fn("Suite.writeReport")(function*(
     r.cell.speedDepth !== undefined && r.metrics.itPerS !== undefined ? [{ depth: r.cell.speedDepth, itPerS: r.metrics.itPerS }] : []
   )
   if (speed.length > 0) yield* addFigure(Figures.speedup(speed))
-  const random = run.done.find((r) => r.decision?.samples !== undefined)
-  if (random !== undefined) {
+  // The figures read the evidence of the methods that report it, decoded with their Schemas.
+  const evidence = <V>(d: Decision.PruneDecision | undefined, method: string, schema: Schema.Codec<V, any>) =>
+    d?.method === method ? Schema.decodeUnknownEffect(schema)(d.evidence).pipe(Effect.orDie) : Effect.succeed(undefined)
+  const random = run.done.find((r) => r.decision?.method === RandomSearch.method.name)
+  const search = yield* evidence(random?.decision, RandomSearch.method.name, RandomSearch.Evidence)
+  if (search !== undefined) {
     const marks = run.done.flatMap((r) =>
       r.cell.id.startsWith("t3/") && r.metrics.calibrationLoss !== undefined ? [{ label: r.cell.id.slice(3), loss: r.metrics.calibrationLoss }] : []
     )
-    yield* addFigure(Figures.calibrationHistogram(random.decision!.samples!.losses, marks))
+    yield* addFigure(Figures.calibrationHistogram(search.losses, marks))
   }
-  const learned = new Map<string, Decision.PruneDecision>()
+  const learned = new Map<string, Learnable.Evidence>()
   for (const r of run.done) {
     const d = r.decision
-    if (d?.history !== undefined && d.scheme !== undefined && d.teacherDepth === 28 && !learned.has(d.scheme)) learned.set(d.scheme, d)
+    const history = yield* evidence(d, Learnable.method.name, Learnable.Evidence)
+    if (history === undefined || d?.scheme === undefined || d.teacherDepth !== 28) continue
+    if (!learned.has(Scheme.format(d.scheme))) learned.set(Scheme.format(d.scheme), history)
   }
-  for (const [scheme, d] of [...learned].sort(([a], [b]) => a.localeCompare(b))) {
-    yield* addFigure(Figures.decisions(d.history!.map((s) => ({ iteration: s.step, kept: s.kept, confidence: s.probability })), scheme))
+  for (const [scheme, e] of [...learned].sort(([a], [b]) => a.localeCompare(b))) {
+    yield* addFigure(Figures.decisions(e.history.map((s) => ({ iteration: s.step, kept: s.kept, confidence: s.probability })), scheme))
   }
 
   const samples: Array<{ cell: string; file: string }> = []

@@ -25,14 +25,14 @@ export type SpeedConfig = typeof SpeedConfig.Type
 export const SpeedOutput = Schema.Struct({
   depth: PositiveInt,
   parameters: PositiveInt,
-  iterationsPerSecond: Schema.Finite,
-  imagesPerSecond: Schema.Finite,
+  itPerS: Schema.Finite,
+  imagesPerS: Schema.Finite,
   backend: Schema.String
 })
 
 export const SpeedStage = Stage.make({
   name: "sampling-speed",
-  version: 1,
+  module: import.meta.url,
   config: SpeedConfig,
   output: SpeedOutput,
   run: (config, _inputs, ctx) =>
@@ -44,13 +44,13 @@ export const SpeedStage = Stage.make({
         config.sampling,
         { batch: config.batch, warmup: 1, repetitions: config.repetitions }
       ).pipe(Effect.ensuring(Effect.sync(() => ParamTree.dispose(params))))
-      yield* ctx.metric("it_per_s", timed.iterationsPerSecond)
-      yield* ctx.metric("images_per_s", timed.imagesPerSecond)
+      yield* ctx.metric("itPerS", timed.itPerS)
+      yield* ctx.metric("imagesPerS", timed.imagesPerS)
       return {
         depth: config.model.depth,
         parameters: timed.parameters,
-        iterationsPerSecond: timed.iterationsPerSecond,
-        imagesPerSecond: timed.imagesPerSecond,
+        itPerS: timed.itPerS,
+        imagesPerS: timed.imagesPerS,
         backend: compute.backend
       }
     })

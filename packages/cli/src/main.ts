@@ -1,6 +1,7 @@
 /** The `tinyfusion` command tree. */
 import { Layer } from "effect"
 import { Command } from "effect/cli"
+import { Methods } from "@tinyfusion/experiments"
 import { bench } from "./commands/bench.ts"
 import { checkpoint } from "./commands/checkpoint.ts"
 import { data } from "./commands/data.ts"
@@ -18,8 +19,8 @@ import * as GlobalFlags from "./GlobalFlags.ts"
 export const tinyfusion = Command.make("tinyfusion").pipe(
   Command.withDescription("TinyFusion: learnable depth pruning of diffusion transformers, reproduced"),
   Command.withSubcommands([repro, doctor, bench, store, checkpoint, data, pretrain, prune, finetune, sample, evaluate, throughput]),
-  // Every command logs as --log-format says and may use the --store store.
-  Command.provide(Layer.mergeAll(GlobalFlags.logging, GlobalFlags.store)),
+  // Every command logs as --log-format says, may use the --store store, and knows the methods added in experiments/.
+  Command.provide(Layer.mergeAll(GlobalFlags.logging, GlobalFlags.store, Methods.layer)),
   Command.withGlobalFlags(GlobalFlags.all)
 )
 

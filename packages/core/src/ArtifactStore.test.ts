@@ -16,10 +16,10 @@ const withStore = <A, E>(f: (root: string) => Effect.Effect<A, E, ArtifactStore 
   })).pipe(Effect.provide(NodeServices.layer))
 
 const base = (key: string, inputs: Record<string, string> = {}): Omit<Manifest.Manifest, "files"> => ({
-  format: 1,
+  format: Manifest.format,
   key,
   stage: "test",
-  version: 1,
+  code: "test",
   config: null,
   inputs,
   output: { ok: true },

@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Schema } from "effect"
 import * as Manifest from "./Manifest.ts"
 
-const parts = { stage: "train", version: 1, config: { lr: 0.01, steps: 10 }, inputs: { data: "data-0123" } }
+const parts = { stage: "train", code: "c0de", config: { lr: 0.01, steps: 10 }, inputs: { data: "data-0123" } }
 
 describe("Manifest", () => {
   it("sha256 matches the FIPS 180-2 test vector", () => {
@@ -19,14 +19,14 @@ describe("Manifest", () => {
   it("a key is the stage name and 24 hex digits of the sha256 of the canonical parts", () => {
     const key = Manifest.keyOf(parts)
     const digest = Manifest.sha256(
-      `{"config":{"lr":0.01,"steps":10},"inputs":{"data":"data-0123"},"stage":"train","version":1}`
+      `{"code":"c0de","config":{"lr":0.01,"steps":10},"inputs":{"data":"data-0123"},"stage":"train"}`
     )
     assert.strictEqual(key, `train-${digest.slice(0, 24)}`)
     // Field order does not matter; every part does.
     assert.strictEqual(Manifest.keyOf({ ...parts, config: { steps: 10, lr: 0.01 } }), key)
     const variants = [
       { ...parts, stage: "train2" },
-      { ...parts, version: 2 },
+      { ...parts, code: "c0df" },
       { ...parts, config: { lr: 0.02, steps: 10 } },
       { ...parts, inputs: { data: "data-4567" } },
       { ...parts, inputs: { other: "data-0123" } }
@@ -38,10 +38,10 @@ describe("Manifest", () => {
   it.effect("the Schema rejects what a manifest must not hold", () =>
     Effect.gen(function*() {
       const good: Manifest.Manifest = {
-        format: 1,
+        format: Manifest.format,
         key: "k",
         stage: "train",
-        version: 1,
+        code: "c0de",
         config: { lr: 0.1 },
         inputs: {},
         files: [{ name: "params.safetensors", bytes: 8, sha256: "0".repeat(64) }],
@@ -55,7 +55,7 @@ describe("Manifest", () => {
       const decode = Schema.decodeUnknownExit(Manifest.Manifest)
       assert.strictEqual(decode(good)._tag, "Success")
       const failures = [
-        { ...good, format: 2 },
+        { ...good, format: 1 },
         { ...good, stage: "../escape" },
         { ...good, files: [{ name: "a/b", bytes: 8, sha256: "0".repeat(64) }] },
         { ...good, files: [{ name: "a", bytes: -1, sha256: "0".repeat(64) }] },

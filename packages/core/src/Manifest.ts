@@ -1,6 +1,6 @@
 /**
  * The manifest of an artifact or a checkpoint: what produced it (stage,
- * version, encoded config, input keys), what it holds (every file with its
+ * code fingerprint, encoded config, input keys), what it holds (every file with its
  * size and sha256) and how it went (metrics, timings, backend). It is
  * validated by Schema when written and when read, and written last: its
  * presence marks a complete directory.
@@ -8,8 +8,8 @@
 import { Schema } from "effect"
 import { createHash } from "node:crypto"
 
-/** The on-disk format of manifests; bump when the layout changes. */
-export const format = 1
+/** The on-disk format of manifests; bump when the layout changes (2: a code fingerprint instead of a version number). */
+export const format = 2
 
 /** File and stage names: safe as path components on every file system. */
 export const SafeName = Schema.String.check(Schema.isPattern(/^[A-Za-z0-9][A-Za-z0-9._-]*$/))
@@ -41,7 +41,8 @@ export const Manifest = Schema.Struct({
   format: Schema.Literal(format),
   key: Schema.String,
   stage: SafeName,
-  version: Schema.Int,
+  /** The fingerprint of the code that computed it (packages/core Fingerprint). */
+  code: Schema.String,
   config: Schema.Json,
   /** Input name → the key of the artifact it was. */
   inputs: Schema.Record(Schema.String, Schema.String),
@@ -77,19 +78,18 @@ const keyDigits = 24
 
 /**
  * The key of a stage run: the stage name (for people reading `store ls`) and
- * the sha256 of (name, version, encoded config, input keys). An upstream
- * config change changes the upstream key, hence every downstream key, and
- * nothing else.
+ * the sha256 of (name, code fingerprint, encoded config, input keys). An
+ * upstream change of config or code changes the upstream key, hence every
+ * downstream key, and nothing else.
  */
 export const keyOf = (parts: {
   readonly stage: string
-  readonly version: number
+  readonly code: string
   readonly config: unknown
   readonly inputs: Readonly<Record<string, string>>
 }): string =>
   `${parts.stage}-${
-    sha256(canonicalJson({ stage: parts.stage, version: parts.version, config: parts.config, inputs: parts.inputs }))
-      .slice(0, keyDigits)
+    sha256(canonicalJson({ stage: parts.stage, code: parts.code, config: parts.config, inputs: parts.inputs })).slice(0, keyDigits)
   }`
 
 export const manifestName = "manifest.json"

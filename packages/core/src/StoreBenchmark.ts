@@ -41,7 +41,7 @@ export const measure = Effect.fn("StoreBenchmark.measure")(function*(mib: number
         format: Manifest.format,
         key: "bench",
         stage: "bench",
-        version: 1,
+        code: "bench",
         config: null,
         inputs: {},
         output: null,

@@ -30,7 +30,7 @@
  *       })                                           // resumes from the newest checkpoint on rerun
  *       const host = yield* HostTensor.treeFromTensors(done.state.tensors)
  *       yield* ctx.writeTensors("params.safetensors", host)
- *       yield* ctx.metric("final_loss", done.lastLoss)
+ *       yield* ctx.metric("finalLoss", done.lastLoss)
  *       return { loss: done.lastLoss }
  *     })
  * })
@@ -49,8 +49,11 @@
 export { ArtifactStore, CorruptArtifact } from "./ArtifactStore.ts"
 export type { CheckpointListing, Inspection, Listing, Removal, RunRecord, Staging, Tensors } from "./ArtifactStore.ts"
 export * as Checkpoint from "./Checkpoint.ts"
+export * as Fingerprint from "./Fingerprint.ts"
+export * as Graph from "./Graph.ts"
 export * as Lock from "./Lock.ts"
 export * as Manifest from "./Manifest.ts"
+export * as Method from "./Method.ts"
 export * as Progress from "./Progress.ts"
 export * as Retry from "./Retry.ts"
 export * as Stage from "./Stage.ts"

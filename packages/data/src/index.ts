@@ -1,7 +1,7 @@
 export * as Autoencoder from "./Autoencoder.ts"
 export * as Batches from "./Batches.ts"
 export * as FeatureNet from "./FeatureNet.ts"
-export * as Features from "./FeatureExtractor.ts"
+export * as Extraction from "./FeatureExtractor.ts"
 export * as Idx from "./Idx.ts"
 export * as ImageFolder from "./ImageFolder.ts"
 export * as Images from "./Images.ts"

@@ -15,7 +15,7 @@ import * as Metrics from "./Metrics.ts"
 import * as Reference from "./Reference.ts"
 import * as Sampling from "./Sampling.ts"
 
-const EvaluateTiny = Evaluation.make(Tiny.ModelStage)
+const EvaluateTiny = Evaluation.EvaluationStage
 
 const evaluation: Evaluation.EvaluationConfig = {
   samples: 20,
@@ -69,7 +69,7 @@ describe("Evaluation", () => {
       assert.closeTo(results.fid, 0, 1e-6)
       assert.closeTo(results.sfid, 0, 1e-6)
       assert.deepStrictEqual([results.precision, results.recall], [1, 1])
-      assert.strictEqual(results.inceptionScore, reference.output.inceptionScore)
+      assert.strictEqual(results.is, reference.output.is)
       // The stored statistics are the float64 bits of the features' own.
       assert.deepStrictEqual([...loaded.summary.pooled.covariance], [...samples.pooled.covariance])
     }).pipe(Effect.provide(layers), Effect.provide(Compute.wasm)), 120_000)
@@ -80,13 +80,13 @@ describe("Evaluation", () => {
       const inputs = { model, autoencoder, reference }
       const first = yield* Stage.run(EvaluateTiny, evaluation, inputs)
       const out = first.output
-      for (const value of [out.fid, out.sfid, out.inceptionScore]) assert.isTrue(Number.isFinite(value) && value >= 0)
-      assert.isAtLeast(out.inceptionScore, 1)
-      assert.isAtMost(out.inceptionScore, 3)
+      for (const value of [out.fid, out.sfid, out.is]) assert.isTrue(Number.isFinite(value) && value >= 0)
+      assert.isAtLeast(out.is, 1)
+      assert.isAtMost(out.is, 3)
       for (const share of [out.precision, out.recall]) assert.isTrue(share >= 0 && share <= 1)
       assert.deepStrictEqual([out.samples, out.family, out.depth, out.weights, out.referenceImages], [20, "dit", 2, "ema", 16])
       assert.strictEqual(out.parameters, model.output.parameters)
-      for (const name of ["fid", "sfid", "inception_score", "precision", "recall", "sampling_it_per_s", "images_per_s"]) {
+      for (const name of ["fid", "sfid", "is", "precision", "recall", "itPerS", "imagesPerS"]) {
         assert.isTrue(Number.isFinite(first.manifest.metrics[name]), name)
       }
       assert.strictEqual(first.manifest.metrics["fid"], out.fid)
@@ -133,8 +133,8 @@ describe("Evaluation", () => {
       const inputs = { model, autoencoder, reference }
       const clean = yield* Stage.run(EvaluateTiny, evaluation, inputs)
       const config = { ...evaluation, splitSize: 5 }
-      const key = yield* Stage.key(EvaluateTiny, config, { model: model.key, autoencoder: autoencoder.key, reference: reference.key })
-      const parts = yield* Checkpoint.parts({ key, stage: EvaluateTiny.name, version: EvaluateTiny.version }, Evaluation.partFile)
+      const { key, code } = yield* Stage.prepare(EvaluateTiny, config, { model: model.key, autoencoder: autoencoder.key, reference: reference.key })
+      const parts = yield* Checkpoint.parts({ key, stage: EvaluateTiny.name, code }, Evaluation.partFile)
       // Part 0 (samples 0–15, grid images 0–5) as an earlier run left it, with made-up features;
       // part 1 with the features of 3 samples where 4 belong.
       const dims = { pooled: 8, spatial: 112, classes: 3 }
@@ -156,7 +156,7 @@ describe("Evaluation", () => {
       assert.deepStrictEqual([...pooled.subarray(0, 16 * 8)], new Array(16 * 8).fill(0.5))
       assert.deepStrictEqual([...pooled.subarray(16 * 8)], [...cleanPooled.subarray(16 * 8)])
       // Only the sampled batch counts towards the measured speed: 4 samples of one batch.
-      assert.isTrue(Number.isFinite(resumed.manifest.metrics["sampling_it_per_s"]))
+      assert.isTrue(Number.isFinite(resumed.manifest.metrics["itPerS"]))
     }).pipe(Effect.provide(layers), Effect.provide(Compute.wasm)), 120_000)
 
   it.effect("a sampler of the other family, guidance without a null class and bad configs are typed errors", () =>

@@ -3,7 +3,7 @@
  * autoencoder, quantised to 8 bits as ADM's evaluator receives them, and
  * scored against a reference with ADM's five numbers.
  *
- *   inputs   model        any stage that writes a ModelArtifact (`make(stage)`)
+ *   inputs   model        any model artifact (the ModelArtifact.Model port)
  *            autoencoder  the `autoencoder` artifact of the model's latents
  *            reference    a `reference` artifact; its feature network (an
  *                         input of it) is opened by key
@@ -12,10 +12,10 @@
  *            spatial.safetensors    the same of spatial features (sFID)
  *            features.safetensors   pooled features, class probabilities and
  *                                   the label of every sample
- *   metrics  fid, sfid, inception_score, precision, recall; and the speed of
- *            the sampling this run did, decoding included:
- *            sampling_it_per_s (network evaluations of a batch per second,
- *            guidance doubling included) and images_per_s
+ *   metrics  fid, sfid, is, precision, recall (the output's names); and the
+ *            speed of the sampling this run did, decoding included: itPerS
+ *            (network evaluations of a batch per second, guidance doubling
+ *            included) and imagesPerS
  *
  * Resumable: samples are made in parts of `partBatches` batches, and each
  * part's features (with its grid images) are committed as a checkpoint as
@@ -61,11 +61,7 @@ export type EvaluationConfig = typeof EvaluationConfig.Type
 
 export const EvaluationOutput = Schema.Struct({
   samples: Schema.Int,
-  fid: Schema.Finite,
-  sfid: Schema.Finite,
-  inceptionScore: Schema.Finite,
-  precision: Schema.Finite,
-  recall: Schema.Finite,
+  ...Metrics.Scores.fields,
   family: ModelArtifact.Family,
   depth: Schema.Int,
   parameters: Schema.Int,
@@ -177,20 +173,14 @@ const grid = (images: Uint8Array, count: number, shape: readonly [number, number
 }
 
 interface Inputs {
-  readonly model: Stage.Artifact<unknown>
+  readonly model: Stage.Artifact<ModelArtifact.Model>
   readonly autoencoder: Stage.Artifact<typeof Stages.AutoencoderOutput.Type>
   readonly reference: Stage.Artifact<Reference.ReferenceOutput>
 }
 
 const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, featureNet: Stage.Artifact<unknown>) =>
   Effect.gen(function*() {
-    const modelArtifact = inputs.model
-    const fields = yield* Schema.decodeUnknownEffect(ModelArtifact.Output)(modelArtifact.output).pipe(
-      Effect.mapError((e) =>
-        new IncompatibleInputs({ reason: `input model (${modelArtifact.manifest.stage} ${modelArtifact.key}) is not a model artifact: ${e.message}` })
-      )
-    )
-    const loaded = yield* ModelArtifact.read({ ...modelArtifact, output: fields }, { ema: config.weights === "ema" })
+    const loaded = yield* ModelArtifact.read(inputs.model, { ema: config.weights === "ema" })
     if (config.weights === "ema" && !loaded.ema) yield* Effect.logWarning("the model artifact holds no EMA weights: sampling its raw weights")
     yield* Sampling.check(loaded, config.sampling)
     const latent = Autoencoder.latentShape(inputs.autoencoder.output.model)
@@ -309,14 +299,10 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     yield* ctx.writeBytes(files.pooled, FeatureStatistics.encode(summary.pooled))
     yield* ctx.writeBytes(files.spatial, FeatureStatistics.encode(summary.spatial))
     yield* ctx.writeBytes(files.features, Features.encode({ pooled: summary.pooledFeatures, probabilities: summary.probabilities, labels }))
-    yield* ctx.metric("fid", results.fid)
-    yield* ctx.metric("sfid", results.sfid)
-    yield* ctx.metric("inception_score", results.inceptionScore)
-    yield* ctx.metric("precision", results.precision)
-    yield* ctx.metric("recall", results.recall)
+    for (const [name, value] of Object.entries(results)) yield* ctx.metric(name, value)
     if (sampledBatches > 0) {
-      yield* ctx.metric("sampling_it_per_s", (sampledBatches * evaluations * 1000) / samplingMs)
-      yield* ctx.metric("images_per_s", (sampledImages * 1000) / samplingMs)
+      yield* ctx.metric("itPerS", (sampledBatches * evaluations * 1000) / samplingMs)
+      yield* ctx.metric("imagesPerS", (sampledImages * 1000) / samplingMs)
     }
     yield* Effect.logInfo(`FID ${results.fid.toFixed(3)} against ${featureNet.key}'s features of ${reference.summary.pooled.count} reference images`)
     return {
@@ -324,23 +310,27 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
       ...results,
       family: loaded.family,
       depth: loaded.config.depth,
-      parameters: fields.parameters,
+      parameters: inputs.model.output.parameters,
       weights: loaded.ema ? "ema" : "raw",
       referenceImages: reference.summary.pooled.count
     } satisfies EvaluationOutput
   })
 
-/** The evaluation stage for models made by `model` (any stage whose output is a ModelArtifact's). */
-export const make = <M extends Stage.Any>(model: M) =>
-  Stage.make({
-    name: "evaluation",
-    version: 1,
-    config: EvaluationConfig,
-    output: EvaluationOutput,
-    inputs: { model, autoencoder: Stages.AutoencoderStage, reference: Reference.ReferenceStage },
-    run: (config, inputs, ctx) =>
-      Effect.gen(function*() {
-        const featureNet = yield* Stage.open(Stages.FeatureNetStage, inputs.reference.manifest.inputs["featureNet"] ?? "")
-        return yield* evaluate(config, inputs, ctx, featureNet).pipe(Effect.scoped, Effect.provide(Stages.featureExtractor(featureNet)))
-      })
-  })
+/** The evaluation stage: a model (any model artifact), the autoencoder of its latents, a reference. */
+export const EvaluationStage = Stage.make({
+  name: "evaluation",
+  module: import.meta.url,
+  config: EvaluationConfig,
+  output: EvaluationOutput,
+  inputs: { model: ModelArtifact.Model, autoencoder: Stages.AutoencoderOutput, reference: Reference.ReferenceOutput },
+  run: (config, inputs, ctx) =>
+    Effect.gen(function*() {
+      // The reference's own feature network, opened by the key its manifest names.
+      const opened = yield* Stage.open(inputs.reference.manifest.inputs["featureNet"] ?? "")
+      const featureNet = yield* Schema.decodeUnknownEffect(Stages.FeatureNetOutput)(opened.output).pipe(
+        Effect.map((output) => ({ ...opened, output })),
+        Effect.mapError((e) => new IncompatibleInputs({ reason: `the reference's feature network ${opened.key} does not decode: ${e.message}` }))
+      )
+      return yield* evaluate(config, inputs, ctx, featureNet).pipe(Effect.scoped, Effect.provide(Stages.featureExtractor(featureNet)))
+    })
+})

@@ -9,7 +9,7 @@
  * probabilities that precision/recall and IS need whole, as ADM does. The
  * reference set is summarised the same way, once, and stored.
  */
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import * as FeatureStatistics from "./FeatureStatistics.ts"
 import * as FrechetDistance from "./FrechetDistance.ts"
 import * as InceptionScore from "./InceptionScore.ts"
@@ -87,18 +87,24 @@ export interface Options extends PrecisionRecall.Options, InceptionScore.Options
   readonly referenceRadii?: Float32Array
 }
 
-export interface Results {
-  readonly fid: number
-  readonly sfid: number
-  readonly inceptionScore: number
-  readonly precision: number
-  readonly recall: number
-}
+/**
+ * ADM's five numbers of a sample set, under the names every stage output,
+ * manifest metric, result and report column uses; each says what it is
+ * (`title`) for the report.
+ */
+export const Scores = Schema.Struct({
+  is: Schema.Finite.annotate({ title: "IS" }),
+  fid: Schema.Finite.annotate({ title: "FID" }),
+  sfid: Schema.Finite.annotate({ title: "sFID" }),
+  precision: Schema.Finite.annotate({ title: "Prec." }),
+  recall: Schema.Finite.annotate({ title: "Recall" })
+})
+export type Results = typeof Scores.Type
 
 export const evaluate = Effect.fn("Metrics.evaluate")(function*(samples: Summary, reference: Summary, options: Options = {}) {
   const fid = yield* FrechetDistance.compute(samples.pooled, reference.pooled)
   const sfid = yield* FrechetDistance.compute(samples.spatial, reference.spatial)
-  const inceptionScore = yield* InceptionScore.compute(samples.probabilities, options)
+  const is = yield* InceptionScore.compute(samples.probabilities, options)
   const referenceRadii = options.referenceRadii ?? (yield* PrecisionRecall.radii("reference", reference.pooledFeatures, options))
   const sampleRadii = yield* PrecisionRecall.radii("samples", samples.pooledFeatures, options)
   const { precision, recall } = yield* PrecisionRecall.evaluate(
@@ -106,5 +112,5 @@ export const evaluate = Effect.fn("Metrics.evaluate")(function*(samples: Summary
     { features: samples.pooledFeatures, radii: sampleRadii },
     options
   )
-  return { fid, sfid, inceptionScore, precision, recall } satisfies Results
+  return { is, fid, sfid, precision, recall } satisfies Results
 })

@@ -45,7 +45,7 @@ export const ReferenceOutput = Schema.Struct({
   classes: Schema.Int,
   k: Schema.Int,
   /** The Inception Score of the real images: the ceiling samples are measured against. */
-  inceptionScore: Schema.Finite
+  is: Schema.Finite
 })
 export type ReferenceOutput = typeof ReferenceOutput.Type
 
@@ -67,10 +67,10 @@ export const miniReference: ReferenceConfig = { dataset: "fashion-mnist", split:
 
 export const ReferenceStage = Stage.make({
   name: "reference",
-  version: 1,
+  module: import.meta.url,
   config: ReferenceConfig,
   output: ReferenceOutput,
-  inputs: { featureNet: Stages.FeatureNetStage },
+  inputs: { featureNet: Stages.FeatureNetOutput },
   run: (config, { featureNet }, ctx) =>
     Effect.gen(function*() {
       const data = yield* Stages.checkDataset(config.dataset)
@@ -89,18 +89,18 @@ export const ReferenceStage = Stage.make({
       }
       const summary = yield* collector.result
       const radii = yield* PrecisionRecall.radii("reference", summary.pooledFeatures, { k: config.k })
-      const inceptionScore = yield* InceptionScore.compute(summary.probabilities, { splitSize: config.splitSize })
+      const is = yield* InceptionScore.compute(summary.probabilities, { splitSize: config.splitSize })
       yield* ctx.writeBytes(files.pooled, FeatureStatistics.encode(summary.pooled))
       yield* ctx.writeBytes(files.spatial, FeatureStatistics.encode(summary.spatial))
       yield* ctx.writeBytes(files.features, Features.encode({ pooled: summary.pooledFeatures, probabilities: summary.probabilities, radii }))
-      yield* ctx.metric("inception_score", inceptionScore)
+      yield* ctx.metric("is", is)
       return {
         count,
         poolDim: extractor.poolDim,
         spatialDim: extractor.spatialDim,
         classes: extractor.classes,
         k: config.k,
-        inceptionScore
+        is
       }
     }).pipe(Effect.provide(Stages.featureExtractor(featureNet)))
 })

@@ -37,9 +37,9 @@ export class InvalidThroughputOptions extends Schema.TaggedError<InvalidThroughp
 
 export interface Throughput {
   /** Median milliseconds of one forward pass. */
-  readonly msPerIteration: number
-  readonly iterationsPerSecond: number
-  readonly imagesPerSecond: number
+  readonly msPerIt: number
+  readonly itPerS: number
+  readonly imagesPerS: number
   readonly repetitions: number
 }
 
@@ -52,11 +52,11 @@ export const measure = Effect.fn("Throughput.measure")(function*<E, R>(
     Effect.mapError((e) => new InvalidThroughputOptions({ reason: e.message }))
   )
   const timing = yield* Benchmark.time(forward, { warmup: o.warmup, repetitions: o.repetitions })
-  const iterationsPerSecond = 1000 / timing.ms
+  const itPerS = 1000 / timing.ms
   return {
-    msPerIteration: timing.ms,
-    iterationsPerSecond,
-    imagesPerSecond: (iterationsPerSecond * o.imagesPerBatch) / o.steps,
+    msPerIt: timing.ms,
+    itPerS,
+    imagesPerS: (itPerS * o.imagesPerBatch) / o.steps,
     repetitions: timing.repetitions
   }
 })

@@ -3,17 +3,17 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Schema } from "effect"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { HostTensor, ParamTree, Safetensors } from "@tinyfusion/tensor"
-import * as Checkpoint from "./Checkpoint.ts"
 import * as Config from "./Config.ts"
 import * as Init from "./Init.ts"
 import * as ModelArtifact from "./ModelArtifact.ts"
 import * as ModelFile from "./ModelFile.ts"
+import * as StateDict from "./StateDict.ts"
 
 const Tiny = Stage.make({
   name: "tiny-model",
-  version: 1,
+  module: import.meta.url,
   config: Schema.Struct({ seed: Schema.Int }),
-  output: ModelArtifact.Output,
+  output: ModelArtifact.Model,
   run: (config, _inputs, ctx) =>
     Effect.gen(function*() {
       const model = yield* Config.make("mini", { depth: 2, hiddenSize: 16, numHeads: 2, inputSize: 4 })
@@ -47,33 +47,28 @@ describe("ModelArtifact", () => {
       expect(ema.params, 4)
     }).pipe(Effect.provide(ArtifactStore.layerTemp), Effect.provide(Layer.mergeAll(NodeServices.layer))))
 
-  it.effect("open: a model artifact by key with a stand-in for its producer, which feeds a downstream stage", () =>
+  it.effect("the Model port: any stage's model artifact, opened by key, feeds a stage that needs a model; other outputs do not fit", () =>
     Effect.gen(function*() {
       const made = yield* Stage.run(Tiny, { seed: 5 }, {})
-      const { stage, artifact } = yield* ModelArtifact.open(made.key)
-      assert.strictEqual(stage.name, "tiny-model")
-      assert.deepStrictEqual(artifact.output, made.output)
       const Depth = Stage.make({
         name: "depth",
-        version: 1,
+        module: import.meta.url,
         config: Schema.Struct({}),
         output: Schema.Struct({ depth: Schema.Int }),
-        inputs: { model: stage },
+        inputs: { model: ModelArtifact.Model },
         run: (_config, { model }) => Effect.succeed({ depth: model.output.config.depth })
       })
-      const depth = yield* Stage.run(Depth, {}, { model: artifact })
+      const depth = yield* Stage.run(Depth, {}, { model: yield* Stage.open(made.key) })
       assert.strictEqual(depth.output.depth, 2)
       assert.strictEqual(depth.manifest.inputs["model"], made.key)
-      assert.match((yield* Effect.flip(ModelArtifact.open("tiny-model-000000000000000000000000"))).message, /no model artifact .*nothing committed/)
-      // An artifact whose output is not a model's.
-      assert.match((yield* Effect.flip(ModelArtifact.open(depth.key))).message, /no depth artifact .*: output does not decode/)
-      assert.match((yield* Effect.flip(ModelArtifact.open("a/b"))).message, /not a key/)
+      const notModel = yield* Effect.flip(Stage.run(Depth, {}, { model: depth }))
+      assert.match(notModel.message, /stage depth: input model \(depth artifact depth-\w+\) does not fit: .*\["family"\]/)
     }).pipe(Effect.provide(ArtifactStore.layerTemp), Effect.provide(Layer.mergeAll(NodeServices.layer))))
 
   it.effect("model-file: our checkpoint file becomes a model artifact keyed by its contents, not its path", () =>
     Effect.gen(function*() {
       const model = yield* Config.make("mini", { depth: 1, hiddenSize: 16, numHeads: 2, inputSize: 4 })
-      const bytes = yield* Checkpoint.encode(model, Init.host(model, 2))
+      const bytes = yield* StateDict.encode(model, Init.host(model, 2))
       const { stage, config } = yield* ModelFile.describe(bytes, "dit", "d1.safetensors")
       assert.deepStrictEqual(config.config, model)
       const imported = yield* Stage.run(stage, config, {})
@@ -83,7 +78,7 @@ describe("ModelArtifact", () => {
       const again = yield* ModelFile.describe(Uint8Array.from(bytes), "dit", "elsewhere.safetensors")
       assert.isTrue((yield* Stage.run(again.stage, again.config, {})).cached)
       // Other bytes under the same config: the stage refuses them.
-      const other = yield* Checkpoint.encode(model, Init.host(model, 3))
+      const other = yield* StateDict.encode(model, Init.host(model, 3))
       const sit: ModelFile.ModelFileConfig = { ...config, family: "sit" }
       const changed = yield* Effect.flip(Stage.run(ModelFile.stage(other), sit, {}))
       assert.match(changed.message, /sha256 is [0-9a-f]{64}, the stage config names/)

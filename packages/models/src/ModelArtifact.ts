@@ -6,14 +6,17 @@
  * `ema.safetensors` (the EMA, used for sampling) — that the reference code
  * can load (see `tinyfusion checkpoint export`).
  *
- * A stage that reads a model takes the producing stage as a parameter (any
- * stage with this output); `open` finds a model artifact by key alone.
+ * `Model` is the port of a stage that reads a model: any artifact whose
+ * output has these fields is one, whatever stage made it (a pre-training, a
+ * pruning export, a recovery, an imported file). Another family (a MAR) is
+ * another member of `Family` with its config.
  */
-import { Effect, Option, Schema } from "effect"
-import { ArtifactStore, Manifest, Stage } from "@tinyfusion/core"
+import { Effect, Schema } from "effect"
+import type { Stage } from "@tinyfusion/core"
 import type { HostTensor } from "@tinyfusion/tensor"
-import * as Checkpoint from "./Checkpoint.ts"
 import * as Config from "./Config.ts"
+import * as DiT from "./DiT.ts"
+import * as StateDict from "./StateDict.ts"
 
 export const Family = Schema.Literals(["dit", "sit"])
 export type Family = typeof Family.Type
@@ -24,18 +27,38 @@ export const Fields = {
   config: Config.Config,
   parameters: Schema.Int
 }
-export const Output = Schema.Struct(Fields)
-export type Output = typeof Output.Type
+/** A model artifact's output: the port of stages that read a model. */
+export const Model = Schema.Struct(Fields)
+export type Model = typeof Model.Type
 
-/** What reading a model needs of a stage's output (any stage whose output has these fields holds a model). */
+/** What reading a model needs of a stage's output. */
 export const Identity = Schema.Struct({ family: Family, config: Config.Config })
 export type Identity = typeof Identity.Type
+
+const Index = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
+
+/**
+ * The output fields of a model made of some of a teacher's blocks (a pruning
+ * export, a selection by hand): which, and the N:M groups of teacher blocks
+ * they were chosen in, if any — what recovery aligns student layers with.
+ */
+export const BlockFields = {
+  /** The key of the model artifact whose blocks these are. */
+  source: Schema.String,
+  teacherDepth: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)),
+  /** Teacher block indices kept, ascending; block i is teacher block kept[i]. */
+  kept: Schema.Array(Index),
+  groups: Schema.optional(Schema.Array(Schema.Array(Index)))
+}
+/** The port of a stage that reads a model made of a teacher's blocks. */
+export const Blocks = Schema.Struct({ ...Fields, ...BlockFields })
+export type Blocks = typeof Blocks.Type
 
 export const files = { raw: "model.safetensors", ema: "ema.safetensors" } as const
 
 /** Parameters of a model of this shape: every tensor of the reference state_dict, pos_embed included. */
 export const parameterCount = (config: Config.Config): number =>
-  Checkpoint.referenceShapes(config).reduce((n, [, s]) => n + s.reduce((a, b) => a * b, 1), 0)
+  StateDict.referenceShapes(config).reduce((n, [, s]) => n + s.reduce((a, b) => a * b, 1), 0)
 
 /** Writes a model's weights through a stage context; returns the output fields to merge into the stage's output. */
 export const write = Effect.fn("ModelArtifact.write")(function*(
@@ -47,9 +70,9 @@ export const write = Effect.fn("ModelArtifact.write")(function*(
     readonly ema?: HostTensor.HostTree
   }
 ) {
-  yield* ctx.writeBytes(files.raw, yield* Checkpoint.encode(model.config, model.params))
-  if (model.ema !== undefined) yield* ctx.writeBytes(files.ema, yield* Checkpoint.encode(model.config, model.ema))
-  return { family: model.family, config: model.config, parameters: parameterCount(model.config) } satisfies Output
+  yield* ctx.writeBytes(files.raw, yield* StateDict.encode(model.config, model.params))
+  if (model.ema !== undefined) yield* ctx.writeBytes(files.ema, yield* StateDict.encode(model.config, model.ema))
+  return { family: model.family, config: model.config, parameters: parameterCount(model.config) } satisfies Model
 })
 
 /** Reads a model artifact's weights: the EMA when asked and present, otherwise the raw weights. */
@@ -59,35 +82,38 @@ export const read = Effect.fn("ModelArtifact.read")(function*(
 ) {
   const hasEma = artifact.manifest.files.some((f) => f.name === files.ema)
   const name = options.ema && hasEma ? files.ema : files.raw
-  const loaded = yield* Checkpoint.decode(artifact.output.config, yield* artifact.bytes(name))
+  const loaded = yield* StateDict.decode(artifact.output.config, yield* artifact.bytes(name))
   return { family: artifact.output.family, config: artifact.output.config, params: loaded.params, ema: name === files.ema }
 })
 
-/**
- * A stand-in for the stage that made a model artifact: Stage.run accepts an
- * input by its producer's name, so this lets an artifact found by key feed a
- * downstream stage. It never computes (the artifact exists); running it fails.
- */
-export const producer = (made: { readonly stage: string; readonly version: number }) =>
-  Stage.make({
-    name: made.stage,
-    version: made.version,
-    config: Schema.Json,
-    output: Output,
-    run: (_config, _inputs, ctx) =>
-      Effect.fail(new Stage.ArtifactNotFound({ stage: made.stage, key: ctx.key, reason: "a stand-in for an existing model artifact computes nothing" }))
-  })
+/** Kept blocks that are not a subset of the teacher's. */
+export class InvalidSelection extends Schema.TaggedError<InvalidSelection>()("InvalidSelection", {
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `invalid block selection: ${this.reason}`
+  }
+}
 
 /**
- * The model artifact under `key`, whatever stage made it (a key from the
- * command line), verified, with a stand-in for its producer. Fails with
- * Stage.ArtifactNotFound naming the reason when the key holds none.
+ * Writes the model made of a teacher's blocks `kept` (its original weights,
+ * renumbered 0..k−1) through a stage context; returns the output fields.
  */
-export const open = Effect.fn("ModelArtifact.open")(function*(key: string) {
-  const store = yield* ArtifactStore
-  const safe = Option.isSome(Schema.decodeUnknownOption(Manifest.SafeName)(key))
-  // A cheap look at the manifest for the producer's name; Stage.open then verifies every file.
-  const seen = safe ? yield* store.inspect(key, { hash: false }) : undefined
-  const stage = producer(seen?._tag === "Valid" ? seen.manifest : { stage: "model", version: 1 })
-  return { stage, artifact: yield* Stage.open(stage, key) }
+export const writeBlocks = Effect.fn("ModelArtifact.writeBlocks")(function*(
+  ctx: Stage.Context,
+  teacher: { readonly key: string; readonly family: Family; readonly config: Config.Config; readonly params: HostTensor.HostTree },
+  blocks: { readonly kept: ReadonlyArray<number>; readonly groups?: ReadonlyArray<ReadonlyArray<number>> | undefined }
+) {
+  const selected = yield* Effect.try({
+    try: () => DiT.keepBlocks(teacher.config, teacher.params, blocks.kept),
+    catch: (e) => new InvalidSelection({ reason: (e as Error).message })
+  })
+  const model = yield* write(ctx, { family: teacher.family, config: selected.config, params: selected.params })
+  return {
+    ...model,
+    source: teacher.key,
+    teacherDepth: teacher.config.depth,
+    kept: [...blocks.kept],
+    ...(blocks.groups === undefined ? {} : { groups: blocks.groups })
+  } satisfies Blocks
 })

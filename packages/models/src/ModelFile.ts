@@ -9,7 +9,7 @@
 import { Effect, Option, Schema } from "effect"
 import { Manifest, Stage } from "@tinyfusion/core"
 import { Safetensors } from "@tinyfusion/tensor"
-import * as Checkpoint from "./Checkpoint.ts"
+import * as StateDict from "./StateDict.ts"
 import * as Config from "./Config.ts"
 import * as ModelArtifact from "./ModelArtifact.ts"
 
@@ -34,14 +34,14 @@ export class ModelFileChanged extends Schema.TaggedError<ModelFileChanged>()("Mo
 export const stage = (bytes: Uint8Array) =>
   Stage.make({
     name: "model-file",
-    version: 1,
+    module: import.meta.url,
     config: ModelFileConfig,
-    output: ModelArtifact.Output,
+    output: ModelArtifact.Model,
     run: (config, _inputs, ctx) =>
       Effect.gen(function*() {
         const found = Manifest.sha256(bytes)
         if (found !== config.sha256) return yield* new ModelFileChanged({ expected: config.sha256, found })
-        const loaded = yield* Checkpoint.decode(config.config, bytes)
+        const loaded = yield* StateDict.decode(config.config, bytes)
         return yield* ModelArtifact.write(ctx, { family: config.family, config: config.config, params: loaded.params })
       })
   })
@@ -53,10 +53,10 @@ export const stage = (bytes: Uint8Array) =>
  */
 export const describe = Effect.fn("ModelFile.describe")(function*(bytes: Uint8Array, family: ModelArtifact.Family, file: string) {
   const parsed = yield* Safetensors.decode(bytes)
-  const stored = yield* Checkpoint.storedConfig(parsed.metadata)
+  const stored = yield* StateDict.storedConfig(parsed.metadata)
   if (Option.isNone(stored)) {
     return yield* new Config.InvalidConfig({
-      reason: `${file} carries no ${Checkpoint.configKey} metadata; bring a reference checkpoint in with \`tinyfusion checkpoint import\` first`
+      reason: `${file} carries no ${StateDict.configKey} metadata; bring a reference checkpoint in with \`tinyfusion checkpoint import\` first`
     })
   }
   return { stage: stage(bytes), config: { family, config: stored.value, sha256: Manifest.sha256(bytes) } satisfies ModelFileConfig }

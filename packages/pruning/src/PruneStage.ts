@@ -1,30 +1,34 @@
 /**
  * The pruning stages of the pipeline (packages/core Stage):
  *
- *   prune          runs a Pruner method on a teacher and latent data and
- *                  writes decision.json (a PruneDecision, Schema-validated
- *                  on read); its output is a summary of the decision
+ *   prune          runs a Pruner method, chosen by name, on a teacher and
+ *                  latent data and writes decision.json (a PruneDecision with
+ *                  the method's evidence, Schema-validated on read); its
+ *                  output is a summary of the decision with the evidence's
+ *                  headline figures
  *   prune-export   the pruned model: the teacher's ORIGINAL weights of the
  *                  kept blocks, renumbered 0..k−1 (a learned ΔW is not
- *                  carried over), as a ModelArtifact: model.safetensors in
+ *                  carried over), as a model artifact: model.safetensors in
  *                  the reference state_dict keys with the config in its
  *                  metadata — what `tinyfusion checkpoint export` reads
  *
- * The upstream stages are parameters: `make` takes the stage that holds the
- * teacher and the one that holds the latents, with a reader for each (the
- * teacher as family + config + host weights, the data as a LatentSource),
- * so any training or import stage can feed pruning. A stage that stores its
- * model as a ModelArtifact (packages/models) — as prune-export itself does —
- * is read by `readModel`, so a pruned model can be pruned again (D14 → D7).
+ * Inputs are ports: the teacher is any model artifact (a pre-training, an
+ * import, a pruning export — so a pruned model can be pruned again, D14 →
+ * D7 — or a recovery), read as its EMA weights where it has them; the data
+ * any latents artifact. The method's options are decoded by its own Schema
+ * (defaults filled in before the key is taken), and its module joins the
+ * key: changing a pruner invalidates its decisions, not the others'.
  */
 import { Effect, Schema } from "effect"
-import { type CorruptArtifact, Stage, type StoreError } from "@tinyfusion/core"
-import { type Checkpoint, type Config, DiT, ModelArtifact } from "@tinyfusion/models"
+import { type CorruptArtifact, Method, Stage, type StoreError } from "@tinyfusion/core"
+import { Stages } from "@tinyfusion/data"
+import { type Config, ModelArtifact, type StateDict } from "@tinyfusion/models"
 import { HostTensor, ParamTree, type Safetensors } from "@tinyfusion/tensor"
 import * as BlockStack from "./BlockStack.ts"
 import { PruneDecision } from "./Decision.ts"
-import type { LatentSource } from "./LatentSource.ts"
+import * as Pruner from "./Pruner.ts"
 import * as Pruners from "./Pruners.ts"
+import * as Scheme from "./Scheme.ts"
 import * as Selection from "./Selection.ts"
 
 export const decisionFile = "decision.json"
@@ -36,10 +40,10 @@ export interface Teacher {
 }
 
 /**
- * The teacher of a ModelArtifact: its EMA weights when it has them (the
+ * The teacher of a model artifact: its EMA weights when it has them (the
  * reference prunes the checkpoint's EMA), every key and shape checked.
  */
-export const readModel = (artifact: Stage.Artifact<ModelArtifact.Output>): Effect.Effect<Teacher, StoreError | CorruptArtifact | Checkpoint.CheckpointMismatch | Safetensors.SafetensorsError> =>
+export const readModel = (artifact: Stage.Artifact<ModelArtifact.Identity>): Effect.Effect<Teacher, StoreError | CorruptArtifact | StateDict.StateDictMismatch | Safetensors.SafetensorsError> =>
   ModelArtifact.read(artifact, { ema: true })
 
 const PositiveInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
@@ -51,58 +55,34 @@ export const PruneConfig = Schema.Struct({
   /** Blocks kept (with a scheme, optional and checked against it). */
   keep: Schema.optional(PositiveInt),
   /** N:M local scheme, e.g. "1:2". */
-  scheme: Schema.optional(Schema.String),
+  scheme: Schema.optional(Scheme.Scheme),
   seed: Count,
   /** Samples in the fixed calibration set. */
   calibration: PositiveInt,
-  /** Iterations of an iterative method (mask learning). */
-  iterations: Count.pipe(Schema.withDecodingDefaultKey(Effect.succeed(0))),
-  /** The method's own options (see each method's Options). */
+  /** The method's options (its `options` Schema; missing ones take their defaults). */
   options: Schema.Record(Schema.String, Schema.Json).pipe(Schema.withDecodingDefaultKey(Effect.succeed({})))
 })
 export type PruneConfig = typeof PruneConfig.Type
 
-/**
- * The config that runs `method` with the knobs that apply to it: the
- * iterations and Learnable options for the learnable method, the sample
- * count for random search, neither for the others (an added method runs on
- * its option defaults).
- */
-export const configFor = (method: string, knobs: {
-  readonly keep?: number | undefined
-  readonly scheme?: string | undefined
-  readonly seed: number
-  readonly calibration: number
-  readonly iterations: number
-  readonly learnable: { readonly [name: string]: Schema.Json }
-  readonly samples: number
-}): typeof PruneConfig.Encoded => ({
-  method,
-  ...(knobs.keep === undefined ? {} : { keep: knobs.keep }),
-  ...(knobs.scheme === undefined ? {} : { scheme: knobs.scheme }),
-  seed: knobs.seed,
-  calibration: knobs.calibration,
-  iterations: method === "learnable" ? knobs.iterations : 0,
-  options: method === "learnable" ? knobs.learnable : method.startsWith("random-") ? { samples: knobs.samples } : {}
-})
-
 /** The stage output: the decision's headline; decision.json holds all of it. */
 export const PruneSummary = Schema.Struct({
   method: Schema.String,
-  teacherDepth: PositiveInt,
-  kept: Schema.Array(Count),
-  scheme: Schema.optional(Schema.String),
-  confidence: Schema.optional(Schema.Finite),
-  calibrationLoss: Schema.optional(Schema.Finite)
+  teacherDepth: ModelArtifact.BlockFields.teacherDepth,
+  kept: ModelArtifact.BlockFields.kept,
+  groups: ModelArtifact.BlockFields.groups,
+  scheme: Schema.optional(Scheme.Scheme),
+  calibrationLoss: Schema.optional(Schema.Finite),
+  /** The evidence's headline figures (core Method.headline), e.g. the learnable method's confidence. */
+  headline: Schema.Record(Schema.String, Schema.Finite)
 })
+export type PruneSummary = typeof PruneSummary.Type
 
 export const ExportConfig = Schema.Struct({})
 
 export const ExportOutput = Schema.Struct({
   ...ModelArtifact.Fields,
-  method: Schema.String,
-  teacherDepth: PositiveInt,
-  kept: Schema.Array(Count)
+  ...ModelArtifact.BlockFields,
+  method: Schema.String
 })
 
 export class DecisionMismatch extends Schema.TaggedError<DecisionMismatch>()("DecisionMismatch", {
@@ -114,15 +94,6 @@ export class DecisionMismatch extends Schema.TaggedError<DecisionMismatch>()("De
   }
 }
 
-export interface Wiring<T extends Stage.Any, D extends Stage.Any, E, R> {
-  /** The stage holding the teacher. */
-  readonly teacher: T
-  /** The stage holding the latents. */
-  readonly data: D
-  readonly readTeacher: (artifact: Stage.Artifact<Stage.OutputOf<T>>) => Effect.Effect<Teacher, E, R>
-  readonly readData: (artifact: Stage.Artifact<Stage.OutputOf<D>>) => Effect.Effect<LatentSource, E, R>
-}
-
 /** The target of a config on a depth, as an effect. */
 const targetOf = (depth: number, config: PruneConfig) =>
   Effect.try({
@@ -130,95 +101,97 @@ const targetOf = (depth: number, config: PruneConfig) =>
     catch: (e) => e as Selection.InvalidTarget
   })
 
-/** The prune and prune-export stages over these upstream stages. */
-export function make<T extends Stage.Any, D extends Stage.Any, E, R>(wiring: Wiring<T, D, E, R>) {
-  const prune = Stage.make({
-    name: "prune",
-    version: 1,
-    config: PruneConfig,
-    output: PruneSummary,
-    inputs: { teacher: wiring.teacher, data: wiring.data } as { readonly teacher: T; readonly data: D },
-    run: (config, inputs, ctx) =>
-      Effect.gen(function*() {
-        const teacher = yield* wiring.readTeacher(inputs.teacher)
-        const source = yield* wiring.readData(inputs.data)
-        const method = yield* Pruners.get(config.method)
-        const target = yield* targetOf(teacher.config.depth, config)
-        const objective = yield* BlockStack.objective(teacher.family, teacher.config)
-        const stack = BlockStack.dit(objective, teacher.config)
-        const calibration = stack.calibrationSet(source.batch({ seed: config.seed, batchSize: config.calibration }, 0), config.seed)
-        yield* Effect.logInfo(`${method.name} on ${stack.description}: ${Selection.describe(target)}`)
-        const decision = yield* Effect.acquireUseRelease(
-          Effect.sync(() => HostTensor.treeToTensors(teacher.params)),
-          (params) =>
-            Effect.gen(function*() {
-              const decided = yield* method.prune({
-                stack,
-                params,
-                target,
-                calibration,
-                source,
-                options: config.options,
-                seed: config.seed,
-                iterations: config.iterations,
-                ctx
-              })
-              const checked = yield* Schema.decodeUnknownEffect(PruneDecision)(decided).pipe(
-                Effect.mapError((e) => new DecisionMismatch({ method: method.name, reason: e.message }))
-              )
-              if (checked.teacherDepth !== stack.depth || checked.kept.length !== target.keep) {
-                return yield* new DecisionMismatch({
-                  method: method.name,
-                  reason: `keeps ${checked.kept.length} of ${checked.teacherDepth} blocks; the target is ${Selection.describe(target)} of ${stack.depth}`
-                })
-              }
-              const loss = yield* stack.calibrationLoss(params, calibration, { kept: checked.kept })
-              return { ...checked, ...(Number.isFinite(loss) ? { calibrationLoss: loss } : {}) }
-            }),
-          (params) => Effect.sync(() => ParamTree.dispose(params))
-        )
-        yield* ctx.writeJson(decisionFile, yield* Schema.encodeUnknownEffect(PruneDecision)(decision).pipe(Effect.orDie))
-        yield* ctx.metric("calibration_loss", decision.calibrationLoss ?? Number.NaN)
-        return {
-          method: decision.method,
-          teacherDepth: decision.teacherDepth,
-          kept: decision.kept,
-          ...(decision.scheme === undefined ? {} : { scheme: decision.scheme }),
-          ...(decision.confidence === undefined ? {} : { confidence: decision.confidence }),
-          ...(decision.calibrationLoss === undefined ? {} : { calibrationLoss: decision.calibrationLoss })
-        }
-      })
-  })
-
-  const exported = Stage.make({
-    name: "prune-export",
-    version: 1,
-    config: ExportConfig,
-    output: ExportOutput,
-    inputs: { decision: prune, teacher: wiring.teacher } as { readonly decision: typeof prune; readonly teacher: T },
-    run: (_config, inputs, ctx) =>
-      Effect.gen(function*() {
-        const decision = yield* readDecision(inputs.decision)
-        const teacher = yield* wiring.readTeacher(inputs.teacher)
-        if (decision.teacherDepth !== teacher.config.depth) {
-          return yield* new DecisionMismatch({
-            method: decision.method,
-            reason: `decided on ${decision.teacherDepth} blocks, the teacher has ${teacher.config.depth}`
-          })
-        }
-        // keepBlocks only restructures the tree (it reads no tensor), so it serves host trees too.
-        const pruned = DiT.keepBlocks(teacher.config, teacher.params as unknown as ParamTree.ParamTree, decision.kept)
-        const model = yield* ModelArtifact.write(ctx, {
-          family: teacher.family,
-          config: pruned.config,
-          params: pruned.params as unknown as HostTensor.HostTree
-        })
-        return { ...model, method: decision.method, teacherDepth: decision.teacherDepth, kept: decision.kept }
-      })
-  })
-
-  return { prune, export: exported }
+/** Why a method's kept blocks miss the target, if they do. */
+const misses = (kept: ReadonlyArray<number>, depth: number, target: Selection.Target): string | undefined => {
+  if (kept.length !== target.keep) return `keeps ${kept.length} of ${depth} blocks; the target is ${Selection.describe(target)} of ${depth}`
+  if (kept.some((k, i) => !Number.isInteger(k) || k < 0 || k >= depth || (i > 0 && k <= kept[i - 1]!))) {
+    return `kept blocks [${kept}] are not ascending within 0..${depth - 1}`
+  }
+  if (target.scheme === undefined) return undefined
+  const { groups } = Scheme.groups(target.scheme, depth)
+  const short = groups.findIndex((g) => g.filter((layer) => kept.includes(layer)).length !== target.scheme!.n)
+  return short < 0 ? undefined : `group ${short} (blocks ${groups[short]!.join(", ")}) does not keep ${target.scheme.n}`
 }
+
+/** The prune stage: a method of the Pruners registry on a teacher (any model) and latents. */
+export const PruneStage = Stage.make({
+  name: "prune",
+  module: import.meta.url,
+  // The built-in methods count only when a config chooses them (select).
+  exclude: [...Pruners.builtin.values()].map((m) => m.module),
+  config: PruneConfig,
+  output: PruneSummary,
+  inputs: { teacher: ModelArtifact.Model, data: Stages.LatentsOutput },
+  select: (config) =>
+    Effect.gen(function*() {
+      const method = yield* Pruners.get(config.method)
+      const options = yield* Method.canonicalOptions(Pruner.kind, method, config.options)
+      return { config: { ...config, options: options as PruneConfig["options"] }, code: [{ module: method.module }] }
+    }),
+  run: (config, inputs, ctx) =>
+    Effect.gen(function*() {
+      const teacher = yield* readModel(inputs.teacher)
+      const source = yield* Stages.readLatents(inputs.data)
+      const method = yield* Pruners.get(config.method)
+      const options = yield* Pruner.options(method, config.options)
+      const target = yield* targetOf(teacher.config.depth, config)
+      const objective = yield* BlockStack.objective(teacher.family, teacher.config)
+      const stack = BlockStack.dit(objective, teacher.config)
+      const calibration = stack.calibrationSet(source.batch({ seed: config.seed, batchSize: config.calibration }, 0), config.seed)
+      yield* Effect.logInfo(`${method.name} on ${stack.description}: ${Selection.describe(target)}`)
+      const decision = yield* Effect.acquireUseRelease(
+        Effect.sync(() => HostTensor.treeToTensors(teacher.params)),
+        (params) =>
+          Effect.gen(function*() {
+            const decided = yield* method.prune({ stack, params, target, calibration, source, options, seed: config.seed, ctx })
+            const kept = [...decided.kept]
+            const missed = misses(kept, stack.depth, target)
+            if (missed !== undefined) return yield* new DecisionMismatch({ method: method.name, reason: missed })
+            const evidence = yield* Schema.encodeUnknownEffect(method.evidence)(decided.evidence).pipe(
+              Effect.mapError((e) => new DecisionMismatch({ method: method.name, reason: `its evidence does not fit its Schema: ${e.message}` }))
+            )
+            const loss = yield* stack.calibrationLoss(params, calibration, { kept })
+            return {
+              method: method.name,
+              teacherDepth: stack.depth,
+              kept,
+              ...Selection.groupsOf(target, stack.depth),
+              ...(Number.isFinite(loss) ? { calibrationLoss: loss } : {}),
+              evidence: evidence as Schema.Json
+            } satisfies PruneDecision
+          }),
+        (params) => Effect.sync(() => ParamTree.dispose(params))
+      )
+      yield* ctx.writeJson(decisionFile, yield* Schema.encodeUnknownEffect(PruneDecision)(decision).pipe(Effect.orDie))
+      yield* ctx.metric("calibrationLoss", decision.calibrationLoss ?? Number.NaN)
+      const headline = Method.headline(decision.evidence)
+      for (const [name, value] of Object.entries(headline)) yield* ctx.metric(name, value)
+      const { evidence: _, ...summary } = decision
+      return { ...summary, headline }
+    })
+})
+
+/** The prune-export stage: the teacher's original weights of a decision's kept blocks. */
+export const ExportStage = Stage.make({
+  name: "prune-export",
+  module: import.meta.url,
+  config: ExportConfig,
+  output: ExportOutput,
+  inputs: { decision: PruneSummary, teacher: ModelArtifact.Model },
+  run: (_config, inputs, ctx) =>
+    Effect.gen(function*() {
+      const decision = inputs.decision.output
+      const teacher = yield* readModel(inputs.teacher)
+      if (decision.teacherDepth !== teacher.config.depth) {
+        return yield* new DecisionMismatch({
+          method: decision.method,
+          reason: `decided on ${decision.teacherDepth} blocks, the teacher has ${teacher.config.depth}`
+        })
+      }
+      const model = yield* ModelArtifact.writeBlocks(ctx, { ...teacher, key: inputs.teacher.key }, decision)
+      return { ...model, method: decision.method }
+    })
+})
 
 /** The full decision of a prune artifact, validated. */
 export const readDecision = (artifact: Stage.Artifact<unknown>): Effect.Effect<PruneDecision, StoreError | CorruptArtifact> =>

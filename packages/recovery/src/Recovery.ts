@@ -1,5 +1,5 @@
 /**
- * The recovery objective (paper §4.4, supplementary §8), as a task of the
+ * The recovery strategies (paper §4.4, supplementary §8), each a task of the
  * shared training loop (packages/diffusion Trainer):
  *
  *   finetune    the plain diffusion loss GT (ε-MSE + vb, or SiT's velocity MSE)
@@ -11,8 +11,13 @@
  * with β decayed linearly to 0 over the run. The teacher runs on the step's
  * draws — the same x_t, timesteps and dropped labels as the student — once
  * per step, outside the gradient.
+ *
+ * A strategy describes itself (core Method): its options with the paper's
+ * settings as defaults, and its evidence — Table 5's initial distillation
+ * loss. The `Strategies` registry holds them by name; adding one is one file.
  */
 import { Effect, Schema } from "effect"
+import { Method } from "@tinyfusion/core"
 import { Network, type Trainer, Training } from "@tinyfusion/diffusion"
 import { type Config, DiT, type ModelArtifact } from "@tinyfusion/models"
 import { type HostTensor, type ParamTree, Schedules, tf } from "@tinyfusion/tensor"
@@ -21,53 +26,7 @@ import * as Distill from "./Distill.ts"
 
 const Index = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
 const NonNegative = Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0))
-
-export const Strategy = Schema.Literals(["finetune", "logits-kd", "repkd", "masked-kd"])
-export type Strategy = typeof Strategy.Type
-
-/**
- * Which teacher block each student layer is distilled towards: from the
- * pruning decision (the teacher indices of the student's layers and, for an
- * N:M decision, its groups), or the reference code's fixed mapping.
- */
-export const AlignmentConfig = Schema.Union([
-  Schema.Literal("fixed"),
-  Schema.Struct({ kept: Schema.Array(Index), groups: Schema.optional(Schema.Array(Schema.Array(Index))) })
-])
-export type AlignmentConfig = typeof AlignmentConfig.Type
-
-export const Loss = Schema.Struct({
-  strategy: Strategy,
-  /** Masked KD's threshold: elements with |x − μ| ≥ kσ are ignored. */
-  k: Schema.optional(Schema.Finite.check(Schema.isGreaterThan(0))),
-  alphaKd: NonNegative,
-  alphaGt: NonNegative,
-  /** The Rep weight at step 0, decayed linearly to 0 at the last step. */
-  beta: NonNegative,
-  alignment: AlignmentConfig
-}).check(Schema.makeFilter((l) =>
-  l.strategy === "masked-kd" && l.k === undefined
-    ? "masked-kd needs a threshold k"
-    : l.strategy !== "masked-kd" && l.k !== undefined
-    ? `k is a masked-kd threshold, not a ${l.strategy} setting`
-    : undefined
-))
-export type Loss = typeof Loss.Type
-
-/** The paper's weights: α_KD 0.9, α_GT 0.1, β 1e-2 (SiT: 2e-4). */
-export const paper = (
-  family: ModelArtifact.Family,
-  strategy: Strategy,
-  alignment: AlignmentConfig,
-  k?: number
-): Loss => ({
-  strategy,
-  ...(strategy === "masked-kd" ? { k: k ?? 2 } : {}),
-  alphaKd: 0.9,
-  alphaGt: 0.1,
-  beta: family === "sit" ? 2e-4 : 1e-2,
-  alignment
-})
+const { option } = Method
 
 /** The paper's optimiser: AdamW lr 2e-4, weight decay 0, cosine to 1e-4, clip 1.0, EMA 0.9999; a non-finite loss ends the run. */
 export const paperTraining = (steps: number, batchSize: number, seed: number): Trainer.Settings => ({
@@ -84,11 +43,41 @@ export const paperTraining = (steps: number, batchSize: number, seed: number): T
   nonFinite: "fail"
 })
 
-/** Whether the strategy distils hidden states. */
-export const usesRep = (strategy: Strategy): boolean => strategy === "repkd" || strategy === "masked-kd"
+/** The models a strategy trains: the teacher on the device, the student's initial weights, and where its blocks came from. */
+export interface Models {
+  readonly teacher: { readonly config: Config.Config; readonly params: ParamTree.ParamTree; readonly key: string }
+  readonly student: {
+    readonly config: Config.Config
+    readonly init: HostTensor.HostTree
+    /** The teacher blocks the student is made of, when its artifact records them. */
+    readonly blocks?: ModelArtifact.Blocks | undefined
+  }
+}
 
-/** β at each step: linear from `beta` at step 0 to 0 at `steps`. */
-export const beta = (loss: Loss, steps: number): Schedules.Schedule => Schedules.linear({ from: loss.beta, to: 0, steps })
+export interface Setup<O> {
+  readonly objective: Training.Objective
+  /** Steps of the run (β's schedule spans them). */
+  readonly steps: number
+  readonly options: O
+  readonly models: Models
+}
+
+/** A recovery strategy: a Method whose task the loop trains, and whose evidence comes from the run's curve. */
+export interface Strategy<O = any, V = any> extends Method.Method<O, V> {
+  /** Whether it runs the teacher (a fine-tuning baseline does not). */
+  readonly distils: boolean
+  readonly task: (setup: Setup<O>) => Effect.Effect<Trainer.Task, InvalidAlignment>
+  /** The evidence of a run from its loss curve (its terms at step 0, …). */
+  readonly report: (options: O, curve: Trainer.Curve) => V
+}
+
+export const kind = "recovery strategy"
+
+/** A strategy, its option and evidence types inferred from its Schemas. */
+export const make = <O, V>(strategy: Strategy<O, V>): Strategy<O, V> => strategy
+
+/** A strategy's options from a config: unknown fields are named, missing ones take their defaults. */
+export const options = <O>(strategy: Strategy<O, any>, given: unknown) => Method.options(kind, strategy, given)
 
 /** An alignment that does not fit the teacher and student. */
 export class InvalidAlignment extends Schema.TaggedError<InvalidAlignment>()("InvalidAlignment", {
@@ -99,17 +88,38 @@ export class InvalidAlignment extends Schema.TaggedError<InvalidAlignment>()("In
   }
 }
 
-/** The aligned (student layer, teacher block) pairs. */
+/**
+ * Which teacher block each student layer is distilled towards: from the
+ * pruning decision that made the student (its kept blocks and, for an N:M
+ * decision, its groups — the student must be made of this teacher's
+ * blocks), the reference code's fixed mapping, or given by hand.
+ */
+export const AlignmentOption = Schema.Union([
+  Schema.Literals(["decision", "fixed"]),
+  Schema.Struct({ kept: Schema.Array(Index), groups: Schema.optional(Schema.Array(Schema.Array(Index))) })
+])
+export type AlignmentOption = typeof AlignmentOption.Type
+
+/** The aligned (student layer, teacher block) pairs of an alignment option. */
 export const pairs = (
-  alignment: AlignmentConfig,
-  studentDepth: number,
-  teacherDepth: number
+  alignment: AlignmentOption,
+  models: Models
 ): Effect.Effect<ReadonlyArray<Alignment.Pair>, InvalidAlignment> => {
   const invalid = (reason: string) => Effect.fail(new InvalidAlignment({ reason }))
+  const studentDepth = models.student.config.depth
+  const teacherDepth = models.teacher.config.depth
   if (alignment === "fixed") {
     return teacherDepth % studentDepth === 0
       ? Effect.succeed(Alignment.fixed(studentDepth, teacherDepth))
       : invalid(`the fixed mapping needs the teacher depth ${teacherDepth} to be a multiple of the student depth ${studentDepth}`)
+  }
+  if (alignment === "decision") {
+    const blocks = models.student.blocks
+    if (blocks === undefined) return invalid("the student records no blocks of a teacher: give the alignment (fixed, or kept and groups)")
+    if (blocks.source !== models.teacher.key) {
+      return invalid(`the student is made of blocks of ${blocks.source}, not of the teacher ${models.teacher.key}: use the fixed alignment`)
+    }
+    return pairs(blocks.groups === undefined ? { kept: blocks.kept } : { kept: blocks.kept, groups: blocks.groups }, models)
   }
   const { kept, groups } = alignment
   if (kept.length !== studentDepth) return invalid(`${kept.length} kept blocks for a student of depth ${studentDepth}`)
@@ -138,57 +148,123 @@ export const pass = (objective: Training.Objective, config: Config.Config, param
   return { terms, hidden }
 }
 
-export interface Models {
-  readonly teacher: { readonly config: Config.Config; readonly params: ParamTree.ParamTree }
-  readonly student: { readonly config: Config.Config; readonly init: HostTensor.HostTree }
-  /** Aligned (student layer, teacher block) pairs; used by repkd and masked-kd. */
-  readonly pairs: ReadonlyArray<Alignment.Pair>
-}
+/** The paper's Rep weight at step 0: 1e-2 for DiT, 2e-4 for SiT. */
+export const paperBeta = (objective: Training.Objective): number => (objective._tag === "sit" ? 2e-4 : 1e-2)
+
+/** β at each step: linear from `beta` at step 0 to 0 at `steps`. */
+export const beta = (from: number, steps: number): Schedules.Schedule => Schedules.linear({ from, to: 0, steps })
 
 /**
- * The recovery task of `steps` steps: its terms are gt, and kd and rep when
- * the strategy has them (unweighted; the loss weighs them).
+ * Distillation of `steps` steps: terms gt and kd, and rep with aligned
+ * pairs (unweighted; the loss weighs them). `k` masks Rep (masked KD).
  */
-export const task = (objective: Training.Objective, loss: Loss, steps: number, models: Models): Trainer.Task => {
-  const { teacher, student } = models
-  const betaAt = beta(loss, steps)
+export const distillation = (
+  setup: Setup<{ readonly alphaKd: number; readonly alphaGt: number }>,
+  rep?: { readonly beta: number; readonly pairs: ReadonlyArray<Alignment.Pair>; readonly k?: number | undefined }
+): Trainer.Task => {
+  const { objective, options: w, models: { teacher, student } } = setup
+  const betaAt = beta(rep?.beta ?? 0, setup.steps)
   return {
     objective,
     config: student.config,
     init: student.init,
     loss: (batch) => {
-      if (loss.strategy === "finetune") {
-        return (params) => {
-          const gt = Training.loss(objective, student.config, params, batch.x, batch.draws).loss
-          return { loss: gt, terms: { gt } }
-        }
-      }
       const target = pass(objective, teacher.config, teacher.params, batch)
       const weight = betaAt(batch.step)
       return (params) => {
         const own = pass(objective, student.config, params, batch)
         const gt = own.terms.loss
         const kd = Distill.outputKd(own.terms.output, target.terms.output)
-        const logits = tf.add(tf.mul(kd, loss.alphaKd), tf.mul(gt, loss.alphaGt)) as tf.Scalar
-        if (!usesRep(loss.strategy)) return { loss: logits, terms: { gt, kd } }
-        const rep = Distill.repLoss(
-          models.pairs.map((p) => [own.hidden[p.student + 1]!, target.hidden[p.teacher + 1]!] as const),
-          loss.strategy === "masked-kd" ? loss.k : undefined
-        )
-        return { loss: tf.add(logits, tf.mul(rep, weight)) as tf.Scalar, terms: { gt, kd, rep } }
+        const logits = tf.add(tf.mul(kd, w.alphaKd), tf.mul(gt, w.alphaGt)) as tf.Scalar
+        if (rep === undefined) return { loss: logits, terms: { gt, kd } }
+        const term = Distill.repLoss(rep.pairs.map((p) => [own.hidden[p.student + 1]!, target.hidden[p.teacher + 1]!] as const), rep.k)
+        return { loss: tf.add(logits, tf.mul(term, weight)) as tf.Scalar, terms: { gt, kd, rep: term } }
       }
     }
   }
 }
 
-/**
- * Table 5's "Init. Distill. Loss" from a run's curve: the Rep term at step 0
- * for repkd and masked-kd; for logits-kd (a "-" in the paper) the output
- * KD term at step 0; undefined for fine-tuning or when step 0 was not
- * recorded (skipped for a non-finite loss).
- */
-export const initialDistillLoss = (strategy: Strategy, curve: Trainer.Curve): number | undefined => {
+/** Table 5's "Init. Distill. Loss": a curve term at step 0 (absent when step 0 was not recorded, e.g. skipped). */
+export const InitialDistillLoss = Schema.Struct({ initDistillLoss: Schema.optional(Schema.Finite) })
+
+const initial = (curve: Trainer.Curve, term: string): typeof InitialDistillLoss.Type => {
   const first = curve[0]
-  if (first === undefined || first.step !== 0 || strategy === "finetune") return undefined
-  return usesRep(strategy) ? first.terms["rep"] : first.terms["kd"]
+  const value = first?.step === 0 ? first.terms[term] : undefined
+  return value === undefined ? {} : { initDistillLoss: value }
 }
+
+const weights = {
+  alphaKd: option(NonNegative, 0.9, "Weight of the output KD term"),
+  alphaGt: option(NonNegative, 0.1, "Weight of the diffusion loss (GT)")
+}
+
+const repOptions = {
+  ...weights,
+  beta: option(
+    Schema.Union([Schema.Literal("paper"), NonNegative]),
+    "paper",
+    "Rep weight at step 0, decayed linearly to 0 (paper: 1e-2 for DiT, 2e-4 for SiT)"
+  ),
+  alignment: option(AlignmentOption, "decision", "RepKD pairs: from the pruning decision that made the student, the reference's fixed mapping, or {kept, groups}")
+}
+
+const repTask = (setup: Setup<Schema.Schema.Type<Schema.Struct<typeof repOptions>>>, k: number | undefined) =>
+  Effect.map(pairs(setup.options.alignment, setup.models), (aligned) =>
+    distillation(setup, {
+      beta: setup.options.beta === "paper" ? paperBeta(setup.objective) : setup.options.beta,
+      pairs: aligned,
+      k
+    }))
+
+export const finetune = make({
+  name: "finetune",
+  description: "Fine-tuning: the plain diffusion loss, no teacher",
+  module: import.meta.url,
+  options: Schema.Struct({}),
+  evidence: Schema.Struct({}),
+  distils: false,
+  task: ({ objective, models: { student } }) =>
+    Effect.succeed({
+      objective,
+      config: student.config,
+      init: student.init,
+      loss: (batch) => (params) => {
+        const gt = Training.loss(objective, student.config, params, batch.x, batch.draws).loss
+        return { loss: gt, terms: { gt } }
+      }
+    }),
+  report: () => ({})
+})
+
+export const logitsKd = make({
+  name: "logits-kd",
+  description: "Logits KD: α_KD·MSE(student, teacher outputs) + α_GT·GT",
+  module: import.meta.url,
+  options: Schema.Struct(weights),
+  evidence: InitialDistillLoss,
+  distils: true,
+  task: (setup) => Effect.succeed(distillation(setup)),
+  report: (_options, curve) => initial(curve, "kd")
+})
+
+export const repKd = make({
+  name: "repkd",
+  description: "RepKD: logits KD + β·Σ MSE of aligned hidden states",
+  module: import.meta.url,
+  options: Schema.Struct(repOptions),
+  evidence: InitialDistillLoss,
+  distils: true,
+  task: (setup) => repTask(setup, undefined),
+  report: (_options, curve) => initial(curve, "rep")
+})
+
+export const maskedKd = make({
+  name: "masked-kd",
+  description: "Masked RepKD: RepKD over the elements within kσ of their sample's mean",
+  module: import.meta.url,
+  options: Schema.Struct({ ...repOptions, k: option(Schema.Finite.check(Schema.isGreaterThan(0)), 2, "Ignore elements with |x − μ| ≥ kσ") }),
+  evidence: InitialDistillLoss,
+  distils: true,
+  task: (setup) => repTask(setup, setup.options.k),
+  report: (_options, curve) => initial(curve, "rep")
+})

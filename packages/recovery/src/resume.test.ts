@@ -63,8 +63,8 @@ describe("resume across processes", () => {
       assert.deepStrictEqual(last.result, keys)
 
       const manifest = (key: string) => Effect.map(fs.readFileString(`${store}/artifacts/${key}/manifest.json`), JSON.parse)
-      assert.isAtLeast((yield* manifest(keys.teacher)).metrics["resumed_from"], 10, `seed ${seed}`)
-      assert.isAtLeast((yield* manifest(keys.recovered)).metrics["resumed_from"], 10, `seed ${seed}`)
+      assert.isAtLeast((yield* manifest(keys.teacher)).metrics["resumedFrom"], 10, `seed ${seed}`)
+      assert.isAtLeast((yield* manifest(keys.recovered)).metrics["resumedFrom"], 10, `seed ${seed}`)
       for (const key of [keys.teacher, keys.recovered]) {
         for (const file of ["model.safetensors", "ema.safetensors", "loss.json"]) {
           const want = yield* fs.readFile(`${dir}/reference/artifacts/${key}/${file}`)

@@ -7,7 +7,7 @@
  */
 import { Console, Effect, FileSystem, Option } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
-import { Checkpoint, Config } from "@tinyfusion/models"
+import { Config, StateDict } from "@tinyfusion/models"
 import { HostTensor, ParamTree, Safetensors } from "@tinyfusion/tensor"
 
 const model = Flag.Literals("model", Config.presetNames).pipe(
@@ -71,8 +71,8 @@ const importCommand = Command.make(
   Effect.fn(function*(o) {
     const fs = yield* FileSystem.FileSystem
     const config = yield* Config.make(Option.getOrElse(o.model, () => "DiT-XL/2" as const), overridden(o))
-    const loaded = yield* Checkpoint.decode(config, yield* fs.readFile(o.input), { prefix: o.prefix })
-    yield* writeAtomic(o.out, yield* Checkpoint.encode(config, loaded.params, { metadata: { "tinyfusion.source": o.input } }))
+    const loaded = yield* StateDict.decode(config, yield* fs.readFile(o.input), { prefix: o.prefix })
+    yield* writeAtomic(o.out, yield* StateDict.encode(config, loaded.params, { metadata: { "tinyfusion.source": o.input } }))
     yield* Console.log(`imported ${o.input} (${loaded.dtypes.join(", ")}) → ${o.out}\n${summary(config, loaded.params)}`)
   })
 ).pipe(Command.withDescription("Read a reference DiT checkpoint (safetensors) into our float32 params, checking every key and shape"))
@@ -92,14 +92,14 @@ const exportCommand = Command.make(
   Effect.fn(function*(o) {
     const fs = yield* FileSystem.FileSystem
     const file = yield* Safetensors.decode(yield* fs.readFile(o.input))
-    const base = Option.isSome(o.model) ? Option.some(yield* Config.make(o.model.value)) : yield* Checkpoint.storedConfig(file.metadata)
+    const base = Option.isSome(o.model) ? Option.some(yield* Config.make(o.model.value)) : yield* StateDict.storedConfig(file.metadata)
     if (Option.isNone(base)) {
-      return yield* new Config.InvalidConfig({ reason: `${o.input} carries no ${Checkpoint.configKey} metadata; name its shape with --model` })
+      return yield* new Config.InvalidConfig({ reason: `${o.input} carries no ${StateDict.configKey} metadata; name its shape with --model` })
     }
     const config = yield* Config.decode({ ...base.value, ...overridden(o) })
-    const loaded = yield* Checkpoint.fromFile(config, file)
+    const loaded = yield* StateDict.fromFile(config, file)
     const dtype = ({ f32: "F32", f16: "F16", bf16: "BF16" } as const)[o.dtype]
-    yield* writeAtomic(o.out, yield* Checkpoint.encode(config, loaded.params, { dtype }))
+    yield* writeAtomic(o.out, yield* StateDict.encode(config, loaded.params, { dtype }))
     yield* Console.log(`exported ${o.input} → ${o.out} (${dtype}, reference keys)\n${summary(config, loaded.params)}`)
   })
 ).pipe(Command.withDescription("Write our checkpoint with exactly the reference state_dict keys (F32, F16 or BF16)"))

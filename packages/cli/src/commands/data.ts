@@ -5,11 +5,14 @@
  *   latents      the autoencoder, then latent extraction of the training split (resumes after a kill)
  *   features     trains the feature network; test accuracy, and the reference
  *                statistics of the test split (eval's `reference` stage)
- * A finished stage is a cache hit: rerunning prints its figures again.
+ * Each command is a graph of the data stages (packages/core Graph) built from
+ * its flags; a finished stage is a cache hit: rerunning prints its figures
+ * again. Other commands build the same nodes from the same flags, so their
+ * keys are the ones these commands stored.
  */
-import { Console, Effect } from "effect"
+import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import { Stage } from "@tinyfusion/core"
+import { Graph, Stage } from "@tinyfusion/core"
 import { Dataset, defaultFashionMnistDir, Stages } from "@tinyfusion/data"
 import { Reference } from "@tinyfusion/eval"
 import * as GlobalFlags from "../GlobalFlags.ts"
@@ -37,15 +40,16 @@ const autoencoderConfig = (o: { readonly seed: number; readonly steps: number; r
 export const withData = <A, E, R>(dir: string, self: Effect.Effect<A, E, R>) =>
   GlobalFlags.withCompute(Effect.provide(self, Dataset.fashionMnist({ dir })))
 
-const trainAutoencoder = (o: { readonly seed: number; readonly steps: number; readonly batchSize: number }) =>
-  Effect.gen(function*() {
-    const config = yield* Stage.decodeConfig(Stages.AutoencoderStage, autoencoderConfig(o))
-    return yield* Stage.run(Stages.AutoencoderStage, config, {})
-  })
+/** The autoencoder node the flags name. */
+export const autoencoderNode = (o: { readonly seed: number; readonly steps: number; readonly batchSize: number }) =>
+  Effect.map(Stage.decodeConfig(Stages.AutoencoderStage, autoencoderConfig(o)), (config) => Graph.node(Stages.AutoencoderStage, config, {}))
+
+/** Runs a node on a fresh runner (its inputs first). */
+export const runNode = <O, E, R>(node: Graph.Node<O, E, R>) => Effect.flatMap(Graph.runner, (runner) => runner.run(node))
 
 const autoencoder = Command.make("autoencoder", autoencoderFlags, (o) =>
   withData(o.data, Effect.gen(function*() {
-    const ae = yield* trainAutoencoder(o)
+    const ae = yield* runNode(yield* autoencoderNode(o))
     yield* Console.log(Table.render(["stage", "key", "PSNR (dB)", "images", "scale factor", "reconstructions"], [[
       "autoencoder",
       ae.key,
@@ -62,17 +66,36 @@ export const latentFlags = {
   shardSize: Flag.Int("shard-size").pipe(Flag.withDescription("Images per latent shard"), Flag.withDefault(Stages.miniLatents.shardSize))
 }
 
-/** The autoencoder and the latents of the training split, as the flags say (cache hits once extracted). */
-export const extractLatents = (o: { readonly seed: number; readonly steps: number; readonly batchSize: number; readonly shardSize: number }) =>
+/** The latents node of the training split the flags name (over their autoencoder node). */
+export const latentsNode = (o: { readonly seed: number; readonly steps: number; readonly batchSize: number; readonly shardSize: number }) =>
   Effect.gen(function*() {
-    const ae = yield* trainAutoencoder(o)
+    const autoencoder = yield* autoencoderNode(o)
     const config = yield* Stage.decodeConfig(Stages.LatentsStage, { ...Stages.miniLatents, seed: o.seed, shardSize: o.shardSize })
-    return yield* Stage.run(Stages.LatentsStage, config, { autoencoder: ae })
+    return Graph.node(Stages.LatentsStage, config, { autoencoder })
   })
+
+/** The latents the `data latents` defaults name: what pruning and recovery read unless given --latents. */
+export const defaultLatents = latentsNode({
+  seed: 0,
+  steps: Stages.miniAutoencoder.training.steps,
+  batchSize: Stages.miniAutoencoder.training.batchSize,
+  shardSize: Stages.miniLatents.shardSize
+})
+
+/** --latents KEY: the latents artifact a command reads (default: `data latents` at its defaults). */
+export const latentsFlag = Flag.String("latents").pipe(
+  Flag.withDescription("Key of a latents artifact (default: the one `tinyfusion data latents` makes at its defaults)"),
+  Flag.optional
+)
+
+/** The latents input a --latents flag names. */
+export const latentsInput = Effect.fnUntraced(function*(key: Option.Option<string>) {
+  return Option.isSome(key) ? Graph.existing(key.value) : yield* defaultLatents
+})
 
 const latents = Command.make("latents", latentFlags, (o) =>
   withData(o.data, Effect.gen(function*() {
-    const extracted = yield* extractLatents(o)
+    const extracted = yield* runNode(yield* latentsNode(o))
     yield* Console.log(Table.render(["stage", "key", "images", "latents each", "shards", "scale factor", "folder"], [[
       "latents",
       extracted.key,
@@ -96,11 +119,13 @@ const features = Command.make("features", {
       ...Stages.miniFeatureNet,
       training: { ...Stages.miniFeatureNet.training, seed: o.seed, steps: o.steps, batchSize: o.batchSize }
     })
-    const net = yield* Stage.run(Stages.FeatureNetStage, config, {})
-    const reference = yield* Stage.run(Reference.ReferenceStage, Reference.miniReference, { featureNet: net })
+    const featureNet = Graph.node(Stages.FeatureNetStage, config, {})
+    const runner = yield* Graph.runner
+    const net = yield* runner.run(featureNet)
+    const reference = yield* runner.run(Graph.node(Reference.ReferenceStage, Reference.miniReference, { featureNet }))
     yield* Console.log(Table.render(["stage", "key", "figures"], [
       ["feature-net", net.key, `test accuracy ${Table.fixed(100 * net.output.accuracy, 2)}% on ${net.output.testImages} images; pool / spatial dims ${net.output.poolDim} / ${net.output.spatialDim}`],
-      ["reference", reference.key, `${reference.output.count} test images; their IS ${Table.fixed(reference.output.inceptionScore, 3)}; statistics in ${reference.dir}`]
+      ["reference", reference.key, `${reference.output.count} test images; their IS ${Table.fixed(reference.output.is, 3)}; statistics in ${reference.dir}`]
     ]))
   }))
 ).pipe(Command.withDescription("Train the evaluation feature network; test accuracy, and the reference statistics of the test split"))

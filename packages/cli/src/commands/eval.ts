@@ -15,7 +15,7 @@
  */
 import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import { Stage } from "@tinyfusion/core"
+import { Graph, Stage } from "@tinyfusion/core"
 import { Dataset, defaultFashionMnistDir, Stages } from "@tinyfusion/data"
 import { Evaluation, Reference } from "@tinyfusion/eval"
 import * as GlobalFlags from "../GlobalFlags.ts"
@@ -72,11 +72,11 @@ export const flags = {
 
 export const evaluate = Command.make("eval", flags, (o) =>
   GlobalFlags.withCompute(Effect.gen(function*() {
-    const withData = Effect.provide(Dataset.fashionMnist({ dir: o.data }))
-    const model = yield* ModelFlags.resolve(o)
-    const stage = Evaluation.make(model.stage)
-    const family = model.artifact.output.family
-    const config = yield* Stage.decodeConfig(stage, {
+    const data = Dataset.fashionMnist({ dir: o.data })
+    const runner = yield* Graph.runner
+    const model = yield* ModelFlags.artifact(o)
+    const family = model.output.family
+    const config = yield* Stage.decodeConfig(Evaluation.EvaluationStage, {
       samples: o.n,
       batchSize: o.batchSize,
       sampling: {
@@ -92,39 +92,37 @@ export const evaluate = Command.make("eval", flags, (o) =>
       gridImages: o.grid,
       partBatches: o.partBatches
     })
-    const autoencoder = yield* Option.match(o.autoencoder, {
-      onSome: (key) => Stage.open(Stages.AutoencoderStage, key),
-      onNone: () => withData(Stage.run(Stages.AutoencoderStage, Stages.miniAutoencoder, {}))
-    })
-    const reference = yield* Option.match(o.reference, {
-      onSome: (key) => Stage.open(Reference.ReferenceStage, key),
-      onNone: () =>
-        withData(Effect.gen(function*() {
-          const featureNet = yield* Option.match(o.featureNet, {
-            onSome: (key) => Stage.open(Stages.FeatureNetStage, key),
-            onNone: () => Stage.run(Stages.FeatureNetStage, Stages.miniFeatureNet, {})
-          })
-          return yield* Stage.run(Reference.ReferenceStage, Reference.miniReference, { featureNet })
-        }))
-    })
-    const result = yield* Stage.run(stage, config, { model: model.artifact, autoencoder, reference })
+    // Inputs given by key need no data; the mini data stages read the dataset only when they run.
+    const input = <A, E, R>(key: Option.Option<string>, node: () => Graph.Node<A, E, R>) =>
+      Option.match(key, { onSome: (k) => runner.artifact(Graph.existing(k)), onNone: () => Effect.provide(runner.run(node()), data) })
+    const autoencoder = yield* input(o.autoencoder, () => Graph.node(Stages.AutoencoderStage, Stages.miniAutoencoder, {}))
+    const reference = yield* input(o.reference, () =>
+      Graph.node(Reference.ReferenceStage, Reference.miniReference, {
+        featureNet: Option.match(o.featureNet, { onSome: Graph.existing, onNone: () => Graph.node(Stages.FeatureNetStage, Stages.miniFeatureNet, {}) })
+      }))
+    const result = yield* runner.run(Graph.node(Evaluation.EvaluationStage, config, {
+      model: Graph.existing(model.key),
+      autoencoder: Graph.existing(autoencoder.key),
+      reference: Graph.existing(reference.key)
+    }))
+    const referenceKey = reference.key
     const out = result.output
     yield* Console.log(Table.render(["FID", "sFID", "IS", "precision", "recall"], [[
       Table.fixed(out.fid, 3),
       Table.fixed(out.sfid, 3),
-      Table.fixed(out.inceptionScore, 3),
+      Table.fixed(out.is, 3),
       Table.fixed(out.precision, 4),
       Table.fixed(out.recall, 4)
     ]]))
     const s = config.sampling
     yield* Console.log([
       `evaluation ${result.key}${result.cached ? " (cached)" : ""}`,
-      `  ${out.samples} samples of ${model.artifact.key} (${out.family}, depth ${out.depth}, ${out.parameters.toLocaleString("en-US")} parameters, ${out.weights} weights)`,
+      `  ${out.samples} samples of ${model.key} (${out.family}, depth ${out.depth}, ${out.parameters.toLocaleString("en-US")} parameters, ${out.weights} weights)`,
       `  ${s.sampler} ${s.steps} steps, cfg ${s.cfgScale} (${s.guidedChannels}), seed ${s.seed}`,
-      `  against ${out.referenceImages} reference images (${reference.key})`,
-      ...(result.manifest.metrics["sampling_it_per_s"] == null ? [] : [
-        `  sampling on ${result.manifest.backend?.device ?? "?"}: ${Table.fixed(result.manifest.metrics["sampling_it_per_s"], 2)} it/s, ${
-          Table.fixed(result.manifest.metrics["images_per_s"] ?? Number.NaN, 3)
+      `  against ${out.referenceImages} reference images (${referenceKey})`,
+      ...(result.manifest.metrics["itPerS"] == null ? [] : [
+        `  sampling on ${result.manifest.backend?.device ?? "?"}: ${Table.metric(result.manifest)("itPerS", 2)} it/s, ${
+          Table.metric(result.manifest)("imagesPerS", 3)
         } images/s`
       ]),
       ...(result.manifest.files.some((f) => f.name === Evaluation.files.grid) ? [`  samples: ${result.path(Evaluation.files.grid)}`] : []),

@@ -8,11 +8,11 @@
  */
 import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import { Stage } from "@tinyfusion/core"
+import { Graph, Stage } from "@tinyfusion/core"
 import { Pretrain, Trainer } from "@tinyfusion/diffusion"
 import { Config } from "@tinyfusion/models"
 import * as Table from "../Table.ts"
-import { extractLatents, latentFlags, withData } from "./data.ts"
+import { latentFlags, latentsNode, runNode, withData } from "./data.ts"
 
 const defaults = Pretrain.mini.training
 
@@ -81,9 +81,9 @@ const dataFlags = {
   shardSize: latentFlags.shardSize
 }
 
-/** The latents artifact the data flags name. */
+/** The latents node the data flags name. */
 const latentsOf = (o: { readonly seed: number; readonly aeSteps: number; readonly aeBatchSize: number; readonly shardSize: number }) =>
-  extractLatents({ seed: o.seed, steps: o.aeSteps, batchSize: o.aeBatchSize, shardSize: o.shardSize })
+  latentsNode({ seed: o.seed, steps: o.aeSteps, batchSize: o.aeBatchSize, shardSize: o.shardSize })
 
 export const pretrain = Command.make(
   "pretrain",
@@ -98,13 +98,9 @@ export const pretrain = Command.make(
   (o) =>
     withData(o.data, Effect.gen(function*() {
       const latents = yield* latentsOf(o)
-      const config = yield* configOf(o)
-      const trained = yield* Stage.run(Pretrain.PretrainStage, config, { latents })
+      const trained = yield* runNode(Graph.node(Pretrain.PretrainStage, yield* configOf(o), { latents }))
       const out = trained.output
-      const metric = (name: string, digits: number) => {
-        const value = trained.manifest.metrics[name]
-        return value === undefined || value === null ? "-" : Table.fixed(value, digits)
-      }
+      const metric = Table.metric(trained.manifest)
       yield* Console.log(Table.render(
         ["stage", "key", "model", "parameters", "steps", "final loss", "samples/s", "ms/step", "loss curve"],
         [[
@@ -114,8 +110,8 @@ export const pretrain = Command.make(
           out.parameters.toLocaleString("en-US"),
           `${out.steps}${out.skipped.length > 0 ? ` (${out.skipped.length} skipped)` : ""}`,
           out.finalLoss === null ? "-" : Table.fixed(out.finalLoss, 4),
-          metric("samples_per_second", 1),
-          metric("ms_per_step", 1),
+          metric("samplesPerSecond", 1),
+          metric("msPerStep", 1),
           trained.path(Trainer.files.plot)
         ]]
       ))

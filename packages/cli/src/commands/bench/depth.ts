@@ -44,19 +44,19 @@ export const depth = Command.make(
             const model = { family: "dit" as const, config, params }
             const t = yield* Effect.gen(function*() {
               const first = yield* Throughput.sampling(model, sampling, { batch: o.batch, warmup: 0, repetitions: 1 })
-              const repetitions = Math.max(1, Math.min(o.repetitions, Math.floor((o.budget * 1000) / first.msPerIteration) - 1))
+              const repetitions = Math.max(1, Math.min(o.repetitions, Math.floor((o.budget * 1000) / first.msPerIt) - 1))
               return yield* Throughput.sampling(model, sampling, { batch: o.batch, warmup: 0, repetitions })
             }).pipe(Effect.ensuring(Effect.sync(() => ParamTree.dispose(params))))
-            base ??= t.iterationsPerSecond
-            const speedup = t.iterationsPerSecond / base
+            base ??= t.itPerS
+            const speedup = t.itPerS / base
             const linear = depths[0]! / d
             rows.push([
               name,
               String(d),
               `${Table.fixed((100 * d) / depths[0]!, 0)}%`,
               t.parameters.toLocaleString("en-US"),
-              Table.fixed(t.msPerIteration, 1),
-              Table.fixed(t.iterationsPerSecond, 3),
+              Table.fixed(t.msPerIt, 1),
+              Table.fixed(t.itPerS, 3),
               `${Table.fixed(speedup, 2)}×`,
               `${Table.fixed(linear, 2)}×`,
               `${Table.fixed((100 * speedup) / linear, 1)}%`,

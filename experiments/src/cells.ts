@@ -1,0 +1,235 @@
+/**
+ * A grid cell as a graph of stage nodes (packages/core Graph), built from
+ * the cell and the preset before anything runs:
+ *
+ *   shared    autoencoder → latents, feature-net → reference, and one
+ *             teacher per family (pre-trained, or the paper preset's
+ *             imported DiT): nodes every cell reads
+ *   a cell    prune (its source: the teacher or another cell's model) →
+ *             prune-export → recovery (its teacher likewise) → evaluation;
+ *             a teacher cell evaluates the teacher; a speed cell is one
+ *             sampling-speed node
+ *
+ * Nodes are values with keys, so cells that share a pruning decision (Table
+ * 1's D14 and Table 5's strategies) share its node and artifact, a plan can
+ * say what is stored before anything runs, and a cell — or any of its nodes
+ * — can be run by id in another process on the same store. `run` turns a
+ * cell's artifacts into its metrics under the report's names.
+ */
+import { Effect, type FileSystem, type Path, Schema } from "effect"
+import { type ArtifactStore, Graph, Stage } from "@tinyfusion/core"
+import { type Dataset, Stages } from "@tinyfusion/data"
+import { Pretrain } from "@tinyfusion/diffusion"
+import { Evaluation, Metrics, Reference } from "@tinyfusion/eval"
+import { type ModelArtifact, ModelFile } from "@tinyfusion/models"
+import { type Decision, PruneStage } from "@tinyfusion/pruning"
+import { Recovery, RecoveryStage } from "@tinyfusion/recovery"
+import type { Compute } from "@tinyfusion/tensor"
+import type { Cell, Source } from "./grids.ts"
+import type * as Paper from "./paper.ts"
+import type { Preset } from "./presets.ts"
+import { SpeedStage } from "./speed.ts"
+
+/** The services a cell's stages use. */
+export type Needs = ArtifactStore | Compute | Dataset | FileSystem.FileSystem | Path.Path
+
+type Node<O> = Graph.Node<O, unknown, Needs>
+
+/** The nodes every cell reads. */
+export interface Shared {
+  readonly autoencoder: Node<typeof Stages.AutoencoderOutput.Type>
+  readonly latents: Node<typeof Stages.LatentsOutput.Type>
+  readonly reference: Node<Reference.ReferenceOutput>
+  readonly teachers: { readonly [F in ModelArtifact.Family]: Node<ModelArtifact.Model> }
+}
+
+/** The shared nodes of a preset; the DiT teacher is `teacherFile`'s model when given (the paper preset). */
+export const shared = Effect.fn("Cells.shared")(function*(
+  preset: Preset,
+  teacherFile?: { readonly bytes: Uint8Array; readonly name: string }
+) {
+  const autoencoder = Graph.node(Stages.AutoencoderStage, preset.autoencoder, {}, "shared")
+  const latents = Graph.node(Stages.LatentsStage, preset.latents, { autoencoder }, "shared")
+  const featureNet = Graph.node(Stages.FeatureNetStage, preset.featureNet, {}, "shared")
+  const reference = Graph.node(Reference.ReferenceStage, preset.reference, { featureNet }, "shared")
+  const pretrained = (family: ModelArtifact.Family) => Graph.node(Pretrain.PretrainStage, preset.teacher[family], { latents }, "shared")
+  const imported = teacherFile === undefined ? undefined : yield* ModelFile.describe(teacherFile.bytes, "dit", teacherFile.name)
+  return {
+    autoencoder,
+    latents,
+    reference,
+    teachers: { dit: imported === undefined ? pretrained("dit") : Graph.node(imported.stage, imported.config, {}, "shared"), sit: pretrained("sit") }
+  } satisfies Shared
+})
+
+/** A cell's nodes; `model` is what a later cell starting from it reads. */
+export interface CellGraph {
+  readonly cell: Cell
+  readonly prune?: Node<PruneStage.PruneSummary>
+  readonly export?: Node<typeof PruneStage.ExportOutput.Type>
+  readonly recovery?: Node<RecoveryStage.RecoveryOutput>
+  readonly evaluation?: Node<Evaluation.EvaluationOutput>
+  readonly speed?: Node<typeof SpeedStage.output.Type>
+  readonly model?: Node<ModelArtifact.Model> | Node<RecoveryStage.RecoveryOutput>
+}
+
+/** Every node of a cell, in the order it runs them. */
+export const nodes = (g: CellGraph): ReadonlyArray<Node<unknown>> =>
+  [g.speed, g.prune, g.export, g.recovery, g.evaluation].filter((n): n is Node<any> => n !== undefined)
+
+/** The graphs of `cells` (each cell's sources among them), by id. */
+export const graphs = Effect.fn("Cells.graphs")(function*(cells: ReadonlyArray<Cell>, preset: Preset, s: Shared) {
+  const byId = new Map(cells.map((c) => [c.id, c]))
+  const built = new Map<string, CellGraph>()
+
+  const evaluation = (cell: Cell, model: Node<unknown>, ema: boolean) => {
+    const protocol = preset.evaluation[cell.protocol]
+    // SiT samples with its SDE (the paper's SiT protocol) on as many grid points as DiT has steps.
+    const sampling = cell.family === "sit" ? { ...protocol.sampling, sampler: "sde" as const } : protocol.sampling
+    const config = { ...protocol, sampling, weights: ema ? ("ema" as const) : ("raw" as const) }
+    return Graph.node(Evaluation.EvaluationStage, config, { model: model as Node<ModelArtifact.Model>, autoencoder: s.autoencoder, reference: s.reference }, cell.id)
+  }
+
+  const build = (cell: Cell): Effect.Effect<CellGraph, Stage.InvalidConfig> =>
+    Effect.gen(function*() {
+      const known = built.get(cell.id)
+      if (known !== undefined) return known
+      const modelOf = (source: Source) =>
+        source === "teacher"
+          ? Effect.succeed<Node<unknown>>(s.teachers[cell.family])
+          : Effect.map(build(byId.get(source.cell)!), (g) => g.model as Node<unknown>)
+      let graph: CellGraph
+      if (cell.speedDepth !== undefined) {
+        graph = {
+          cell,
+          speed: Graph.node(SpeedStage, {
+            family: cell.family,
+            model: { ...preset.teacher[cell.family].model, depth: cell.speedDepth },
+            sampling: preset.speed.sampling,
+            batch: preset.speed.batch,
+            repetitions: preset.speed.repetitions
+          }, {}, cell.id)
+        }
+      } else if (cell.prune === undefined) {
+        const teacher = s.teachers[cell.family]
+        graph = { cell, evaluation: evaluation(cell, teacher, true), model: teacher }
+      } else {
+        const source = (yield* modelOf(cell.prune.from)) as Node<ModelArtifact.Model>
+        const config = yield* Stage.decodeConfig(PruneStage.PruneStage, {
+          method: cell.prune.method,
+          keep: cell.prune.keep,
+          ...(cell.prune.scheme === undefined ? {} : { scheme: cell.prune.scheme }),
+          seed: preset.prune.seed,
+          calibration: preset.prune.calibration,
+          options: { ...preset.prune.options[cell.prune.method], ...cell.prune.options }
+        })
+        const prune = Graph.node(PruneStage.PruneStage, config, { teacher: source, data: s.latents }, cell.id)
+        const exported = Graph.node(PruneStage.ExportStage, {}, { decision: prune, teacher: source }, cell.id)
+        const r = cell.recovery
+        if (r === undefined) {
+          graph = { cell, prune, export: exported, evaluation: evaluation(cell, exported, true), model: exported }
+        } else {
+          const paper = Recovery.paperTraining(preset.recovery.steps[r.budget], preset.recovery.batchSize, preset.recovery.seed)
+          const lr = r.lr ?? paper.lr
+          const recovery = Graph.node(RecoveryStage.RecoveryStage, {
+            strategy: r.strategy,
+            options: r.options ?? {},
+            training: {
+              ...paper,
+              // A learning rate of Table 8 keeps the paper's ratio of floor to rate.
+              lr,
+              lrFloor: (paper.lrFloor! * lr) / paper.lr,
+              emaDecay: preset.recovery.emaDecay,
+              checkpointEvery: preset.recovery.checkpointEvery,
+              curveEvery: preset.recovery.curveEvery
+            }
+          }, { teacher: (yield* modelOf(r.teacher ?? "teacher")) as Node<ModelArtifact.Model>, student: exported, latents: s.latents }, cell.id)
+          graph = { cell, prune, export: exported, recovery, evaluation: evaluation(cell, recovery, r.ema ?? true), model: recovery }
+        }
+      }
+      built.set(cell.id, graph)
+      return graph
+    })
+
+  for (const cell of cells) yield* build(cell)
+  return built as ReadonlyMap<string, CellGraph>
+})
+
+/** A cell that could not produce its result. */
+export class CellFailed extends Schema.TaggedError<CellFailed>()("CellFailed", {
+  cell: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `cell ${this.cell}: ${this.reason}`
+  }
+}
+
+/** What a cell produced: its metrics, the artifacts behind them, and what the figures draw. */
+export interface CellRun {
+  readonly cell: Cell
+  readonly metrics: Paper.Metrics
+  readonly artifacts: ReadonlyArray<Stage.Artifact<unknown>>
+  readonly decision?: Decision.PruneDecision
+  readonly evaluation?: Stage.Artifact<Evaluation.EvaluationOutput>
+}
+
+/** The evaluation's scores under their names, and its sampling speed. */
+const scores = (e: Stage.Artifact<Evaluation.EvaluationOutput>): Paper.Metrics => {
+  const itPerS = e.manifest.metrics["itPerS"]
+  return {
+    ...Object.fromEntries(Object.keys(Metrics.Scores.fields).map((name) => [name, e.output[name as keyof Metrics.Results]])),
+    ...(typeof itPerS === "number" ? { itPerS } : {})
+  }
+}
+
+/** Runs a cell's nodes on a runner (shared keys run once) and reads its metrics from their outputs. */
+export const run = (g: CellGraph, all: ReadonlyMap<string, CellGraph>, runner: Graph.Runner) =>
+  Effect.gen(function*() {
+    const { cell } = g
+    // A cell starting from another's model needs that model: a diverged recovery has none.
+    const requireModel = (source: Source | undefined, role: string) =>
+      Effect.gen(function*() {
+        if (source === undefined || source === "teacher") return
+        const upstream = all.get(source.cell)?.recovery
+        if (upstream === undefined) return
+        if ("diverged" in (yield* runner.run(upstream)).output) {
+          return yield* new CellFailed({ cell: source.cell, reason: `its recovery diverged, so it is no ${role}` })
+        }
+      })
+    if (g.speed !== undefined) {
+      const speed = yield* runner.run(g.speed)
+      return { cell, metrics: { itPerS: speed.output.itPerS }, artifacts: [speed] } satisfies CellRun
+    }
+    if (g.prune === undefined || g.export === undefined) {
+      const teacher = yield* runner.run(g.model as Node<unknown>)
+      const evaluation = yield* runner.run(g.evaluation!)
+      return { cell, metrics: scores(evaluation), artifacts: [teacher, evaluation], evaluation } satisfies CellRun
+    }
+    yield* requireModel(cell.prune?.from, "model to prune")
+    const pruned = yield* runner.run(g.prune)
+    const exported = yield* runner.run(g.export)
+    const decision = yield* PruneStage.readDecision(pruned)
+    const pruneMetrics: Paper.Metrics = {
+      ...(pruned.output.calibrationLoss === undefined ? {} : { calibrationLoss: pruned.output.calibrationLoss }),
+      ...pruned.output.headline
+    }
+    if (g.recovery === undefined) {
+      const evaluation = yield* runner.run(g.evaluation!)
+      return { cell, decision, metrics: { ...pruneMetrics, ...scores(evaluation) }, artifacts: [pruned, exported, evaluation], evaluation } satisfies CellRun
+    }
+    yield* requireModel(cell.recovery?.teacher, "teacher")
+    const recovered = yield* runner.run(g.recovery)
+    const recoveryMetrics: Paper.Metrics = { ...pruneMetrics, ...recovered.output.headline }
+    if ("diverged" in recovered.output) {
+      return { cell, decision, metrics: { ...recoveryMetrics, diverged: true }, artifacts: [pruned, exported, recovered] } satisfies CellRun
+    }
+    const evaluation = yield* runner.run(g.evaluation!)
+    return {
+      cell,
+      decision,
+      metrics: { ...recoveryMetrics, ...scores(evaluation) },
+      artifacts: [pruned, exported, recovered, evaluation],
+      evaluation
+    } satisfies CellRun
+  })

@@ -1,0 +1,65 @@
+/**
+ * The flags of self-describing methods (core Method: pruners, recovery
+ * strategies): every option of every method becomes an optional flag, its
+ * name the option's in kebab case and its help the option's description and
+ * default, so a method added as one file brings its flags. A value that is
+ * JSON (a number, an array, true) is read as JSON, any other as text; the
+ * chosen method's options Schema then decodes them, filling in defaults.
+ */
+import { Effect, Option, Schema } from "effect"
+import { Flag } from "effect/cli"
+import { Method } from "@tinyfusion/core"
+
+const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)
+
+/** A flag given for an option the chosen method does not have. */
+export class NotAnOption extends Schema.TaggedError<NotAnOption>()("NotAnOption", {
+  flag: Schema.String,
+  kind: Schema.String,
+  method: Schema.String,
+  options: Schema.Array(Schema.String)
+}) {
+  override get message(): string {
+    const own = this.options.length === 0 ? "it takes none" : `its options: ${this.options.join(", ")}`
+    return `${this.flag} is not an option of ${this.kind} ${this.method}; ${own}`
+  }
+}
+
+/** One optional flag per option name across `methods`, keyed by the option's name. */
+export const flags = (methods: ReadonlyArray<Method.Any>, reserved: ReadonlyArray<string>): Record<string, Flag.Flag<Option.Option<string>>> => {
+  const help = new Map<string, Array<string>>()
+  for (const method of methods) {
+    for (const option of Method.describeOptions(method)) {
+      const flag = kebab(option.name)
+      if (reserved.includes(flag)) throw new Error(`option ${option.name} of ${method.name} would shadow the command's --${flag}`)
+      const line = `${method.name}: ${option.description ?? option.name} (default ${JSON.stringify(option.default)})`
+      help.set(option.name, [...(help.get(option.name) ?? []), line])
+    }
+  }
+  return Object.fromEntries(
+    [...help].map(([name, lines]) => [name, Flag.String(kebab(name)).pipe(Flag.withDescription(lines.join("; ")), Flag.optional)])
+  )
+}
+
+const value = (text: string): unknown => {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return text
+  }
+}
+
+/** The options given as flags for `method` (those it has; any other given is named as not its). */
+export const given = (kind: string, method: Method.Any, flagged: Readonly<Record<string, Option.Option<string>>>) =>
+  Effect.gen(function*() {
+    const own = Object.keys(method.options.fields)
+    const options: Record<string, unknown> = {}
+    for (const [name, text] of Object.entries(flagged)) {
+      if (Option.isNone(text)) continue
+      if (!own.includes(name)) {
+        return yield* new NotAnOption({ flag: `--${kebab(name)}`, kind, method: method.name, options: own.map((o) => `--${kebab(o)}`) })
+      }
+      options[name] = value(text.value)
+    }
+    return options
+  })

@@ -17,26 +17,13 @@ const widths = (c: Config.Config) => [c.hiddenSize, c.numHeads, Config.headDim(c
 /** Keys whose weights Taylor importance scores: Linear and Conv weights (not biases, the label table or pos_embed). */
 const scored = (key: string) => key.endsWith(".weight") && key !== "y_embedder.embedding_table.weight"
 
-/** Per key, the element indices that removing the units of `removed` drops (what Width.cut leaves out). */
+/** Per key, the element indices that removing the units of `removed` drops (what Width.cut leaves out: the fixture zeroes them). */
 function dropped(c: Config.Config, removed: Partial<Width.Kept>): Map<string, ReadonlyArray<number>> {
-  const all = Width.all(c)
-  const without = (xs: ReadonlyArray<number>, drop: ReadonlyArray<number> | undefined) => xs.filter((x) => !(drop ?? []).includes(x))
-  const kept: Width.Kept = {
-    hidden: without(all.hidden, removed.hidden),
-    conditioning: without(all.conditioning, removed.conditioning),
-    timestep: without(all.timestep, removed.timestep),
-    heads: all.heads.map((hs, l) => without(hs, removed.heads?.[l])),
-    mlp: all.mlp.map((ms, l) => without(ms, removed.mlp?.[l]))
-  }
-  const shapes = Checkpoint.referenceShapes(c)
-  const ids = ParamTree.unflatten(shapes.map(([k, shape]) =>
-    [k, HostTensor.float32(shape, Float32Array.from({ length: HostTensor.numel(shape) }, (_, i) => i))] as const
+  const ones = ParamTree.unflatten(Checkpoint.referenceShapes(c).map(([k, shape]) =>
+    [k, HostTensor.float32(shape, new Float32Array(HostTensor.numel(shape)).fill(1))] as const
   ))
-  const survived = flat(Width.cut(c, ids, kept))
-  return new Map(shapes.map(([k, shape]) => {
-    const alive = new Set(survived.get(k)!.data)
-    return [k, Array.from({ length: HostTensor.numel(shape) }, (_, i) => i).filter((i) => !alive.has(i))] as const
-  }))
+  const zeroed = Fixtures.withZeroUnits(c, ones, { hidden: [], conditioning: [], timestep: [], heads: [], mlp: [], ...removed })
+  return new Map([...flat(zeroed)].map(([k, t]) => [k, [...t.data.keys()].filter((i) => t.data[i] === 0)] as const))
 }
 
 describe("Width", () => {

@@ -4,6 +4,8 @@ import { Effect, Layer, Logger } from "effect"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { type Config, ModelArtifact } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree } from "@tinyfusion/tensor"
+import * as BlockStack from "./BlockStack.ts"
+import * as DiffPruning from "./DiffPruning.ts"
 import * as Fixtures from "./fixtures/Constructed.ts"
 import * as PruneStage from "./PruneStage.ts"
 import * as Width from "./Width.ts"
@@ -69,12 +71,36 @@ describe("Diff-Pruning", () => {
       assert.deepStrictEqual(importance.get("heads")!.shape, [2, 4])
       assert.strictEqual(importance.get("heads")!.data[2], 0)
       assert.strictEqual(importance.get("mlp")!.data[32 + 31], 0)
+      // The stored importance is Taylor's of the gradients summed over the sweep's timesteps, taken one by one here.
+      const host = (yield* PruneStage.readModel(teacher)).params
+      const params = HostTensor.treeToTensors(host)
+      const objective = yield* BlockStack.objective("dit", config)
+      const stack = BlockStack.dit(objective, config)
+      const source = yield* Fixtures.readLatents(data)
+      const set = stack.calibrationSet(source.batch({ seed: 0, batchSize: 8 }, 0), 0)
+      const sum = new Map<string, Float64Array>()
+      for (const step of width.steps) {
+        const at = yield* DiffPruning.gradientAt(stack, params, set, step, 8)
+        for (const [k, g] of ParamTree.flatten(yield* HostTensor.treeFromTensors(at.grads), HostTensor.isHostTensor)) {
+          const into = sum.get(k) ?? new Float64Array(g.data.length)
+          g.data.forEach((v, i) => (into[i] += v))
+          sum.set(k, into)
+        }
+        ParamTree.dispose(at.grads)
+      }
+      ParamTree.dispose(params)
+      const weights = new Map(ParamTree.flatten(host, HostTensor.isHostTensor))
+      const grads = new Map([...sum].map(([k, v]) => [k, HostTensor.float32(weights.get(k)!.shape, Float32Array.from(v))] as const))
+      const taylor = Width.taylor(config, weights, grads)
+      const stored = (name: string) => importance.get(name)!.data
+      taylor.hidden.forEach((v, j) => assert.closeTo(stored("hidden")[j]!, v, 1e-4 * Math.max(...taylor.hidden), `hidden ${j}`))
+      taylor.mlp.flatMap((m) => [...m]).forEach((v, i) => assert.closeTo(stored("mlp")[i]!, v, 1e-4 * Math.max(...taylor.mlp[0]!), `mlp ${i}`))
 
       const exported = yield* Stage.run(Fixtures.stages.export, {}, { decision: pruned, teacher })
       assert.deepStrictEqual(exported.output.config, { ...config, hiddenSize: 12, numHeads: 3, headDim: 4, mlpHidden: 24 })
       assert.strictEqual(exported.output.parameters, width.parameters)
       const student = yield* PruneStage.readModel(exported)
-      const expected = Width.narrow(config, (yield* PruneStage.readModel(teacher)).params, width.kept).params
+      const expected = Width.narrow(config, host, width.kept).params
       const got = new Map(ParamTree.flatten(student.params, HostTensor.isHostTensor))
       for (const [key, t] of ParamTree.flatten(expected, HostTensor.isHostTensor)) assert.isTrue(HostTensor.bitEqual(got.get(key)!, t), key)
       assert.deepStrictEqual(got.get("blocks.1.attn.qkv.weight")!.shape, [36, 12])

@@ -16,9 +16,9 @@
  * weights. `stride` visits every stride-th step (the reference: 1).
  *
  * The loss is the model's training objective (DiT: ε-MSE + vb on chain
- * steps of 1000; SiT: the velocity MSE at t = step / 1000). The sweep is a
- * Checkpoint.loop (the summed gradients and the losses), so a killed run
- * resumes where it was.
+ * steps of 1000; SiT: the velocity MSE at t = step / 1000). The timesteps
+ * are found first with forward passes (`sweep`); the gradients are then
+ * summed on a Checkpoint.loop, so a killed run resumes where it was.
  */
 import { Effect, Schema } from "effect"
 import { Checkpoint } from "@tinyfusion/core"
@@ -91,48 +91,64 @@ export const gradientAt = Effect.fn("DiffPruning.gradientAt")(function*(
   return { loss, grads: grads! }
 })
 
-const Sweep = Schema.Struct({
-  /** Loss at each visited step, in order. */
-  losses: Schema.Array(Schema.Finite),
-  /** The threshold ended the sweep; later steps of the loop do nothing. */
-  stopped: Schema.Boolean
+/**
+ * The sweep's timesteps: the loss of the calibration set at chain steps 0,
+ * stride, 2·stride, … (forward passes, float64 means) up to and including the
+ * first whose loss is below threshold × the largest so far, or the chain's
+ * end. Known before any gradient is taken, so the accumulation loop has a
+ * fixed length and checkpoints only what it computes.
+ */
+export const sweep = Effect.fn("DiffPruning.sweep")(function*(
+  stack: BlockStack,
+  params: ParamTree.ParamTree,
+  set: CalibrationLoss.CalibrationSet,
+  objective: Training.Objective,
+  options: Pick<Options, "threshold" | "stride" | "batchSize">
+) {
+  const steps: Array<number> = []
+  const losses: Array<number> = []
+  for (let step = 0; step < chainSteps(objective); step += options.stride) {
+    const time = timeAt(objective, step)
+    const loss = yield* stack.calibrationLoss(params, { ...set, t: set.t.map(() => time) }, { batchSize: options.batchSize })
+    if (!Number.isFinite(loss)) return yield* new Pruner.PruneFailed({ method: name, reason: `the calibration loss at timestep ${step} is ${loss}` })
+    steps.push(step)
+    losses.push(loss)
+    if (loss < options.threshold * Math.max(...losses)) break
+  }
+  return { steps, losses }
 })
-type Sweep = typeof Sweep.Type
 
 /**
- * The gradients summed over the sweep (a host tree of the trained keys) and
- * the chain steps visited with their losses, on Checkpoint.loop in `ctx`.
+ * The gradients of the calibration loss summed over the sweep's timesteps
+ * (a host tree of the trained keys), on Checkpoint.loop in `ctx`.
  */
 export const accumulate = Effect.fn("DiffPruning.accumulate")(function*(
   request: Pick<Pruner.Request, "stack" | "params" | "calibration" | "ctx">,
   objective: Training.Objective,
-  options: Pick<Options, "threshold" | "stride" | "batchSize" | "checkpointEvery">
+  steps: ReadonlyArray<number>,
+  options: Pick<Options, "batchSize" | "checkpointEvery">
 ) {
   const compute = yield* Compute
   const { stack, params, calibration } = request
-  const visits = Math.ceil(chainSteps(objective) / options.stride)
   const result = yield* Checkpoint.loop(request.ctx, {
-    steps: visits,
+    steps: steps.length,
     every: options.checkpointEvery,
-    data: Sweep,
-    init: Effect.sync((): Checkpoint.State<Sweep> => ({
+    data: Schema.Struct({}),
+    init: Effect.sync(() => ({
       tensors: ParamTree.mapTensors(stack.split(params).trainable, (t) => tf.zerosLike(t)) as ParamTree.ParamTree,
-      data: { losses: [], stopped: false }
+      data: {}
     })),
     step: (state, index) =>
       Effect.gen(function*() {
-        if (state.data.stopped) return { state, loss: state.data.losses.at(-1)! }
-        const at = yield* gradientAt(stack, params, calibration, timeAt(objective, index * options.stride), options.batchSize)
+        const at = yield* gradientAt(stack, params, calibration, timeAt(objective, steps[index]!), options.batchSize)
         const tensors = compute.tidy(() => ParamTree.zipWith([state.tensors, at.grads], ([a, b]) => tf.add(a!, b!)) as ParamTree.ParamTree)
         ParamTree.dispose(at.grads)
-        const losses = [...state.data.losses, at.loss]
-        return { state: { tensors, data: { losses, stopped: at.loss < options.threshold * Math.max(...losses) } }, loss: at.loss }
+        return { state: { tensors, data: {} }, loss: at.loss }
       })
   })
   const grads = yield* HostTensor.treeFromTensors(result.state.tensors)
   ParamTree.dispose(result.state.tensors)
-  const losses = result.state.data.losses
-  return { grads, steps: losses.map((_, i) => i * options.stride), losses }
+  return grads
 })
 
 export const method: Pruner.Method = {
@@ -153,9 +169,10 @@ export const method: Pruner.Method = {
       })
     }
     const shape = Width.forRatio(dit.config, o.ratio)
-    const swept = yield* accumulate(request, dit.objective, o)
+    const swept = yield* sweep(stack, request.params, request.calibration, dit.objective, o)
+    const grads = yield* accumulate(request, dit.objective, swept.steps, o)
     const params = new Map(ParamTree.flatten(yield* HostTensor.treeFromTensors(request.params), HostTensor.isHostTensor))
-    const scores = Width.taylor(dit.config, params, new Map(ParamTree.flatten(swept.grads, HostTensor.isHostTensor)))
+    const scores = Width.taylor(dit.config, params, new Map(ParamTree.flatten(grads, HostTensor.isHostTensor)))
     const asTensor = (rows: ReadonlyArray<Float64Array>) =>
       HostTensor.float32([rows.length, rows[0]!.length], Float32Array.from(rows.flatMap((r) => [...r])))
     yield* request.ctx.writeTensors("importance.safetensors", {

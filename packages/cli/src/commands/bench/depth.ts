@@ -8,7 +8,9 @@
  * is the sampler's guided denoiser on a batch (Throughput.sampling): the
  * forward of the doubled batch. The shapes are timed in interleaved rounds
  * (28, 21, …, 28, 21, …) so that background load hits them alike; each
- * figure is the median over rounds.
+ * figure is the median over rounds. The process's CPU time per iteration is
+ * shown too: on a shared machine it moves less with the load than the wall
+ * time does (tfjs's wasm backend runs on one thread).
  */
 import { Console, Effect, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
@@ -70,19 +72,26 @@ export const depth = Command.make(
           const models = shapes.map((s) => ({ family: "dit" as const, config: s.config, params: Init.params(s.config, 0) }))
           const timings = yield* Effect.gen(function*() {
             const once = (model: (typeof models)[number]) =>
-              Effect.map(Throughput.sampling(model, sampling, { batch: o.batch, warmup: 0, repetitions: 1 }), (t) => t.msPerIteration)
+              Effect.gen(function*() {
+                const before = process.cpuUsage()
+                const t = yield* Throughput.sampling(model, sampling, { batch: o.batch, warmup: 0, repetitions: 1 })
+                const cpu = process.cpuUsage(before)
+                return { wall: t.msPerIteration, cpu: (cpu.user + cpu.system) / 1000 }
+              })
             const first = yield* Effect.forEach(models, once)
-            const round = first.reduce((a, b) => a + b, 0)
+            const round = first.reduce((a, b) => a + b.wall, 0)
             const rounds = Math.max(1, Math.min(o.repetitions, Math.floor((o.budget * 1000 * models.length) / round) - 1))
-            const ms: Array<Array<number>> = models.map(() => [])
+            const ms: Array<Array<{ readonly wall: number; readonly cpu: number }>> = models.map(() => [])
             for (let r = 0; r < rounds; r++) {
               for (const [i, model] of models.entries()) ms[i]!.push(yield* once(model))
             }
             return ms
           }).pipe(Effect.ensuring(Effect.sync(() => models.forEach((m) => ParamTree.dispose(m.params)))))
-          const base = median(timings[0]!)
+          const wall = timings.map((ts) => ts.map((t) => t.wall))
+          const cpu = timings.map((ts) => median(ts.map((t) => t.cpu)))
+          const base = median(wall[0]!)
           shapes.forEach((shape, i) => {
-            const ms = median(timings[i]!)
+            const ms = median(wall[i]!)
             const parameters = ModelArtifact.parameterCount(shape.config)
             const speedup = base / ms
             const linear = fullParameters / parameters
@@ -92,18 +101,20 @@ export const depth = Command.make(
               `${Table.fixed((100 * parameters) / fullParameters, 1)}%`,
               parameters.toLocaleString("en-US"),
               Table.fixed(ms, 1),
-              `${Table.fixed((100 * (Math.max(...timings[i]!) - Math.min(...timings[i]!))) / ms, 0)}%`,
+              `${Table.fixed((100 * (Math.max(...wall[i]!) - Math.min(...wall[i]!))) / ms, 0)}%`,
               Table.fixed(1000 / ms, 3),
               `${Table.fixed(speedup, 2)}×`,
+              Table.fixed(cpu[i]!, 1),
+              `${Table.fixed(cpu[0]! / cpu[i]!, 2)}×`,
               `${Table.fixed(linear, 2)}×`,
               `${Table.fixed((100 * speedup) / linear, 1)}%`,
-              String(timings[i]!.length)
+              String(wall[i]!.length)
             ])
           })
           yield* Console.log(`${name}: ${c.device}`)
         }))
       yield* Console.log(Table.render(
-        ["backend", "shape", "parameters kept", "parameters", "ms/it", "range", "it/s", "speed-up", "linear", "of linear", "rounds"],
+        ["backend", "shape", "parameters kept", "parameters", "ms/it", "range", "it/s", "speed-up", "cpu ms/it", "speed-up (cpu)", "linear", "of linear", "rounds"],
         rows
       ))
     })

@@ -8,7 +8,8 @@
  *   a cell    prune (its source: the teacher or another cell's model) →
  *             prune-export → recovery (its teacher likewise) → evaluation;
  *             a teacher cell evaluates the teacher; a speed cell is one
- *             sampling-speed node
+ *             sampling-speed node, on the teacher's shape at a depth or
+ *             width-pruned as Diff-Pruning would
  *
  * Nodes are values with keys, so cells that share a pruning decision (Table
  * 1's D14 and Table 5's strategies) share its node and artifact, a plan can
@@ -22,7 +23,7 @@ import { type Dataset, Stages } from "@tinyfusion/data"
 import { Pretrain } from "@tinyfusion/diffusion"
 import { Evaluation, Metrics, Reference } from "@tinyfusion/eval"
 import { type ModelArtifact, ModelFile } from "@tinyfusion/models"
-import { type Decision, PruneStage } from "@tinyfusion/pruning"
+import { type Decision, PruneStage, Width } from "@tinyfusion/pruning"
 import { Recovery, RecoveryStage } from "@tinyfusion/recovery"
 import type { Compute } from "@tinyfusion/tensor"
 import type { Cell, Source } from "./grids.ts"
@@ -99,12 +100,14 @@ export const graphs = Effect.fn("Cells.graphs")(function*(cells: ReadonlyArray<C
           ? Effect.succeed<Node<unknown>>(s.teachers[cell.family])
           : Effect.map(build(byId.get(source.cell)!), (g) => g.model as Node<unknown>)
       let graph: CellGraph
-      if (cell.speedDepth !== undefined) {
+      if (cell.speedDepth !== undefined || cell.speedWidth !== undefined) {
+        const shape = preset.teacher[cell.family].model
         graph = {
           cell,
           speed: Graph.node(SpeedStage, {
             family: cell.family,
-            model: { ...preset.teacher[cell.family].model, depth: cell.speedDepth },
+            // The teacher's shape at a depth, or width-pruned as Diff-Pruning would (Width.forRatio).
+            model: cell.speedWidth === undefined ? { ...shape, depth: cell.speedDepth! } : Width.forRatio(shape, cell.speedWidth).config,
             sampling: preset.speed.sampling,
             batch: preset.speed.batch,
             repetitions: preset.speed.repetitions
@@ -199,7 +202,7 @@ export const run = (g: CellGraph, all: ReadonlyMap<string, CellGraph>, runner: G
       })
     if (g.speed !== undefined) {
       const speed = yield* runner.run(g.speed)
-      return { cell, metrics: { itPerS: speed.output.itPerS }, artifacts: [speed] } satisfies CellRun
+      return { cell, metrics: { itPerS: speed.output.itPerS, parameters: speed.output.parameters }, artifacts: [speed] } satisfies CellRun
     }
     if (g.prune === undefined || g.export === undefined) {
       const teacher = yield* runner.run(g.model as Node<unknown>)

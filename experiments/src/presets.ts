@@ -34,7 +34,8 @@ export interface Preset {
     readonly calibration: number
     /**
      * Per method, the options that scale it (the learnable method's iterations and batch, the random
-     * search's sample count; paper: 100,000); a cell's own options go over them, a method's defaults under.
+     * search's sample count; paper: 100,000; Diff-Pruning's stride, where the reference visits every
+     * timestep); a cell's own options go over them, a method's defaults under.
      */
     readonly options: { readonly [method: string]: { readonly [name: string]: Schema.Json } }
   }
@@ -85,7 +86,11 @@ export const quick = (dataset: string): Preset => ({
   prune: {
     seed: 0,
     calibration: 16,
-    options: { learnable: { iterations: 10, batchSize: 8, logEvery: 2, checkpointEvery: 5 }, random: { samples: 16 } }
+    options: {
+      learnable: { iterations: 10, batchSize: 8, logEvery: 2, checkpointEvery: 5 },
+      random: { samples: 16 },
+      "diff-pruning": { stride: 50, batchSize: 16 }
+    }
   },
   recovery: { batchSize: 8, seed: 0, steps: { "100K": 6, "500K": 12, "10K": 3 }, emaDecay: 0.5, checkpointEvery: 3, curveEvery: 1 },
   evaluation: {
@@ -114,7 +119,9 @@ export const mini: Preset = {
       // One epoch of the 120,000 latents, as the paper's one epoch of mask learning: fewer leave the
       // 0.999 EMA of the gates near its uniform start (400 iterations gave confidence 0.57 for 1:2).
       learnable: { iterations: 1875, batchSize: 64, logEvery: 25, checkpointEvery: 250 },
-      random: { samples: 1000 }
+      random: { samples: 1000 },
+      // At most 100 timesteps of the 256-sample calibration set (the threshold usually ends the sweep sooner).
+      "diff-pruning": { stride: 10, batchSize: 64, checkpointEvery: 20 }
     }
   },
   recovery: { batchSize: 64, seed: 0, steps: { "100K": 2000, "500K": 4000, "10K": 500 }, emaDecay: 0.999, checkpointEvery: 500, curveEvery: 50 },
@@ -154,7 +161,11 @@ export const paper = (dataset: string): Preset => ({
     model: Config.presets["DiT-XL/2"],
     training: { ...Pretrain.mini.training, steps: 400_000, batchSize: 256, emaDecay: 0.9999, checkpointEvery: 10_000 }
   }),
-  prune: { seed: 0, calibration: 1024, options: { learnable: { iterations: 10_000, batchSize: 128 }, random: { samples: 100_000 } } },
+  prune: {
+    seed: 0,
+    calibration: 1024,
+    options: { learnable: { iterations: 10_000, batchSize: 128 }, random: { samples: 100_000 }, "diff-pruning": { stride: 1, batchSize: 64 } }
+  },
   recovery: {
     batchSize: 256,
     seed: 0,

@@ -173,8 +173,10 @@ const writeReport = Effect.fn("Suite.writeReport")(function*(
       figures.push({ title: figure.title, file: `figures/${figure.name}.png` })
     })
 
-  const speed = run.done.flatMap((r) =>
-    r.cell.speedDepth !== undefined && r.metrics.itPerS !== undefined ? [{ depth: r.cell.speedDepth, itPerS: r.metrics.itPerS }] : []
+  const speed = run.done.flatMap((r): Array<Figures.SpeedPoint> =>
+    (r.cell.speedDepth !== undefined || r.cell.speedWidth !== undefined) && r.metrics.itPerS !== undefined && r.metrics.parameters !== undefined
+      ? [{ pruning: r.cell.speedWidth === undefined ? "depth" : "width", parameters: r.metrics.parameters, itPerS: r.metrics.itPerS }]
+      : []
   )
   if (speed.length > 0) yield* addFigure(Figures.speedup(speed))
   // The figures read the evidence of the methods that report it, decoded with their Schemas.

@@ -32,7 +32,8 @@ export const flags = (methods: ReadonlyArray<Method.Any>, reserved: ReadonlyArra
     for (const option of Method.describeOptions(method)) {
       const flag = kebab(option.name)
       if (reserved.includes(flag)) throw new Error(`option ${option.name} of ${method.name} would shadow the command's --${flag}`)
-      const line = `${method.name}: ${option.description ?? option.name} (default ${JSON.stringify(option.default)})`
+      const given = option.default === undefined ? "required" : `default ${JSON.stringify(option.default)}`
+      const line = `${method.name}: ${option.description ?? option.name} (${given})`
       help.set(option.name, [...(help.get(option.name) ?? []), line])
     }
   }

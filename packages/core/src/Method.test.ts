@@ -45,6 +45,10 @@ describe("Method", () => {
         { name: "steps", description: "Steps to take", default: 10 },
         { name: "mode", description: "How", default: "exact" }
       ])
+      // An option without a default must be given.
+      const required = { ...a, options: Schema.Struct({ ...Options.fields, ratio: Schema.Finite.annotate({ description: "Share" }) }) }
+      assert.deepStrictEqual(Method.describeOptions(required).at(-1), { name: "ratio", description: "Share", default: undefined })
+      assert.match((yield* Effect.flip(Method.options("widget", required, {}))).message, /\["ratio"\]/)
     }))
 
   it("headline: the top-level finite numbers of an evidence value", () => {

@@ -20,7 +20,7 @@ export interface Method<O, V> {
   /** The defining module (its `import.meta.url`). */
   readonly module: string
   /** The method's options: a Struct whose every field has a default. */
-  readonly options: Schema.Codec<O, any> & { readonly fields: Schema.Struct.Fields }
+  readonly options: Schema.Codec<O, any> & { readonly fields: { readonly [name: string]: Schema.Codec<any, any> } }
   /** What the method reports beside its result; its top-level numbers are headline figures (see `headline`). */
   readonly evidence: Schema.Codec<V, any>
 }
@@ -98,7 +98,7 @@ export const canonicalOptions = <O>(kind: string, method: Method<O, any>, given:
       Effect.mapError((e) => new InvalidOptions({ kind, method: method.name, issue: e.message }))
     ))
 
-/** One option of a method: its name, what it is, and its default (encoded), for listings and flags. */
+/** One option of a method: its name, what it is, and its default (encoded; undefined: the option must be given), for listings and flags. */
 export interface Option {
   readonly name: string
   readonly description: string | undefined
@@ -106,14 +106,16 @@ export interface Option {
 }
 
 /** The options a method takes, in declaration order. */
-export const describeOptions = (method: Any): ReadonlyArray<Option> => {
-  const defaults = Schema.encodeUnknownSync(method.options)(Schema.decodeUnknownSync(method.options)({})) as Record<string, unknown>
-  return Object.entries(method.options.fields).map(([name, field]) => ({
-    name,
-    description: SchemaAST.resolveDescription(field.ast),
-    default: defaults[name]
-  }))
-}
+export const describeOptions = (method: Any): ReadonlyArray<Option> =>
+  Object.entries(method.options.fields).map(([name, field]) => {
+    const alone = Schema.Struct({ [name]: field })
+    const defaults = Schema.decodeUnknownOption(alone)({})
+    return {
+      name,
+      description: SchemaAST.resolveDescription(field.ast),
+      default: defaults._tag === "Some" ? (Schema.encodeUnknownSync(alone)(defaults.value) as Record<string, unknown>)[name] : undefined
+    }
+  })
 
 /**
  * The headline figures of an evidence value (encoded): its top-level finite

@@ -71,7 +71,7 @@ describe("prune and prune-export stages", () => {
       const fail = (c: Partial<typeof PruneStage.PruneConfig.Encoded> & { readonly method: string }) => Effect.flip(Fixtures.prune({ ...base, ...c }, inputs))
       const unknown = yield* fail({ method: "magic", keep: 3 })
       assert.strictEqual(unknown._tag, "UnknownMethod")
-      assert.match(unknown.message, /no pruner named "magic"; known: flux-lite, learnable, oracle, random, sensitivity, shortgpt/)
+      assert.match(unknown.message, /no pruner named "magic"; known: diff-pruning, flux-lite, learnable, oracle, random, sensitivity, shortgpt/)
       const mismatch = yield* fail({ method: "oracle", keep: 2, scheme: "1:2" })
       assert.strictEqual(mismatch._tag, "InvalidTarget")
       assert.match(mismatch.message, /scheme 1:2 keeps 3 blocks, not 2/)

@@ -8,8 +8,10 @@
  *                  headline figures
  *   prune-export   the pruned model: the teacher's ORIGINAL weights of the
  *                  kept blocks, renumbered 0..k−1 (a learned ΔW is not
- *                  carried over), as a model artifact: model.safetensors in
- *                  the reference state_dict keys with the config in its
+ *                  carried over), or the model of a method that makes its
+ *                  own (Diff-Pruning: the teacher cut to the kept channels),
+ *                  as a model artifact: model.safetensors in the reference
+ *                  state_dict keys with the config (widths included) in its
  *                  metadata — what `tinyfusion checkpoint export` reads
  *
  * Inputs are ports: the teacher is any model artifact (a pre-training, an
@@ -22,7 +24,7 @@
 import { Effect, Schema } from "effect"
 import { type CorruptArtifact, Method, Stage, type StoreError } from "@tinyfusion/core"
 import { Stages } from "@tinyfusion/data"
-import { type Config, ModelArtifact, type StateDict } from "@tinyfusion/models"
+import { type Config, DiT, ModelArtifact, type StateDict } from "@tinyfusion/models"
 import { HostTensor, ParamTree, type Safetensors } from "@tinyfusion/tensor"
 import * as BlockStack from "./BlockStack.ts"
 import { PruneDecision } from "./Decision.ts"
@@ -113,12 +115,25 @@ const misses = (kept: ReadonlyArray<number>, depth: number, target: Selection.Ta
   return short < 0 ? undefined : `group ${short} (blocks ${groups[short]!.join(", ")}) does not keep ${target.scheme.n}`
 }
 
+/**
+ * The model a decision keeps, on the host: the method's own (width pruning
+ * narrows every block to the kept channels), or the kept blocks renumbered
+ * (a restructured tree sharing the teacher's tensors).
+ */
+const prunedModel = (method: Pruner.Method, teacher: Teacher, kept: ReadonlyArray<number>, evidence: unknown) =>
+  Effect.try({
+    try: (): Pruner.HostModel => (method.model === undefined ? DiT.keepBlocks(teacher.config, teacher.params, kept) : method.model(teacher, evidence)),
+    catch: (e) => new DecisionMismatch({ method: method.name, reason: e instanceof Error ? e.message : String(e) })
+  })
+
+/** The built-in methods count in a key only when a config chooses one (Stage.select); a decision's key covers its method. */
+const methods = [...Pruners.builtin.values()].map((m) => m.module)
+
 /** The prune stage: a method of the Pruners registry on a teacher (any model) and latents. */
 export const PruneStage = Stage.make({
   name: "prune",
   module: import.meta.url,
-  // The built-in methods count only when a config chooses them (select).
-  exclude: [...Pruners.builtin.values()].map((m) => m.module),
+  exclude: methods,
   config: PruneConfig,
   output: PruneSummary,
   inputs: { teacher: ModelArtifact.Model, data: Stages.LatentsOutput },
@@ -150,7 +165,14 @@ export const PruneStage = Stage.make({
             const evidence = yield* Schema.encodeUnknownEffect(method.evidence)(decided.evidence).pipe(
               Effect.mapError((e) => new DecisionMismatch({ method: method.name, reason: `its evidence does not fit its Schema: ${e.message}` }))
             )
-            const loss = yield* stack.calibrationLoss(params, calibration, { kept })
+            const loss = method.model === undefined
+              ? yield* stack.calibrationLoss(params, calibration, { kept })
+              : yield* Effect.flatMap(prunedModel(method, teacher, kept, decided.evidence), (pruned) =>
+                Effect.acquireUseRelease(
+                  Effect.sync(() => HostTensor.treeToTensors(pruned.params)),
+                  (p) => BlockStack.dit(objective, pruned.config).calibrationLoss(p, calibration),
+                  (p) => Effect.sync(() => ParamTree.dispose(p))
+                ))
             return {
               method: method.name,
               teacherDepth: stack.depth,
@@ -171,16 +193,17 @@ export const PruneStage = Stage.make({
     })
 })
 
-/** The prune-export stage: the teacher's original weights of a decision's kept blocks. */
+/** The prune-export stage: the model a decision keeps (its method's, or the teacher's kept blocks renumbered). */
 export const ExportStage = Stage.make({
   name: "prune-export",
   module: import.meta.url,
+  exclude: methods,
   config: ExportConfig,
   output: ExportOutput,
   inputs: { decision: PruneSummary, teacher: ModelArtifact.Model },
   run: (_config, inputs, ctx) =>
     Effect.gen(function*() {
-      const decision = inputs.decision.output
+      const decision = yield* readDecision(inputs.decision)
       const teacher = yield* readModel(inputs.teacher)
       if (decision.teacherDepth !== teacher.config.depth) {
         return yield* new DecisionMismatch({
@@ -188,8 +211,20 @@ export const ExportStage = Stage.make({
           reason: `decided on ${decision.teacherDepth} blocks, the teacher has ${teacher.config.depth}`
         })
       }
-      const model = yield* ModelArtifact.writeBlocks(ctx, { ...teacher, key: inputs.teacher.key }, decision)
-      return { ...model, method: decision.method }
+      const method = yield* Pruners.get(decision.method)
+      const evidence = yield* Schema.decodeUnknownEffect(method.evidence)(decision.evidence).pipe(
+        Effect.mapError((e) => new DecisionMismatch({ method: method.name, reason: `its stored evidence does not decode: ${e.message}` }))
+      )
+      const pruned = yield* prunedModel(method, teacher, decision.kept, evidence)
+      const model = yield* ModelArtifact.write(ctx, { family: teacher.family, config: pruned.config, params: pruned.params })
+      return {
+        ...model,
+        source: inputs.teacher.key,
+        teacherDepth: decision.teacherDepth,
+        kept: decision.kept,
+        ...(decision.groups === undefined ? {} : { groups: decision.groups }),
+        method: decision.method
+      }
     })
 })
 

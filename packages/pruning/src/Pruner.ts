@@ -9,7 +9,8 @@
 import { type Effect, Schema } from "effect"
 import { type ArtifactStore, type Checkpoint, type CorruptArtifact, Method as CoreMethod, type Stage, type StoreError } from "@tinyfusion/core"
 import type { CalibrationLoss } from "@tinyfusion/eval"
-import type { Compute, ComputeError, ParamTree } from "@tinyfusion/tensor"
+import type { Config } from "@tinyfusion/models"
+import type { Compute, ComputeError, HostTensor, ParamTree } from "@tinyfusion/tensor"
 import type { BlockStack } from "./BlockStack.ts"
 import type { LatentSource } from "./LatentSource.ts"
 import type * as Selection from "./Selection.ts"
@@ -64,8 +65,20 @@ export type MethodError =
   | CorruptArtifact
   | ComputeError
 
+/** A model on the host: what a pruner cuts and what its decision makes. */
+export interface HostModel {
+  readonly config: Config.Config
+  readonly params: HostTensor.HostTree
+}
+
 export interface Method<O = any, V = any> extends CoreMethod.Method<O, V> {
   readonly prune: (request: Request<O>) => Effect.Effect<Decided<V>, MethodError, Compute | ArtifactStore>
+  /**
+   * The pruned model of a decision, when it is not the kept blocks renumbered
+   * (width pruning keeps every block and narrows them); throws, naming what
+   * does not fit, when the evidence does not fit the teacher.
+   */
+  readonly model?: (teacher: HostModel, evidence: V) => HostModel
 }
 
 /** A method, its option and evidence types inferred from its Schemas. */

@@ -13,6 +13,7 @@
  * applied once per layer); a later method with a known name replaces it.
  */
 import { Method } from "@tinyfusion/core"
+import * as DiffPruning from "./DiffPruning.ts"
 import * as Learnable from "./Learnable.ts"
 import * as Oracle from "./Oracle.ts"
 import * as Pruner from "./Pruner.ts"
@@ -20,12 +21,13 @@ import * as RandomSearch from "./RandomSearch.ts"
 import * as Sensitivity from "./Sensitivity.ts"
 import * as Similarity from "./Similarity.ts"
 
-/** TinyFusion's learnable method and the baselines of Tables 1 and 3. */
+/** TinyFusion's learnable method and the baselines of Tables 1 and 3 (Diff-Pruning: Table 1's width pruning). */
 export const { builtin, current, layer, get } = Method.registry<Pruner.Method>("@tinyfusion/pruning/Pruners", Pruner.kind, [
   Learnable.method,
   Similarity.shortGpt,
   Similarity.fluxLite,
   Sensitivity.method,
   Oracle.method,
-  RandomSearch.method
+  RandomSearch.method,
+  DiffPruning.method
 ])

@@ -66,7 +66,7 @@ export interface Setup<O> {
 export interface Strategy<O = any, V = any> extends Method.Method<O, V> {
   /** Whether it runs the teacher (a fine-tuning baseline does not). */
   readonly distils: boolean
-  readonly task: (setup: Setup<O>) => Effect.Effect<Trainer.Task, InvalidAlignment>
+  readonly task: (setup: Setup<O>) => Effect.Effect<Trainer.Task, InvalidAlignment | IncompatibleModels>
   /** The evidence of a run from its loss curve (its terms at step 0, …). */
   readonly report: (options: O, curve: Trainer.Curve) => V
 }
@@ -78,6 +78,15 @@ export const make = <O, V>(strategy: Strategy<O, V>): Strategy<O, V> => strategy
 
 /** A strategy's options from a config: unknown fields are named, missing ones take their defaults. */
 export const options = <O>(strategy: Strategy<O, any>, given: unknown) => Method.options(kind, strategy, given)
+
+/** A teacher and student that do not fit together (another family, another network, or widths a strategy cannot distil across). */
+export class IncompatibleModels extends Schema.TaggedError<IncompatibleModels>()("IncompatibleModels", {
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `models do not fit: ${this.reason}`
+  }
+}
 
 /** An alignment that does not fit the teacher and student. */
 export class InvalidAlignment extends Schema.TaggedError<InvalidAlignment>()("InvalidAlignment", {
@@ -208,13 +217,18 @@ const repOptions = {
   alignment: option(AlignmentOption, "decision", "RepKD pairs: from the pruning decision that made the student, the reference's fixed mapping, or {kept, groups}")
 }
 
-const repTask = (setup: Setup<Schema.Schema.Type<Schema.Struct<typeof repOptions>>>, k: number | undefined) =>
-  Effect.map(pairs(setup.options.alignment, setup.models), (aligned) =>
-    distillation(setup, {
-      beta: setup.options.beta === "paper" ? paperBeta(setup.objective) : setup.options.beta,
-      pairs: aligned,
-      k
-    }))
+const repTask = (name: string, setup: Setup<Schema.Schema.Type<Schema.Struct<typeof repOptions>>>, k: number | undefined) =>
+  Effect.gen(function*() {
+    const { student, teacher } = setup.models
+    // A width-pruned student's hidden states have another width than the teacher's.
+    if (student.config.hiddenSize !== teacher.config.hiddenSize) {
+      return yield* new IncompatibleModels({
+        reason: `${name} matches hidden states, but the student is ${student.config.hiddenSize} wide and the teacher ${teacher.config.hiddenSize}`
+      })
+    }
+    const aligned = yield* pairs(setup.options.alignment, setup.models)
+    return distillation(setup, { beta: setup.options.beta === "paper" ? paperBeta(setup.objective) : setup.options.beta, pairs: aligned, k })
+  })
 
 export const finetune = make({
   name: "finetune",
@@ -254,7 +268,7 @@ export const repKd = make({
   options: Schema.Struct(repOptions),
   evidence: InitialDistillLoss,
   distils: true,
-  task: (setup) => repTask(setup, undefined),
+  task: (setup) => repTask("repkd", setup, undefined),
   report: (_options, curve) => initial(curve, "rep")
 })
 
@@ -265,6 +279,6 @@ export const maskedKd = make({
   options: Schema.Struct({ ...repOptions, k: option(Schema.Finite.check(Schema.isGreaterThan(0)), 2, "Ignore elements with |x − μ| ≥ kσ") }),
   evidence: InitialDistillLoss,
   distils: true,
-  task: (setup) => repTask(setup, setup.options.k),
+  task: (setup) => repTask("masked-kd", setup, setup.options.k),
   report: (_options, curve) => initial(curve, "rep")
 })

@@ -2,9 +2,10 @@ import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Logger, Schema } from "effect"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
-import { Png } from "@tinyfusion/data"
-import { Trainer } from "@tinyfusion/diffusion"
+import { Png, Stages } from "@tinyfusion/data"
+import { Pretrain, Trainer } from "@tinyfusion/diffusion"
 import { ModelArtifact } from "@tinyfusion/models"
+import { PruneStage } from "@tinyfusion/pruning"
 import { Compute, HostTensor, ParamTree } from "@tinyfusion/tensor"
 import * as Pipeline from "./fixtures/Pipeline.ts"
 import * as Recovery from "./Recovery.ts"
@@ -91,5 +92,37 @@ describe("recovery stages", () => {
       assert.match(badOption.message, /invalid options for recovery strategy masked-kd: .*\["k"\]/)
       const unknown = yield* Effect.flip(run_({ ...Pipeline.recovery, strategy: "magic" }))
       assert.match(unknown.message, /no recovery strategy named "magic"; known: finetune, logits-kd, masked-kd, repkd/)
+    }).pipe(Effect.provide(layers), Effect.provide(Compute.wasm)), 90_000)
+
+  it.effect("a width-pruned student (Diff-Pruning's export) fine-tunes and distils its outputs; hidden-state distillation is refused", () =>
+    Effect.gen(function*() {
+      const ae = yield* Stage.run(Stages.AutoencoderStage, Pipeline.autoencoder, {})
+      const data = yield* Stage.run(Stages.LatentsStage, Pipeline.latents, { autoencoder: ae })
+      const teacher = yield* Stage.run(Pretrain.PretrainStage, Pipeline.pretrain, { latents: data })
+      const config = yield* Stage.decodeConfig(PruneStage.PruneStage, {
+        method: "diff-pruning",
+        keep: 4,
+        seed: 0,
+        calibration: 8,
+        options: { ratio: 0.5, stride: 250 }
+      })
+      const decision = yield* Stage.run(PruneStage.PruneStage, config, { teacher, data })
+      const student = yield* Stage.run(PruneStage.ExportStage, {}, { decision, teacher })
+      assert.strictEqual(student.output.config.depth, 4)
+      assert.isBelow(student.output.config.hiddenSize, Pipeline.teacherModel.hiddenSize)
+      const training = { ...Pipeline.recovery.training, steps: 3 }
+      const recover = (strategy: string) => Stage.run(RecoveryStage.RecoveryStage, { strategy, options: {}, training }, { teacher, student, latents: data })
+      const tuned = recovered(yield* recover("finetune"))
+      assert.deepStrictEqual(tuned.config, student.output.config)
+      assert.strictEqual(tuned.parameters, student.output.parameters)
+      const tunedArtifact = yield* Stage.open((yield* recover("finetune")).key)
+      const weights = flat((yield* ModelArtifact.read({ ...tunedArtifact, output: tuned }, { ema: false })).params)
+      const pruned = flat((yield* ModelArtifact.read(student, { ema: false })).params)
+      assert.deepStrictEqual(weights.get("blocks.3.mlp.fc1.weight")!.shape, pruned.get("blocks.3.mlp.fc1.weight")!.shape)
+      assert.isFalse(HostTensor.bitEqual(weights.get("blocks.3.mlp.fc1.weight")!, pruned.get("blocks.3.mlp.fc1.weight")!))
+      assert.isAbove(recovered(yield* recover("logits-kd")).headline["initDistillLoss"]!, 0)
+      const rep = yield* Effect.flip(recover("masked-kd"))
+      assert.strictEqual(rep._tag, "IncompatibleModels")
+      assert.match(rep.message, new RegExp(`masked-kd matches hidden states, but the student is ${student.output.config.hiddenSize} wide and the teacher 16`))
     }).pipe(Effect.provide(layers), Effect.provide(Compute.wasm)), 90_000)
 })

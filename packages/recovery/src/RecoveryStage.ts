@@ -16,8 +16,9 @@
  *                  teacher's EMA weights): a pruning decision given by hand.
  *
  * Teacher and student are ports: any model artifact (ModelArtifact.Model)
- * — a pre-training, a pruning export, another recovery (Table 7's distilled
- * teachers) — read as its EMA weights where it has them. A strategy's
+ * — a pre-training, a pruning export (depth- or width-pruned), another
+ * recovery (Table 7's distilled teachers) — read as its EMA weights where it
+ * has them. A strategy's
  * options are decoded by its own Schema before the key is taken, and its
  * module joins the key.
  */
@@ -32,25 +33,19 @@ import * as Strategies from "./Strategies.ts"
 
 const Index = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
 
-/** A teacher and student that do not match. */
-export class IncompatibleModels extends Schema.TaggedError<IncompatibleModels>()("IncompatibleModels", {
-  reason: Schema.String
-}) {
-  override get message(): string {
-    return `models do not fit: ${this.reason}`
-  }
-}
+/** What a pruned student may change: its depth (depth pruning) and its widths (width pruning). */
+const prunable: ReadonlySet<keyof Config.Config> = new Set(["depth", "hiddenSize", "numHeads", "headDim", "mlpHidden"])
 
-/** Teacher and student must differ in depth only. */
+/** Teacher and student must be the same network but for depth and widths (a strategy may ask more: one width for hidden states). */
 const compatible = (teacher: ModelArtifact.Identity, student: ModelArtifact.Identity) =>
   Effect.gen(function*() {
     if (teacher.family !== student.family) {
-      return yield* new IncompatibleModels({ reason: `a ${student.family} student of a ${teacher.family} teacher` })
+      return yield* new Recovery.IncompatibleModels({ reason: `a ${student.family} student of a ${teacher.family} teacher` })
     }
-    const differ = (Object.keys(teacher.config) as Array<keyof Config.Config>)
-      .filter((k) => k !== "depth" && teacher.config[k] !== student.config[k])
+    const keys = new Set([...Object.keys(teacher.config), ...Object.keys(student.config)] as Array<keyof Config.Config>)
+    const differ = [...keys].filter((k) => !prunable.has(k) && teacher.config[k] !== student.config[k])
     if (differ.length > 0) {
-      return yield* new IncompatibleModels({
+      return yield* new Recovery.IncompatibleModels({
         reason: `student ${Config.describe(student.config)} and teacher ${Config.describe(teacher.config)} differ in ${differ.join(", ")}`
       })
     }

@@ -13,6 +13,7 @@ import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { Graph, Stage } from "@tinyfusion/core"
 import { Methods } from "@tinyfusion/experiments"
+import { Config } from "@tinyfusion/models"
 import { Pruner, Pruners, PruneStage, Scheme } from "@tinyfusion/pruning"
 import * as MethodFlags from "../MethodFlags.ts"
 import * as Table from "../Table.ts"
@@ -29,6 +30,10 @@ const fixed = {
   seed: Flag.Int("seed").pipe(Flag.withDescription("Seed of the calibration set, the batches and the Gumbel noise"), Flag.withDefault(0)),
   exportModel: Flag.Boolean("export").pipe(Flag.withDescription("Also store the pruned model (prune-export)"), Flag.withDefault(false))
 }
+
+/** "14 blocks", and a width-pruned model's widths. */
+const shapeOf = (c: Config.Config): string =>
+  `${c.depth} blocks${c.headDim === undefined ? "" : `, width ${c.hiddenSize}, ${c.numHeads}×${c.headDim} heads, MLP ${Config.mlpHidden(c)}`}`
 
 export const prune = Command.make(
   "prune",
@@ -50,7 +55,9 @@ export const prune = Command.make(
       const decided = yield* runner.run(decision)
       const exported = o.exportModel ? yield* runner.run(Graph.node(PruneStage.ExportStage, {}, { decision, teacher })) : undefined
       const out = decided.output
-      const headline = Object.entries(out.headline).map(([name, value]) => `${name} ${Table.fixed(value, 3)}`).join(", ")
+      const headline = Object.entries(out.headline)
+        .map(([name, value]) => `${name} ${Number.isInteger(value) ? value.toLocaleString("en-US") : Table.fixed(value, 3)}`)
+        .join(", ")
       yield* Console.log(Table.render(
         ["stage", "key", "method", "kept", "evidence", "calibration loss", "seconds"],
         [
@@ -63,7 +70,7 @@ export const prune = Command.make(
             out.calibrationLoss === undefined ? "-" : Table.fixed(out.calibrationLoss, 4),
             Table.fixed(decided.manifest.timings.seconds, 1)
           ],
-          ...(exported === undefined ? [] : [["prune-export", exported.key, "", `${exported.output.config.depth} blocks`, "", "", ""]])
+          ...(exported === undefined ? [] : [["prune-export", exported.key, "", shapeOf(exported.output.config), "", "", ""]])
         ]
       ))
     }))

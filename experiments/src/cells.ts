@@ -36,6 +36,24 @@ export type Needs = ArtifactStore | Compute | Dataset | FileSystem.FileSystem | 
 
 type Node<O> = Graph.Node<O, unknown, Needs>
 
+/**
+ * Every stage a cell's graph holds, by name: the registry a worker rebuilds
+ * a described node from (core Graph.fromDescription). The model-file stage
+ * of an imported teacher holds its file's bytes, so it runs where the file is.
+ */
+export const stages = [
+  Stages.AutoencoderStage,
+  Stages.LatentsStage,
+  Stages.FeatureNetStage,
+  Reference.ReferenceStage,
+  Pretrain.PretrainStage,
+  PruneStage.PruneStage,
+  PruneStage.ExportStage,
+  RecoveryStage.RecoveryStage,
+  Evaluation.EvaluationStage,
+  SpeedStage
+] as const
+
 /** The nodes every cell reads. */
 export interface Shared {
   readonly autoencoder: Node<typeof Stages.AutoencoderOutput.Type>

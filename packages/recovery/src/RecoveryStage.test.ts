@@ -1,19 +1,41 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Logger, Schema } from "effect"
-import { ArtifactStore, Stage } from "@tinyfusion/core"
+import { ArtifactStore, Method, Stage } from "@tinyfusion/core"
 import { Png, Stages } from "@tinyfusion/data"
-import { Pretrain, Trainer } from "@tinyfusion/diffusion"
+import { Pretrain, Trainer, Training } from "@tinyfusion/diffusion"
 import { ModelArtifact } from "@tinyfusion/models"
 import { PruneStage } from "@tinyfusion/pruning"
-import { Compute, HostTensor, ParamTree } from "@tinyfusion/tensor"
+import { Compute, HostTensor, ParamTree, tf } from "@tinyfusion/tensor"
 import * as Pipeline from "./fixtures/Pipeline.ts"
 import * as Recovery from "./Recovery.ts"
 import * as RecoveryStage from "./RecoveryStage.ts"
+import * as Strategies from "./Strategies.ts"
 
 const layers = Layer.mergeAll(ArtifactStore.layerTemp, Pipeline.dataset, Logger.layer([])).pipe(Layer.provideMerge(NodeServices.layer))
 
 const flat = (tree: HostTensor.HostTree) => new Map(ParamTree.flatten(tree, HostTensor.isHostTensor))
+
+/** A strategy added from outside the package, as one value: the diffusion loss times its option; its evidence the loss at step 0. */
+const scaled = Recovery.make({
+  name: "scaled-gt",
+  description: "The diffusion loss times a weight",
+  module: import.meta.url,
+  options: Schema.Struct({ weight: Method.option(Schema.Finite, 2, "Weight of the diffusion loss") }),
+  evidence: Schema.Struct({ firstLoss: Schema.optional(Schema.Finite) }),
+  distils: false,
+  task: ({ objective, options, models: { student } }) =>
+    Effect.succeed({
+      objective,
+      config: student.config,
+      init: student.init,
+      loss: (batch) => (params) => {
+        const gt = Training.loss(objective, student.config, params, batch.x, batch.draws).loss
+        return { loss: tf.mul(gt, options.weight) as tf.Scalar, terms: { gt } }
+      }
+    }),
+  report: (_options, curve) => (curve[0]?.step === 0 ? { firstLoss: curve[0].loss } : {})
+})
 
 const recovered = (artifact: Stage.Artifact<RecoveryStage.RecoveryOutput>) => Schema.decodeUnknownSync(RecoveryStage.Recovered)(artifact.output)
 
@@ -92,6 +114,20 @@ describe("recovery stages", () => {
       assert.match(badOption.message, /invalid options for recovery strategy masked-kd: .*\["k"\]/)
       const unknown = yield* Effect.flip(run_({ ...Pipeline.recovery, strategy: "magic" }))
       assert.match(unknown.message, /no recovery strategy named "magic"; known: finetune, logits-kd, masked-kd, repkd/)
+    }).pipe(Effect.provide(layers), Effect.provide(Compute.wasm)), 90_000)
+
+  it.effect("a strategy added as one value runs by name once its layer is provided, with its options and its evidence's headline", () =>
+    Effect.gen(function*() {
+      const { data, teacher, student } = yield* Pipeline.run({ recovery: { ...Pipeline.recovery, training: { ...Pipeline.recovery.training, steps: 1 } } })
+      const config = { strategy: "scaled-gt", options: { weight: 3 }, training: { ...Pipeline.recovery.training, steps: 3 } }
+      const run = Stage.run(RecoveryStage.RecoveryStage, config, { teacher, student, latents: data })
+      const unknown = yield* Effect.flip(run)
+      assert.match(unknown.message, /no recovery strategy named "scaled-gt"/)
+      const done = yield* run.pipe(Effect.provide(Strategies.layer([scaled])))
+      const curve = yield* Trainer.readCurve(done)
+      assert.closeTo(curve[0]!.loss, 3 * curve[0]!.terms["gt"]!, 1e-6 * curve[0]!.loss)
+      assert.deepStrictEqual(recovered(done).headline, { firstLoss: curve[0]!.loss })
+      assert.deepStrictEqual((done.manifest.config as { readonly options: unknown }).options, { weight: 3 })
     }).pipe(Effect.provide(layers), Effect.provide(Compute.wasm)), 90_000)
 
   it.effect("a width-pruned student (Diff-Pruning's export) fine-tunes and distils its outputs; hidden-state distillation is refused", () =>

@@ -52,6 +52,8 @@ export interface Registry<M extends Any> {
   readonly kind: string
   /** The built-in methods, by name. */
   readonly builtin: ReadonlyMap<string, M>
+  /** Their modules: what a stage running them leaves out of its own code (Stage.make's `exclude`), to count only the one chosen. */
+  readonly modules: ReadonlyArray<string>
   /** The current methods by name (the built-in ones unless a layer added more). */
   readonly current: Context.Reference<ReadonlyMap<string, M>>
   /** Adds methods to the current registry (a method with a known name replaces it). */
@@ -68,6 +70,7 @@ export const registry = <M extends Any>(key: string, kind: string, builtin: Read
   return {
     kind,
     builtin: defaults,
+    modules: builtin.map((m) => m.module),
     current,
     layer: (methods) => Layer.effect(current, Effect.map(current, (known) => new Map([...known, ...byName(methods)]))),
     get: (name) =>
@@ -97,6 +100,22 @@ export const canonicalOptions = <O>(kind: string, method: Method<O, any>, given:
       Effect.map((encoded) => encoded as Schema.Json),
       Effect.mapError((e) => new InvalidOptions({ kind, method: method.name, issue: e.message }))
     ))
+
+/**
+ * The `select` of a stage whose config names a method of `registry` and its
+ * options (Stage.make): the options in canonical form, and the method's
+ * module in the key.
+ */
+export const select = <M extends Any, C extends { readonly options: { readonly [name: string]: Schema.Json } }>(
+  registry: Registry<M>,
+  name: (config: C) => string
+) =>
+(config: C): Effect.Effect<{ readonly config: C; readonly code: ReadonlyArray<{ readonly module: string }> }, UnknownMethod | InvalidOptions> =>
+  Effect.gen(function*() {
+    const method = yield* registry.get(name(config))
+    const options = (yield* canonicalOptions(registry.kind, method, config.options)) as C["options"]
+    return { config: { ...config, options }, code: [{ module: method.module }] }
+  })
 
 /** One option of a method: its name, what it is, and its default (encoded; undefined: the option must be given), for listings and flags. */
 export interface Option {

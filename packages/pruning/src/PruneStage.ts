@@ -127,7 +127,7 @@ const prunedModel = (method: Pruner.Method, teacher: Teacher, kept: ReadonlyArra
   })
 
 /** The built-in methods count in a key only when a config chooses one (Stage.select); a decision's key covers its method. */
-const methods = [...Pruners.builtin.values()].map((m) => m.module)
+const methods = Pruners.registry.modules
 
 /** The prune stage: a method of the Pruners registry on a teacher (any model) and latents. */
 export const PruneStage = Stage.make({
@@ -137,12 +137,7 @@ export const PruneStage = Stage.make({
   config: PruneConfig,
   output: PruneSummary,
   inputs: { teacher: ModelArtifact.Model, data: Stages.LatentsOutput },
-  select: (config) =>
-    Effect.gen(function*() {
-      const method = yield* Pruners.get(config.method)
-      const options = yield* Method.canonicalOptions(Pruner.kind, method, config.options)
-      return { config: { ...config, options: options as PruneConfig["options"] }, code: [{ module: method.module }] }
-    }),
+  select: Method.select(Pruners.registry, (config: PruneConfig) => config.method),
   run: (config, inputs, ctx) =>
     Effect.gen(function*() {
       const teacher = yield* readModel(inputs.teacher)

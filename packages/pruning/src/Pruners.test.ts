@@ -7,37 +7,22 @@ import * as Fixtures from "./fixtures/Constructed.ts"
 import * as Pruner from "./Pruner.ts"
 import * as Pruners from "./Pruners.ts"
 
-const noOptions = Schema.Struct({})
+/** A method defined outside the package that keeps `count(k)` first blocks, with this evidence. */
+const firstBlocks = <V>(name: string, description: string, count: (keep: number) => number, evidence: Schema.Codec<V, any>, value: V) =>
+  Pruner.make({
+    name,
+    description,
+    module: import.meta.url,
+    options: Schema.Struct({}),
+    evidence,
+    prune: (request) => Effect.succeed({ kept: Array.from({ length: count(request.target.keep) }, (_, i) => i), evidence: value })
+  })
 
-/** Keeps the first blocks: a method defined outside the package. */
-const keepFirst = Pruner.make({
-  name: "keep-first",
-  description: "keep the first k blocks",
-  module: import.meta.url,
-  options: noOptions,
-  evidence: Schema.Struct({ reason: Schema.String }),
-  prune: (request) => Effect.succeed({ kept: Array.from({ length: request.target.keep }, (_, i) => i), evidence: { reason: "first come" } })
-})
-
+const keepFirst = firstBlocks("keep-first", "keep the first k blocks", (k) => k, Schema.Struct({ reason: Schema.String }), { reason: "first come" })
 /** Keeps one block too many: the stage must refuse its decision. */
-const greedy = Pruner.make({
-  name: "greedy",
-  description: "keeps k + 1 blocks",
-  module: import.meta.url,
-  options: noOptions,
-  evidence: noOptions,
-  prune: (request) => Effect.succeed({ kept: Array.from({ length: request.target.keep + 1 }, (_, i) => i), evidence: {} })
-})
-
+const greedy = firstBlocks("greedy", "keeps k + 1 blocks", (k) => k + 1, Schema.Struct({}), {})
 /** Reports evidence its own Schema rejects. */
-const liar = Pruner.make({
-  name: "liar",
-  description: "evidence that does not fit",
-  module: import.meta.url,
-  options: noOptions,
-  evidence: Schema.Struct({ score: Schema.Finite }),
-  prune: (request) => Effect.succeed({ kept: Array.from({ length: request.target.keep }, (_, i) => i), evidence: { score: Number.NaN } })
-})
+const liar = firstBlocks("liar", "evidence that does not fit", (k) => k, Schema.Struct({ score: Schema.Finite }), { score: Number.NaN })
 
 const names = Effect.map(Pruners.current, (registry) => [...registry.keys()].sort())
 

@@ -22,7 +22,7 @@ import * as Sensitivity from "./Sensitivity.ts"
 import * as Similarity from "./Similarity.ts"
 
 /** TinyFusion's learnable method and the baselines of Tables 1 and 3 (Diff-Pruning: Table 1's width pruning). */
-export const { builtin, current, layer, get } = Method.registry<Pruner.Method>("@tinyfusion/pruning/Pruners", Pruner.kind, [
+export const registry = Method.registry<Pruner.Method>("@tinyfusion/pruning/Pruners", Pruner.kind, [
   Learnable.method,
   Similarity.shortGpt,
   Similarity.fluxLite,
@@ -31,3 +31,5 @@ export const { builtin, current, layer, get } = Method.registry<Pruner.Method>("
   RandomSearch.method,
   DiffPruning.method
 ])
+
+export const { builtin, current, layer, get } = registry

@@ -99,16 +99,11 @@ export const RecoveryStage = Stage.make({
   name: "recovery",
   module: import.meta.url,
   // The built-in strategies count only when a config chooses them (select).
-  exclude: [...Strategies.builtin.values()].map((s) => s.module),
+  exclude: Strategies.registry.modules,
   config: RecoveryConfig,
   output: RecoveryOutput,
   inputs: { teacher: ModelArtifact.Model, student: ModelArtifact.Model, latents: Stages.LatentsOutput },
-  select: (config) =>
-    Effect.gen(function*() {
-      const strategy = yield* Strategies.get(config.strategy)
-      const options = yield* Method.canonicalOptions(Recovery.kind, strategy, config.options)
-      return { config: { ...config, options: options as RecoveryConfig["options"] }, code: [{ module: strategy.module }] }
-    }),
+  select: Method.select(Strategies.registry, (config: RecoveryConfig) => config.strategy),
   run: (config, inputs, ctx) =>
     Effect.gen(function*() {
       const strategy = yield* Strategies.get(config.strategy)

@@ -8,9 +8,11 @@ import { Method } from "@tinyfusion/core"
 import * as Recovery from "./Recovery.ts"
 
 /** Fine-tuning and the distillation strategies of Table 5. */
-export const { builtin, current, layer, get } = Method.registry<Recovery.Strategy>("@tinyfusion/recovery/Strategies", Recovery.kind, [
+export const registry = Method.registry<Recovery.Strategy>("@tinyfusion/recovery/Strategies", Recovery.kind, [
   Recovery.finetune,
   Recovery.logitsKd,
   Recovery.repKd,
   Recovery.maskedKd
 ])
+
+export const { builtin, current, layer, get } = registry

@@ -4,6 +4,8 @@
  * rendered twice: Markdown (figures linked) and a self-contained HTML page
  * (figures inlined).
  */
+import { SchemaAST } from "effect"
+import { Metrics } from "@tinyfusion/eval"
 import { claims, type Judgement, type Results } from "./claims.ts"
 import * as Paper from "./paper.ts"
 
@@ -29,14 +31,15 @@ export interface Input {
   readonly failures: ReadonlyArray<{ readonly cell: string; readonly reason: string }>
 }
 
+/** The evaluation's scores as columns, in their order, under their titles (eval Metrics.Scores). */
+const scoreColumns = Object.entries(Metrics.Scores.fields).map(([name, field]) =>
+  [name as keyof Paper.Metrics, SchemaAST.resolveTitle(field.ast) ?? name, 2] as const
+)
+
 const columns: ReadonlyArray<readonly [keyof Paper.Metrics, string, number]> = [
   ["calibrationLoss", "calib. loss", 3],
   ["initDistillLoss", "init. distill loss", 1],
-  ["is", "IS", 2],
-  ["fid", "FID", 2],
-  ["sfid", "sFID", 2],
-  ["precision", "Prec.", 2],
-  ["recall", "Recall", 2],
+  ...scoreColumns,
   ["itPerS", "it/s", 2],
   ["confidence", "confidence", 3]
 ]

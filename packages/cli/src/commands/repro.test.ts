@@ -5,6 +5,7 @@ import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { Metrics } from "@tinyfusion/eval"
 import { Claims, Paper, Report } from "@tinyfusion/experiments"
 import { cli } from "../fixtures/Commands.ts"
 
@@ -78,7 +79,7 @@ const fromManifests = (store: string, keys: ReadonlyArray<string>): Paper.Metric
       if (o["diverged"] !== undefined) metrics["diverged"] = true
     }
     if (m.stage === "evaluation") {
-      Object.assign(metrics, { is: o["is"], fid: o["fid"], sfid: o["sfid"], precision: o["precision"], recall: o["recall"] })
+      for (const name of Object.keys(Metrics.Scores.fields)) metrics[name] = o[name] as number
       if (typeof m.metrics["itPerS"] === "number") metrics["itPerS"] = m.metrics["itPerS"]
     }
     if (m.stage === "sampling-speed") metrics["itPerS"] = o["itPerS"] as number

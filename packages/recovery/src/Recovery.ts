@@ -153,9 +153,9 @@ export const task = (objective: Training.Objective, loss: Loss, steps: number, m
   const { teacher, student } = models
   const betaAt = beta(loss, steps)
   return {
-    objective,
-    config: student.config,
+    data: student.config,
     init: student.init,
+    draws: (labels, at) => Training.draws(objective, student.config, labels, at),
     loss: (batch) => {
       if (loss.strategy === "finetune") {
         return (params) => {

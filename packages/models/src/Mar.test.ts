@@ -5,6 +5,7 @@ import * as Mar from "./Mar.ts"
 import * as MarCheckpoint from "./MarCheckpoint.ts"
 import * as MarConfig from "./MarConfig.ts"
 import * as MarReference from "./fixtures/MarReference.ts"
+import * as Fixtures from "./fixtures/Tiny.ts"
 
 const flat = (tree: HostTensor.HostTree) => new Map(ParamTree.flatten(tree, HostTensor.isHostTensor))
 
@@ -24,6 +25,7 @@ describe("MAR", () => {
   it.effect("reference keys in state_dict order; MAR-B/L and TinyMAR-D16 have the reference's parameter counts (README: 208 M, 479 M; paper: 277 M)", () =>
     Effect.gen(function*() {
       const fixture = yield* MarReference.load
+      assert.deepStrictEqual(fixture.config, Fixtures.mar)
       assert.deepStrictEqual(MarCheckpoint.referenceShapes(fixture.config).map(([k]) => k), fixture.order)
       // Counted on the reference's mar_base/mar_large (DiffLoss 6×1024, 8×1280) under PyTorch.
       assert.strictEqual(MarCheckpoint.parameterCount(MarConfig.presets["MAR-B"]), 207_924_768)
@@ -88,7 +90,7 @@ describe("MAR", () => {
       assert.approximately(std(a.get("encoder_pos_embed_learned")!.data as Float32Array), 0.02, 0.002)
       const qkv = a.get("decoder_blocks.3.attn.qkv.weight")!.data as Float32Array
       assert.isAtMost(Math.max(...qkv.map(Math.abs)), Math.sqrt(6 / (384 + 128)))
-    }))
+    }), { timeout: 60_000 })
 
   it.effect("gates: 1 is the plain model bit for bit, 0 on a block is the model without it; keepBlocks splits the stack into its halves", () =>
     Effect.gen(function*() {

@@ -280,7 +280,8 @@ export function marExport<P extends Stage.Any, T extends Stage.Any, E, R>(
         // keepBlocks only restructures the tree, so it serves host trees too.
         const pruned = Mar.keepBlocks(teacher.config, teacher.params as unknown as ParamTree.ParamTree, decision.kept)
         const model = yield* MarArtifact.write(ctx, { config: pruned.config, params: pruned.params as unknown as HostTensor.HostTree })
-        return { ...model, method: decision.method, teacherDepth: decision.teacherDepth, kept: decision.kept }
+        const out: typeof MarExportOutput.Type = { ...model, method: decision.method, teacherDepth: decision.teacherDepth, kept: decision.kept }
+        return out
       })
   })
 }

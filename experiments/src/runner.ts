@@ -29,6 +29,7 @@ import { Compute } from "@tinyfusion/tensor"
 import type { Results } from "./claims.ts"
 import * as Figures from "./figures.ts"
 import { type Cell, grids, type Source } from "./grids.ts"
+import * as Mar from "./mar.ts"
 import type * as Paper from "./paper.ts"
 import type { Preset } from "./presets.ts"
 import * as WeightNorm from "./pruners/WeightNorm.ts"
@@ -146,6 +147,8 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
     sit: yield* Effect.cached(pretrained("sit"))
   }
 
+  const marCell = yield* Mar.cells(preset, { latents, autoencoder: ae, reference })
+
   const runs = new Map<string, Effect.Effect<CellRun, CellFailed, Needs>>()
   const resultOf = (id: string) => runs.get(id)!
 
@@ -178,6 +181,7 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
 
   const runCell = (cell: Cell): Effect.Effect<CellRun, unknown, Needs> =>
     Effect.gen(function*() {
+      if (cell.family === "mar") return { cell, ...(yield* marCell(cell)) }
       if (cell.speedDepth !== undefined) {
         const speed = yield* Stage.run(SpeedStage, {
           family: cell.family,

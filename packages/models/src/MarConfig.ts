@@ -85,6 +85,18 @@ const mar = (width: number, depth: number, heads: number, difflossDepth: number,
   diffusionBatchMul: 4
 })
 
+/** A MAR on the 8×8×4 Fashion-MNIST latents: 2×2 patches, buffer 4, 10 classes, a 3×128 head, no dropout. */
+const fashionMnist = (width: number, depth: number, heads: number): MarConfig => ({
+  ...mar(width, depth, heads, 3, 128),
+  inputSize: 8,
+  patchSize: 2,
+  inChannels: 4,
+  numClasses: 10,
+  attnDropout: 0,
+  projDropout: 0,
+  bufferSize: 4
+})
+
 /**
  * The released MAR-B/L/H (README: DiffLoss 6×1024, 8×1280, 12×1536), TinyMAR-D16
  * (MAR-L with 8 + 8 of its 32 blocks: 1:2 keeps one of each encoder pair and
@@ -101,26 +113,8 @@ export const presets = {
   "MAR-L": mar(1024, 16, 16, 8, 1280),
   "MAR-H": mar(1280, 20, 16, 12, 1536),
   "TinyMAR-D16": mar(1024, 8, 16, 8, 1280),
-  mini: {
-    ...mar(128, 16, 4, 3, 128),
-    inputSize: 8,
-    patchSize: 2,
-    inChannels: 4,
-    numClasses: 10,
-    attnDropout: 0,
-    projDropout: 0,
-    bufferSize: 4
-  },
-  "mini-base": {
-    ...mar(96, 12, 3, 3, 128),
-    inputSize: 8,
-    patchSize: 2,
-    inChannels: 4,
-    numClasses: 10,
-    attnDropout: 0,
-    projDropout: 0,
-    bufferSize: 4
-  }
+  mini: fashionMnist(128, 16, 4),
+  "mini-base": fashionMnist(96, 12, 3)
 } as const satisfies Record<string, MarConfig>
 
 export type PresetName = keyof typeof presets

@@ -188,13 +188,15 @@ export const paper = (dataset: string): Preset => ({
     model: Config.presets["DiT-XL/2"],
     training: { ...Pretrain.mini.training, steps: 400_000, batchSize: 256, emaDecay: 0.9999, checkpointEvery: 10_000 }
   }),
-  // MAR's 400 epochs of ImageNet at its batch of 2048 (32 × 64), lr 1e-4 · 2048/256, clip 3, EMA 0.9999.
+  // MAR's 400 epochs of ImageNet at its batch of 2048 (32 × 64), lr 1e-4 · 2048/256, clip 3, EMA 0.9999. The
+  // suite's latents are the 32×32×4 of DiT's VAE, not MAR's KL-16 16×16×16: 2×2 patches give MAR's 256 tokens
+  // of 16 features, so MAR-L and MAR-B keep their shapes and parameter counts.
   mar: mars(
     {
-      model: MarConfig.presets["MAR-L"],
+      model: { ...MarConfig.presets["MAR-L"], inputSize: 32, patchSize: 2, inChannels: 4 },
       training: { ...Pretrain.mini.training, steps: 250_000, batchSize: 2048, lr: 8e-4, maxGradNorm: 3, emaDecay: 0.9999, checkpointEvery: 10_000 }
     },
-    MarConfig.presets["MAR-B"],
+    { ...MarConfig.presets["MAR-B"], inputSize: 32, patchSize: 2, inChannels: 4 },
     { full: 256, short: 64 }
   ),
   prune: { seed: 0, calibration: 1024, iterations: 10_000, learnable: { batchSize: 128 }, randomSamples: 100_000, diffPruning: { stride: 1, batchSize: 64 } },

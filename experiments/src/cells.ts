@@ -2,14 +2,18 @@
  * A grid cell as a graph of stage nodes (packages/core Graph), built from
  * the cell and the preset before anything runs:
  *
- *   shared    autoencoder → latents, feature-net → reference, and one
+ *   shared    autoencoder → latents, feature-net → reference, one
  *             teacher per family (pre-trained, or the paper preset's
- *             imported DiT): nodes every cell reads
+ *             imported DiT; MAR-L for MAR) and the models trained from
+ *             scratch at a teacher's budget (Table 2's MAR-B): nodes every
+ *             cell reads
  *   a cell    prune (its source: the teacher or another cell's model) →
  *             prune-export → recovery (its teacher likewise) → evaluation;
  *             a teacher cell evaluates the teacher; a speed cell is one
  *             sampling-speed node, on the teacher's shape at a depth or
- *             width-pruned as Diff-Pruning would
+ *             width-pruned as Diff-Pruning would. A model of any family
+ *             (DiT, SiT, MAR) flows through the same prune, export,
+ *             recovery and evaluation stages (their ports take Models.Any)
  *
  * Nodes are values with keys, so cells that share a pruning decision (Table
  * 1's D14 and Table 5's strategies) share its node and artifact, a plan can
@@ -20,9 +24,9 @@
 import { Effect, type FileSystem, type Path, Schema } from "effect"
 import { type ArtifactStore, Graph, Stage } from "@tinyfusion/core"
 import { type Dataset, Stages } from "@tinyfusion/data"
-import { Pretrain } from "@tinyfusion/diffusion"
+import { MarPretrain, Pretrain } from "@tinyfusion/diffusion"
 import { Evaluation, Metrics, Reference } from "@tinyfusion/eval"
-import { type ModelArtifact, ModelFile } from "@tinyfusion/models"
+import { type ModelArtifact, ModelFile, type Models } from "@tinyfusion/models"
 import { type Decision, PruneStage, Width } from "@tinyfusion/pruning"
 import { Recovery, RecoveryStage } from "@tinyfusion/recovery"
 import type { Compute } from "@tinyfusion/tensor"
@@ -47,6 +51,7 @@ export const stages = [
   Stages.FeatureNetStage,
   Reference.ReferenceStage,
   Pretrain.PretrainStage,
+  MarPretrain.MarPretrainStage,
   PruneStage.PruneStage,
   PruneStage.ExportStage,
   RecoveryStage.RecoveryStage,
@@ -59,7 +64,9 @@ export interface Shared {
   readonly autoencoder: Node<typeof Stages.AutoencoderOutput.Type>
   readonly latents: Node<typeof Stages.LatentsOutput.Type>
   readonly reference: Node<Reference.ReferenceOutput>
-  readonly teachers: { readonly [F in ModelArtifact.Family]: Node<ModelArtifact.Model> }
+  readonly teachers: { readonly [F in Cell["family"]]: Node<Models.Any> }
+  /** Models trained from scratch at a teacher's budget, by name (Table 2's MAR-B). */
+  readonly scratch: { readonly [S in NonNullable<Cell["scratch"]>]: Node<Models.Any> }
 }
 
 /** The shared nodes of a preset; the DiT teacher is `teacherFile`'s model when given (the paper preset). */
@@ -77,7 +84,12 @@ export const shared = Effect.fn("Cells.shared")(function*(
     autoencoder,
     latents,
     reference,
-    teachers: { dit: imported === undefined ? pretrained("dit") : Graph.node(imported.stage, imported.config, {}, "shared"), sit: pretrained("sit") }
+    teachers: {
+      dit: imported === undefined ? pretrained("dit") : Graph.node(imported.stage, imported.config, {}, "shared"),
+      sit: pretrained("sit"),
+      mar: Graph.node(MarPretrain.MarPretrainStage, preset.mar.large, { latents }, "shared")
+    },
+    scratch: { "mar-base": Graph.node(MarPretrain.MarPretrainStage, preset.mar.base, { latents }, "shared") }
   } satisfies Shared
 })
 
@@ -89,7 +101,7 @@ export interface CellGraph {
   readonly recovery?: Node<RecoveryStage.RecoveryOutput>
   readonly evaluation?: Node<Evaluation.EvaluationOutput>
   readonly speed?: Node<typeof SpeedStage.output.Type>
-  readonly model?: Node<ModelArtifact.Model> | Node<RecoveryStage.RecoveryOutput>
+  readonly model?: Node<Models.Any> | Node<RecoveryStage.RecoveryOutput>
 }
 
 /** Every node of a cell, in the order it runs them. */
@@ -103,13 +115,18 @@ export const graphs = Effect.fn("Cells.graphs")(function*(cells: ReadonlyArray<C
 
   const evaluation = (cell: Cell, model: Node<unknown>, ema: boolean) => {
     const protocol = preset.evaluation[cell.protocol]
-    // SiT samples with its SDE (the paper's SiT protocol) on as many grid points as DiT has steps.
+    // SiT samples with its SDE (the paper's SiT protocol) on as many grid points as DiT has steps; MAR with its own sampler.
     const sampling = cell.family === "sit" ? { ...protocol.sampling, sampler: "sde" as const } : protocol.sampling
-    const config = { ...protocol, sampling, weights: ema ? ("ema" as const) : ("raw" as const) }
-    return Graph.node(Evaluation.EvaluationStage, config, { model: model as Node<ModelArtifact.Model>, autoencoder: s.autoencoder, reference: s.reference }, cell.id)
+    const config = {
+      ...protocol,
+      sampling,
+      weights: ema ? ("ema" as const) : ("raw" as const),
+      ...(cell.family === "mar" ? { mar: preset.mar.sampling[cell.protocol] } : {})
+    }
+    return Graph.node(Evaluation.EvaluationStage, config, { model: model as Node<Models.Any>, autoencoder: s.autoencoder, reference: s.reference }, cell.id)
   }
 
-  const build = (cell: Cell): Effect.Effect<CellGraph, Stage.InvalidConfig> =>
+  const build = (cell: Cell): Effect.Effect<CellGraph, Stage.InvalidConfig | CellFailed> =>
     Effect.gen(function*() {
       const known = built.get(cell.id)
       if (known !== undefined) return known
@@ -119,6 +136,7 @@ export const graphs = Effect.fn("Cells.graphs")(function*(cells: ReadonlyArray<C
           : Effect.map(build(byId.get(source.cell)!), (g) => g.model as Node<unknown>)
       let graph: CellGraph
       if (cell.speedDepth !== undefined || cell.speedWidth !== undefined) {
+        if (cell.family === "mar") return yield* new CellFailed({ cell: cell.id, reason: "speed cells time a DiT or SiT shape" })
         const shape = preset.teacher[cell.family].model
         graph = {
           cell,
@@ -132,10 +150,10 @@ export const graphs = Effect.fn("Cells.graphs")(function*(cells: ReadonlyArray<C
           }, {}, cell.id)
         }
       } else if (cell.prune === undefined) {
-        const teacher = s.teachers[cell.family]
+        const teacher = cell.scratch === undefined ? s.teachers[cell.family] : s.scratch[cell.scratch]
         graph = { cell, evaluation: evaluation(cell, teacher, true), model: teacher }
       } else {
-        const source = (yield* modelOf(cell.prune.from)) as Node<ModelArtifact.Model>
+        const source = (yield* modelOf(cell.prune.from)) as Node<Models.Any>
         const config = yield* Stage.decodeConfig(PruneStage.PruneStage, {
           method: cell.prune.method,
           keep: cell.prune.keep,
@@ -157,14 +175,16 @@ export const graphs = Effect.fn("Cells.graphs")(function*(cells: ReadonlyArray<C
             options: r.options ?? {},
             training: {
               ...paper,
-              // A learning rate of Table 8 keeps the paper's ratio of floor to rate.
+              // A learning rate of Table 8 keeps the paper's ratio of floor to rate. (The DiT and SiT cells have
+              // always scaled the floor, even at the paper's rate, where 1e-4·2e-4/2e-4 rounds to 0.99999…e-4;
+              // the MAR cells take the paper's floor. Both are kept, so the stored numbers stay as they are.)
               lr,
-              lrFloor: (paper.lrFloor! * lr) / paper.lr,
+              lrFloor: r.lr === undefined && cell.family === "mar" ? paper.lrFloor! : (paper.lrFloor! * lr) / paper.lr,
               emaDecay: preset.recovery.emaDecay,
               checkpointEvery: preset.recovery.checkpointEvery,
               curveEvery: preset.recovery.curveEvery
             }
-          }, { teacher: (yield* modelOf(r.teacher ?? "teacher")) as Node<ModelArtifact.Model>, student: exported, latents: s.latents }, cell.id)
+          }, { teacher: (yield* modelOf(r.teacher ?? "teacher")) as Node<Models.Any>, student: exported, latents: s.latents }, cell.id)
           graph = { cell, prune, export: exported, recovery, evaluation: evaluation(cell, recovery, r.ema ?? true), model: recovery }
         }
       }

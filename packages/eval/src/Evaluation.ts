@@ -3,7 +3,7 @@
  * autoencoder, quantised to 8 bits as ADM's evaluator receives them, and
  * scored against a reference with ADM's five numbers.
  *
- *   inputs   model        any model artifact (the ModelArtifact.Model port)
+ *   inputs   model        any model artifact of any family (the Models.Any port)
  *            autoencoder  the `autoencoder` artifact of the model's latents
  *            reference    a `reference` artifact; its feature network (an
  *                         input of it) is opened by key
@@ -29,10 +29,11 @@
 import { Effect, Schema } from "effect"
 import { Checkpoint, Progress, Stage } from "@tinyfusion/core"
 import { Autoencoder, FeatureExtractor, Images, Png, Stages } from "@tinyfusion/data"
-import { ModelArtifact } from "@tinyfusion/models"
+import { ModelArtifact, Models } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree, Safetensors, tf } from "@tinyfusion/tensor"
 import * as FeatureStatistics from "./FeatureStatistics.ts"
 import * as Features from "./Features.ts"
+import * as MarSampling from "./MarSampling.ts"
 import * as Matrix from "./Matrix.ts"
 import * as Metrics from "./Metrics.ts"
 import * as Reference from "./Reference.ts"
@@ -55,14 +56,16 @@ export const EvaluationConfig = Schema.Struct({
   /** Samples shown in samples.png. */
   gridImages: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)),
   /** Batches per checkpointed part. */
-  partBatches: PositiveInt
+  partBatches: PositiveInt,
+  /** How a MAR samples: required for a MAR model, refused for a DiT or SiT (whose sampler is `sampling`). */
+  mar: Schema.optional(MarSampling.Options)
 })
 export type EvaluationConfig = typeof EvaluationConfig.Type
 
 export const EvaluationOutput = Schema.Struct({
   samples: Schema.Int,
   ...Metrics.Scores.fields,
-  family: ModelArtifact.Family,
+  family: Schema.Literals([...ModelArtifact.Family.literals, "mar"]),
   depth: Schema.Int,
   parameters: Schema.Int,
   /** The weights sampled. */
@@ -173,16 +176,61 @@ const grid = (images: Uint8Array, count: number, shape: readonly [number, number
 }
 
 interface Inputs {
-  readonly model: Stage.Artifact<ModelArtifact.Model>
+  readonly model: Stage.Artifact<Models.Any>
   readonly autoencoder: Stage.Artifact<typeof Stages.AutoencoderOutput.Type>
   readonly reference: Stage.Artifact<Reference.ReferenceOutput>
 }
 
+/** What the evaluation samples: a DiT or SiT with its sampler, or a MAR with its own. */
+interface Generator {
+  readonly family: EvaluationOutput["family"]
+  readonly depth: number
+  readonly parameters: number
+  /** Whether the weights sampled are the EMA. */
+  readonly ema: boolean
+  readonly config: { readonly inputSize: number; readonly inChannels: number; readonly numClasses: number }
+  /** Batched network evaluations per image (the it/s metric counts them). */
+  readonly evaluations: number
+  /** Latents of batch `batch` for its labels. */
+  readonly sample: (batch: number, labels: ReadonlyArray<number>) => tf.Tensor4D
+}
+
+/** The generator of the input model, its weights on the device for the scope. */
+const generatorOf = (config: EvaluationConfig, modelArtifact: Stage.Artifact<Models.Any>) =>
+  Effect.gen(function*() {
+    const upload = (host: HostTensor.HostTree) =>
+      Effect.acquireRelease(Effect.sync(() => HostTensor.treeToTensors(host)), (p) => Effect.sync(() => ParamTree.dispose(p)))
+    const loaded = yield* Models.read(modelArtifact, { ema: config.weights === "ema" })
+    if (config.weights === "ema" && !loaded.ema) yield* Effect.logWarning("the model artifact holds no EMA weights: sampling its raw weights")
+    const common = { family: loaded.family, depth: Models.depth(loaded), parameters: modelArtifact.output.parameters, ema: loaded.ema, config: loaded.config }
+    if (loaded.family === "mar") {
+      if (config.mar === undefined) return yield* new IncompatibleInputs({ reason: "the model is a MAR: the config needs `mar` sampling options" })
+      const mar = config.mar
+      const sampler = yield* MarSampling.make(loaded.config, mar)
+      const params = yield* upload(loaded.params)
+      const generator: Generator = {
+        ...common,
+        evaluations: MarSampling.evaluations(mar, sampler.diffloss.generate.numTimesteps),
+        sample: (batch, labels) => sampler.sample({ config: loaded.config, params }, batch, labels)
+      }
+      return generator
+    }
+    if (config.mar !== undefined) return yield* new IncompatibleInputs({ reason: `MAR sampling options given for a ${loaded.family}` })
+    yield* Sampling.check(loaded, config.sampling)
+    const sampler = yield* Sampling.make(config.sampling)
+    const params = yield* upload(loaded.params)
+    const network: Sampling.Model = { family: loaded.family, config: loaded.config, params }
+    const generator: Generator = {
+      ...common,
+      evaluations: Sampling.evaluations(config.sampling),
+      sample: (batch, labels) => sampler.sample(network, batch, labels)
+    }
+    return generator
+  })
+
 const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, featureNet: Stage.Artifact<unknown>) =>
   Effect.gen(function*() {
-    const loaded = yield* ModelArtifact.read(inputs.model, { ema: config.weights === "ema" })
-    if (config.weights === "ema" && !loaded.ema) yield* Effect.logWarning("the model artifact holds no EMA weights: sampling its raw weights")
-    yield* Sampling.check(loaded, config.sampling)
+    const loaded = yield* generatorOf(config, inputs.model)
     const latent = Autoencoder.latentShape(inputs.autoencoder.output.model)
     const { inputSize, inChannels } = loaded.config
     if (latent[0] !== inputSize || latent[1] !== inputSize || latent[2] !== inChannels) {
@@ -191,7 +239,6 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
       })
     }
     const reference = yield* Reference.load(inputs.reference)
-    const sampler = yield* Sampling.make(config.sampling)
     const labels = Sampling.labels(config.sampling.seed, config.samples, loaded.config.numClasses, config.labels)
     const compute = yield* Compute
     const extractor = yield* FeatureExtractor
@@ -205,8 +252,6 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     }
     const perImage = imageShape[0] * imageShape[1] * imageShape[2]
     const ae = yield* Effect.acquireRelease(Stages.loadAutoencoder(inputs.autoencoder), (a) => Effect.sync(() => ParamTree.dispose(a.params)))
-    const params = yield* Effect.acquireRelease(Effect.sync(() => HostTensor.treeToTensors(loaded.params)), (p) => Effect.sync(() => ParamTree.dispose(p)))
-    const network: Sampling.Model = { family: loaded.family, config: loaded.config, params }
 
     const n = config.samples
     const b = config.batchSize
@@ -216,7 +261,7 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     const parts = yield* Checkpoint.parts(ctx, partFile)
     const collector = Metrics.collector(dims, "samples")
     const gridImages = new Uint8Array(gridCount * perImage)
-    const evaluations = Sampling.evaluations(config.sampling)
+    const evaluations = loaded.evaluations
     let sampledBatches = 0
     let samplingMs = 0
     let sampledImages = 0
@@ -227,7 +272,7 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
       compute.scoped(Effect.gen(function*() {
         const start = performance.now()
         const batchLabels = Array.from(labels.subarray(batch * b, Math.min(n, (batch + 1) * b)))
-        const latents = sampler.sample(network, batch, batchLabels)
+        const latents = loaded.sample(batch, batchLabels)
         const pixels = yield* compute.read(Autoencoder.decode(ae.params, tf.div(latents, ae.scale) as tf.Tensor4D))
         samplingMs += performance.now() - start
         sampledBatches++
@@ -309,8 +354,8 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
       samples: n,
       ...results,
       family: loaded.family,
-      depth: loaded.config.depth,
-      parameters: inputs.model.output.parameters,
+      depth: loaded.depth,
+      parameters: loaded.parameters,
       weights: loaded.ema ? "ema" : "raw",
       referenceImages: reference.summary.pooled.count
     } satisfies EvaluationOutput
@@ -322,7 +367,7 @@ export const EvaluationStage = Stage.make({
   module: import.meta.url,
   config: EvaluationConfig,
   output: EvaluationOutput,
-  inputs: { model: ModelArtifact.Model, autoencoder: Stages.AutoencoderOutput, reference: Reference.ReferenceOutput },
+  inputs: { model: Models.Any, autoencoder: Stages.AutoencoderOutput, reference: Reference.ReferenceOutput },
   run: (config, inputs, ctx) =>
     Effect.gen(function*() {
       // The reference's own feature network, opened by the key its manifest names.

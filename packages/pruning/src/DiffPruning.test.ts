@@ -57,9 +57,9 @@ describe("Diff-Pruning", () => {
       assert.deepStrictEqual(decision.kept, [0, 1])
       assert.deepStrictEqual(cut.kept, complement(Width.all(config), zeroed))
       assert.strictEqual(cut.share, 0.75)
-      // The narrower DiT's parameters are the evidence's headline figure.
-      assert.strictEqual(decision.evidence.parameters, ModelArtifact.parameterCount(Width.narrowed(config, 12)))
-      assert.deepStrictEqual(pruned.output.headline, { parameters: decision.evidence.parameters })
+      // The narrower DiT's parameters are in the cut (no headline figure: the cell's metrics are the scores).
+      assert.strictEqual(cut.parameters, ModelArtifact.parameterCount(Width.narrowed(config, 12)))
+      assert.deepStrictEqual(pruned.output.headline, {})
       // The sweep: chain steps 0, 100, …, ending at the first loss below threshold × the largest before it.
       assert.deepStrictEqual(sweep.steps, sweep.losses.map((_, i) => 100 * i))
       assert.isBelow(sweep.steps.length, 10, "the threshold ended the sweep")
@@ -100,7 +100,7 @@ describe("Diff-Pruning", () => {
 
       const exported = yield* Stage.run(PruneStage.ExportStage, {}, { decision: pruned, teacher })
       assert.deepStrictEqual(exported.output.config, { ...config, hiddenSize: 12, numHeads: 3, headDim: 4, mlpHidden: 24 })
-      assert.strictEqual(exported.output.parameters, decision.evidence.parameters)
+      assert.strictEqual(exported.output.parameters, cut.parameters)
       const student = yield* PruneStage.readModel(exported)
       const expected = Width.narrow(config, host, cut.kept).params
       const got = new Map(ParamTree.flatten(student.params, HostTensor.isHostTensor))

@@ -52,9 +52,9 @@ export type Options = typeof Options.Type
 
 /** What Diff-Pruning decides besides keeping every block: the narrower DiT's channels, and the sweep behind them. */
 export const Evidence = Schema.Struct({
-  /** Parameters of the narrower DiT. */
-  parameters: Index,
   cut: Schema.Struct({
+    /** Parameters of the narrower DiT. */
+    parameters: Index,
     /** The share of the teacher's parameters the target removes. */
     ratio: Schema.Finite,
     /** The share of every width kept (Width.forRatio). */
@@ -208,8 +208,7 @@ export const method = Pruner.make({
     return {
       kept: Array.from({ length: stack.depth }, (_, i) => i),
       evidence: {
-        parameters: shape.parameters,
-        cut: { ratio: o.ratio, share: shape.share, kept: Width.select(scores, shape.config) },
+        cut: { parameters: shape.parameters, ratio: o.ratio, share: shape.share, kept: Width.select(scores, shape.config) },
         sweep: { steps: swept.steps, losses: swept.losses }
       }
     }

@@ -14,9 +14,11 @@
  *                  state_dict keys with the config (widths included) in its
  *                  metadata — what `tinyfusion checkpoint export` reads
  *
- * Inputs are ports: the teacher is any model artifact (a pre-training, an
- * import, a pruning export — so a pruned model can be pruned again, D14 →
- * D7 — or a recovery), read as its EMA weights where it has them; the data
+ * Inputs are ports: the teacher is any model artifact of any family
+ * (models Models.Any: a DiT, SiT or MAR pre-training, an import, a pruning
+ * export — so a pruned model can be pruned again, D14 → D7 — or a
+ * recovery), read as its EMA weights where it has them and seen by the
+ * pruners as a block stack (BlockStack.dit, MarStack); the data
  * any latents artifact. The method's options are decoded by its own Schema
  * (defaults filled in before the key is taken), and its module joins the
  * key: changing a pruner invalidates its decisions, not the others'.
@@ -24,10 +26,11 @@
 import { Effect, Schema } from "effect"
 import { type CorruptArtifact, Method, Stage, type StoreError } from "@tinyfusion/core"
 import { Stages } from "@tinyfusion/data"
-import { type Config, DiT, ModelArtifact, type StateDict } from "@tinyfusion/models"
-import { HostTensor, ParamTree, type Safetensors } from "@tinyfusion/tensor"
+import { Models } from "@tinyfusion/models"
+import { HostTensor, ParamTree } from "@tinyfusion/tensor"
 import * as BlockStack from "./BlockStack.ts"
 import { PruneDecision } from "./Decision.ts"
+import * as MarStack from "./MarStack.ts"
 import * as Pruner from "./Pruner.ts"
 import * as Pruners from "./Pruners.ts"
 import * as Scheme from "./Scheme.ts"
@@ -35,18 +38,17 @@ import * as Selection from "./Selection.ts"
 
 export const decisionFile = "decision.json"
 
-export interface Teacher {
-  readonly family: ModelArtifact.Family
-  readonly config: Config.Config
-  readonly params: HostTensor.HostTree
-}
-
 /**
  * The teacher of a model artifact: its EMA weights when it has them (the
  * reference prunes the checkpoint's EMA), every key and shape checked.
  */
-export const readModel = (artifact: Stage.Artifact<ModelArtifact.Identity>): Effect.Effect<Teacher, StoreError | CorruptArtifact | StateDict.StateDictMismatch | Safetensors.SafetensorsError> =>
-  ModelArtifact.read(artifact, { ema: true })
+export const readModel = (artifact: Stage.Artifact<Models.Identity>) => Models.read(artifact, { ema: true })
+
+/** A model's blocks as the pruners see them: a DiT or SiT under its objective, or a MAR with its DiffLoss. */
+export const stackOf = (model: Models.Host) =>
+  model.family === "mar"
+    ? MarStack.of(model.config)
+    : Effect.map(BlockStack.objective(model.family, model.config), (objective) => BlockStack.dit(objective, model.config))
 
 const PositiveInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
 const Count = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
@@ -69,9 +71,9 @@ export type PruneConfig = typeof PruneConfig.Type
 /** The stage output: the decision's headline; decision.json holds all of it. */
 export const PruneSummary = Schema.Struct({
   method: Schema.String,
-  teacherDepth: ModelArtifact.BlockFields.teacherDepth,
-  kept: ModelArtifact.BlockFields.kept,
-  groups: ModelArtifact.BlockFields.groups,
+  teacherDepth: Models.BlockFields.teacherDepth,
+  kept: Models.BlockFields.kept,
+  groups: Models.BlockFields.groups,
   scheme: Schema.optional(Scheme.Scheme),
   calibrationLoss: Schema.optional(Schema.Finite),
   /** The evidence's headline figures (core Method.headline), e.g. the learnable method's confidence. */
@@ -81,11 +83,8 @@ export type PruneSummary = typeof PruneSummary.Type
 
 export const ExportConfig = Schema.Struct({})
 
-export const ExportOutput = Schema.Struct({
-  ...ModelArtifact.Fields,
-  ...ModelArtifact.BlockFields,
-  method: Schema.String
-})
+/** The pruned model, of the teacher's family, with the blocks it keeps and the method that chose them. */
+export const ExportOutput = Models.withFields({ ...Models.BlockFields, method: Schema.String })
 
 export class DecisionMismatch extends Schema.TaggedError<DecisionMismatch>()("DecisionMismatch", {
   method: Schema.String,
@@ -117,14 +116,19 @@ const misses = (kept: ReadonlyArray<number>, depth: number, target: Selection.Ta
 
 /**
  * The model a decision keeps, on the host: the method's own (width pruning
- * narrows every block to the kept channels), or the kept blocks renumbered
- * (a restructured tree sharing the teacher's tensors).
+ * narrows every block of a DiT or SiT to the kept channels), or the kept
+ * blocks renumbered (a restructured tree sharing the teacher's tensors).
  */
-const prunedModel = (method: Pruner.Method, teacher: Teacher, kept: ReadonlyArray<number>, evidence: unknown) =>
-  Effect.try({
-    try: (): Pruner.HostModel => (method.model === undefined ? DiT.keepBlocks(teacher.config, teacher.params, kept) : method.model(teacher, evidence)),
-    catch: (e) => new DecisionMismatch({ method: method.name, reason: e instanceof Error ? e.message : String(e) })
+const prunedModel = (method: Pruner.Method, teacher: Models.Host, kept: ReadonlyArray<number>, evidence: unknown): Effect.Effect<Models.Host, DecisionMismatch> => {
+  const mismatch = (reason: string) => new DecisionMismatch({ method: method.name, reason })
+  const own = method.model
+  if (own === undefined) return Effect.mapError(Models.keepBlocks(teacher, kept), (e) => mismatch(e.reason))
+  if (teacher.family === "mar") return Effect.fail(mismatch("it makes its own model of a DiT or SiT, and the teacher is a MAR"))
+  return Effect.try({
+    try: (): Models.Host => ({ family: teacher.family, ...own(teacher, evidence) }),
+    catch: (e) => mismatch(e instanceof Error ? e.message : String(e))
   })
+}
 
 /** The built-in methods count in a key only when a config chooses one (Stage.select); a decision's key covers its method. */
 const methods = Pruners.registry.modules
@@ -136,7 +140,7 @@ export const PruneStage = Stage.make({
   exclude: methods,
   config: PruneConfig,
   output: PruneSummary,
-  inputs: { teacher: ModelArtifact.Model, data: Stages.LatentsOutput },
+  inputs: { teacher: Models.Any, data: Stages.LatentsOutput },
   select: Method.select(Pruners.registry, (config: PruneConfig) => config.method),
   run: (config, inputs, ctx) =>
     Effect.gen(function*() {
@@ -144,9 +148,8 @@ export const PruneStage = Stage.make({
       const source = yield* Stages.readLatents(inputs.data)
       const method = yield* Pruners.get(config.method)
       const options = yield* Pruner.options(method, config.options)
-      const target = yield* targetOf(teacher.config.depth, config)
-      const objective = yield* BlockStack.objective(teacher.family, teacher.config)
-      const stack = BlockStack.dit(objective, teacher.config)
+      const target = yield* targetOf(Models.depth(teacher), config)
+      const stack = yield* stackOf(teacher)
       const calibration = stack.calibrationSet(source.batch({ seed: config.seed, batchSize: config.calibration }, 0), config.seed)
       yield* Effect.logInfo(`${method.name} on ${stack.description}: ${Selection.describe(target)}`)
       const decision = yield* Effect.acquireUseRelease(
@@ -163,11 +166,12 @@ export const PruneStage = Stage.make({
             const loss = method.model === undefined
               ? yield* stack.calibrationLoss(params, calibration, { kept })
               : yield* Effect.flatMap(prunedModel(method, teacher, kept, decided.evidence), (pruned) =>
-                Effect.acquireUseRelease(
-                  Effect.sync(() => HostTensor.treeToTensors(pruned.params)),
-                  (p) => BlockStack.dit(objective, pruned.config).calibrationLoss(p, calibration),
-                  (p) => Effect.sync(() => ParamTree.dispose(p))
-                ))
+                Effect.flatMap(stackOf(pruned), (own) =>
+                  Effect.acquireUseRelease(
+                    Effect.sync(() => HostTensor.treeToTensors(pruned.params)),
+                    (p) => own.calibrationLoss(p, calibration),
+                    (p) => Effect.sync(() => ParamTree.dispose(p))
+                  )))
             return {
               method: method.name,
               teacherDepth: stack.depth,
@@ -195,15 +199,15 @@ export const ExportStage = Stage.make({
   exclude: methods,
   config: ExportConfig,
   output: ExportOutput,
-  inputs: { decision: PruneSummary, teacher: ModelArtifact.Model },
+  inputs: { decision: PruneSummary, teacher: Models.Any },
   run: (_config, inputs, ctx) =>
     Effect.gen(function*() {
       const decision = yield* readDecision(inputs.decision)
       const teacher = yield* readModel(inputs.teacher)
-      if (decision.teacherDepth !== teacher.config.depth) {
+      if (decision.teacherDepth !== Models.depth(teacher)) {
         return yield* new DecisionMismatch({
           method: decision.method,
-          reason: `decided on ${decision.teacherDepth} blocks, the teacher has ${teacher.config.depth}`
+          reason: `decided on ${decision.teacherDepth} blocks, the teacher has ${Models.depth(teacher)}`
         })
       }
       const method = yield* Pruners.get(decision.method)
@@ -211,7 +215,7 @@ export const ExportStage = Stage.make({
         Effect.mapError((e) => new DecisionMismatch({ method: method.name, reason: `its stored evidence does not decode: ${e.message}` }))
       )
       const pruned = yield* prunedModel(method, teacher, decision.kept, evidence)
-      const model = yield* ModelArtifact.write(ctx, { family: teacher.family, config: pruned.config, params: pruned.params })
+      const model = yield* Models.write(ctx, pruned)
       return {
         ...model,
         source: inputs.teacher.key,

@@ -51,14 +51,16 @@ const read = (terms: Readonly<Record<string, tf.Scalar>>) =>
 const taskOf = <O>(
   strategy: Recovery.Strategy<O>,
   given: Record<string, unknown>,
-  setup: { readonly objective: Training.Objective; readonly steps: number; readonly models: Recovery.Models }
+  setup: { readonly steps: number; readonly models: Recovery.Models }
 ) => Effect.flatMap(Recovery.options(strategy, given), (options) => strategy.task({ ...setup, options }))
 
 /** Models of these depths (for alignment checks; no weights). */
-const depths = (student: number, teacher: number, blocks?: Recovery.Models["student"]["blocks"]): Recovery.Models => ({
-  teacher: { config: { ...teacherConfig, depth: teacher }, params: {}, key: "teacher-key" },
-  student: { config: { ...teacherConfig, depth: student }, init: {}, blocks }
-})
+const depths = (student: number, teacher: number, blocks?: Recovery.Models["student"]["blocks"]): Recovery.Models =>
+  Recovery.ditModels({ _tag: "sit" }, { config: { ...teacherConfig, depth: teacher }, params: {}, key: "teacher-key" }, {
+    config: { ...teacherConfig, depth: student },
+    init: {},
+    blocks
+  })
 
 describe("recovery objective", () => {
   it.effect("student = teacher, nothing pruned: every KD term is exactly 0 at step 0 (DiT and SiT)", () =>
@@ -70,7 +72,7 @@ describe("recovery objective", () => {
         const objective = yield* Trainer.objective(family, teacherConfig)
         const teacher = { config: teacherConfig, params: HostTensor.treeToTensors(host), key: "teacher-key" }
         const student = HostTensor.treeToTensors(host)
-        const models = { teacher, student: { config: teacherConfig, init: host } }
+        const models = Recovery.ditModels(objective, teacher, { config: teacherConfig, init: host })
         const alignment = { kept: [0, 1, 2, 3] }
         const cases: ReadonlyArray<readonly [Recovery.Strategy, Record<string, unknown>]> = [
           [Recovery.logitsKd, {}],
@@ -79,7 +81,7 @@ describe("recovery objective", () => {
           [Recovery.maskedKd, { alignment, k: 0.5 }]
         ]
         for (const [strategy, options] of cases) {
-          const task = yield* taskOf(strategy, options, { objective, steps: 100, models })
+          const task = yield* taskOf(strategy, options, { steps: 100, models })
           const batch = yield* batchAt(task, 0)
           const out = task.loss(batch)(student)
           const terms = read(out.terms)
@@ -97,20 +99,20 @@ describe("recovery objective", () => {
   it.effect("β decays linearly to 0 as configured and weighs Rep in the loss", () =>
     Effect.gen(function*() {
       const objective = yield* Trainer.objective("dit", teacherConfig)
-      // The paper's β: 1e-2 for DiT, 2e-4 for SiT.
-      const dit = Recovery.beta(Recovery.paperBeta(objective), 100)
-      assert.deepStrictEqual([0, 25, 50, 100, 120].map(dit), [1e-2, 7.5e-3, 5e-3, 0, 0])
-      assert.strictEqual(Recovery.paperBeta(yield* Trainer.objective("sit", teacherConfig)), 2e-4)
-      assert.strictEqual(Recovery.beta(0.5, 4)(1), 0.375)
-
       const host = teacherHost()
       const teacher = { config: teacherConfig, params: HostTensor.treeToTensors(host), key: "teacher-key" }
       const pruned = DiT.keepBlocks(teacherConfig, teacher.params, [1, 2])
-      const models = { teacher, student: { config: pruned.config, init: host } }
+      const models = Recovery.ditModels(objective, teacher, { config: pruned.config, init: host })
+      // The paper's β: 1e-2 for DiT, 2e-4 for SiT.
+      const dit = Recovery.beta(models.paperBeta, 100)
+      assert.deepStrictEqual([0, 25, 50, 100, 120].map(dit), [1e-2, 7.5e-3, 5e-3, 0, 0])
+      assert.strictEqual(depths(2, 4).paperBeta, 2e-4)
+      assert.strictEqual(Recovery.beta(0.5, 4)(1), 0.375)
+
       const alignment = { kept: [1, 2], groups: [[0, 1], [2, 3]] }
       const pairs = yield* Recovery.pairs(alignment, models)
       assert.deepStrictEqual(pairs.map((p) => [p.student, p.teacher]), [[0, 1], [1, 3]])
-      const task = yield* taskOf(Recovery.repKd, { alignment }, { objective, steps: 100, models })
+      const task = yield* taskOf(Recovery.repKd, { alignment }, { steps: 100, models })
       for (const step of [0, 50, 100]) {
         const batch = yield* batchAt(task, step)
         const out = task.loss(batch)(pruned.params)
@@ -132,7 +134,7 @@ describe("recovery objective", () => {
       const order = yield* Effect.flip(Recovery.pairs({ kept: [0, 9, 2] }, depths(3, 8)))
       assert.match(order.message, /kept blocks \[0,9,2\] are not ascending within 0\.\.7/)
       // The decision that made the student aligns it only with the teacher it was cut from.
-      const blocks = (source: string) => ({ family: "dit" as const, config: teacherConfig, parameters: 0, source, teacherDepth: 4, kept: [1, 2], groups: [[0, 1], [2, 3]] })
+      const blocks = (source: string) => ({ source, teacherDepth: 4, kept: [1, 2], groups: [[0, 1], [2, 3]] })
       const ok = yield* Recovery.pairs("decision", depths(2, 4, blocks("teacher-key")))
       assert.deepStrictEqual(ok.map((p) => [p.student, p.teacher]), [[0, 1], [1, 3]])
       const none = yield* Effect.flip(Recovery.pairs("decision", depths(2, 4)))
@@ -152,7 +154,7 @@ describe("recovery objective", () => {
       const init = pruned.params
       // Distillation alone: the ground-truth term would pull towards this batch's data rather than the teacher.
       const options = { alphaKd: 1, alphaGt: 0, k: 2, alignment: { kept, groups: [[0, 1], [2, 3]] } }
-      const task = yield* taskOf(Recovery.maskedKd, options, { objective, steps: settings.steps, models: { teacher, student: { config: pruned.config, init } } })
+      const task = yield* taskOf(Recovery.maskedKd, options, { steps: settings.steps, models: Recovery.ditModels(objective, teacher, { config: pruned.config, init }) })
       /** KD and Rep of some params on the batch and draws of step 0. */
       const measure = (params: ParamTree.ParamTree) =>
         compute.scoped(Effect.gen(function*() {

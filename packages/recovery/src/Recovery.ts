@@ -19,7 +19,7 @@
 import { Effect, Schema } from "effect"
 import { Method } from "@tinyfusion/core"
 import { Network, type Trainer, Training } from "@tinyfusion/diffusion"
-import { type Config, DiT, type ModelArtifact } from "@tinyfusion/models"
+import { type Config, DiT, type Models as StoredModels } from "@tinyfusion/models"
 import { type HostTensor, type ParamTree, Schedules, tf } from "@tinyfusion/tensor"
 import * as Alignment from "./Alignment.ts"
 import * as Distill from "./Distill.ts"
@@ -43,19 +43,52 @@ export const paperTraining = (steps: number, batchSize: number, seed: number): T
   nonFinite: "fail"
 })
 
-/** The models a strategy trains: the teacher on the device, the student's initial weights, and where its blocks came from. */
+/** A forward of a model on a step's batch, as a strategy sees it. */
+export interface Pass {
+  /** The family's training loss on the batch (the GT term). */
+  readonly gt: tf.Scalar
+  /** The network's prediction, what output KD matches. */
+  readonly output: tf.Tensor
+  /** Output KD of this forward (the student's) towards the teacher's on the same draws. */
+  readonly kd: (teacher: Pass) => tf.Scalar
+  /** Block i's output hidden state [B, T, D]. */
+  readonly block: (i: number) => tf.Tensor3D
+}
+
+/**
+ * The models a strategy trains, bound to their family (a DiT or SiT under
+ * its objective here, a MAR in MarRecovery): the teacher's forward with its
+ * weights on the device, and the student's initial weights, draws, loss and
+ * forward. A strategy knows no family.
+ */
 export interface Models {
-  readonly teacher: { readonly config: Config.Config; readonly params: ParamTree.ParamTree; readonly key: string }
-  readonly student: {
-    readonly config: Config.Config
-    readonly init: HostTensor.HostTree
-    /** The teacher blocks the student is made of, when its artifact records them. */
-    readonly blocks?: ModelArtifact.Blocks | undefined
+  readonly teacher: {
+    readonly key: string
+    readonly depth: number
+    /** Its hidden widths, for messages and the hidden-state strategies' check. */
+    readonly width: string
+    readonly pass: (batch: Trainer.Batch) => Pass
   }
+  readonly student: {
+    readonly depth: number
+    readonly width: string
+    /** What the loop needs of it: the latents' shape, its initial weights, a step's draws. */
+    readonly data: Trainer.Task["data"]
+    readonly init: HostTensor.HostTree
+    readonly draws: Trainer.Task["draws"]
+    /** The plain training loss (fine-tuning). */
+    readonly loss: (params: ParamTree.ParamTree, batch: Trainer.Batch) => tf.Scalar
+    readonly pass: (params: ParamTree.ParamTree, batch: Trainer.Batch) => Pass
+    /** The teacher blocks the student is made of, when its artifact records them. */
+    readonly blocks?: StoredModels.Blocks | undefined
+  }
+  /** The paper's Rep weight at step 0 for the family: 1e-2 (DiT, MAR), 2e-4 (SiT). */
+  readonly paperBeta: number
+  /** Fails unless aligned pairs fit the family (a MAR's stay within their half). */
+  readonly checkPairs: (pairs: ReadonlyArray<Alignment.Pair>) => Effect.Effect<void, InvalidAlignment>
 }
 
 export interface Setup<O> {
-  readonly objective: Training.Objective
   /** Steps of the run (β's schedule spans them). */
   readonly steps: number
   readonly options: O
@@ -115,8 +148,8 @@ export const pairs = (
   models: Models
 ): Effect.Effect<ReadonlyArray<Alignment.Pair>, InvalidAlignment> => {
   const invalid = (reason: string) => Effect.fail(new InvalidAlignment({ reason }))
-  const studentDepth = models.student.config.depth
-  const teacherDepth = models.teacher.config.depth
+  const studentDepth = models.student.depth
+  const teacherDepth = models.teacher.depth
   if (alignment === "fixed") {
     return teacherDepth % studentDepth === 0
       ? Effect.succeed(Alignment.fixed(studentDepth, teacherDepth))
@@ -139,14 +172,8 @@ export const pairs = (
   return Effect.succeed(Alignment.fromDecision(kept, teacherDepth, groups))
 }
 
-export interface Pass {
-  readonly terms: Training.LossTerms
-  /** hidden[i] is block i's input, hidden[depth] the last block's output. */
-  readonly hidden: ReadonlyArray<tf.Tensor3D>
-}
-
-/** The objective's loss of a model on a step's batch and draws, keeping every block's hidden state. */
-export const pass = (objective: Training.Objective, config: Config.Config, params: ParamTree.ParamTree, batch: Trainer.Batch): Pass => {
+/** A DiT's or SiT's forward under its objective, keeping every block's hidden state. */
+export const ditPass = (objective: Training.Objective, config: Config.Config, params: ParamTree.ParamTree, batch: Trainer.Batch): Pass => {
   let hidden: ReadonlyArray<tf.Tensor3D> = []
   const network: Network.Network = (x, t, y) => {
     const out = DiT.forwardHidden(config, params, { x, t, y })
@@ -154,11 +181,40 @@ export const pass = (objective: Training.Objective, config: Config.Config, param
     return objective._tag === "sit" ? Network.velocity(config, out.output) : out.output
   }
   const terms = Training.networkLoss(objective, network, batch.x, batch.draws)
-  return { terms, hidden }
+  return {
+    gt: terms.loss,
+    output: terms.output,
+    kd: (teacher) => Distill.outputKd(terms.output, teacher.output),
+    // hidden[i] is block i's input, hidden[depth] the last block's output.
+    block: (i) => hidden[i + 1]!
+  }
 }
 
-/** The paper's Rep weight at step 0: 1e-2 for DiT, 2e-4 for SiT. */
-export const paperBeta = (objective: Training.Objective): number => (objective._tag === "sit" ? 2e-4 : 1e-2)
+/** A DiT or SiT teacher (its weights on the device) and student, under their objective. */
+export const ditModels = (
+  objective: Training.Objective,
+  teacher: { readonly key: string; readonly config: Config.Config; readonly params: ParamTree.ParamTree },
+  student: { readonly config: Config.Config; readonly init: HostTensor.HostTree; readonly blocks?: StoredModels.Blocks | undefined }
+): Models => ({
+  teacher: {
+    key: teacher.key,
+    depth: teacher.config.depth,
+    width: `${teacher.config.hiddenSize}`,
+    pass: (batch) => ditPass(objective, teacher.config, teacher.params, batch)
+  },
+  student: {
+    depth: student.config.depth,
+    width: `${student.config.hiddenSize}`,
+    data: student.config,
+    init: student.init,
+    draws: (labels, at) => Training.draws(objective, student.config, labels, at),
+    loss: (params, batch) => Training.loss(objective, student.config, params, batch.x, batch.draws).loss,
+    pass: (params, batch) => ditPass(objective, student.config, params, batch),
+    blocks: student.blocks
+  },
+  paperBeta: objective._tag === "sit" ? 2e-4 : 1e-2,
+  checkPairs: () => Effect.void
+})
 
 /** β at each step: linear from `beta` at step 0 to 0 at `steps`. */
 export const beta = (from: number, steps: number): Schedules.Schedule => Schedules.linear({ from, to: 0, steps })
@@ -171,22 +227,22 @@ export const distillation = (
   setup: Setup<{ readonly alphaKd: number; readonly alphaGt: number }>,
   rep?: { readonly beta: number; readonly pairs: ReadonlyArray<Alignment.Pair>; readonly k?: number | undefined }
 ): Trainer.Task => {
-  const { objective, options: w, models: { teacher, student } } = setup
+  const { options: w, models: { teacher, student } } = setup
   const betaAt = beta(rep?.beta ?? 0, setup.steps)
   return {
-    objective,
-    config: student.config,
+    data: student.data,
     init: student.init,
+    draws: student.draws,
     loss: (batch) => {
-      const target = pass(objective, teacher.config, teacher.params, batch)
+      const target = teacher.pass(batch)
       const weight = betaAt(batch.step)
       return (params) => {
-        const own = pass(objective, student.config, params, batch)
-        const gt = own.terms.loss
-        const kd = Distill.outputKd(own.terms.output, target.terms.output)
+        const own = student.pass(params, batch)
+        const gt = own.gt
+        const kd = own.kd(target)
         const logits = tf.add(tf.mul(kd, w.alphaKd), tf.mul(gt, w.alphaGt)) as tf.Scalar
         if (rep === undefined) return { loss: logits, terms: { gt, kd } }
-        const term = Distill.repLoss(rep.pairs.map((p) => [own.hidden[p.student + 1]!, target.hidden[p.teacher + 1]!] as const), rep.k)
+        const term = Distill.repLoss(rep.pairs.map((p) => [own.block(p.student), target.block(p.teacher)] as const), rep.k)
         return { loss: tf.add(logits, tf.mul(term, weight)) as tf.Scalar, terms: { gt, kd, rep: term } }
       }
     }
@@ -212,7 +268,7 @@ const repOptions = {
   beta: option(
     Schema.Union([Schema.Literal("paper"), NonNegative]),
     "paper",
-    "Rep weight at step 0, decayed linearly to 0 (paper: 1e-2 for DiT, 2e-4 for SiT)"
+    "Rep weight at step 0, decayed linearly to 0 (paper: 1e-2 for DiT and MAR, 2e-4 for SiT)"
   ),
   alignment: option(AlignmentOption, "decision", "RepKD pairs: from the pruning decision that made the student, the reference's fixed mapping, or {kept, groups}")
 }
@@ -221,13 +277,14 @@ const repTask = (name: string, setup: Setup<Schema.Schema.Type<Schema.Struct<typ
   Effect.gen(function*() {
     const { student, teacher } = setup.models
     // A width-pruned student's hidden states have another width than the teacher's.
-    if (student.config.hiddenSize !== teacher.config.hiddenSize) {
+    if (student.width !== teacher.width) {
       return yield* new IncompatibleModels({
-        reason: `${name} matches hidden states, but the student is ${student.config.hiddenSize} wide and the teacher ${teacher.config.hiddenSize}`
+        reason: `${name} matches hidden states, but the student is ${student.width} wide and the teacher ${teacher.width}`
       })
     }
     const aligned = yield* pairs(setup.options.alignment, setup.models)
-    return distillation(setup, { beta: setup.options.beta === "paper" ? paperBeta(setup.objective) : setup.options.beta, pairs: aligned, k })
+    yield* setup.models.checkPairs(aligned)
+    return distillation(setup, { beta: setup.options.beta === "paper" ? setup.models.paperBeta : setup.options.beta, pairs: aligned, k })
   })
 
 export const finetune = make({
@@ -237,13 +294,13 @@ export const finetune = make({
   options: Schema.Struct({}),
   evidence: Schema.Struct({}),
   distils: false,
-  task: ({ objective, models: { student } }) =>
+  task: ({ models: { student } }) =>
     Effect.succeed({
-      objective,
-      config: student.config,
+      data: student.data,
       init: student.init,
+      draws: student.draws,
       loss: (batch) => (params) => {
-        const gt = Training.loss(objective, student.config, params, batch.x, batch.draws).loss
+        const gt = student.loss(params, batch)
         return { loss: gt, terms: { gt } }
       }
     }),

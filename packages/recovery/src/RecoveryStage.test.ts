@@ -3,8 +3,8 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Logger, Schema } from "effect"
 import { ArtifactStore, Method, Stage } from "@tinyfusion/core"
 import { Png, Stages } from "@tinyfusion/data"
-import { Pretrain, Trainer, Training } from "@tinyfusion/diffusion"
-import { ModelArtifact } from "@tinyfusion/models"
+import { Pretrain, Trainer } from "@tinyfusion/diffusion"
+import { ModelArtifact, Models } from "@tinyfusion/models"
 import { PruneStage } from "@tinyfusion/pruning"
 import { Compute, HostTensor, ParamTree, tf } from "@tinyfusion/tensor"
 import * as Pipeline from "./fixtures/Pipeline.ts"
@@ -24,25 +24,32 @@ const scaled = Recovery.make({
   options: Schema.Struct({ weight: Method.option(Schema.Finite, 2, "Weight of the diffusion loss") }),
   evidence: Schema.Struct({ firstLoss: Schema.optional(Schema.Finite) }),
   distils: false,
-  task: ({ objective, options, models: { student } }) =>
+  task: ({ options, models: { student } }) =>
     Effect.succeed({
-      objective,
-      config: student.config,
+      data: student.data,
       init: student.init,
+      draws: student.draws,
       loss: (batch) => (params) => {
-        const gt = Training.loss(objective, student.config, params, batch.x, batch.draws).loss
+        const gt = student.loss(params, batch)
         return { loss: tf.mul(gt, options.weight) as tf.Scalar, terms: { gt } }
       }
     }),
   report: (_options, curve) => (curve[0]?.step === 0 ? { firstLoss: curve[0].loss } : {})
 })
 
-const recovered = (artifact: Stage.Artifact<RecoveryStage.RecoveryOutput>) => Schema.decodeUnknownSync(RecoveryStage.Recovered)(artifact.output)
+/** A recovery's output as a DiT's (these tests recover DiTs). */
+const recovered = (artifact: Stage.Artifact<RecoveryStage.RecoveryOutput>) =>
+  Schema.decodeUnknownSync(Schema.Struct({ ...RecoveryStage.Recovered.members[0].fields }))(artifact.output)
+
+/** A model artifact as a DiT's, with the blocks it was made of. */
+const ditBlocks = (artifact: Stage.Artifact<unknown>) =>
+  Stage.as(Schema.Struct({ ...ModelArtifact.Fields, ...Models.BlockFields }), artifact, { stage: "test", input: "student" })
 
 describe("recovery stages", () => {
   it.effect("select-blocks, then masked KD: the student as a model artifact, Table 5's initial loss, the curve; divergence is an outcome", () =>
     Effect.gen(function*() {
-      const { data, teacher, student, recovered: run } = yield* Pipeline.run()
+      const { data, teacher, student: selected, recovered: run } = yield* Pipeline.run()
+      const student = yield* ditBlocks(selected)
       const run_ = (config: RecoveryStage.RecoveryConfig, s: Stage.Artifact<unknown> = student) =>
         Stage.run(RecoveryStage.RecoveryStage, config, { teacher, student: s, latents: data })
 
@@ -143,7 +150,7 @@ describe("recovery stages", () => {
         options: { ratio: 0.5, stride: 250 }
       })
       const decision = yield* Stage.run(PruneStage.PruneStage, config, { teacher, data })
-      const student = yield* Stage.run(PruneStage.ExportStage, {}, { decision, teacher })
+      const student = yield* ditBlocks(yield* Stage.run(PruneStage.ExportStage, {}, { decision, teacher }))
       assert.strictEqual(student.output.config.depth, 4)
       assert.isBelow(student.output.config.hiddenSize, Pipeline.teacherModel.hiddenSize)
       const training = { ...Pipeline.recovery.training, steps: 3 }

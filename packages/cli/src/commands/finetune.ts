@@ -15,7 +15,7 @@ import { Command, Flag } from "effect/cli"
 import { Graph, Stage } from "@tinyfusion/core"
 import { Trainer } from "@tinyfusion/diffusion"
 import { Methods } from "@tinyfusion/experiments"
-import { Config, ModelArtifact } from "@tinyfusion/models"
+import { Models } from "@tinyfusion/models"
 import { Scheme, Selection } from "@tinyfusion/pruning"
 import { Recovery, RecoveryStage, Strategies } from "@tinyfusion/recovery"
 import * as MethodFlags from "../MethodFlags.ts"
@@ -80,8 +80,8 @@ export const finetune = Command.make(
     withData(o.data, Effect.gen(function*() {
       const runner = yield* Graph.runner
       const teacher = Graph.existing(o.teacher)
-      const model = yield* Stage.as(ModelArtifact.Model, yield* runner.artifact(teacher), { stage: "tinyfusion finetune", input: "--teacher" })
-      const depth = model.output.config.depth
+      const model = yield* Stage.as(Models.Any, yield* runner.artifact(teacher), { stage: "tinyfusion finetune", input: "--teacher" })
+      const depth = Models.depth(model.output)
       const kept = Option.isSome(o.kept)
         ? yield* list(o.kept.value, "--kept")
         : yield* Effect.try({
@@ -121,7 +121,7 @@ export const finetune = Command.make(
           "recovery",
           recovered.key,
           out.strategy,
-          `${identity.family} ${Config.describe(identity.config)}`,
+          `${identity.family} ${Models.describe(identity)}`,
           kept.join(","),
           figure(out.headline["initDistillLoss"]),
           figure(out.finalLoss),

@@ -40,7 +40,7 @@ describe("tinyfusion prune", () => {
       // Diff-Pruning keeps every block and narrows them: half the parameters of the 16-wide teacher.
       const width = yield* run(["--method", "diff-pruning", "--keep", "4", "--ratio", "0.5", "--stride", "250", "--export"])
       assert.isTrue(width.ok, width.failure)
-      assert.match(width.lines[0]!, /diff-pruning\s+0,1,2,3\s+parameters [\d,]+\s+\d+\.\d{4}/)
+      assert.match(width.lines[0]!, /diff-pruning\s+0,1,2,3\s+-\s+\d+\.\d{4}/)
       assert.match(width.lines[0]!, /prune-export\s+prune-export-\w+\s+4 blocks, width 12, 2×8 heads, MLP 24/)
       assert.match((yield* run(["--method", "diff-pruning", "--keep", "4"])).failure, /invalid options for pruner diff-pruning.*\["ratio"\]/)
 

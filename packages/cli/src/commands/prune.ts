@@ -13,7 +13,7 @@ import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { Graph, Stage } from "@tinyfusion/core"
 import { Methods } from "@tinyfusion/experiments"
-import { Config } from "@tinyfusion/models"
+import { Config, Models } from "@tinyfusion/models"
 import { Pruner, Pruners, PruneStage, Scheme } from "@tinyfusion/pruning"
 import * as MethodFlags from "../MethodFlags.ts"
 import * as Table from "../Table.ts"
@@ -31,9 +31,12 @@ const fixed = {
   exportModel: Flag.Boolean("export").pipe(Flag.withDescription("Also store the pruned model (prune-export)"), Flag.withDefault(false))
 }
 
-/** "14 blocks", and a width-pruned model's widths. */
-const shapeOf = (c: Config.Config): string =>
-  `${c.depth} blocks${c.headDim === undefined ? "" : `, width ${c.hiddenSize}, ${c.numHeads}×${c.headDim} heads, MLP ${Config.mlpHidden(c)}`}`
+/** "14 blocks", a width-pruned model's widths, a MAR's blocks in each half. */
+const shapeOf = (model: Models.Identity): string => {
+  if (model.family === "mar") return `${model.config.encoderDepth} + ${model.config.decoderDepth} blocks`
+  const c = model.config
+  return `${c.depth} blocks${c.headDim === undefined ? "" : `, width ${c.hiddenSize}, ${c.numHeads}×${c.headDim} heads, MLP ${Config.mlpHidden(c)}`}`
+}
 
 export const prune = Command.make(
   "prune",
@@ -70,7 +73,7 @@ export const prune = Command.make(
             out.calibrationLoss === undefined ? "-" : Table.fixed(out.calibrationLoss, 4),
             Table.fixed(decided.manifest.timings.seconds, 1)
           ],
-          ...(exported === undefined ? [] : [["prune-export", exported.key, "", shapeOf(exported.output.config), "", "", ""]])
+          ...(exported === undefined ? [] : [["prune-export", exported.key, "", shapeOf(exported.output), "", "", ""]])
         ]
       ))
     }))

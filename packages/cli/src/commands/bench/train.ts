@@ -17,7 +17,7 @@ import * as Table from "../../Table.ts"
 import { backendsFlag, eachBackend } from "./compute.ts"
 
 /** Random latents and labels, a pure function of (seed, step). */
-const latents = (config: Config.Config) => {
+export const latents = (config: Pick<Config.Config, "inputSize" | "inChannels" | "numClasses">) => {
   const per = config.inputSize * config.inputSize * config.inChannels
   return Layer.succeed(LatentDataset, LatentDataset.of({
     count: 60000,
@@ -34,7 +34,7 @@ const latents = (config: Config.Config) => {
 }
 
 /** Steps of a task from its initial state, the first untimed (kernel set-up). */
-const timeSteps = (settings: Trainer.Settings, task: Trainer.Task, repetitions: number) =>
+export const timeSteps = (settings: Trainer.Settings, task: Trainer.Task, repetitions: number) =>
   Effect.gen(function*() {
     const compute = yield* Compute
     let state = Training.init(HostTensor.treeToTensors(task.init))
@@ -76,10 +76,10 @@ export const train = Command.make(
           yield* Effect.gen(function*() {
             const pruned = DiT.keepBlocks(teacher, host, kept)
             const alignment = { kept, groups: Scheme.groups({ m: 2 }, o.depth).groups }
-            const models = { teacher: { config: teacher, params, key: "bench" }, student: { config: pruned.config, init: pruned.params } }
+            const models = Recovery.ditModels(objective, { config: teacher, params, key: "bench" }, { config: pruned.config, init: pruned.params })
             for (const strategy of Strategies.builtin.values()) {
               const options = yield* Recovery.options(strategy, "alignment" in strategy.options.fields ? { alignment } : {})
-              const task = yield* strategy.task({ objective, steps: 1000, options, models })
+              const task = yield* strategy.task({ steps: 1000, options, models })
               row(`recovery ${strategy.name}`, pruned.config, yield* timeSteps(Recovery.paperTraining(1000, o.batch, 0), task, o.repetitions))
             }
           }).pipe(Effect.ensuring(Effect.sync(() => ParamTree.dispose(params))))

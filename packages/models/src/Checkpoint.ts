@@ -54,9 +54,11 @@ export function referenceShapes(config: Config.Config): Array<readonly [string, 
 
 const shapeText = (shape: ReadonlyArray<number>) => `[${shape.join(", ")}]`
 
-/** Mismatches between tensors and the config, in reference key order, then unexpected keys. */
-export function mismatches(config: Config.Config, tensors: ReadonlyMap<string, HostTensor.HostTensor>): Array<string> {
-  const expected = referenceShapes(config)
+/** Mismatches between tensors and expected keys and shapes, in the expected order, then unexpected keys. */
+export function mismatchesOf(
+  expected: ReadonlyArray<readonly [string, ReadonlyArray<number>]>,
+  tensors: ReadonlyMap<string, HostTensor.HostTensor>
+): Array<string> {
   const known = new Set(expected.map(([k]) => k))
   const out: Array<string> = []
   for (const [key, shape] of expected) {
@@ -71,16 +73,23 @@ export function mismatches(config: Config.Config, tensors: ReadonlyMap<string, H
   return out
 }
 
-/** Fails with the first mismatches unless the tensors fit the config exactly. */
-export const check = Effect.fn("Checkpoint.check")(function*(
-  config: Config.Config,
+/** Mismatches between tensors and a DiT config. */
+export const mismatches = (config: Config.Config, tensors: ReadonlyMap<string, HostTensor.HostTensor>): Array<string> =>
+  mismatchesOf(referenceShapes(config), tensors)
+
+/** Fails with the first mismatches unless the tensors are exactly the expected keys and shapes; `model` names them. */
+export const checkShapes = Effect.fn("Checkpoint.checkShapes")(function*(
+  model: string,
+  expected: ReadonlyArray<readonly [string, ReadonlyArray<number>]>,
   tensors: ReadonlyMap<string, HostTensor.HostTensor>
 ) {
-  const found = mismatches(config, tensors)
-  if (found.length > 0) {
-    return yield* new CheckpointMismatch({ model: Config.describe(config), mismatches: found.slice(0, listed), count: found.length })
-  }
+  const found = mismatchesOf(expected, tensors)
+  if (found.length > 0) return yield* new CheckpointMismatch({ model, mismatches: found.slice(0, listed), count: found.length })
 })
+
+/** Fails with the first mismatches unless the tensors fit the config exactly. */
+export const check = (config: Config.Config, tensors: ReadonlyMap<string, HostTensor.HostTensor>) =>
+  checkShapes(Config.describe(config), referenceShapes(config), tensors)
 
 /** Metadata key of our files: the config as JSON. */
 export const configKey = "tinyfusion.dit"

@@ -103,6 +103,7 @@ describe("SdVae", () => {
       mapped.set("encoder.conv_in.weight", HostTensor.float32([32, 4, 3, 3], new Float32Array(32 * 4 * 9)))
       const error = yield* Effect.flip(SdVae.check(config, mapped))
       assert.strictEqual(error.count, 2)
+      assert.include(error.message, "SD-VAE (channels 32/64/64/64")
       assert.include(error.message, "encoder.conv_in.weight is [32, 4, 3, 3], expected [32, 3, 3, 3]")
       assert.include(error.message, "missing decoder.conv_out.bias [3]")
     }))

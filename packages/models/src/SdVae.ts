@@ -18,8 +18,9 @@
  * sd-vae-ft-ema's diffusion_pytorch_model.safetensors), and latent-diffusion's
  * original (encoder.down.0.block.0…, mid.attn_1.q…, 1×1 conv attention weights).
  */
-import { Effect, Schema } from "effect"
+import { Schema } from "effect"
 import { HostTensor, type ParamTree, tf } from "@tinyfusion/tensor"
+import * as Checkpoint from "./Checkpoint.ts"
 
 export const Config = Schema.Struct({
   imageChannels: Schema.Int,
@@ -175,32 +176,12 @@ export function inferConfig(tensors: ReadonlyMap<string, HostTensor.HostTensor>)
   return { ...klF8, imageChannels: convIn.shape[1]!, channels, layersPerBlock: layers, latentChannels: quant.shape[0]! / 2 }
 }
 
-export class VaeMismatch extends Schema.TaggedError<VaeMismatch>()("VaeMismatch", {
-  mismatches: Schema.Array(Schema.String),
-  count: Schema.Int
-}) {
-  override get message(): string {
-    const more = this.count > this.mismatches.length ? ` (and ${this.count - this.mismatches.length} more)` : ""
-    return `VAE weights do not fit: ${this.count} mismatch${this.count === 1 ? "" : "es"}${more}:\n  ${this.mismatches.join("\n  ")}`
-  }
-}
+export const describe = (config: Config): string =>
+  `SD-VAE (channels ${config.channels.join("/")}, ${config.layersPerBlock} resnets per level, ${config.latentChannels} latent channels)`
 
-const shapeText = (s: ReadonlyArray<number>) => `[${s.join(", ")}]`
-
-/** Fails unless the (diffusers-keyed) tensors are exactly the config's, in float32. */
-export const check = Effect.fn("SdVae.check")(function*(config: Config, tensors: ReadonlyMap<string, HostTensor.HostTensor>) {
-  const expected = referenceShapes(config)
-  const known = new Set(expected.map(([k]) => k))
-  const found: Array<string> = []
-  for (const [key, shape] of expected) {
-    const t = tensors.get(key)
-    if (t === undefined) found.push(`missing ${key} ${shapeText(shape)}`)
-    else if (t.dtype !== "float32") found.push(`${key} is ${t.dtype}, expected a float tensor`)
-    else if (t.shape.length !== shape.length || t.shape.some((n, i) => n !== shape[i])) found.push(`${key} is ${shapeText(t.shape)}, expected ${shapeText(shape)}`)
-  }
-  for (const key of [...tensors.keys()].sort()) if (!known.has(key)) found.push(`unexpected ${key} ${shapeText(tensors.get(key)!.shape)}`)
-  if (found.length > 0) return yield* new VaeMismatch({ mismatches: found.slice(0, 10), count: found.length })
-})
+/** Fails unless the (diffusers-keyed) tensors are exactly the config's, in float32; mismatches name the key and both shapes. */
+export const check = (config: Config, tensors: ReadonlyMap<string, HostTensor.HostTensor>) =>
+  Checkpoint.checkShapes(describe(config), referenceShapes(config), tensors)
 
 // ---------------------------------------------------------------- forward
 

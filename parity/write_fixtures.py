@@ -234,11 +234,9 @@ def dit_state(prefix, depth=2, hidden=16, patch=2, channels=4, size=8, classes=1
 
 
 def torch_files():
-    folder = os.path.join(ROOT, "packages/tensor/src/fixtures/torch")
-    os.makedirs(folder, exist_ok=True)
-
-    def save(name, obj, legacy=False):
-        path = os.path.join(folder, name)
+    def save(name, obj, legacy=False, package="tensor"):
+        path = os.path.join(ROOT, f"packages/{package}/src/fixtures/torch", name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
         print(f"wrote {os.path.relpath(path, ROOT)} ({os.path.getsize(path)} bytes)")
 
@@ -263,14 +261,15 @@ def torch_files():
     save("mixed-legacy.pt", mixed, legacy=True)
 
     # DiT's release (a bare state_dict) and a train.py checkpoint (model, ema, opt, args).
-    save("dit-bare.pt", dit_state("bare/"))
+    save("dit-bare.pt", dit_state("bare/"), package="models")
     model, ema = dit_state("model/"), dit_state("ema/")
     params = [model["pos_embed"], model["x_embedder.proj.weight"]]
     opt = torch.optim.AdamW(params, lr=1e-4)
     for p in params:
         p.grad = torch.ones_like(p)
     opt.step()
-    save("dit-train.pt", {"model": model, "ema": ema, "opt": opt.state_dict(), "args": argparse.Namespace(model="DiT-S/2"), "train_steps": 5})
+    save("dit-train.pt", {"model": model, "ema": ema, "opt": opt.state_dict(), "args": argparse.Namespace(model="DiT-S/2"), "train_steps": 5},
+         package="models")
 
 
 # ---------------------------------------------------------------- npz (ADM batches)

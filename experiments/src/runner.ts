@@ -100,8 +100,8 @@ export interface Options {
   /** What the data is, for the report ("Fashion-MNIST", "the synthetic fixture"). */
   readonly dataset: string
   readonly concurrency: number
-  /** The DiT teacher as a checkpoint file (the paper preset), instead of pre-training one. */
-  readonly teacherFile?: { readonly bytes: Uint8Array; readonly name: string }
+  /** Teachers as checkpoint files (the paper preset: DiT-XL-2-256x256.pt, SiT-XL-2-256x256.pt), instead of pre-training them. */
+  readonly teacherFiles?: { readonly [F in ModelArtifact.Family]?: string }
 }
 
 export interface Summary {
@@ -133,18 +133,13 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
     const featureNet = yield* Stage.run(Stages.FeatureNetStage, preset.featureNet, {})
     return yield* Stage.run(Reference.ReferenceStage, preset.reference, { featureNet })
   }))
-  const importedDit = options.teacherFile
-  const pretrained = (family: ModelArtifact.Family): Effect.Effect<ModelSource, unknown, Needs> =>
-    Effect.flatMap(latents, (l) => Stage.run(Pretrain.PretrainStage, preset.teacher[family], { latents: l }))
-  const imported = (file: { readonly bytes: Uint8Array; readonly name: string }): Effect.Effect<ModelSource, unknown, Needs> =>
-    Effect.gen(function*() {
-      const described = yield* ModelFile.describe(file.bytes, "dit", file.name)
-      return yield* Stage.run(described.stage, described.config, {})
-    })
-  const teachers = {
-    dit: yield* Effect.cached(importedDit === undefined ? pretrained("dit") : imported(importedDit)),
-    sit: yield* Effect.cached(pretrained("sit"))
+  const teacher = (family: ModelArtifact.Family): Effect.Effect<ModelSource, unknown, Needs> => {
+    const file = options.teacherFiles?.[family]
+    return file === undefined
+      ? Effect.flatMap(latents, (l) => Stage.run(Pretrain.PretrainStage, preset.teacher[family], { latents: l }))
+      : Effect.map(ModelFile.store(file, { family }), (stored) => stored.artifact)
   }
+  const teachers = { dit: yield* Effect.cached(teacher("dit")), sit: yield* Effect.cached(teacher("sit")) }
 
   const runs = new Map<string, Effect.Effect<CellRun, CellFailed, Needs>>()
   const resultOf = (id: string) => runs.get(id)!

@@ -9,6 +9,7 @@ import * as TorchFile from "./TorchFile.ts"
 
 // Written by parity/write_fixtures.py with Debian's python3-torch (torch.save, both formats).
 const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/torch/${name}`, import.meta.url))
+const trainingCheckpoint = fileURLToPath(new URL("../../models/src/fixtures/torch/dit-train.pt", import.meta.url))
 
 const get = (value: TorchFile.Value, key: string): TorchFile.Value => {
   if (!(value instanceof Map)) throw new Error("not a dict")
@@ -71,7 +72,7 @@ describe("TorchFile", () => {
 
   it.effect("a train.py checkpoint: the EMA state_dict read alone, beside model, opt and args", () =>
     Effect.scoped(Effect.gen(function*() {
-      const file = yield* TorchFile.open(fixture("dit-train.pt"))
+      const file = yield* TorchFile.open(trainingCheckpoint)
       assert.deepStrictEqual(TorchFile.entries(file.root)?.map(([k]) => k), ["model", "ema", "opt", "args", "train_steps"])
       const ema = TorchFile.stateDict(get(file.root, "ema"))!
       assert.strictEqual(ema.size, 2 * 10 + 12)

@@ -4,7 +4,7 @@
  * rerunning the same command after a kill reuses what finished (the log
  * says "cache hit") and ends with the same report.
  */
-import { Console, Effect, FileSystem, Option, Path } from "effect"
+import { Console, Effect, Option, Path } from "effect"
 import { Command, Flag } from "effect/cli"
 import { ArtifactStore } from "@tinyfusion/core"
 import { Claims, Presets, Report, Suite } from "@tinyfusion/experiments"
@@ -41,7 +41,6 @@ export const repro = Command.make(
   },
   (o) =>
     GlobalFlags.withCompute(Effect.gen(function*() {
-      const fs = yield* FileSystem.FileSystem
       const path = yield* Path.Path
       const store = yield* ArtifactStore
       if (o.concurrency < 1) return yield* new Presets.PresetInput({ preset: o.preset, reason: `--concurrency ${o.concurrency} is not a positive count` })
@@ -49,7 +48,6 @@ export const repro = Command.make(
       if (o.preset === "paper" && Option.isNone(o.teacher)) {
         return yield* new Presets.PresetInput({ preset: o.preset, reason: "needs --teacher FILE, the DiT-XL/2 checkpoint converted with `tinyfusion checkpoint import`" })
       }
-      const teacherFile = Option.isSome(o.teacher) ? { bytes: yield* fs.readFile(o.teacher.value), name: o.teacher.value } : undefined
       const tables = o.tables === "all" ? Suite.tableIds : o.tables.split(",").map((t) => t.trim()).filter((t) => t !== "")
       // A run of some tables reports beside, not over, the run of all of them.
       const named = o.tables === "all" ? o.preset : `${o.preset}-tables-${tables.join("_")}`
@@ -61,7 +59,7 @@ export const repro = Command.make(
         out,
         dataset: resolved.dataset,
         concurrency: o.concurrency,
-        ...(teacherFile === undefined ? {} : { teacherFile })
+        ...(Option.isSome(o.teacher) ? { teacherFiles: { dit: o.teacher.value } } : {})
       }).pipe(Effect.provide(resolved.data))
       const verdicts = Report.verdictLine(Claims.claims.map((c) => c.judge(summary.results)))
       yield* Console.log(

@@ -26,7 +26,7 @@
  */
 import { Effect, Schema } from "effect"
 import { Checkpoint } from "@tinyfusion/models"
-import { type HostTensor, type ParamTree, tf } from "@tinyfusion/tensor"
+import { type ParamTree, tf } from "@tinyfusion/tensor"
 
 export const Config = Schema.Struct({
   /** Every width divided by this (1, 2, 4, 8 or 16). */
@@ -291,7 +291,7 @@ export const describe = (config: Config): string =>
  * The weights of a pytorch-fid state_dict (BatchNorm counters dropped),
  * checked key by key against the config; mismatches name the key and both shapes.
  */
-export const fromStateDict = Effect.fn("Inception.fromStateDict")(function*(config: Config, tensors: ReadonlyMap<string, HostTensor.HostTensor>) {
+export const fromStateDict = Effect.fn("Inception.fromStateDict")(function*<T extends Checkpoint.Shaped>(config: Config, tensors: ReadonlyMap<string, T>) {
   const weights = new Map([...tensors].filter(([k]) => !isBookkeeping(k)))
   yield* Checkpoint.checkShapes(describe(config), referenceShapes(config), weights)
   return weights

@@ -1,5 +1,6 @@
 export * as Autoencoder from "./Autoencoder.ts"
 export * as Batches from "./Batches.ts"
+export * as Codec from "./Codec.ts"
 export * as FeatureNet from "./FeatureNet.ts"
 export * as Features from "./FeatureExtractor.ts"
 export * as Idx from "./Idx.ts"

@@ -28,7 +28,7 @@
  */
 import { Effect, Schema } from "effect"
 import { Checkpoint, Progress, Stage } from "@tinyfusion/core"
-import { Autoencoder, FeatureExtractor, Images, Png, Stages } from "@tinyfusion/data"
+import { Codec, FeatureExtractor, Images, Png, Stages } from "@tinyfusion/data"
 import { ModelArtifact } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree, Safetensors, tf } from "@tinyfusion/tensor"
 import * as FeatureStatistics from "./FeatureStatistics.ts"
@@ -193,7 +193,8 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     const loaded = yield* ModelArtifact.read({ ...modelArtifact, output: fields }, { ema: config.weights === "ema" })
     if (config.weights === "ema" && !loaded.ema) yield* Effect.logWarning("the model artifact holds no EMA weights: sampling its raw weights")
     yield* Sampling.check(loaded, config.sampling)
-    const latent = Autoencoder.latentShape(inputs.autoencoder.output.model)
+    const codecShapes = Codec.shapes(inputs.autoencoder.output.model)
+    const latent = codecShapes.latentShape
     const { inputSize, inChannels } = loaded.config
     if (latent[0] !== inputSize || latent[1] !== inputSize || latent[2] !== inChannels) {
       return yield* new IncompatibleInputs({
@@ -207,10 +208,10 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     const extractor = yield* FeatureExtractor
     const dims = { pooled: extractor.poolDim, spatial: extractor.spatialDim, classes: extractor.classes }
     const imageShape = extractor.imageShape
-    const decoded = inputs.autoencoder.output.model
-    if (decoded.imageSize !== imageShape[0] || decoded.imageSize !== imageShape[1] || decoded.imageChannels !== imageShape[2]) {
+    const decoded = codecShapes.imageShape
+    if (decoded.some((n, i) => n !== imageShape[i])) {
       return yield* new IncompatibleInputs({
-        reason: `the autoencoder makes ${decoded.imageSize}×${decoded.imageSize}×${decoded.imageChannels} images, the feature network takes ${imageShape.join("×")}`
+        reason: `the autoencoder makes ${decoded.join("×")} images, the feature network takes ${imageShape.join("×")}`
       })
     }
     const perImage = imageShape[0] * imageShape[1] * imageShape[2]
@@ -238,7 +239,7 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
         const start = performance.now()
         const batchLabels = Array.from(labels.subarray(batch * b, Math.min(n, (batch + 1) * b)))
         const latents = sampler.sample(network, batch, batchLabels)
-        const pixels = yield* compute.read(Autoencoder.decode(ae.params, tf.div(latents, ae.scale) as tf.Tensor4D))
+        const pixels = yield* compute.read(ae.codec.decode(tf.div(latents, ae.scale) as tf.Tensor4D))
         samplingMs += performance.now() - start
         sampledBatches++
         sampledImages += batchLabels.length

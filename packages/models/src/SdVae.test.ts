@@ -71,7 +71,7 @@ describe("SdVae", () => {
     assert.isUndefined(SdVae.detectLayout(["pos_embed", "blocks.0.attn.qkv.weight"]))
     const expected = SdVae.referenceShapes(config).map(([k, s]) => `${k} ${s.join("x")}`).sort()
     for (const [layout, tensors] of [["original", originalTensors], ["diffusers", diffusersTensors], ["diffusers-legacy-attention", legacyTensors]] as const) {
-      const mapped = SdVae.fromLayout(layout, tensors)
+      const mapped = SdVae.fromLayout(layout, tensors, SdVae.squeezeHost)
       assert.deepStrictEqual([...mapped.tensors].map(([k, t]) => `${k} ${t.shape.join("x")}`).sort(), expected, layout)
       assert.deepStrictEqual(mapped.ignored, [])
       assert.deepStrictEqual(SdVae.inferConfig(mapped.tensors), config)
@@ -85,7 +85,7 @@ describe("SdVae", () => {
     Effect.gen(function*() {
       const reference = { moments: fixture.tensors.get("moments")!.data, decoded: fixture.tensors.get("decoded")!.data }
       for (const [layout, tensors] of [["original", originalTensors], ["diffusers", diffusersTensors], ["diffusers-legacy-attention", legacyTensors]] as const) {
-        const mapped = SdVae.fromLayout(layout, tensors).tensors
+        const mapped = SdVae.fromLayout(layout, tensors, SdVae.squeezeHost).tensors
         yield* SdVae.check(config, mapped)
         const out = yield* run(mapped)
         // The encoder's log-variance is clipped to [-30, 20] as DiagonalGaussianDistribution does; these are within.
@@ -98,7 +98,7 @@ describe("SdVae", () => {
 
   it.effect("a mismatch names the key and both shapes", () =>
     Effect.gen(function*() {
-      const mapped = SdVae.fromLayout("original", originalTensors).tensors
+      const mapped = SdVae.fromLayout("original", originalTensors, SdVae.squeezeHost).tensors
       mapped.delete("decoder.conv_out.bias")
       mapped.set("encoder.conv_in.weight", HostTensor.float32([32, 4, 3, 3], new Float32Array(32 * 4 * 9)))
       const error = yield* Effect.flip(SdVae.check(config, mapped))

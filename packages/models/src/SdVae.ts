@@ -141,12 +141,13 @@ const isVaeKey = (key: string) => /^(encoder|decoder|quant_conv|post_quant_conv)
  * [C, C] (latent-diffusion's 1×1 convs squeezed). Keys outside the VAE are
  * returned in `ignored`, so a caller can say what it left out.
  */
-export function fromLayout(
+export function fromLayout<T extends Checkpoint.Shaped>(
   layout: Layout,
-  tensors: ReadonlyMap<string, HostTensor.HostTensor>
-): { readonly tensors: Map<string, HostTensor.HostTensor>; readonly ignored: ReadonlyArray<string> } {
+  tensors: ReadonlyMap<string, T>,
+  squeeze: (t: T) => T
+): { readonly tensors: Map<string, T>; readonly ignored: ReadonlyArray<string> } {
   const levels = new Set([...tensors.keys()].flatMap((k) => /encoder\.down(?:_blocks)?\.(\d+)\./.exec(k)?.[1] ?? [])).size
-  const out = new Map<string, HostTensor.HostTensor>()
+  const out = new Map<string, T>()
   const ignored: Array<string> = []
   for (const [key, t] of tensors) {
     let k = key
@@ -156,14 +157,17 @@ export function fromLayout(
       ignored.push(key)
       continue
     }
-    const squeeze = /attentions\.0\.to_(q|k|v|out\.0)\.weight$/.test(k) && t.shape.length === 4 && t.shape[2] === 1 && t.shape[3] === 1
-    out.set(k, squeeze ? HostTensor.float32(t.shape.slice(0, 2), t.data as Float32Array) : t)
+    const conv1x1 = /attentions\.0\.to_(q|k|v|out\.0)\.weight$/.test(k) && t.shape.length === 4 && t.shape[2] === 1 && t.shape[3] === 1
+    out.set(k, conv1x1 ? squeeze(t) : t)
   }
   return { tensors: out, ignored }
 }
 
+/** `fromLayout`'s squeeze of host tensors: [C, C, 1, 1] → [C, C]. */
+export const squeezeHost = (t: HostTensor.HostTensor): HostTensor.HostTensor => HostTensor.float32(t.shape.slice(0, 2), t.data as Float32Array)
+
 /** The config the tensors' shapes name (the latent scale and GroupNorm groups are not in the weights: kl-f8's). */
-export function inferConfig(tensors: ReadonlyMap<string, HostTensor.HostTensor>): Config | undefined {
+export function inferConfig(tensors: ReadonlyMap<string, Checkpoint.Shaped>): Config | undefined {
   const convIn = tensors.get("encoder.conv_in.weight")
   const quant = tensors.get("quant_conv.weight")
   if (convIn === undefined || quant === undefined) return undefined
@@ -180,7 +184,7 @@ export const describe = (config: Config): string =>
   `SD-VAE (channels ${config.channels.join("/")}, ${config.layersPerBlock} resnets per level, ${config.latentChannels} latent channels)`
 
 /** Fails unless the (diffusers-keyed) tensors are exactly the config's, in float32; mismatches name the key and both shapes. */
-export const check = (config: Config, tensors: ReadonlyMap<string, HostTensor.HostTensor>) =>
+export const check = (config: Config, tensors: ReadonlyMap<string, Checkpoint.Shaped>) =>
   Checkpoint.checkShapes(describe(config), referenceShapes(config), tensors)
 
 // ---------------------------------------------------------------- forward

@@ -32,6 +32,7 @@ import * as Figures from "./figures.ts"
 import { type Cell, grids, type Source } from "./grids.ts"
 import * as Mar from "./mar.ts"
 import type * as Paper from "./paper.ts"
+import type * as Presets from "./presets.ts"
 import type { Preset } from "./presets.ts"
 import * as WeightNorm from "./pruners/WeightNorm.ts"
 import * as Report from "./report.ts"
@@ -102,8 +103,12 @@ export interface Options {
   /** What the data is, for the report ("Fashion-MNIST", "the synthetic fixture"). */
   readonly dataset: string
   readonly concurrency: number
-  /** Teachers as checkpoint files (the paper preset: DiT-XL-2-256x256.pt, SiT-XL-2-256x256.pt), instead of pre-training them. */
-  readonly teacherFiles?: { readonly [F in ModelArtifact.Family]?: string }
+  /**
+   * The paper preset's published files, checked (Presets.checkPaperFiles): SD-VAE, FID Inception and ADM's
+   * reference batch in place of the trained autoencoder, feature network and dataset reference; the
+   * teachers' checkpoints in place of pre-training.
+   */
+  readonly imported?: Presets.Imported
 }
 
 export interface Summary {
@@ -129,14 +134,22 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
   const compute = yield* Compute
   yield* Effect.logInfo(`preset ${preset.name}: ${cells.length} cells of tables ${options.tables.join(", ")} on ${options.dataset}, ${compute.backend}`)
 
-  const ae = yield* Effect.cached(Stage.run(Stages.AutoencoderStage, preset.autoencoder, {}))
+  const imported = options.imported
+  const autoencoder: Effect.Effect<Stage.Artifact<typeof Stages.AutoencoderOutput.Type>, unknown, Needs> = imported === undefined
+    ? Stage.run(Stages.AutoencoderStage, preset.autoencoder, {})
+    : Stage.run(Stages.importedAutoencoder(imported.autoencoder.path), imported.autoencoder.config, {})
+  const ae = yield* Effect.cached(autoencoder)
   const latents = yield* Effect.cached(Effect.flatMap(ae, (autoencoder) => Stage.run(Stages.LatentsStage, preset.latents, { autoencoder })))
   const reference = yield* Effect.cached(Effect.gen(function*() {
+    if (imported !== undefined) {
+      const featureNet = yield* Stage.run(Stages.importedFeatureNet(imported.featureNet.path), imported.featureNet.config, {})
+      return yield* Stage.run(Reference.fromBatch(imported.reference.path), imported.reference.config, { featureNet })
+    }
     const featureNet = yield* Stage.run(Stages.FeatureNetStage, preset.featureNet, {})
     return yield* Stage.run(Reference.ReferenceStage, preset.reference, { featureNet })
   }))
   const teacher = (family: ModelArtifact.Family): Effect.Effect<ModelSource, unknown, Needs> => {
-    const file = options.teacherFiles?.[family]
+    const file = imported?.teachers[family]
     return file === undefined
       ? Effect.flatMap(latents, (l) => Stage.run(Pretrain.PretrainStage, preset.teacher[family], { latents: l }))
       : Effect.map(ModelFile.store(file, { family }), (stored) => stored.artifact)

@@ -194,7 +194,10 @@ const measure = (codec: Codec.Codec, set: Images.ImageSet, count: number, crop: 
       reconstructions.set(out, start * per)
     }
     const psnrs = Autoencoder.psnr(originals, reconstructions, [count, set.height, set.width, set.channels], crop)
-    return { psnr: psnrs.reduce((a, b) => a + b, 0) / count, png: Png.encode(comparison(originals, reconstructions, set, Math.min(32, count), 8)) }
+    // Whole rows of up to 8 pairs.
+    const columns = Math.min(8, count)
+    const shown = columns * Math.floor(Math.min(32, count) / columns)
+    return { psnr: psnrs.reduce((a, b) => a + b, 0) / count, png: Png.encode(comparison(originals, reconstructions, set, shown, columns)) }
   })
 
 // ---------------------------------------------------------------- imported autoencoder (SD-VAE)

@@ -210,7 +210,8 @@ export const paper = (dataset: string): Preset => ({
     curveEvery: 100
   },
   evaluation: {
-    full: { ...Evaluation.miniEvaluation, samples: 50_000, sampling: guided("250"), splitSize: 5000 },
+    // The 50K samples also as an ADM sample batch (samples.npz), for the official evaluator.
+    full: { ...Evaluation.miniEvaluation, samples: 50_000, sampling: guided("250"), splitSize: 5000, sampleBatch: true },
     short: { ...Evaluation.miniEvaluation, samples: 10_000, sampling: guided("64"), splitSize: 5000 }
   },
   speed: { batch: 64, repetitions: 10, sampling: guided("250") }

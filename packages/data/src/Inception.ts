@@ -249,25 +249,40 @@ export function forward(net: Prepared, x: tf.Tensor4D): Outputs {
     ])
   }
 
-  let h = unit("Conv2d_2b_3x3", unit("Conv2d_2a_3x3", unit("Conv2d_1a_3x3", x)))
-  h = maxPool(unit("Conv2d_4a_3x3", unit("Conv2d_3b_1x1", maxPool(h))))
-  h = a("Mixed_5d", a("Mixed_5c", a("Mixed_5b", h)))
-  h = cat([
-    unit("Mixed_6a.branch3x3", h),
-    unit("Mixed_6a.branch3x3dbl_3", unit("Mixed_6a.branch3x3dbl_2", unit("Mixed_6a.branch3x3dbl_1", h))),
-    maxPool(h)
-  ])
-  h = c("Mixed_6c", c("Mixed_6b", h))
+  // Each block in its own tidy: the intermediates of a whole pass would not fit a wasm heap at batch sizes worth timing.
+  let h = tf.tidy(() => unit("Conv2d_2b_3x3", unit("Conv2d_2a_3x3", unit("Conv2d_1a_3x3", x))))
+  const step = (f: (h: tf.Tensor4D) => tf.Tensor4D) => {
+    const next = tf.tidy(() => f(h))
+    h.dispose()
+    h = next
+  }
+  step((h) => maxPool(unit("Conv2d_4a_3x3", unit("Conv2d_3b_1x1", maxPool(h)))))
+  for (const name of ["Mixed_5b", "Mixed_5c", "Mixed_5d"]) step((h) => a(name, h))
+  step((h) =>
+    cat([
+      unit("Mixed_6a.branch3x3", h),
+      unit("Mixed_6a.branch3x3dbl_3", unit("Mixed_6a.branch3x3dbl_2", unit("Mixed_6a.branch3x3dbl_1", h))),
+      maxPool(h)
+    ])
+  )
+  step((h) => c("Mixed_6b", h))
+  step((h) => c("Mixed_6c", h))
   const [n, side] = h.shape
-  const spatial = tf.reshape(tf.slice(unit("Mixed_6d.branch1x1", h), [0, 0, 0, 0], [n, side, side, spatialChannels]), [n, -1]) as tf.Tensor2D
-  h = c("Mixed_6e", c("Mixed_6d", h))
-  h = cat([
-    unit("Mixed_7a.branch3x3_2", unit("Mixed_7a.branch3x3_1", h)),
-    unit("Mixed_7a.branch7x7x3_4", unit("Mixed_7a.branch7x7x3_3", unit("Mixed_7a.branch7x7x3_2", unit("Mixed_7a.branch7x7x3_1", h)))),
-    maxPool(h)
-  ])
-  h = e("Mixed_7c", e("Mixed_7b", h, averagePool), maxPoolSame)
+  // mixed_6/conv is Mixed_6d's 1×1 branch, computed again here (a 1×1 conv) to keep it apart from the block.
+  const spatial = tf.tidy(() => tf.reshape(tf.slice(unit("Mixed_6d.branch1x1", h), [0, 0, 0, 0], [n, side, side, spatialChannels]), [n, -1]) as tf.Tensor2D)
+  step((h) => c("Mixed_6d", h))
+  step((h) => c("Mixed_6e", h))
+  step((h) =>
+    cat([
+      unit("Mixed_7a.branch3x3_2", unit("Mixed_7a.branch3x3_1", h)),
+      unit("Mixed_7a.branch7x7x3_4", unit("Mixed_7a.branch7x7x3_3", unit("Mixed_7a.branch7x7x3_2", unit("Mixed_7a.branch7x7x3_1", h)))),
+      maxPool(h)
+    ])
+  )
+  step((h) => e("Mixed_7b", h, averagePool))
+  step((h) => e("Mixed_7c", h, maxPoolSame))
   const pool = tf.mean(h, [1, 2]) as tf.Tensor2D
+  h.dispose()
   return { pool, spatial, logits: tf.matMul(pool, net.fc, false, true) }
 }
 

@@ -248,29 +248,41 @@ export interface Posterior {
 /** Images [N, H, W, C] in [-1, 1] → the posterior's mean and log-variance [N, H/8, W/8, latent]. */
 export function encode(config: Config, tree: ParamTree.ParamTree, x: tf.Tensor4D): Posterior {
   const e = at(tree, "encoder")
-  let h = conv(x, e["conv_in"]!)
+  // Each block in its own tidy: at 256 × 256 the intermediates of the whole pass would not fit a wasm heap.
+  let h = tf.tidy(() => conv(x, e["conv_in"]!))
+  const step = (f: (h: tf.Tensor4D) => tf.Tensor4D) => {
+    const next = tf.tidy(() => f(h))
+    h.dispose()
+    h = next
+  }
   config.channels.forEach((_, l) => {
     const block = e["down_blocks"]![String(l)]!
-    for (let j = 0; j < config.layersPerBlock; j++) h = resnet(h, block["resnets"]![String(j)]!, config.groups)
-    if (l < config.channels.length - 1) h = conv(tf.pad(h, [[0, 0], [0, 1], [0, 1], [0, 0]]), block["downsamplers"]!["0"]!["conv"]!, 2, "valid")
+    for (let j = 0; j < config.layersPerBlock; j++) step((h) => resnet(h, block["resnets"]![String(j)]!, config.groups))
+    if (l < config.channels.length - 1) step((h) => conv(tf.pad(h, [[0, 0], [0, 1], [0, 1], [0, 0]]), block["downsamplers"]!["0"]!["conv"]!, 2, "valid"))
   })
-  h = mid(h, e["mid_block"]!, config.groups)
-  h = conv(silu(groupNorm(h, e["conv_norm_out"]!, config.groups)), e["conv_out"]!)
-  const moments = conv(h, at(tree, "quant_conv"))
-  const [mean, logvar] = tf.split(moments, 2, 3) as [tf.Tensor4D, tf.Tensor4D]
+  step((h) => mid(h, e["mid_block"]!, config.groups))
+  step((h) => conv(conv(silu(groupNorm(h, e["conv_norm_out"]!, config.groups)), e["conv_out"]!), at(tree, "quant_conv")))
+  const [mean, logvar] = tf.split(h, 2, 3) as [tf.Tensor4D, tf.Tensor4D]
+  h.dispose()
   // As DiagonalGaussianDistribution.
-  return { mean, logvar: tf.clipByValue(logvar, -30, 20) }
+  return { mean, logvar: tf.tidy(() => tf.clipByValue(logvar, -30, 20)) }
 }
 
 /** Unscaled latents [N, h, w, latent] → images [N, 8h, 8w, C] (unclamped). */
 export function decode(config: Config, tree: ParamTree.ParamTree, z: tf.Tensor4D): tf.Tensor4D {
   const d = at(tree, "decoder")
-  let h = conv(conv(z, at(tree, "post_quant_conv")), d["conv_in"]!)
-  h = mid(h, d["mid_block"]!, config.groups)
+  let h = tf.tidy(() => conv(conv(z, at(tree, "post_quant_conv")), d["conv_in"]!))
+  const step = (f: (h: tf.Tensor4D) => tf.Tensor4D) => {
+    const next = tf.tidy(() => f(h))
+    h.dispose()
+    h = next
+  }
+  step((h) => mid(h, d["mid_block"]!, config.groups))
   config.channels.forEach((_, i) => {
     const block = d["up_blocks"]![String(i)]!
-    for (let j = 0; j <= config.layersPerBlock; j++) h = resnet(h, block["resnets"]![String(j)]!, config.groups)
-    if (i < config.channels.length - 1) h = conv(upsample(h), block["upsamplers"]!["0"]!["conv"]!)
+    for (let j = 0; j <= config.layersPerBlock; j++) step((h) => resnet(h, block["resnets"]![String(j)]!, config.groups))
+    if (i < config.channels.length - 1) step((h) => conv(upsample(h), block["upsamplers"]!["0"]!["conv"]!))
   })
-  return conv(silu(groupNorm(h, d["conv_norm_out"]!, config.groups)), d["conv_out"]!)
+  step((h) => conv(silu(groupNorm(h, d["conv_norm_out"]!, config.groups)), d["conv_out"]!))
+  return h
 }

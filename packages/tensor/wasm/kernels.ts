@@ -1,0 +1,622 @@
+// AssemblyScript: fused float32 kernels that run on the tfjs wasm backend's
+// own heap. The module imports that backend's memory; every pointer is a byte
+// offset into it (a tensor's memoryOffset, or scratch the caller allocated).
+// The module has no data segments and no globals, so it writes nothing but
+// what a call is given. Built by `pnpm --filter @tinyfusion/tensor build:wasm`
+// into kernels.wasm (committed; a test rebuilds it and compares the bytes).
+
+// ---- helpers ----------------------------------------------------------------
+
+@inline function at(p: usize, i: i32): usize {
+  return p + (<usize>i << 2)
+}
+@inline function ld(p: usize, i: i32): f32 {
+  return load<f32>(at(p, i))
+}
+@inline function st(p: usize, i: i32, v: f32): void {
+  store<f32>(at(p, i), v)
+}
+
+/** y[0..n) = 0. */
+function zero(y: usize, n: i32): void {
+  let i = 0
+  for (; i + 4 <= n; i += 4) v128.store(at(y, i), f32x4.splat(0))
+  for (; i < n; i++) st(y, i, 0)
+}
+
+/** y[0..n) += a·x[0..n). */
+@inline function axpy(y: usize, x: usize, a: f32, n: i32): void {
+  const av = f32x4.splat(a)
+  let i = 0
+  for (; i + 4 <= n; i += 4) v128.store(at(y, i), f32x4.add(v128.load(at(y, i)), f32x4.mul(av, v128.load(at(x, i)))))
+  for (; i < n; i++) st(y, i, ld(y, i) + a * ld(x, i))
+}
+
+@inline function hsum(v: v128): f32 {
+  return (f32x4.extract_lane(v, 0) + f32x4.extract_lane(v, 1)) + (f32x4.extract_lane(v, 2) + f32x4.extract_lane(v, 3))
+}
+
+/** Σ x[0..n) (four lanes, then the tail). */
+function sum(x: usize, n: i32): f32 {
+  let acc = f32x4.splat(0)
+  let i = 0
+  for (; i + 4 <= n; i += 4) acc = f32x4.add(acc, v128.load(at(x, i)))
+  let s = hsum(acc)
+  for (; i < n; i++) s += ld(x, i)
+  return s
+}
+
+// e^x to about 2 ulp: x = n·ln2 + r, |r| ≤ ln2/2, e^r by a degree-6
+// polynomial (Cephes expf), 2^n through the exponent bits. Inputs are clamped
+// to [-87.3, 88.7], where e^x is a normal float.
+const LOG2E: f32 = 1.44269504
+const LN2_HI: f32 = 0.693359375
+const LN2_LO: f32 = -2.12194440e-4
+const P0: f32 = 1.9875691500e-4
+const P1: f32 = 1.3981999507e-3
+const P2: f32 = 8.3334519073e-3
+const P3: f32 = 4.1665795894e-2
+const P4: f32 = 1.6666665459e-1
+const P5: f32 = 5.0000001201e-1
+
+@inline function expv(x0: v128): v128 {
+  const x = f32x4.max(f32x4.min(x0, f32x4.splat(88.7)), f32x4.splat(-87.3))
+  const n = f32x4.nearest(f32x4.mul(x, f32x4.splat(LOG2E)))
+  const r = f32x4.sub(f32x4.sub(x, f32x4.mul(n, f32x4.splat(LN2_HI))), f32x4.mul(n, f32x4.splat(LN2_LO)))
+  let p = f32x4.add(f32x4.mul(f32x4.splat(P0), r), f32x4.splat(P1))
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(P2))
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(P3))
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(P4))
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(P5))
+  p = f32x4.add(f32x4.add(f32x4.mul(f32x4.mul(p, r), r), r), f32x4.splat(1))
+  const scale = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23)
+  return f32x4.mul(p, scale)
+}
+
+@inline function exps(x: f32): f32 {
+  return f32x4.extract_lane(expv(f32x4.splat(x)), 0)
+}
+
+@inline function sigmoidv(z: v128): v128 {
+  return f32x4.div(f32x4.splat(1), f32x4.add(f32x4.splat(1), expv(f32x4.neg(z))))
+}
+
+@inline function sigmoids(z: f32): f32 {
+  return f32x4.extract_lane(sigmoidv(f32x4.splat(z)), 0)
+}
+
+// ---- matrix product -----------------------------------------------------------
+
+// C[m,n] = A·B (+ bias[n] on every row), A(i,p) = a[i·ars + p·acs],
+// B(p,j) = b[p·brs + j·bcs]: any transposes through the strides. Blocked as
+// in GotoBLAS: B in panels of NR columns, A in panels of MR rows (both packed
+// k-major into scratch, edges zero-padded), a 4×8 register tile. Each C entry
+// sums its products in order of p.
+const MR: i32 = 4
+const NR: i32 = 8
+const MC: i32 = 64
+const KC: i32 = 256
+const NC: i32 = 256
+
+/** Bytes of scratch `gemm` needs. */
+export function gemmScratchBytes(): i32 {
+  return (MC * KC + KC * NC + MR * NR) << 2
+}
+
+function packB(b: usize, brs: i32, bcs: i32, p0: i32, kc: i32, j0: i32, nc: i32, dst: usize): void {
+  for (let jp = 0; jp < nc; jp += NR) {
+    const w = min(NR, nc - jp)
+    for (let p = 0; p < kc; p++) {
+      const row = at(b, (p0 + p) * brs + (j0 + jp) * bcs)
+      if (w == NR && bcs == 1) {
+        v128.store(dst, v128.load(row))
+        v128.store(dst, v128.load(row, 16), 16)
+      } else {
+        for (let j = 0; j < NR; j++) st(dst, j, j < w ? ld(row, j * bcs) : 0)
+      }
+      dst += NR << 2
+    }
+  }
+}
+
+function packA(a: usize, ars: i32, acs: i32, i0: i32, mc: i32, p0: i32, kc: i32, dst: usize): void {
+  for (let ip = 0; ip < mc; ip += MR) {
+    const h = min(MR, mc - ip)
+    for (let p = 0; p < kc; p++) {
+      const col = at(a, (i0 + ip) * ars + (p0 + p) * acs)
+      for (let i = 0; i < MR; i++) st(dst, i, i < h ? ld(col, i * ars) : 0)
+      dst += MR << 2
+    }
+  }
+}
+
+export function gemm(
+  a: usize, ars: i32, acs: i32,
+  b: usize, brs: i32, bcs: i32,
+  c: usize, m: i32, n: i32, k: i32,
+  bias: usize, scratch: usize
+): void {
+  if (k == 0) {
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < n; j++) st(c, i * n + j, bias != 0 ? ld(bias, j) : 0)
+    }
+    return
+  }
+  const packedA = scratch
+  const packedB = at(scratch, MC * KC)
+  const tile = at(packedB, KC * NC)
+  for (let j0 = 0; j0 < n; j0 += NC) {
+    const nc = min(NC, n - j0)
+    for (let p0 = 0; p0 < k; p0 += KC) {
+      const kc = min(KC, k - p0)
+      packB(b, brs, bcs, p0, kc, j0, nc, packedB)
+      for (let i0 = 0; i0 < m; i0 += MC) {
+        const mc = min(MC, m - i0)
+        packA(a, ars, acs, i0, mc, p0, kc, packedA)
+        for (let jp = 0; jp < nc; jp += NR) {
+          const w = min(NR, nc - jp)
+          const bPanel = at(packedB, jp * kc)
+          for (let ip = 0; ip < mc; ip += MR) {
+            const h = min(MR, mc - ip)
+            const full = w == NR && h == MR
+            const cp = full ? at(c, (i0 + ip) * n + j0 + jp) : tile
+            const ldc: usize = full ? <usize>n << 2 : NR << 2
+            if (!full) {
+              // Edge tile: work in `tile`, then copy the valid part back.
+              for (let i = 0; i < MR; i++) {
+                for (let j = 0; j < NR; j++) {
+                  st(tile, i * NR + j, p0 > 0 && i < h && j < w ? ld(c, (i0 + ip + i) * n + j0 + jp + j) : 0)
+                }
+              }
+            }
+            let c00: v128, c01: v128, c10: v128, c11: v128, c20: v128, c21: v128, c30: v128, c31: v128
+            if (p0 == 0) {
+              if (bias != 0) {
+                if (w == NR) {
+                  c00 = v128.load(at(bias, j0 + jp))
+                  c01 = v128.load(at(bias, j0 + jp), 16)
+                } else {
+                  for (let j = 0; j < NR; j++) st(tile, j, j < w ? ld(bias, j0 + jp + j) : 0)
+                  c00 = v128.load(tile)
+                  c01 = v128.load(tile, 16)
+                }
+              } else {
+                c00 = f32x4.splat(0)
+                c01 = f32x4.splat(0)
+              }
+              c10 = c00; c11 = c01; c20 = c00; c21 = c01; c30 = c00; c31 = c01
+            } else {
+              c00 = v128.load(cp); c01 = v128.load(cp, 16)
+              c10 = v128.load(cp + ldc); c11 = v128.load(cp + ldc, 16)
+              c20 = v128.load(cp + 2 * ldc); c21 = v128.load(cp + 2 * ldc, 16)
+              c30 = v128.load(cp + 3 * ldc); c31 = v128.load(cp + 3 * ldc, 16)
+            }
+            let ap = at(packedA, ip * kc)
+            let bp = bPanel
+            for (let p = 0; p < kc; p++) {
+              const b0 = v128.load(bp)
+              const b1 = v128.load(bp, 16)
+              const a0 = v128.load32_splat(ap)
+              const a1 = v128.load32_splat(ap, 4)
+              const a2 = v128.load32_splat(ap, 8)
+              const a3 = v128.load32_splat(ap, 12)
+              c00 = f32x4.add(c00, f32x4.mul(a0, b0)); c01 = f32x4.add(c01, f32x4.mul(a0, b1))
+              c10 = f32x4.add(c10, f32x4.mul(a1, b0)); c11 = f32x4.add(c11, f32x4.mul(a1, b1))
+              c20 = f32x4.add(c20, f32x4.mul(a2, b0)); c21 = f32x4.add(c21, f32x4.mul(a2, b1))
+              c30 = f32x4.add(c30, f32x4.mul(a3, b0)); c31 = f32x4.add(c31, f32x4.mul(a3, b1))
+              ap += MR << 2
+              bp += NR << 2
+            }
+            v128.store(cp, c00); v128.store(cp, c01, 16)
+            v128.store(cp + ldc, c10); v128.store(cp + ldc, c11, 16)
+            v128.store(cp + 2 * ldc, c20); v128.store(cp + 2 * ldc, c21, 16)
+            v128.store(cp + 3 * ldc, c30); v128.store(cp + 3 * ldc, c31, 16)
+            if (!full) {
+              for (let i = 0; i < h; i++) {
+                for (let j = 0; j < w; j++) st(c, (i0 + ip + i) * n + j0 + jp + j, ld(tile, i * NR + j))
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/** out[j] = Σ_i x[i·cols + j] (a bias gradient). */
+export function columnSums(x: usize, rows: i32, cols: i32, out: usize): void {
+  zero(out, cols)
+  for (let i = 0; i < rows; i++) axpy(out, at(x, i * cols), 1, cols)
+}
+
+// ---- activations ----------------------------------------------------------------
+
+// GELU, tanh approximation: ½x(1 + tanh(u)) = x·σ(2u), u = √(2/π)(x + 0.044715x³).
+const GELU_2C: f32 = 1.5957691216057308 // 2·√(2/π)
+const GELU_A: f32 = 0.044715
+
+export function gelu(x: usize, out: usize, n: i32): void {
+  let i = 0
+  for (; i + 4 <= n; i += 4) {
+    const v = v128.load(at(x, i))
+    const cube = f32x4.mul(f32x4.mul(v, v), v)
+    const z = f32x4.mul(f32x4.splat(GELU_2C), f32x4.add(v, f32x4.mul(f32x4.splat(GELU_A), cube)))
+    v128.store(at(out, i), f32x4.mul(v, sigmoidv(z)))
+  }
+  for (; i < n; i++) {
+    const v = ld(x, i)
+    st(out, i, v * sigmoids(GELU_2C * (v + GELU_A * (v * v * v))))
+  }
+}
+
+/** dx = dy·d/dx[x·σ(2u)] = dy·(s + x·s(1−s)·2√(2/π)(1 + 3·0.044715x²)), s = σ(2u). */
+export function geluGrad(x: usize, dy: usize, dx: usize, n: i32): void {
+  let i = 0
+  const one = f32x4.splat(1)
+  for (; i + 4 <= n; i += 4) {
+    const v = v128.load(at(x, i))
+    const sq = f32x4.mul(v, v)
+    const z = f32x4.mul(f32x4.splat(GELU_2C), f32x4.add(v, f32x4.mul(f32x4.splat(GELU_A), f32x4.mul(sq, v))))
+    const s = sigmoidv(z)
+    const dz = f32x4.mul(f32x4.splat(GELU_2C), f32x4.add(one, f32x4.mul(f32x4.splat(3 * GELU_A), sq)))
+    const d = f32x4.add(s, f32x4.mul(f32x4.mul(v, f32x4.mul(s, f32x4.sub(one, s))), dz))
+    v128.store(at(dx, i), f32x4.mul(v128.load(at(dy, i)), d))
+  }
+  for (; i < n; i++) {
+    const v = ld(x, i)
+    const s = sigmoids(GELU_2C * (v + GELU_A * (v * v * v)))
+    const dz = GELU_2C * (1 + 3 * GELU_A * v * v)
+    st(dx, i, ld(dy, i) * (s + v * (s * (1 - s)) * dz))
+  }
+}
+
+/** SiLU: x·σ(x). */
+export function silu(x: usize, out: usize, n: i32): void {
+  let i = 0
+  for (; i + 4 <= n; i += 4) {
+    const v = v128.load(at(x, i))
+    v128.store(at(out, i), f32x4.mul(v, sigmoidv(v)))
+  }
+  for (; i < n; i++) {
+    const v = ld(x, i)
+    st(out, i, v * sigmoids(v))
+  }
+}
+
+/** dx = dy·(s + x·s(1−s)), s = σ(x). */
+export function siluGrad(x: usize, dy: usize, dx: usize, n: i32): void {
+  let i = 0
+  const one = f32x4.splat(1)
+  for (; i + 4 <= n; i += 4) {
+    const v = v128.load(at(x, i))
+    const s = sigmoidv(v)
+    const d = f32x4.add(s, f32x4.mul(v, f32x4.mul(s, f32x4.sub(one, s))))
+    v128.store(at(dx, i), f32x4.mul(v128.load(at(dy, i)), d))
+  }
+  for (; i < n; i++) {
+    const v = ld(x, i)
+    const s = sigmoids(v)
+    st(dx, i, ld(dy, i) * (s + v * (s * (1 - s))))
+  }
+}
+
+// ---- LayerNorm and adaLN modulation --------------------------------------------------
+
+// x [B, T, D]; mod [B, width] holds the conditioning chunks; `shift` and
+// `scale` are element offsets of D-wide chunks within a mod row.
+
+/** Mean and 1/√(var + eps) of a row, the variance as the mean squared deviation. */
+@inline function rowStats(row: usize, d: i32, eps: f32, stats: usize): void {
+  const mean = sum(row, d) / <f32>d
+  const mv = f32x4.splat(mean)
+  let acc = f32x4.splat(0)
+  let i = 0
+  for (; i + 4 <= d; i += 4) {
+    const c = f32x4.sub(v128.load(at(row, i)), mv)
+    acc = f32x4.add(acc, f32x4.mul(c, c))
+  }
+  let ss = hsum(acc)
+  for (; i < d; i++) {
+    const c = ld(row, i) - mean
+    ss += c * c
+  }
+  st(stats, 0, mean)
+  st(stats, 1, 1 / Mathf.sqrt(ss / <f32>d + eps))
+}
+
+/** out = LN(x)·(1 + scale) + shift; `stats` is 2 floats of scratch. */
+export function layerNormModulate(
+  x: usize, mod: usize, width: i32, shift: i32, scale: i32,
+  out: usize, b: i32, t: i32, d: i32, eps: f32, stats: usize
+): void {
+  for (let bi = 0; bi < b; bi++) {
+    const sh = at(mod, bi * width + shift)
+    const sc = at(mod, bi * width + scale)
+    for (let ti = 0; ti < t; ti++) {
+      const row = at(x, (bi * t + ti) * d)
+      const o = at(out, (bi * t + ti) * d)
+      rowStats(row, d, eps, stats)
+      const mean = ld(stats, 0)
+      const rstd = ld(stats, 1)
+      const mv = f32x4.splat(mean)
+      const rv = f32x4.splat(rstd)
+      const one = f32x4.splat(1)
+      let i = 0
+      for (; i + 4 <= d; i += 4) {
+        const xh = f32x4.mul(f32x4.sub(v128.load(at(row, i)), mv), rv)
+        v128.store(at(o, i), f32x4.add(f32x4.mul(xh, f32x4.add(v128.load(at(sc, i)), one)), v128.load(at(sh, i))))
+      }
+      for (; i < d; i++) st(o, i, (ld(row, i) - mean) * rstd * (ld(sc, i) + 1) + ld(sh, i))
+    }
+  }
+}
+
+/**
+ * dx of layerNormModulate: g = dy·(1 + scale), x̂ = (x − μ)·r,
+ * dx = r·(g − mean(g) − x̂·mean(g·x̂)). `scratch` holds 2 + D floats.
+ */
+export function layerNormModulateGradX(
+  x: usize, mod: usize, width: i32, scale: i32, dy: usize,
+  dx: usize, b: i32, t: i32, d: i32, eps: f32, scratch: usize
+): void {
+  const g = at(scratch, 2)
+  for (let bi = 0; bi < b; bi++) {
+    const sc = at(mod, bi * width + scale)
+    for (let ti = 0; ti < t; ti++) {
+      const off = (bi * t + ti) * d
+      const row = at(x, off)
+      const dyr = at(dy, off)
+      rowStats(row, d, eps, scratch)
+      const mean = ld(scratch, 0)
+      const rstd = ld(scratch, 1)
+      let sg: f32 = 0
+      let sgx: f32 = 0
+      for (let i = 0; i < d; i++) {
+        const gi = ld(dyr, i) * (ld(sc, i) + 1)
+        st(g, i, gi)
+        sg += gi
+        sgx += gi * ((ld(row, i) - mean) * rstd)
+      }
+      const mg = sg / <f32>d
+      const mgx = sgx / <f32>d
+      const dxr = at(dx, off)
+      for (let i = 0; i < d; i++) {
+        const xh = (ld(row, i) - mean) * rstd
+        st(dxr, i, rstd * (ld(g, i) - mg - xh * mgx))
+      }
+    }
+  }
+}
+
+/**
+ * dmod of layerNormModulate: [B, width], zero but the shift chunk (Σ_t dy)
+ * and the scale chunk (Σ_t dy·x̂). `stats` is 2 floats of scratch.
+ */
+export function layerNormModulateGradMod(
+  x: usize, width: i32, shift: i32, scale: i32, dy: usize,
+  dmod: usize, b: i32, t: i32, d: i32, eps: f32, stats: usize
+): void {
+  zero(dmod, b * width)
+  for (let bi = 0; bi < b; bi++) {
+    const dsh = at(dmod, bi * width + shift)
+    const dsc = at(dmod, bi * width + scale)
+    for (let ti = 0; ti < t; ti++) {
+      const off = (bi * t + ti) * d
+      const row = at(x, off)
+      const dyr = at(dy, off)
+      rowStats(row, d, eps, stats)
+      const mean = ld(stats, 0)
+      const rstd = ld(stats, 1)
+      for (let i = 0; i < d; i++) {
+        const dyi = ld(dyr, i)
+        st(dsh, i, ld(dsh, i) + dyi)
+        st(dsc, i, ld(dsc, i) + dyi * ((ld(row, i) - mean) * rstd))
+      }
+    }
+  }
+}
+
+// ---- gated residual: out = x + gate·y, gate a chunk of mod ---------------------------
+
+export function gatedResidual(x: usize, y: usize, mod: usize, width: i32, gate: i32, out: usize, b: i32, t: i32, d: i32): void {
+  for (let bi = 0; bi < b; bi++) {
+    const g = at(mod, bi * width + gate)
+    for (let ti = 0; ti < t; ti++) {
+      const off = (bi * t + ti) * d
+      let i = 0
+      for (; i + 4 <= d; i += 4) {
+        v128.store(at(out, off + i), f32x4.add(v128.load(at(x, off + i)), f32x4.mul(v128.load(at(g, i)), v128.load(at(y, off + i)))))
+      }
+      for (; i < d; i++) st(out, off + i, ld(x, off + i) + ld(g, i) * ld(y, off + i))
+    }
+  }
+}
+
+/** dy of gatedResidual: gate·dout. */
+export function gatedResidualGradY(mod: usize, width: i32, gate: i32, dout: usize, dy: usize, b: i32, t: i32, d: i32): void {
+  for (let bi = 0; bi < b; bi++) {
+    const g = at(mod, bi * width + gate)
+    for (let ti = 0; ti < t; ti++) {
+      const off = (bi * t + ti) * d
+      let i = 0
+      for (; i + 4 <= d; i += 4) v128.store(at(dy, off + i), f32x4.mul(v128.load(at(g, i)), v128.load(at(dout, off + i))))
+      for (; i < d; i++) st(dy, off + i, ld(g, i) * ld(dout, off + i))
+    }
+  }
+}
+
+/** dmod of gatedResidual: zero but the gate chunk, Σ_t y·dout. */
+export function gatedResidualGradMod(y: usize, width: i32, gate: i32, dout: usize, dmod: usize, b: i32, t: i32, d: i32): void {
+  zero(dmod, b * width)
+  for (let bi = 0; bi < b; bi++) {
+    const dg = at(dmod, bi * width + gate)
+    for (let ti = 0; ti < t; ti++) {
+      const off = (bi * t + ti) * d
+      let i = 0
+      for (; i + 4 <= d; i += 4) {
+        v128.store(at(dg, i), f32x4.add(v128.load(at(dg, i)), f32x4.mul(v128.load(at(y, off + i)), v128.load(at(dout, off + i)))))
+      }
+      for (; i < d; i++) st(dg, i, ld(dg, i) + ld(y, off + i) * ld(dout, off + i))
+    }
+  }
+}
+
+// ---- attention over qkv [B, T, 3, H, hd] ---------------------------------------------
+
+/**
+ * out [B, T, H, hd] = softmax(q·kᵀ·scale)·v per sample and head; the softmax
+ * rows go to probs [B, H, T, T] (kept for the gradient). `scratch` holds
+ * hd·T floats (kᵀ of one head).
+ */
+export function attention(qkv: usize, out: usize, probs: usize, b: i32, t: i32, h: i32, hd: i32, scale: f32, scratch: usize): void {
+  const d = h * hd
+  const rs = 3 * d
+  const kt = scratch
+  for (let bi = 0; bi < b; bi++) {
+    for (let hi = 0; hi < h; hi++) {
+      const base = at(qkv, bi * t * rs + hi * hd)
+      for (let j = 0; j < t; j++) {
+        const kj = at(base, j * rs + d)
+        for (let e = 0; e < hd; e++) st(kt, e * t + j, ld(kj, e))
+      }
+      const pbase = at(probs, (bi * h + hi) * t * t)
+      for (let i = 0; i < t; i++) {
+        const qi = at(base, i * rs)
+        const row = at(pbase, i * t)
+        zero(row, t)
+        for (let e = 0; e < hd; e++) axpy(row, at(kt, e * t), ld(qi, e), t)
+        let mx: f32 = -Infinity
+        for (let j = 0; j < t; j++) {
+          const s = ld(row, j) * scale
+          st(row, j, s)
+          mx = max(mx, s)
+        }
+        let total: f32 = 0
+        for (let j = 0; j < t; j++) {
+          const e = exps(ld(row, j) - mx)
+          st(row, j, e)
+          total += e
+        }
+        for (let j = 0; j < t; j++) st(row, j, ld(row, j) / total)
+        const oi = at(out, (bi * t + i) * d + hi * hd)
+        zero(oi, hd)
+        for (let j = 0; j < t; j++) axpy(oi, at(base, j * rs + 2 * d), ld(row, j), hd)
+      }
+    }
+  }
+}
+
+/**
+ * dqkv [B, T, 3, H, hd] from dout [B, T, H, hd]: dV = Pᵀ·dO, dP = dO·Vᵀ,
+ * dS = P ⊙ (dP − rowsum(P ⊙ dP))·scale, dQ = dS·K, dK = dSᵀ·Q. `scratch`
+ * holds hd·T + T floats.
+ */
+export function attentionGrad(
+  qkv: usize, probs: usize, dout: usize, dqkv: usize,
+  b: i32, t: i32, h: i32, hd: i32, scale: f32, scratch: usize
+): void {
+  const d = h * hd
+  const rs = 3 * d
+  const vt = scratch
+  const dp = at(scratch, hd * t)
+  for (let bi = 0; bi < b; bi++) {
+    for (let hi = 0; hi < h; hi++) {
+      const base = at(qkv, bi * t * rs + hi * hd)
+      const dbase = at(dqkv, bi * t * rs + hi * hd)
+      for (let j = 0; j < t; j++) {
+        const vj = at(base, j * rs + 2 * d)
+        for (let e = 0; e < hd; e++) st(vt, e * t + j, ld(vj, e))
+        zero(at(dbase, j * rs + d), hd)
+        zero(at(dbase, j * rs + 2 * d), hd)
+      }
+      const pbase = at(probs, (bi * h + hi) * t * t)
+      for (let i = 0; i < t; i++) {
+        const row = at(pbase, i * t)
+        const doi = at(dout, (bi * t + i) * d + hi * hd)
+        for (let j = 0; j < t; j++) axpy(at(dbase, j * rs + 2 * d), doi, ld(row, j), hd)
+        zero(dp, t)
+        for (let e = 0; e < hd; e++) axpy(dp, at(vt, e * t), ld(doi, e), t)
+        let dot: f32 = 0
+        for (let j = 0; j < t; j++) dot += ld(row, j) * ld(dp, j)
+        for (let j = 0; j < t; j++) st(dp, j, ld(row, j) * (ld(dp, j) - dot) * scale)
+        const dqi = at(dbase, i * rs)
+        zero(dqi, hd)
+        const qi = at(base, i * rs)
+        for (let j = 0; j < t; j++) {
+          const ds = ld(dp, j)
+          axpy(dqi, at(base, j * rs + d), ds, hd)
+          axpy(at(dbase, j * rs + d), qi, ds, hd)
+        }
+      }
+    }
+  }
+}
+
+// ---- optimiser ----------------------------------------------------------------
+
+/**
+ * AdamW, operation for operation as AdamW.update composes it (each product,
+ * sum and quotient rounded to float32), so the two agree to the bit:
+ * p' = p·decay − (m'/(√v'/√bc2 + eps))·(lr/bc1), m' = m·β1 + g·(1−β1),
+ * v' = v·β2 + g²·(1−β2). `decay` = 1 − lr·wd (1: no weight decay).
+ */
+export function adamw(
+  p: usize, g: usize, m: usize, v: usize, pOut: usize, mOut: usize, vOut: usize, n: i32,
+  beta1: f32, oneMinusBeta1: f32, beta2: f32, oneMinusBeta2: f32, sqrtBc2: f32, eps: f32, step: f32, decay: f32
+): void {
+  const b1 = f32x4.splat(beta1)
+  const c1 = f32x4.splat(oneMinusBeta1)
+  const b2 = f32x4.splat(beta2)
+  const c2 = f32x4.splat(oneMinusBeta2)
+  const s2 = f32x4.splat(sqrtBc2)
+  const ev = f32x4.splat(eps)
+  const sv = f32x4.splat(step)
+  const dv = f32x4.splat(decay)
+  const decays = decay != 1
+  let i = 0
+  for (; i + 4 <= n; i += 4) {
+    const gi = v128.load(at(g, i))
+    const m1 = f32x4.add(f32x4.mul(v128.load(at(m, i)), b1), f32x4.mul(gi, c1))
+    const v1 = f32x4.add(f32x4.mul(v128.load(at(v, i)), b2), f32x4.mul(f32x4.mul(gi, gi), c2))
+    const denom = f32x4.add(f32x4.div(f32x4.sqrt(v1), s2), ev)
+    const pi = v128.load(at(p, i))
+    const base = decays ? f32x4.mul(pi, dv) : pi
+    v128.store(at(pOut, i), f32x4.sub(base, f32x4.mul(f32x4.div(m1, denom), sv)))
+    v128.store(at(mOut, i), m1)
+    v128.store(at(vOut, i), v1)
+  }
+  for (; i < n; i++) {
+    const gi = ld(g, i)
+    const m1 = ld(m, i) * beta1 + gi * oneMinusBeta1
+    const v1 = ld(v, i) * beta2 + gi * gi * oneMinusBeta2
+    const denom = Mathf.sqrt(v1) / sqrtBc2 + eps
+    const pi = ld(p, i)
+    st(pOut, i, (decays ? pi * decay : pi) - (m1 / denom) * step)
+    st(mOut, i, m1)
+    st(vOut, i, v1)
+  }
+}
+
+/** out = e·decay + p·(1 − decay), as Ema.update composes it. */
+export function ema(e: usize, p: usize, out: usize, n: i32, decay: f32, oneMinusDecay: f32): void {
+  const dv = f32x4.splat(decay)
+  const cv = f32x4.splat(oneMinusDecay)
+  let i = 0
+  for (; i + 4 <= n; i += 4) {
+    v128.store(at(out, i), f32x4.add(f32x4.mul(v128.load(at(e, i)), dv), f32x4.mul(v128.load(at(p, i)), cv)))
+  }
+  for (; i < n; i++) st(out, i, ld(e, i) * decay + ld(p, i) * oneMinusDecay)
+}
+
+/** Σ x² (four lanes, then the tail). */
+export function sumSquares(x: usize, n: i32): f32 {
+  let acc = f32x4.splat(0)
+  let i = 0
+  for (; i + 4 <= n; i += 4) {
+    const v = v128.load(at(x, i))
+    acc = f32x4.add(acc, f32x4.mul(v, v))
+  }
+  let s = hsum(acc)
+  for (; i < n; i++) s += ld(x, i) * ld(x, i)
+  return s
+}

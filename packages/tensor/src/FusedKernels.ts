@@ -267,7 +267,7 @@ const kernels: ReadonlyArray<tf.KernelConfig> = [
     const [b, t, three] = qkv!.shape as [number, number, number]
     const hd = three / 3 / heads!
     const out = backend.makeOutput([b, t, three], "float32")
-    withScratch(backend, 4 * (hd * t + t), (scratch) =>
+    withScratch(backend, 4 * (hd * t + 2 * t * t), (scratch) =>
       k.attentionGrad(ptr(backend, qkv!), ptr(backend, probs!), ptr(backend, dy!), ptr(backend, out), b, t, heads!, hd, 1 / Math.sqrt(hd), scratch))
     return out
   }),
@@ -371,6 +371,8 @@ const sharedIdentity: tf.KernelConfig = {
 }
 
 let originalIdentity: tf.KernelConfig | undefined
+/** Whether the kernels are registered (checked on every op, so kept rather than looked up). */
+let registered = false
 
 const replace = (config: tf.KernelConfig): void => {
   if (tf.getKernel(config.kernelName, config.backendName) !== undefined) tf.unregisterKernel(config.kernelName, config.backendName)
@@ -395,6 +397,7 @@ export const install = (): void => {
   replace(sharedIdentity)
   for (const g of gradients) tf.registerGradient(g)
   for (const k of kernels) replace(k)
+  registered = true
 }
 
 /** Removes the fused kernels (the ops compose again) and restores tfjs's Identity. */
@@ -403,10 +406,11 @@ export const uninstall = (): void => {
   for (const k of kernels) tf.unregisterKernel(k.kernelName, "wasm")
   replace(originalIdentity!)
   originalIdentity = undefined
+  registered = false
 }
 
 /** Whether the fused kernels are registered. */
-export const installed = (): boolean => tf.getKernel(names.linear, "wasm") !== undefined
+export const installed = (): boolean => registered
 
 /** Whether the active backend runs the fused kernels (wasm with them installed). */
 export const active = (): boolean => tf.getBackend() === "wasm" && installed()

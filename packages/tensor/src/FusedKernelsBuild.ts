@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url"
 export const source = new URL("../wasm/kernels.ts", import.meta.url)
 export const output = new URL("../wasm/kernels.wasm", import.meta.url)
 
-export const flags = ["-O3", "--noAssert", "--runtime", "stub", "--importMemory", "--use", "abort=", "--enable", "simd"] as const
+export const flags = ["-O3", "--noAssert", "--runtime", "stub", "--importMemory", "--use", "abort=", "--enable", "simd", "--enable", "relaxed-simd"] as const
 
 /** The compiled module's bytes. */
 export async function compile(): Promise<Uint8Array> {

@@ -111,18 +111,43 @@ export function gemmScratchBytes(): i32 {
 function packB(b: usize, brs: i32, bcs: i32, p0: i32, kc: i32, j0: i32, nc: i32, dst: usize): void {
   for (let jp = 0; jp < nc; jp += NR) {
     const w = min(NR, nc - jp)
-    for (let p = 0; p < kc; p++) {
-      const row = at(b, (p0 + p) * brs + (j0 + jp) * bcs)
-      if (w == NR && bcs == 1) {
-        v128.store(dst, v128.load(row))
-        v128.store(dst, v128.load(row, 16), 16)
-      } else {
-        for (let j = 0; j < NR; j++) st(dst, j, j < w ? ld(row, j * bcs) : 0)
+    let p = 0
+    if (w == NR && brs == 1) {
+      // B's columns are rows in memory (x·Wᵀ): transpose 4×4 blocks in registers.
+      for (; p + 4 <= kc; p += 4) {
+        for (let jj = 0; jj < NR; jj += 4) {
+          const row = at(b, (p0 + p) + (j0 + jp + jj) * bcs)
+          const step = <usize>bcs << 2
+          const v0 = v128.load(row)
+          const v1 = v128.load(row + step)
+          const v2 = v128.load(row + 2 * step)
+          const v3 = v128.load(row + 3 * step)
+          const lo01 = v128.shuffle<f32>(v0, v1, 0, 4, 1, 5)
+          const lo23 = v128.shuffle<f32>(v2, v3, 0, 4, 1, 5)
+          const hi01 = v128.shuffle<f32>(v0, v1, 2, 6, 3, 7)
+          const hi23 = v128.shuffle<f32>(v2, v3, 2, 6, 3, 7)
+          const out = at(dst, p * NR + jj)
+          v128.store(out, v128.shuffle<f32>(lo01, lo23, 0, 1, 4, 5))
+          v128.store(out + (NR << 2), v128.shuffle<f32>(lo01, lo23, 2, 3, 6, 7))
+          v128.store(out + (NR << 3), v128.shuffle<f32>(hi01, hi23, 0, 1, 4, 5))
+          v128.store(out + 3 * (NR << 2), v128.shuffle<f32>(hi01, hi23, 2, 3, 6, 7))
+        }
       }
-      dst += NR << 2
     }
+    for (; p < kc; p++) {
+      const row = at(b, (p0 + p) * brs + (j0 + jp) * bcs)
+      const out = at(dst, p * NR)
+      if (w == NR && bcs == 1) {
+        v128.store(out, v128.load(row))
+        v128.store(out, v128.load(row, 16), 16)
+      } else {
+        for (let j = 0; j < NR; j++) st(out, j, j < w ? ld(row, j * bcs) : 0)
+      }
+    }
+    dst = at(dst, kc * NR)
   }
 }
+
 export function gemm(
   a: usize, ars: i32, acs: i32,
   b: usize, brs: i32, bcs: i32,

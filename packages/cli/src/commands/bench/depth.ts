@@ -11,7 +11,7 @@ import { Sampling, Throughput } from "@tinyfusion/eval"
 import { Config, Init } from "@tinyfusion/models"
 import { Compute, ParamTree } from "@tinyfusion/tensor"
 import * as Table from "../../Table.ts"
-import { backendsFlag, eachBackend } from "./compute.ts"
+import { backendsFlag, eachBackend, fusedFlag, withFused } from "./compute.ts"
 
 export const depth = Command.make(
   "depth",
@@ -22,6 +22,7 @@ export const depth = Command.make(
     cfg: Flag.Finite("cfg").pipe(Flag.withDefault(1.5), Flag.withDescription("Guidance scale (above 1 doubles the batch)")),
     repetitions: Flag.Int("repetitions").pipe(Flag.withDefault(5), Flag.withDescription("Timed iterations per depth at most")),
     budget: Flag.Int("budget-s").pipe(Flag.withDefault(60), Flag.withDescription("Seconds per depth: fewer timed iterations on slow backends (at least one)")),
+    fused: fusedFlag,
     backends: backendsFlag
   },
   (o) =>
@@ -35,7 +36,7 @@ export const depth = Command.make(
       )
       const rows: Array<Array<string>> = []
       yield* eachBackend(o.backends, rows, (name) =>
-        Effect.gen(function*() {
+        withFused(o.fused, Effect.gen(function*() {
           const c = yield* Compute
           let base: number | undefined
           for (const d of depths) {
@@ -63,8 +64,8 @@ export const depth = Command.make(
               String(t.repetitions)
             ])
           }
-          yield* Console.log(`${name}: ${c.device}`)
-        }))
+          yield* Console.log(`${name}: ${c.device}${o.fused === "off" ? " (composed ops, no fused kernels)" : ""}`)
+        })))
       yield* Console.log(Table.render(
         ["backend", "depth", "kept", "parameters", "ms/it", "it/s", "speed-up", "linear", "of linear", "timed"],
         rows

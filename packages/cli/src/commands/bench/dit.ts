@@ -5,7 +5,7 @@ import { GaussianDiffusion, Training } from "@tinyfusion/diffusion"
 import { Checkpoint, Config, DiT, Init } from "@tinyfusion/models"
 import { AdamW, Benchmark, Compute, KernelProfile, ParamTree, Rng, tf } from "@tinyfusion/tensor"
 import * as Table from "../../Table.ts"
-import { backendsFlag, eachBackend, matmulFlag, withMatMul } from "./compute.ts"
+import { backendsFlag, eachBackend, fusedFlag, matmulFlag, withFused, withMatMul } from "./compute.ts"
 
 /** 2 × multiply–adds of one DiT forward: embeddings, per block the Linears and attention, the final layer. */
 const forwardFlops = (c: Config.Config, batch: number): number => {
@@ -173,6 +173,7 @@ export const dit = Command.make(
     ),
     top: Flag.Int("top").pipe(Flag.withDefault(25), Flag.withDescription("Kernels listed in the profile")),
     matmul: matmulFlag,
+    fused: fusedFlag,
     backends: backendsFlag
   },
   (o) =>
@@ -187,7 +188,7 @@ export const dit = Command.make(
       )
       const rows: Array<Array<string>> = []
       yield* eachBackend(o.backends, rows, (name) =>
-        withMatMul(o.matmul, Effect.gen(function*() {
+        withFused(o.fused, withMatMul(o.matmul, Effect.gen(function*() {
           const c = yield* Compute
           const row = (model: string, batch: number, fwd: Benchmark.Timing | string, train: Benchmark.Timing | string, config: Config.Config) =>
             rows.push([
@@ -219,8 +220,9 @@ export const dit = Command.make(
             const xlFwd = yield* (streamed ? streamedForwardTiming : forwardTiming)(config, batch, budget)
             row(`${label}${streamed ? " (streamed)" : ""}`, batch, xlFwd, c.hardware ? yield* trainTiming(config, batch, budget) : "CPU: forward only", config)
           }
-          yield* Console.log(`${name}: ${c.device}${o.matmul === "tfjs" ? " (tfjs's matmul kernels)" : ""}`)
-        })))
+          const kernels = [o.matmul === "tfjs" ? "tfjs's matmul kernels" : "", o.fused === "off" ? "composed ops, no fused kernels" : ""].filter((k) => k !== "")
+          yield* Console.log(`${name}: ${c.device}${kernels.length > 0 ? ` (${kernels.join("; ")})` : ""}`)
+        }))))
       yield* Console.log(Table.render(["backend", "model", "batch", "forward ms", "fwd GFLOP/s", "train ms/step", "train samples/s"], rows))
     })
 ).pipe(Command.withDescription("Time DiT forward and training steps: the mini teacher, and DiT-XL/2 shapes, on each backend"))

@@ -32,6 +32,7 @@ import { Recovery, RecoveryStage } from "@tinyfusion/recovery"
 import type { Compute } from "@tinyfusion/tensor"
 import type { Cell, Source } from "./grids.ts"
 import type * as Paper from "./paper.ts"
+import type * as Presets from "./presets.ts"
 import type { Preset } from "./presets.ts"
 import { SpeedStage } from "./speed.ts"
 
@@ -42,8 +43,10 @@ type Node<O> = Graph.Node<O, unknown, Needs>
 
 /**
  * Every stage a cell's graph holds, by name: the registry a worker rebuilds
- * a described node from (core Graph.fromDescription). The model-file stage
- * of an imported teacher holds its file's bytes, so it runs where the file is.
+ * a described node from (core Graph.fromDescription). The stages of the
+ * paper preset's published files (model-file, the imported autoencoder,
+ * feature network and reference batch) read their file by path, so they run
+ * where the file is.
  */
 export const stages = [
   Stages.AutoencoderStage,
@@ -69,24 +72,37 @@ export interface Shared {
   readonly scratch: { readonly [S in NonNullable<Cell["scratch"]>]: Node<Models.Any> }
 }
 
-/** The shared nodes of a preset; the DiT teacher is `teacherFile`'s model when given (the paper preset). */
-export const shared = Effect.fn("Cells.shared")(function*(
-  preset: Preset,
-  teacherFile?: { readonly bytes: Uint8Array; readonly name: string }
-) {
-  const autoencoder = Graph.node(Stages.AutoencoderStage, preset.autoencoder, {}, "shared")
+/**
+ * The shared nodes of a preset; with the paper preset's published files
+ * (`imported`, checked by Presets.checkPaperFiles), SD-VAE, the FID
+ * Inception and ADM's reference batch stand in for the trained
+ * autoencoder, feature network and dataset reference, and the teachers'
+ * checkpoints for pre-training.
+ */
+export const shared = Effect.fn("Cells.shared")(function*(preset: Preset, imported?: Presets.Imported) {
+  const autoencoder: Node<typeof Stages.AutoencoderOutput.Type> = imported === undefined
+    ? Graph.node(Stages.AutoencoderStage, preset.autoencoder, {}, "shared")
+    : Graph.node(Stages.importedAutoencoder(imported.autoencoder.path), imported.autoencoder.config, {}, "shared")
   const latents = Graph.node(Stages.LatentsStage, preset.latents, { autoencoder }, "shared")
-  const featureNet = Graph.node(Stages.FeatureNetStage, preset.featureNet, {}, "shared")
-  const reference = Graph.node(Reference.ReferenceStage, preset.reference, { featureNet }, "shared")
-  const pretrained = (family: ModelArtifact.Family) => Graph.node(Pretrain.PretrainStage, preset.teacher[family], { latents }, "shared")
-  const imported = teacherFile === undefined ? undefined : yield* ModelFile.describe(teacherFile.bytes, "dit", teacherFile.name)
+  const reference: Node<Reference.ReferenceOutput> = imported === undefined
+    ? Graph.node(Reference.ReferenceStage, preset.reference, { featureNet: Graph.node(Stages.FeatureNetStage, preset.featureNet, {}, "shared") }, "shared")
+    : Graph.node(Reference.fromBatch(imported.reference.path), imported.reference.config, {
+      featureNet: Graph.node(Stages.importedFeatureNet(imported.featureNet.path), imported.featureNet.config, {}, "shared")
+    }, "shared")
+  const teacher = (family: ModelArtifact.Family) =>
+    Effect.gen(function*() {
+      const file = imported?.teachers[family]
+      if (file === undefined) return Graph.node(Pretrain.PretrainStage, preset.teacher[family], { latents }, "shared") as Node<Models.Any>
+      const described = yield* ModelFile.inspect(file, { family })
+      return Graph.node(ModelFile.stage(described), ModelFile.stageConfig(described), {}, "shared") as Node<Models.Any>
+    })
   return {
     autoencoder,
     latents,
     reference,
     teachers: {
-      dit: imported === undefined ? pretrained("dit") : Graph.node(imported.stage, imported.config, {}, "shared"),
-      sit: pretrained("sit"),
+      dit: yield* teacher("dit"),
+      sit: yield* teacher("sit"),
       mar: Graph.node(MarPretrain.MarPretrainStage, preset.mar.large, { latents }, "shared")
     },
     scratch: { "mar-base": Graph.node(MarPretrain.MarPretrainStage, preset.mar.base, { latents }, "shared") }

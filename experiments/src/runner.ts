@@ -20,6 +20,7 @@ import type { Results } from "./claims.ts"
 import * as Figures from "./figures.ts"
 import { type Cell, grids, type Source } from "./grids.ts"
 import * as Methods from "./methods.ts"
+import type * as Presets from "./presets.ts"
 import type { Preset } from "./presets.ts"
 import * as Report from "./report.ts"
 
@@ -59,8 +60,12 @@ export const CellFailed = Cells.CellFailed
 export interface Options {
   readonly preset: Preset
   readonly tables: ReadonlyArray<string>
-  /** The DiT teacher as a checkpoint file (the paper preset), instead of pre-training one. */
-  readonly teacherFile?: { readonly bytes: Uint8Array; readonly name: string }
+  /**
+   * The paper preset's published files, checked (Presets.checkPaperFiles): SD-VAE, FID Inception and ADM's
+   * reference batch in place of the trained autoencoder, feature network and dataset reference; the
+   * teachers' checkpoints in place of pre-training.
+   */
+  readonly imported?: Presets.Imported | undefined
 }
 
 export interface RunOptions extends Options {
@@ -79,7 +84,7 @@ export interface Summary {
 /** The selected cells as graphs: what runs, plans and jobs read. */
 export const graph = Effect.fn("Suite.graph")(function*(options: Options) {
   const cells = yield* selectCells(options.tables)
-  const shared = yield* Cells.shared(options.preset, options.teacherFile)
+  const shared = yield* Cells.shared(options.preset, options.imported)
   return { cells, graphs: yield* Cells.graphs(cells, options.preset, shared) }
 })
 

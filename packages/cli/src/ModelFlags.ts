@@ -5,7 +5,7 @@
  * store by the `model-file` stage (its config from the file's metadata) —
  * either way a graph input that feeds a stage's model port.
  */
-import { Effect, FileSystem, Option, Schema } from "effect"
+import { Effect, Option, Schema } from "effect"
 import { Flag } from "effect/cli"
 import { Graph, Stage } from "@tinyfusion/core"
 import { ModelArtifact, ModelFile } from "@tinyfusion/models"
@@ -17,7 +17,7 @@ export const flags = {
   ),
   modelFile: Flag.String("model-file").pipe(
     Flag.withDescription(
-      "A checkpoint file carrying its config: from `tinyfusion checkpoint import` (reference weights) or a model artifact's model/ema.safetensors"
+      "A checkpoint file: a reference .pt or safetensors (config from its shapes), our import, or a model artifact's model/ema.safetensors"
     ),
     Flag.optional
   ),
@@ -47,10 +47,8 @@ export const resolve = Effect.fn("ModelFlags.resolve")(function*(o: Options) {
     return yield* new ModelChoice({ reason: "give either --model-key KEY or --model-file FILE" })
   }
   if (Option.isSome(o.modelKey)) return Graph.existing(o.modelKey.value)
-  const file = Option.getOrThrow(o.modelFile)
-  const fs = yield* FileSystem.FileSystem
-  const { stage, config } = yield* ModelFile.describe(yield* fs.readFile(file), o.family, file)
-  return Graph.node(stage, config, {})
+  const described = yield* ModelFile.inspect(Option.getOrThrow(o.modelFile), { family: o.family })
+  return Graph.node(ModelFile.stage(described), ModelFile.stageConfig(described), {})
 })
 
 /** The named model's artifact (imported into the store first for a file), checked to hold a model. */

@@ -33,7 +33,7 @@ const headerKeys = (bytes: Uint8Array): Array<string> => {
 
 const flat = (tree: HostTensor.HostTree) => new Map(ParamTree.flatten(tree, HostTensor.isHostTensor))
 
-describe("Checkpoint", () => {
+describe("StateDict", () => {
   it("reference keys and shapes: SPEC.md's list; DiT-XL/2 has the reference's 675,129,632 parameters", () => {
     for (const depth of [1, 3, 28]) {
       assert.deepStrictEqual(StateDict.referenceShapes({ ...tiny, depth }).map(([k]) => k), specKeys(depth))

@@ -21,15 +21,15 @@ export const flags = {
     Flag.optional
   ),
   family: Flag.Literals("family", ["dit", "sit"]).pipe(
-    Flag.withDescription("Family of a --model-file model (files do not record it)"),
-    Flag.withDefault("dit" as const)
+    Flag.withDescription("The model's family: checked against the one its file or artifact records; needed only for a file that records none (default dit)"),
+    Flag.optional
   )
 }
 
 export interface Options {
   readonly modelKey: Option.Option<string>
   readonly modelFile: Option.Option<string>
-  readonly family: ModelArtifact.Family
+  readonly family: Option.Option<ModelArtifact.Family>
 }
 
 export class ModelChoice extends Schema.TaggedError<ModelChoice>()("ModelChoice", {
@@ -47,11 +47,15 @@ export const resolve = Effect.fn("ModelFlags.resolve")(function*(o: Options) {
   }
   if (Option.isSome(o.modelKey)) {
     const opened = yield* ModelArtifact.open(o.modelKey.value)
+    const family = opened.artifact.output.family
+    if (Option.isSome(o.family) && o.family.value !== family) {
+      return yield* new ModelChoice({ reason: `${o.modelKey.value} holds a ${family} model, not a ${o.family.value} one` })
+    }
     return { stage: opened.stage as Stage.Any, artifact: opened.artifact as Stage.Artifact<ModelArtifact.Output> }
   }
   const file = Option.getOrThrow(o.modelFile)
   const fs = yield* FileSystem.FileSystem
-  const { stage, config } = yield* ModelFile.describe(yield* fs.readFile(file), o.family, file)
+  const { stage, config } = yield* ModelFile.describe(yield* fs.readFile(file), Option.getOrUndefined(o.family), file)
   const artifact = yield* Stage.run(stage, config, {})
   return { stage: stage as Stage.Any, artifact: artifact as Stage.Artifact<ModelArtifact.Output> }
 })

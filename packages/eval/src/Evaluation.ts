@@ -13,13 +13,16 @@
  *            features.safetensors   pooled features, class probabilities and
  *                                   the label of every sample
  *   metrics  fid, sfid, inception_score, precision, recall; and the speed of
- *            the sampling this run did, decoding included:
+ *            the sampling, decoding included, timed as each part was made:
  *            sampling_it_per_s (network evaluations of a batch per second,
  *            guidance doubling included) and images_per_s
  *
+ * Weights or samples that are not finite numbers are an error
+ * (NonFiniteValues): no metric of them means anything.
+ *
  * Resumable: samples are made in parts of `partBatches` batches, and each
- * part's features (with its grid images) are committed as a checkpoint as
- * soon as it is done (Checkpoint.parts). A rerun after a kill reads the
+ * part's features (with its grid images and its sampling time) are committed
+ * as a checkpoint as soon as it is done (Checkpoint.parts). A rerun after a kill reads the
  * finished parts and samples only the rest. Every batch is a pure function
  * of (config, batch index) and the collector is fed batch by batch from the
  * parts, in order, whether read or just computed, so a resumed evaluation
@@ -103,12 +106,50 @@ export class IncompatibleInputs extends Schema.TaggedError<IncompatibleInputs>()
   }
 }
 
-/** One checkpointed part: the features of its samples and the grid images among them (8-bit values). */
+/** Weights or samples that are not finite numbers. */
+export class NonFiniteValues extends Schema.TaggedError<NonFiniteValues>()("NonFiniteValues", {
+  what: Schema.String,
+  count: Schema.Int,
+  total: Schema.Int,
+  first: Schema.String
+}) {
+  override get message(): string {
+    return `${this.what}: ${this.count} of ${this.total} values are not finite (the first in ${this.first}); no metric of them means anything`
+  }
+}
+
+/** Fails when any of the named arrays holds a NaN or an infinity. */
+const checkFinite = (what: string, arrays: ReadonlyArray<readonly [string, ArrayLike<number>]>) =>
+  Effect.suspend(() => {
+    let count = 0
+    let total = 0
+    let first: string | undefined
+    for (const [name, data] of arrays) {
+      total += data.length
+      for (let i = 0; i < data.length; i++) {
+        if (!Number.isFinite(data[i]!)) {
+          count++
+          first ??= name
+        }
+      }
+    }
+    return first === undefined ? Effect.void : Effect.fail(new NonFiniteValues({ what, count, total, first }))
+  })
+
+/** One checkpointed part: the features of its samples, the grid images among them (8-bit values), how long sampling it took. */
 export interface Part {
   readonly pooled: Float32Array
   readonly spatial: Float32Array
   readonly probabilities: Float32Array
   readonly images: Uint8Array
+  readonly timing: Timing
+}
+
+/** Sampling time of a part, decoding included: batches, images, milliseconds. */
+export interface Timing {
+  readonly batches: number
+  readonly images: number
+  readonly ms: number
 }
 
 /** The file of part `index` in its checkpoint. */
@@ -124,9 +165,15 @@ export const encodePart = (part: Part, rows: number, dims: Metrics.Dimensions, i
       ["probabilities", HostTensor.float32([rows, dims.classes], part.probabilities)],
       ["images", HostTensor.float32([part.images.length / per, ...imageShape], Float32Array.from(part.images))]
     ],
-    { metadata: { format: "tinyfusion/evaluation-part" } }
+    { metadata: { format: "tinyfusion/evaluation-part", timing: JSON.stringify(part.timing) } }
   )
 }
+
+const decodeTiming = Schema.decodeUnknownOption(Schema.fromJsonString(Schema.Struct({
+  batches: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)),
+  images: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)),
+  ms: Schema.Finite.check(Schema.isGreaterThan(0))
+})))
 
 /** A stored part, or the reason it does not fit what this part must hold. */
 const decodePart = (bytes: Uint8Array, rows: number, gridRows: number, dims: Metrics.Dimensions, imageShape: readonly [number, number, number]) =>
@@ -144,12 +191,15 @@ const decodePart = (bytes: Uint8Array, rows: number, gridRows: number, dims: Met
       if (t === undefined) return `no tensor ${name}`
       if (t.shape.length !== shape.length || t.shape.some((n, i) => n !== shape[i])) return `${name} is [${t.shape}], expected [${shape}]`
     }
+    const timing = decodeTiming(file.success.metadata["timing"])
+    if (timing._tag === "None") return "no sampling time"
     const data = (name: string) => file.success.tensors.get(name)!.data as Float32Array
     return {
       pooled: data("pooled"),
       spatial: data("spatial"),
       probabilities: data("probabilities"),
-      images: Uint8Array.from(data("images"))
+      images: Uint8Array.from(data("images")),
+      timing: timing.value
     } satisfies Part
   })
 
@@ -192,6 +242,10 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     )
     const loaded = yield* ModelArtifact.read({ ...modelArtifact, output: fields }, { ema: config.weights === "ema" })
     if (config.weights === "ema" && !loaded.ema) yield* Effect.logWarning("the model artifact holds no EMA weights: sampling its raw weights")
+    yield* checkFinite(
+      `the ${loaded.ema ? "EMA" : "raw"} weights of ${modelArtifact.key}`,
+      ParamTree.flatten(loaded.params, HostTensor.isHostTensor).map(([key, t]) => [key, t.data] as const)
+    )
     yield* Sampling.check(loaded, config.sampling)
     const latent = Autoencoder.latentShape(inputs.autoencoder.output.model)
     const { inputSize, inChannels } = loaded.config
@@ -227,22 +281,19 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     const collector = Metrics.collector(dims, "samples")
     const gridImages = new Uint8Array(gridCount * perImage)
     const evaluations = Sampling.evaluations(config.sampling)
-    let sampledBatches = 0
-    let samplingMs = 0
-    let sampledImages = 0
+    const sampled = { batches: 0, images: 0, ms: 0 }
     const progress = yield* Progress.make(ctx.stage, batches)
 
-    /** Samples batch `batch`: 8-bit images, decoded from latents by the autoencoder. */
+    /** Samples batch `batch`: 8-bit images, decoded from latents by the autoencoder, and the milliseconds it took. */
     const sampleBatch = (batch: number) =>
       compute.scoped(Effect.gen(function*() {
         const start = performance.now()
         const batchLabels = Array.from(labels.subarray(batch * b, Math.min(n, (batch + 1) * b)))
         const latents = sampler.sample(network, batch, batchLabels)
         const pixels = yield* compute.read(Autoencoder.decode(ae.params, tf.div(latents, ae.scale) as tf.Tensor4D))
-        samplingMs += performance.now() - start
-        sampledBatches++
-        sampledImages += batchLabels.length
-        return Images.toBytes(pixels)
+        const ms = performance.now() - start
+        yield* checkFinite(`the decoded samples of batch ${batch}`, [["samples", pixels]])
+        return { bytes: Images.toBytes(pixels), ms }
       }))
 
     const computePart = (first: number, end: number) =>
@@ -251,9 +302,11 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
         const spatial: Array<Float32Array> = []
         const probabilities: Array<Float32Array> = []
         const images: Array<Uint8Array> = []
+        let ms = 0
         for (let batch = first; batch < end; batch++) {
           const rows = Math.min(n, (batch + 1) * b) - batch * b
-          const bytes = yield* sampleBatch(batch)
+          const { bytes, ms: took } = yield* sampleBatch(batch)
+          ms += took
           const f = yield* Features.ofPixels(bytes, rows)
           pooled.push(f.pooled.data as Float32Array)
           spatial.push(f.spatial.data as Float32Array)
@@ -264,7 +317,8 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
         }
         const imageBytes = new Uint8Array(images.reduce((k, x) => k + x.length, 0))
         images.reduce((at, x) => (imageBytes.set(x, at), at + x.length), 0)
-        return { pooled: concat(pooled), spatial: concat(spatial), probabilities: concat(probabilities), images: imageBytes } satisfies Part
+        const timing = { batches: end - first, images: Math.min(n, end * b) - first * b, ms }
+        return { pooled: concat(pooled), spatial: concat(spatial), probabilities: concat(probabilities), images: imageBytes, timing } satisfies Part
       })
 
     for (let index = 0; index < partCount; index++) {
@@ -285,6 +339,9 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
         part = yield* computePart(first, end)
         yield* parts.write(index, encodePart(part, rows, dims, imageShape))
       }
+      sampled.batches += part.timing.batches
+      sampled.images += part.timing.images
+      sampled.ms += part.timing.ms
       for (let batch = first; batch < end; batch++) {
         const from = batch * b - firstSample
         const to = Math.min(n, (batch + 1) * b) - firstSample
@@ -314,10 +371,9 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     yield* ctx.metric("inception_score", results.inceptionScore)
     yield* ctx.metric("precision", results.precision)
     yield* ctx.metric("recall", results.recall)
-    if (sampledBatches > 0) {
-      yield* ctx.metric("sampling_it_per_s", (sampledBatches * evaluations * 1000) / samplingMs)
-      yield* ctx.metric("images_per_s", (sampledImages * 1000) / samplingMs)
-    }
+    // Every part, kept or sampled now, carries its time: a resumed run records what an uninterrupted one does.
+    yield* ctx.metric("sampling_it_per_s", (sampled.batches * evaluations * 1000) / sampled.ms)
+    yield* ctx.metric("images_per_s", (sampled.images * 1000) / sampled.ms)
     yield* Effect.logInfo(`FID ${results.fid.toFixed(3)} against ${featureNet.key}'s features of ${reference.summary.pooled.count} reference images`)
     return {
       samples: n,

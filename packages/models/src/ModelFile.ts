@@ -46,12 +46,42 @@ export const stage = (bytes: Uint8Array) =>
       })
   })
 
+/** A family asked for that is not the one a file records. */
+export class FamilyMismatch extends Schema.TaggedError<FamilyMismatch>()("FamilyMismatch", {
+  file: Schema.String,
+  recorded: Schema.String,
+  asked: Schema.String
+}) {
+  override get message(): string {
+    return `${this.file} holds a ${this.recorded} model (its metadata records the family), not a ${this.asked} one`
+  }
+}
+
 /**
- * The stage and its config for a file's bytes: the config from the file's
- * metadata, checked against the tensors when the stage runs. `file` names
- * the file in errors.
+ * The family of a checkpoint file: the one its metadata records (our files
+ * do), which `asked` must match; for a file that records none (a reference
+ * checkpoint imported without --family), `asked`, by default dit.
  */
-export const describe = Effect.fn("ModelFile.describe")(function*(bytes: Uint8Array, family: ModelArtifact.Family, file: string) {
+export const family = Effect.fn("ModelFile.family")(function*(
+  metadata: Readonly<Record<string, string>>,
+  asked: ModelArtifact.Family | undefined,
+  file: string
+) {
+  const text = metadata[Checkpoint.familyKey]
+  if (text === undefined) return asked ?? "dit"
+  const recorded = Schema.decodeUnknownOption(ModelArtifact.Family)(text)
+  if (Option.isNone(recorded)) return yield* new FamilyMismatch({ file, recorded: JSON.stringify(text), asked: asked ?? "dit or sit" })
+  if (asked !== undefined && asked !== recorded.value) return yield* new FamilyMismatch({ file, recorded: recorded.value, asked })
+  return recorded.value
+})
+
+/**
+ * The stage and its config for a file's bytes: the config and the family
+ * from the file's metadata (`family` checks `asked` against it), the config
+ * checked against the tensors when the stage runs. `file` names the file in
+ * errors.
+ */
+export const describe = Effect.fn("ModelFile.describe")(function*(bytes: Uint8Array, asked: ModelArtifact.Family | undefined, file: string) {
   const parsed = yield* Safetensors.decode(bytes)
   const stored = yield* Checkpoint.storedConfig(parsed.metadata)
   if (Option.isNone(stored)) {
@@ -59,5 +89,6 @@ export const describe = Effect.fn("ModelFile.describe")(function*(bytes: Uint8Ar
       reason: `${file} carries no ${Checkpoint.configKey} metadata; bring a reference checkpoint in with \`tinyfusion checkpoint import\` first`
     })
   }
-  return { stage: stage(bytes), config: { family, config: stored.value, sha256: Manifest.sha256(bytes) } satisfies ModelFileConfig }
+  const recorded = yield* family(parsed.metadata, asked, file)
+  return { stage: stage(bytes), config: { family: recorded, config: stored.value, sha256: Manifest.sha256(bytes) } satisfies ModelFileConfig }
 })

@@ -9,13 +9,14 @@ import { Console, Effect, FileSystem, Option } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import { Checkpoint, Config } from "@tinyfusion/models"
 import { HostTensor, ParamTree, Safetensors } from "@tinyfusion/tensor"
+import * as CheckedFlags from "../CheckedFlags.ts"
 
 const model = Flag.Literals("model", Config.presetNames).pipe(
   Flag.withDescription("Preset the file is checked against (DiT-XL/2 … DiT-S/8, TinyDiT-D19/D14/D7, mini)"),
   Flag.optional
 )
 
-const int = (name: string, description: string) => Flag.Int(name).pipe(Flag.withDescription(description), Flag.optional)
+const int = (name: string, description: string) => CheckedFlags.count(name).pipe(Flag.withDescription(description), Flag.optional)
 
 /** Flags that override single fields of the preset (a pruned depth, a mini width…). */
 const overrides = {
@@ -66,13 +67,18 @@ const importCommand = Command.make(
       Flag.withDescription("Read only keys under this prefix, e.g. ema. for a training checkpoint holding model and EMA"),
       Flag.withDefault("")
     ),
+    family: Flag.Literals("family", ["dit", "sit"]).pipe(
+      Flag.withDescription("Record the network family in the file (DiT and SiT checkpoints share a layout; without it, eval and sample take the file as a DiT unless told)"),
+      Flag.optional
+    ),
     ...overrides
   },
   Effect.fn(function*(o) {
     const fs = yield* FileSystem.FileSystem
     const config = yield* Config.make(Option.getOrElse(o.model, () => "DiT-XL/2" as const), overridden(o))
     const loaded = yield* Checkpoint.decode(config, yield* fs.readFile(o.input), { prefix: o.prefix })
-    yield* writeAtomic(o.out, yield* Checkpoint.encode(config, loaded.params, { metadata: { "tinyfusion.source": o.input } }))
+    const family = Option.match(o.family, { onNone: () => ({}), onSome: (f) => ({ [Checkpoint.familyKey]: f }) })
+    yield* writeAtomic(o.out, yield* Checkpoint.encode(config, loaded.params, { metadata: { "tinyfusion.source": o.input, ...family } }))
     yield* Console.log(`imported ${o.input} (${loaded.dtypes.join(", ")}) → ${o.out}\n${summary(config, loaded.params)}`)
   })
 ).pipe(Command.withDescription("Read a reference DiT checkpoint (safetensors) into our float32 params, checking every key and shape"))
@@ -99,7 +105,10 @@ const exportCommand = Command.make(
     const config = yield* Config.decode({ ...base.value, ...overridden(o) })
     const loaded = yield* Checkpoint.fromFile(config, file)
     const dtype = ({ f32: "F32", f16: "F16", bf16: "BF16" } as const)[o.dtype]
-    yield* writeAtomic(o.out, yield* Checkpoint.encode(config, loaded.params, { dtype }))
+    // The family goes along where the file records it (the reference code ignores metadata).
+    const family = file.metadata[Checkpoint.familyKey]
+    const metadata = family === undefined ? {} : { [Checkpoint.familyKey]: family }
+    yield* writeAtomic(o.out, yield* Checkpoint.encode(config, loaded.params, { dtype, metadata }))
     yield* Console.log(`exported ${o.input} → ${o.out} (${dtype}, reference keys)\n${summary(config, loaded.params)}`)
   })
 ).pipe(Command.withDescription("Write our checkpoint with exactly the reference state_dict keys (F32, F16 or BF16)"))

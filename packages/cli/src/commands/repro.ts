@@ -8,6 +8,7 @@ import { Console, Effect, FileSystem, Option, Path } from "effect"
 import { Command, Flag } from "effect/cli"
 import { ArtifactStore } from "@tinyfusion/core"
 import { Claims, Presets, Report, Suite } from "@tinyfusion/experiments"
+import * as CheckedFlags from "../CheckedFlags.ts"
 import * as GlobalFlags from "../GlobalFlags.ts"
 
 export const repro = Command.make(
@@ -17,12 +18,15 @@ export const repro = Command.make(
       Flag.withDescription("quick (CPU, minutes; plumbing), mini (Fashion-MNIST, the reproduction), paper (DiT-XL/2; needs --data and --teacher)"),
       Flag.withDefault("quick" as const)
     ),
-    tables: Flag.String("tables").pipe(
+    tables: CheckedFlags.namesOf("tables", ["all", ...Suite.tableIds]).pipe(
       Flag.withDescription(`Comma-separated grids: ${Suite.tableIds.join(", ")} (default: all)`),
-      Flag.withDefault("all")
+      Flag.withDefault(["all"])
     ),
     data: Flag.String("data").pipe(
-      Flag.withDescription("Fashion-MNIST folder (quick, mini), or a folder with train/ and val/ class folders (paper)"),
+      Flag.withDescription(
+        "Fashion-MNIST folder (quick, mini; refused if it lacks the files), or a folder with train/ and val/ class folders (paper). " +
+          "Without it, quick uses /usr/share/datasets/fashion-mnist, or else says so and runs on the synthetic dataset"
+      ),
       Flag.optional
     ),
     synthetic: Flag.Boolean("synthetic").pipe(
@@ -33,7 +37,7 @@ export const repro = Command.make(
       Flag.withDescription("paper: the DiT-XL/2 checkpoint as safetensors with its config (`tinyfusion checkpoint import`)"),
       Flag.optional
     ),
-    concurrency: Flag.Int("concurrency").pipe(
+    concurrency: CheckedFlags.count("concurrency").pipe(
       Flag.withDescription("Cells run at once (they share the one compute backend)"),
       Flag.withDefault(1)
     ),
@@ -44,15 +48,17 @@ export const repro = Command.make(
       const fs = yield* FileSystem.FileSystem
       const path = yield* Path.Path
       const store = yield* ArtifactStore
-      if (o.concurrency < 1) return yield* new Presets.PresetInput({ preset: o.preset, reason: `--concurrency ${o.concurrency} is not a positive count` })
       const resolved = yield* Presets.resolve(o.preset, { data: Option.getOrUndefined(o.data), synthetic: o.synthetic })
       if (o.preset === "paper" && Option.isNone(o.teacher)) {
         return yield* new Presets.PresetInput({ preset: o.preset, reason: "needs --teacher FILE, the DiT-XL/2 checkpoint converted with `tinyfusion checkpoint import`" })
       }
       const teacherFile = Option.isSome(o.teacher) ? { bytes: yield* fs.readFile(o.teacher.value), name: o.teacher.value } : undefined
-      const tables = o.tables === "all" ? Suite.tableIds : o.tables.split(",").map((t) => t.trim()).filter((t) => t !== "")
+      // One clear error now rather than one per cell.
+      yield* store.writable
+      const all = o.tables.includes("all")
+      const tables = all ? Suite.tableIds : [...new Set(o.tables)]
       // A run of some tables reports beside, not over, the run of all of them.
-      const named = o.tables === "all" ? o.preset : `${o.preset}-tables-${tables.join("_")}`
+      const named = all ? o.preset : `${o.preset}-tables-${tables.join("_")}`
       const out = Option.getOrElse(o.out, () => path.join(store.root, "reports", named))
       const started = Date.now()
       const summary = yield* Suite.run({

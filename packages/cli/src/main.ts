@@ -34,14 +34,34 @@ export const exitCodes = { done: 0, failed: 1, refused: 2, interrupted: 130 } as
  * printed as one `error: …` line on stderr (with `--log-level debug`, `trace`
  * or `all` its full cause follows, traces included); `refused` when the
  * command line itself is wrong (an unknown flag, a value out of range): the
- * command's help on stdout, one `error: …` line per problem on stderr.
+ * command's help on stdout, one `error: …` line per problem on stderr (a
+ * flag given twice is refused too: the parser would keep one value unsaid).
  */
 export const main = (args: ReadonlyArray<string>) =>
-  Command.runWith(tinyfusion, { version: "0.1.0" })(dashedValues(args)).pipe(
-    Effect.as<number>(exitCodes.done),
-    Effect.catchCause((cause) => report(cause, wantsTrace(args))),
+  Effect.suspend(() => {
+    const twice = givenTwice(args)
+    return twice === undefined
+      ? Command.runWith(tinyfusion, { version: "0.1.0" })(dashedValues(args)).pipe(
+        Effect.as<number>(exitCodes.done),
+        Effect.catchCause((cause) => report(cause, wantsTrace(args)))
+      )
+      : Effect.as(Console.error(errorLine({ message: `${twice} is given more than once; give it once` })), exitCodes.refused)
+  }).pipe(
     Effect.provide(CliOutput.layer({ ...CliOutput.defaultFormatter(), formatError: errorLine, formatErrors: (errors) => errors.map(errorLine).join("\n") }))
   )
+
+/** A flag given twice (the parser would keep one value and drop the other unsaid). */
+const givenTwice = (args: ReadonlyArray<string>): string | undefined => {
+  const seen = new Set<string>()
+  for (const arg of args) {
+    if (arg === "--") return undefined
+    const name = /^(--[a-z][\w-]*)(=|$)/.exec(arg)?.[1]
+    if (name === undefined) continue
+    if (seen.has(name)) return name
+    seen.add(name)
+  }
+  return undefined
+}
 
 const errorLine = (error: { readonly message: string }) => `error: ${oneLine(error.message)}`
 

@@ -8,6 +8,7 @@ const paperResults = (): Map<string, Paper.Metrics> => {
   const results = new Map<string, Paper.Metrics>()
   for (const row of rows) if (row.cell !== undefined) results.set(row.cell, row)
   for (const { depth, itPerS } of Paper.figure4.itPerS) results.set(`f4/depth-${depth}`, { itPerS })
+  for (const { removed, itPerS } of Paper.figure4.width) results.set(`f4/width-${100 * removed}`, { itPerS })
   return results
 }
 
@@ -22,6 +23,7 @@ describe("claims", () => {
       assert.strictEqual(j.verdict, claim.id === "decisions-converge" ? "not run" : "reproduced", `${claim.id}: ${j.evidence}`)
     }
     assert.strictEqual(judge("linear-speedup", results).evidence, "it/s ratio D14 / D28 = 1.96×")
+    assert.strictEqual(judge("width-below-depth", results).evidence, "speed-up at half the parameters: depth 1.96×, width 1.51×")
   })
 
   it("verdicts follow the numbers: a swapped order is not reproduced, a missing cell is not run", () => {
@@ -44,6 +46,9 @@ describe("claims", () => {
     results.set("t4/2:4-lora", { fid: 31, confidence: 0.92 })
     results.set("t4/7:14-lora", { fid: 40, confidence: 0.5 })
     assert.strictEqual(judge("decisions-converge", results).verdict, "reproduced")
+    // Width pruning as fast as depth pruning at half the parameters does not reproduce Figure 4's point.
+    results.set("f4/width-50", { itPerS: 13.54 })
+    assert.strictEqual(judge("width-below-depth", results).verdict, "not reproduced")
   })
 
   it("Spearman correlation: hand-computed values", () => {

@@ -225,6 +225,17 @@ export const claims: ReadonlyArray<Claim> = [
     })
   },
   {
+    id: "width-below-depth",
+    text: "At half the parameters, width pruning (Diff-Pruning's uniform widths) speeds sampling up less than depth pruning (paper 1.51× vs 1.96×)",
+    source: "Figure 4, Table 1",
+    judge: judged((_, get, results) => {
+      const full = get(results, "f4/depth-28", "itPerS")
+      const depth = get(results, "f4/depth-14", "itPerS") / full
+      const width = get(results, "f4/width-50", "itPerS") / full
+      return { verdict: verdict(width < depth), evidence: `speed-up at half the parameters: depth ${depth.toFixed(2)}×, width ${width.toFixed(2)}×` }
+    })
+  },
+  {
     id: "sit-generalises",
     text: "Learnable pruning generalises to SiT: TinySiT-D14 after fine-tuning comes within 1.5× of its teacher's FID (paper 3.02 vs 2.06)",
     source: "Table 2",

@@ -4,25 +4,47 @@
 import { Plot } from "@tinyfusion/plots"
 import * as Paper from "./paper.ts"
 
-/** Figure 4: sampling speed-up against the share of layers removed; ours, the paper's and linear. */
-export const speedup = (ours: ReadonlyArray<{ readonly depth: number; readonly itPerS: number }>): Promise<Plot.Figure> => {
-  const line = (series: string, points: ReadonlyArray<{ readonly depth: number; readonly itPerS: number }>) => {
-    const full = points.find((p) => p.depth === 28)
-    return full === undefined
-      ? []
-      : points.map((p) => ({ series, removed: 1 - p.depth / 28, speedup: p.itPerS / full.itPerS }))
+/** A shape Figure 4 timed: depth- or width-pruned (or the teacher), its parameters and sampling it/s. */
+export interface SpeedPoint {
+  readonly pruning: "depth" | "width"
+  readonly parameters: number
+  readonly itPerS: number
+}
+
+/**
+ * Figure 4: sampling speed-up against the share of parameters removed, by
+ * depth and by width pruning; ours, the paper's and the linear speed-up
+ * (parameters of the teacher / parameters). Both series start at the teacher
+ * (the shape with the most parameters).
+ */
+export const speedup = (ours: ReadonlyArray<SpeedPoint>): Promise<Plot.Figure> => {
+  const line = (series: string, points: ReadonlyArray<SpeedPoint>) => {
+    const full = [...points].sort((a, b) => b.parameters - a.parameters)[0]
+    return full === undefined ? [] : points.map((p) => ({ series, removed: 1 - p.parameters / full.parameters, speedup: p.itPerS / full.itPerS }))
   }
-  const linear = [28, 21, 14, 7].map((d) => ({ series: "linear", removed: 1 - d / 28, speedup: 28 / d }))
-  return Plot.render("figure4-speedup", "Figure 4: sampling speed-up against depth pruned", {
+  const paperFull = { pruning: "depth" as const, ...Paper.figure4.itPerS[0] }
+  const paperDepth = Paper.figure4.itPerS.map((p) => ({ pruning: "depth" as const, ...p }))
+  const paperWidth = [paperFull, ...Paper.figure4.width.map((p) => ({ pruning: "width" as const, ...p }))]
+  const teacher = ours.filter((p) => p.pruning === "depth").sort((a, b) => b.parameters - a.parameters).slice(0, 1)
+  const linear = [0, 0.25, 0.5, 0.75].map((removed) => ({ series: "linear", removed, speedup: 1 / (1 - removed) }))
+  return Plot.render("figure4-speedup", "Figure 4: sampling speed-up of depth and width pruning", {
     $schema: Plot.schema,
     width: 360,
     height: 240,
-    data: { values: [...linear, ...line("paper (DiT-XL/2)", Paper.figure4.itPerS), ...line("ours", ours)] },
+    data: {
+      values: [
+        ...linear,
+        ...line("paper, depth (DiT-XL/2)", paperDepth),
+        ...line("paper, width (Diff-Pruning)", paperWidth),
+        ...line("ours, depth", ours.filter((p) => p.pruning === "depth")),
+        ...(teacher.length === 0 ? [] : line("ours, width", [...teacher, ...ours.filter((p) => p.pruning === "width")]))
+      ]
+    },
     mark: { type: "line", point: true },
     encoding: {
-      x: { field: "removed", type: "quantitative", title: "share of layers removed", axis: { format: "%" } },
+      x: { field: "removed", type: "quantitative", title: "share of parameters removed", axis: { format: "%" } },
       y: { field: "speedup", type: "quantitative", title: "sampling speed-up (×)" },
-      color: { field: "series", type: "nominal", title: null },
+      color: { field: "series", type: "nominal", title: null, legend: { labelLimit: 240 } },
       strokeDash: { condition: { test: "datum.series === 'linear'", value: [4, 4] }, value: [1, 0] }
     }
   })

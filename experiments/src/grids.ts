@@ -22,6 +22,8 @@ export const Prune = Schema.Struct({
   scheme: Schema.optional(Schema.String),
   /** Recoverability estimate of the learnable method. */
   update: Schema.optional(Schema.Literals(["lora", "full", "frozen"])),
+  /** Diff-Pruning: the share of parameters removed (every block kept). */
+  ratio: Schema.optional(Schema.Finite),
   from: Source
 })
 export type Prune = typeof Prune.Type
@@ -49,7 +51,9 @@ export const Cell = Schema.Struct({
   recovery: Schema.optional(Recovery),
   protocol: Protocol,
   /** Only timed (Figure 4): the teacher's shape at this depth, sampling speed only. */
-  speedDepth: Schema.optional(Schema.Int)
+  speedDepth: Schema.optional(Schema.Int),
+  /** Only timed (Figure 4): the teacher's shape width-pruned to remove this share of parameters (Diff-Pruning's widths). */
+  speedWidth: Schema.optional(Schema.Finite)
 })
 export type Cell = typeof Cell.Type
 
@@ -63,6 +67,8 @@ const teacher = "teacher" as const
 const learnable12: Prune = { method: "learnable", keep: 14, scheme: "1:2", update: "lora", from: teacher }
 const baseline = (method: string, keep = 14): Prune => ({ method, keep, from: teacher })
 const finetune: Recovery = { strategy: "finetune", budget: "100K" }
+/** Diff-Pruning: every block kept, heads and channels cut to remove `ratio` of the parameters. */
+const diffPruning = (ratio: number): Prune => ({ method: "diff-pruning", keep: 28, ratio, from: teacher })
 const maskedKd: Recovery = { strategy: "masked-kd", k: 2, budget: "100K" }
 
 export const table1: Grid = {
@@ -73,6 +79,8 @@ export const table1: Grid = {
     { id: "t1/shortgpt-d19", family: "dit", prune: baseline("shortgpt", 19), recovery: finetune, protocol: "full" },
     // 28 → 19 is 2:3 over the first 27 layers with the last one kept (9·2 + 1).
     { id: "t1/tinydit-d19-kd", family: "dit", prune: { ...learnable12, keep: 19, scheme: "2:3" }, recovery: maskedKd, protocol: "full" },
+    { id: "t1/diff-pruning-50", family: "dit", prune: diffPruning(0.5), recovery: finetune, protocol: "full" },
+    { id: "t1/diff-pruning-75", family: "dit", prune: diffPruning(0.75), recovery: finetune, protocol: "full" },
     { id: "t1/shortgpt-d14", family: "dit", prune: baseline("shortgpt"), recovery: finetune, protocol: "full" },
     { id: "t1/flux-lite-d14", family: "dit", prune: baseline("flux-lite"), recovery: finetune, protocol: "full" },
     { id: "t1/sensitivity-d14", family: "dit", prune: baseline("sensitivity"), recovery: finetune, protocol: "full" },
@@ -174,10 +182,14 @@ export const table8: Grid = {
   }))
 }
 
+/** Depth pruning's shapes, and width pruning's at the same shares of parameters removed (a quarter, half, three quarters). */
 export const figure4: Grid = {
   table: "F4",
-  title: "Sampling speed against depth",
-  cells: [28, 21, 14, 7].map((depth): Cell => ({ id: `f4/depth-${depth}`, family: "dit", protocol: "full", speedDepth: depth }))
+  title: "Sampling speed against depth and width pruning",
+  cells: [
+    ...[28, 21, 14, 7].map((depth): Cell => ({ id: `f4/depth-${depth}`, family: "dit", protocol: "full", speedDepth: depth })),
+    ...[25, 50, 75].map((percent): Cell => ({ id: `f4/width-${percent}`, family: "dit", protocol: "full", speedWidth: percent / 100 }))
+  ]
 }
 
 /** Cells of pruners added outside the packages (experiments/src/pruners), beside the paper's tables. */

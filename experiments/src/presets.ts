@@ -38,6 +38,8 @@ export interface Preset {
     readonly learnable: { readonly [name: string]: Schema.Json }
     /** Random masks sampled by the random-search pruners (paper: 100,000). */
     readonly randomSamples: number
+    /** Diff-Pruning's options besides the ratio (DiffPruning.Options; the reference visits every timestep: stride 1). */
+    readonly diffPruning: { readonly [name: string]: Schema.Json }
   }
   readonly recovery: {
     readonly batchSize: number
@@ -88,7 +90,8 @@ export const quick = (dataset: string): Preset => ({
     calibration: 16,
     iterations: 10,
     learnable: { batchSize: 8, logEvery: 2, checkpointEvery: 5 },
-    randomSamples: 16
+    randomSamples: 16,
+    diffPruning: { stride: 50, batchSize: 16 }
   },
   recovery: { batchSize: 8, seed: 0, steps: { "100K": 6, "500K": 12, "10K": 3 }, emaDecay: 0.5, checkpointEvery: 3, curveEvery: 1 },
   evaluation: {
@@ -117,7 +120,9 @@ export const mini: Preset = {
     // 0.999 EMA of the gates near its uniform start (400 iterations gave confidence 0.57 for 1:2).
     iterations: 1875,
     learnable: { batchSize: 64, logEvery: 25, checkpointEvery: 250 },
-    randomSamples: 1000
+    randomSamples: 1000,
+    // At most 100 timesteps of the 256-sample calibration set (the threshold usually ends the sweep sooner).
+    diffPruning: { stride: 10, batchSize: 64, checkpointEvery: 20 }
   },
   recovery: { batchSize: 64, seed: 0, steps: { "100K": 2000, "500K": 4000, "10K": 500 }, emaDecay: 0.999, checkpointEvery: 500, curveEvery: 50 },
   evaluation: {
@@ -156,7 +161,7 @@ export const paper = (dataset: string): Preset => ({
     model: Config.presets["DiT-XL/2"],
     training: { ...Pretrain.mini.training, steps: 400_000, batchSize: 256, emaDecay: 0.9999, checkpointEvery: 10_000 }
   }),
-  prune: { seed: 0, calibration: 1024, iterations: 10_000, learnable: { batchSize: 128 }, randomSamples: 100_000 },
+  prune: { seed: 0, calibration: 1024, iterations: 10_000, learnable: { batchSize: 128 }, randomSamples: 100_000, diffPruning: { stride: 1, batchSize: 64 } },
   recovery: {
     batchSize: 256,
     seed: 0,

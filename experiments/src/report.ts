@@ -62,24 +62,41 @@ export const compareTable = (rows: ReadonlyArray<Paper.Row>, results: Results): 
   }
 }
 
+/** Figure 4's shapes: the depths, then width pruning at the same shares of parameters removed. */
+const speedShapes: ReadonlyArray<{ readonly cell: string; readonly label: string; readonly paper: { readonly itPerS: number; readonly parameters: number } | undefined }> = [
+  ...[28, 21, 14, 7].map((depth) => ({
+    cell: `f4/depth-${depth}`,
+    label: `depth ${depth}`,
+    paper: Paper.figure4.itPerS.find((p) => p.depth === depth)
+  })),
+  ...[25, 50, 75].map((percent) => ({
+    cell: `f4/width-${percent}`,
+    label: `width −${percent}%`,
+    paper: Paper.figure4.width.find((p) => p.removed === percent / 100)
+  }))
+]
+
 const speedTable = (results: Results): Block => {
-  const ours = (depth: number) => results.get(`f4/depth-${depth}`)?.itPerS
-  const base = ours(28)
-  const paperBase = Paper.figure4.itPerS[0].itPerS
+  const base = results.get("f4/depth-28")
+  const paperBase = Paper.figure4.itPerS[0]
+  const fix = (x: number | undefined, d: number) => (x === undefined || !Number.isFinite(x) ? "–" : x.toFixed(d))
+  const percent = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? "–" : `${(100 * x).toFixed(1)}%`)
+  const ratio = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? undefined : a / b)
   return {
     _tag: "table",
-    header: ["depth", "it/s (ours)", "speed-up (ours)", "linear", "it/s (paper)", "speed-up (paper)"],
-    rows: [28, 21, 14, 7].map((depth) => {
-      const mine = ours(depth)
-      const paper = Paper.figure4.itPerS.find((p) => p.depth === depth)
-      const fix = (x: number | undefined, d: number) => (x === undefined ? "–" : x.toFixed(d))
+    header: ["shape", "parameters removed (ours)", "it/s (ours)", "speed-up (ours)", "linear (ours)", "it/s (paper)", "speed-up (paper)", "linear (paper)"],
+    rows: speedShapes.map(({ cell, label, paper }) => {
+      const mine = results.get(cell)
+      const kept = ratio(mine?.parameters, base?.parameters)
       return [
-        String(depth),
-        fix(mine, 2),
-        fix(mine !== undefined && base !== undefined ? mine / base : undefined, 2),
-        (28 / depth).toFixed(2),
+        label,
+        percent(kept === undefined ? undefined : 1 - kept),
+        fix(mine?.itPerS, 2),
+        fix(ratio(mine?.itPerS, base?.itPerS), 2),
+        fix(kept === undefined ? undefined : 1 / kept, 2),
         fix(paper?.itPerS, 2),
-        fix(paper !== undefined ? paper.itPerS / paperBase : undefined, 2)
+        fix(ratio(paper?.itPerS, paperBase.itPerS), 2),
+        fix(ratio(paperBase.parameters, paper?.parameters), 2)
       ]
     })
   }
@@ -129,7 +146,7 @@ export const document = (input: Input): ReadonlyArray<Block> => {
       { _tag: "heading", level: 2, text: title },
       compareTable(rows, input.results)
     ]),
-    { _tag: "heading", level: 2, text: "Figure 4: sampling speed against depth" },
+    { _tag: "heading", level: 2, text: "Figure 4: sampling speed of depth and width pruning" },
     speedTable(input.results),
     ...input.figures.flatMap((f): Array<Block> => [
       { _tag: "heading", level: 2, text: f.title },

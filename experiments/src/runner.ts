@@ -8,7 +8,8 @@
  *   a cell    prune (its source: the teacher or another cell's recovered
  *             model) → prune-export → recovery (its teacher likewise) →
  *             evaluation; a teacher cell evaluates the teacher; a speed cell
- *             runs sampling-speed
+ *             runs sampling-speed on the teacher's shape at a depth, or
+ *             width-pruned as Diff-Pruning would (Width.forRatio)
  *
  * Every stage is keyed by its config and inputs, so cells that share a
  * pruning decision (Table 1's D14 and Table 5's strategies) share its
@@ -23,7 +24,7 @@ import { type Dataset, Stages } from "@tinyfusion/data"
 import { Pretrain } from "@tinyfusion/diffusion"
 import { Evaluation, Reference } from "@tinyfusion/eval"
 import { ModelArtifact, ModelFile } from "@tinyfusion/models"
-import { type Decision, PruneStage } from "@tinyfusion/pruning"
+import { type Decision, PruneStage, Width } from "@tinyfusion/pruning"
 import { Recovery, RecoveryStage } from "@tinyfusion/recovery"
 import { Compute } from "@tinyfusion/tensor"
 import type { Results } from "./claims.ts"
@@ -178,15 +179,16 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
 
   const runCell = (cell: Cell): Effect.Effect<CellRun, unknown, Needs> =>
     Effect.gen(function*() {
-      if (cell.speedDepth !== undefined) {
+      if (cell.speedDepth !== undefined || cell.speedWidth !== undefined) {
+        const shape = preset.teacher[cell.family].model
         const speed = yield* Stage.run(SpeedStage, {
           family: cell.family,
-          model: { ...preset.teacher[cell.family].model, depth: cell.speedDepth },
+          model: cell.speedWidth === undefined ? { ...shape, depth: cell.speedDepth! } : Width.forRatio(shape, cell.speedWidth).config,
           sampling: preset.speed.sampling,
           batch: preset.speed.batch,
           repetitions: preset.speed.repetitions
         }, {})
-        return { cell, metrics: { itPerS: speed.output.iterationsPerSecond }, artifacts: [speed] }
+        return { cell, metrics: { itPerS: speed.output.iterationsPerSecond, parameters: speed.output.parameters }, artifacts: [speed] }
       }
       if (cell.prune === undefined) {
         const teacher = yield* teachers[cell.family]
@@ -208,7 +210,8 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
         calibration: preset.prune.calibration,
         iterations: preset.prune.iterations,
         learnable: { ...preset.prune.learnable, update: cell.prune.update ?? "lora" },
-        samples: preset.prune.randomSamples
+        samples: preset.prune.randomSamples,
+        diffPruning: { ...preset.prune.diffPruning, ...(cell.prune.ratio === undefined ? {} : { ratio: cell.prune.ratio }) }
       })), { teacher: source, data })
       const exported = yield* Stage.run(pruning.export, {}, { decision: pruned, teacher: source })
       const decision = yield* PruneStage.readDecision(pruned)
@@ -329,8 +332,10 @@ const writeReport = Effect.fn("Suite.writeReport")(function*(
       figures.push({ title: figure.title, file: `figures/${figure.name}.png` })
     })
 
-  const speed = run.done.flatMap((r) =>
-    r.cell.speedDepth !== undefined && r.metrics.itPerS !== undefined ? [{ depth: r.cell.speedDepth, itPerS: r.metrics.itPerS }] : []
+  const speed = run.done.flatMap((r): Array<Figures.SpeedPoint> =>
+    (r.cell.speedDepth !== undefined || r.cell.speedWidth !== undefined) && r.metrics.itPerS !== undefined && r.metrics.parameters !== undefined
+      ? [{ pruning: r.cell.speedWidth === undefined ? "depth" : "width", parameters: r.metrics.parameters, itPerS: r.metrics.itPerS }]
+      : []
   )
   if (speed.length > 0) yield* addFigure(Figures.speedup(speed))
   const random = run.done.find((r) => r.decision?.samples !== undefined)

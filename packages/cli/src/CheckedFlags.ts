@@ -25,6 +25,9 @@ export const positive = (name: string) => checked(Flag.Finite(name), (x) => x > 
 /** A finite number ≥ 0: loss weights, a learning-rate floor. */
 export const nonNegative = (name: string) => checked(Flag.Finite(name), (x) => x >= 0, "a number ≥ 0")
 
+/** A share strictly between 0 and 1: a fraction of parameters removed. */
+export const share = (name: string) => checked(Flag.Finite(name), (x) => x > 0 && x < 1, "a number between 0 and 1")
+
 /** A decay rate in [0, 1]: EMA. */
 export const decay = (name: string) => checked(Flag.Finite(name), (x) => x >= 0 && x <= 1, "a number in [0, 1]")
 

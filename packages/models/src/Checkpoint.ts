@@ -41,8 +41,8 @@ export function referenceShapes(config: Config.Config): Array<readonly [string, 
     ...linear("t_embedder.mlp.2", d, d),
     ["y_embedder.embedding_table.weight", [Config.labelRows(config), d]],
     ...Array.from({ length: config.depth }, (_, i) => [
-      ...linear(`blocks.${i}.attn.qkv`, 3 * d, d),
-      ...linear(`blocks.${i}.attn.proj`, d, d),
+      ...linear(`blocks.${i}.attn.qkv`, 3 * Config.attentionWidth(config), d),
+      ...linear(`blocks.${i}.attn.proj`, d, Config.attentionWidth(config)),
       ...linear(`blocks.${i}.mlp.fc1`, Config.mlpHidden(config), d),
       ...linear(`blocks.${i}.mlp.fc2`, d, Config.mlpHidden(config)),
       ...linear(`blocks.${i}.adaLN_modulation.1`, 6 * d, d)

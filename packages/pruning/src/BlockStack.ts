@@ -19,6 +19,8 @@ export interface LinearLayout {
 
 export interface BlockStack {
   readonly depth: number
+  /** A DiT or SiT: its shape and objective, for pruners of its structure (width pruning). */
+  readonly dit?: { readonly config: Config.Config; readonly objective: Training.Objective }
   /** For messages, e.g. "DiT(depth 28, hidden 128, …)". */
   readonly description: string
   /** Block `index`'s parameters. */
@@ -68,6 +70,7 @@ export function dit(objective: Training.Objective, config: Config.Config): Block
   )
   return {
     depth: config.depth,
+    dit: { config, objective },
     description: Config.describe(config),
     block: (params, index) => DiT.params(params).blocks[index]! as unknown as ParamTree.ParamTree,
     linears,

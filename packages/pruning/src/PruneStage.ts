@@ -6,9 +6,11 @@
  *                  on read); its output is a summary of the decision
  *   prune-export   the pruned model: the teacher's ORIGINAL weights of the
  *                  kept blocks, renumbered 0..k−1 (a learned ΔW is not
- *                  carried over), as a ModelArtifact: model.safetensors in
- *                  the reference state_dict keys with the config in its
- *                  metadata — what `tinyfusion checkpoint export` reads
+ *                  carried over), or for a width decision the teacher cut
+ *                  to the kept channels (Width.narrow), as a ModelArtifact:
+ *                  model.safetensors in the reference state_dict keys with
+ *                  the config (widths included) in its metadata — what
+ *                  `tinyfusion checkpoint export` reads
  *
  * The upstream stages are parameters: `make` takes the stage that holds the
  * teacher and the one that holds the latents, with a reader for each (the
@@ -26,6 +28,7 @@ import { PruneDecision } from "./Decision.ts"
 import type { LatentSource } from "./LatentSource.ts"
 import * as Pruners from "./Pruners.ts"
 import * as Selection from "./Selection.ts"
+import * as Width from "./Width.ts"
 
 export const decisionFile = "decision.json"
 
@@ -65,8 +68,8 @@ export type PruneConfig = typeof PruneConfig.Type
 /**
  * The config that runs `method` with the knobs that apply to it: the
  * iterations and Learnable options for the learnable method, the sample
- * count for random search, neither for the others (an added method runs on
- * its option defaults).
+ * count for random search, Diff-Pruning's options for it, none for the
+ * others (an added method runs on its option defaults).
  */
 export const configFor = (method: string, knobs: {
   readonly keep?: number | undefined
@@ -76,6 +79,8 @@ export const configFor = (method: string, knobs: {
   readonly iterations: number
   readonly learnable: { readonly [name: string]: Schema.Json }
   readonly samples: number
+  /** Diff-Pruning's options (its ratio at least). */
+  readonly diffPruning?: { readonly [name: string]: Schema.Json }
 }): typeof PruneConfig.Encoded => ({
   method,
   ...(knobs.keep === undefined ? {} : { keep: knobs.keep }),
@@ -83,7 +88,13 @@ export const configFor = (method: string, knobs: {
   seed: knobs.seed,
   calibration: knobs.calibration,
   iterations: method === "learnable" ? knobs.iterations : 0,
-  options: method === "learnable" ? knobs.learnable : method.startsWith("random-") ? { samples: knobs.samples } : {}
+  options: method === "learnable"
+    ? knobs.learnable
+    : method.startsWith("random-")
+    ? { samples: knobs.samples }
+    : method === "diff-pruning"
+    ? knobs.diffPruning ?? {}
+    : {}
 })
 
 /** The stage output: the decision's headline; decision.json holds all of it. */
@@ -130,6 +141,22 @@ const targetOf = (depth: number, config: PruneConfig) =>
     catch: (e) => e as Selection.InvalidTarget
   })
 
+/**
+ * The model a decision keeps, on the host: the kept blocks renumbered (a
+ * restructured tree sharing the teacher's tensors), or for a width decision
+ * the teacher cut to the kept channels.
+ */
+export const prunedModel = (teacher: Teacher, decision: PruneDecision) =>
+  Effect.try({
+    try: (): { readonly config: Config.Config; readonly params: HostTensor.HostTree } => {
+      if (decision.width !== undefined) return Width.narrow(teacher.config, teacher.params, decision.width.kept)
+      // keepBlocks only restructures the tree (it reads no tensor), so it serves host trees too.
+      const kept = DiT.keepBlocks(teacher.config, teacher.params as unknown as ParamTree.ParamTree, decision.kept)
+      return { config: kept.config, params: kept.params as unknown as HostTensor.HostTree }
+    },
+    catch: (e) => new DecisionMismatch({ method: decision.method, reason: e instanceof Error ? e.message : String(e) })
+  })
+
 /** The prune and prune-export stages over these upstream stages. */
 export function make<T extends Stage.Any, D extends Stage.Any, E, R>(wiring: Wiring<T, D, E, R>) {
   const prune = Stage.make({
@@ -172,7 +199,14 @@ export function make<T extends Stage.Any, D extends Stage.Any, E, R>(wiring: Wir
                   reason: `keeps ${checked.kept.length} of ${checked.teacherDepth} blocks; the target is ${Selection.describe(target)} of ${stack.depth}`
                 })
               }
-              const loss = yield* stack.calibrationLoss(params, calibration, { kept: checked.kept })
+              const loss = checked.width === undefined
+                ? yield* stack.calibrationLoss(params, calibration, { kept: checked.kept })
+                : yield* Effect.flatMap(prunedModel(teacher, checked), (narrow) =>
+                  Effect.acquireUseRelease(
+                    Effect.sync(() => HostTensor.treeToTensors(narrow.params)),
+                    (p) => BlockStack.dit(objective, narrow.config).calibrationLoss(p, calibration),
+                    (p) => Effect.sync(() => ParamTree.dispose(p))
+                  ))
               return { ...checked, ...(Number.isFinite(loss) ? { calibrationLoss: loss } : {}) }
             }),
           (params) => Effect.sync(() => ParamTree.dispose(params))
@@ -206,13 +240,8 @@ export function make<T extends Stage.Any, D extends Stage.Any, E, R>(wiring: Wir
             reason: `decided on ${decision.teacherDepth} blocks, the teacher has ${teacher.config.depth}`
           })
         }
-        // keepBlocks only restructures the tree (it reads no tensor), so it serves host trees too.
-        const pruned = DiT.keepBlocks(teacher.config, teacher.params as unknown as ParamTree.ParamTree, decision.kept)
-        const model = yield* ModelArtifact.write(ctx, {
-          family: teacher.family,
-          config: pruned.config,
-          params: pruned.params as unknown as HostTensor.HostTree
-        })
+        const pruned = yield* prunedModel(teacher, decision)
+        const model = yield* ModelArtifact.write(ctx, { family: teacher.family, config: pruned.config, params: pruned.params })
         return { ...model, method: decision.method, teacherDepth: decision.teacherDepth, kept: decision.kept }
       })
   })

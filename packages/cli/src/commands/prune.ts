@@ -11,6 +11,7 @@ import { Command, Flag } from "effect/cli"
 import { Stage } from "@tinyfusion/core"
 import { Stages } from "@tinyfusion/data"
 import { Pretrain } from "@tinyfusion/diffusion"
+import { Config } from "@tinyfusion/models"
 import { Pruners, PruneStage, Selection } from "@tinyfusion/pruning"
 import * as CheckedFlags from "../CheckedFlags.ts"
 import * as GlobalFlags from "../GlobalFlags.ts"
@@ -46,6 +47,10 @@ const checkTarget = (depth: number, keep: number | undefined, scheme: string | u
     }
   })
 
+/** "14 blocks", and a width-pruned model's widths. */
+const shapeOf = (c: Config.Config): string =>
+  `${c.depth} blocks${c.headDim === undefined ? "" : `, width ${c.hiddenSize}, ${c.numHeads}×${c.headDim} heads, MLP ${Config.mlpHidden(c)}`}`
+
 export const prune = Command.make(
   "prune",
   {
@@ -61,6 +66,8 @@ export const prune = Command.make(
     iterations: CheckedFlags.count("iterations").pipe(Flag.withDescription("learnable: mask-learning iterations"), Flag.withDefault(500)),
     batchSize: CheckedFlags.count("batch-size").pipe(Flag.withDescription("learnable: latents per iteration"), Flag.withDefault(64)),
     samples: CheckedFlags.count("samples").pipe(Flag.withDescription("random-*: masks sampled"), Flag.withDefault(1000)),
+    ratio: CheckedFlags.share("ratio").pipe(Flag.withDescription("diff-pruning: share of parameters removed (with --keep the teacher's depth)"), Flag.optional),
+    stride: CheckedFlags.count("stride").pipe(Flag.withDescription("diff-pruning: accumulate the gradient at every stride-th timestep"), Flag.withDefault(1)),
     calibration: CheckedFlags.count("calibration").pipe(Flag.withDescription("Samples in the fixed calibration set"), Flag.withDefault(256)),
     seed: CheckedFlags.natural("seed").pipe(Flag.withDescription("Seed of the calibration set, the batches and the Gumbel noise"), Flag.withDefault(0)),
     exportModel: Flag.Boolean("export").pipe(Flag.withDescription("Also store the pruned model (prune-export)"), Flag.withDefault(false))
@@ -76,7 +83,8 @@ export const prune = Command.make(
         calibration: o.calibration,
         iterations: o.iterations,
         learnable: { update: o.update, batchSize: o.batchSize },
-        samples: o.samples
+        samples: o.samples,
+        diffPruning: { ...Option.match(o.ratio, { onNone: () => ({}), onSome: (ratio) => ({ ratio }) }), stride: o.stride }
       }))
       const { latents, teacher } = yield* reopen(o.teacher, yield* dataStages(o.data))
       const decided = yield* Stage.run(Pruning.prune, config, { teacher, data: latents })
@@ -95,7 +103,7 @@ export const prune = Command.make(
             out.calibrationLoss === undefined ? "-" : Table.fixed(out.calibrationLoss, 4),
             msPerIteration
           ],
-          ...(exported === undefined ? [] : [["prune-export", exported.key, "", `${exported.output.config.depth} blocks`, "", "", ""]])
+          ...(exported === undefined ? [] : [["prune-export", exported.key, "", shapeOf(exported.output.config), "", "", ""]])
         ]
       ))
     }))

@@ -6,7 +6,8 @@
  */
 import { Schema } from "effect"
 
-export const Budget = Schema.Literals(["100K", "500K", "10K"])
+/** The paper's budgets: DiT's steps, and MAR's 40 epochs (10% of its 400 of pre-training). */
+export const Budget = Schema.Literals(["100K", "500K", "10K", "40ep"])
 export type Budget = typeof Budget.Type
 
 /** Which model a cell starts from: the teacher, or another cell's recovered model. */
@@ -45,9 +46,11 @@ export const Protocol = Schema.Literals(["full", "short"])
 
 export const Cell = Schema.Struct({
   id: Schema.String,
-  family: Schema.Literals(["dit", "sit"]),
+  family: Schema.Literals(["dit", "sit", "mar"]),
   /** Undefined for a teacher cell (evaluated as trained). */
   prune: Schema.optional(Prune),
+  /** A model trained from scratch at the teacher's budget instead of the teacher (Table 2's MAR-Base). */
+  scratch: Schema.optional(Schema.Literal("mar-base")),
   recovery: Schema.optional(Recovery),
   protocol: Protocol,
   /** Only timed (Figure 4): the teacher's shape at this depth, sampling speed only. */
@@ -99,8 +102,18 @@ export const table1: Grid = {
 
 export const table2: Grid = {
   table: "2",
-  title: "Depth pruning of SiT",
+  title: "Depth pruning of MAR and SiT",
   cells: [
+    { id: "t2/mar-large", family: "mar", protocol: "full" },
+    { id: "t2/mar-base", family: "mar", scratch: "mar-base", protocol: "full" },
+    // 32 ⇒ 16 with block size 2 (1:2 over encoder then decoder blocks: 8 + 8 kept), masked KD for 40 epochs.
+    {
+      id: "t2/tinymar-d16",
+      family: "mar",
+      prune: { method: "learnable", keep: 16, scheme: "1:2", update: "lora", from: teacher },
+      recovery: { strategy: "masked-kd", k: 2, budget: "40ep" },
+      protocol: "full"
+    },
     { id: "t2/sit-teacher", family: "sit", protocol: "full" },
     { id: "t2/tinysit-d14", family: "sit", prune: learnable12, recovery: maskedKd, protocol: "full" }
   ]

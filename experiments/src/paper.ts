@@ -63,9 +63,9 @@ export const table1: ReadonlyArray<Row> = [
 
 /** Table 2: MAR and SiT (FID, IS). */
 export const table2: ReadonlyArray<Row> = [
-  { cell: undefined, label: "MAR-Large", depth: "32", params: "479 M", iters: "400 ep", fid: 1.78, is: 296.0 },
-  { cell: undefined, label: "MAR-Base", depth: "24", params: "208 M", iters: "400 ep", fid: 2.31, is: 281.7 },
-  { cell: undefined, label: "TinyMAR-D16", depth: "32⇒16", params: "277 M", iters: "40 ep", fid: 2.28, is: 283.4 },
+  { cell: "t2/mar-large", label: "MAR-Large", depth: "32", params: "479 M", iters: "400 ep", fid: 1.78, is: 296.0 },
+  { cell: "t2/mar-base", label: "MAR-Base", depth: "24", params: "208 M", iters: "400 ep", fid: 2.31, is: 281.7 },
+  { cell: "t2/tinymar-d16", label: "TinyMAR-D16", depth: "32⇒16", params: "277 M", iters: "40 ep", fid: 2.28, is: 283.4 },
   { cell: "t2/sit-teacher", label: "SiT-XL/2", depth: "28", params: "675 M", iters: "1,400 ep", fid: 2.06, is: 277.5 },
   { cell: "t2/tinysit-d14", label: "TinySiT-D14", depth: "28⇒14", params: "340 M", iters: "100 ep", fid: 3.02, is: 220.1 }
 ]

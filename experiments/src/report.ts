@@ -112,7 +112,7 @@ export const document = (input: Input): ReadonlyArray<Block> => {
   const judged = claims.map((c) => ({ claim: c, judgement: c.judge(input.results) }))
   const tables: ReadonlyArray<readonly [string, ReadonlyArray<Paper.Row>]> = [
     ["Table 1: layer pruning of DiT", Paper.table1],
-    ["Table 2: SiT", Paper.table2],
+    ["Table 2: MAR and SiT", Paper.table2],
     ["Table 3: calibration loss vs recoverability", Paper.table3],
     ["Table 4: pruning schemes and recoverability estimates", Paper.table4],
     ["Table 5: fine-tuning strategies", Paper.table5],

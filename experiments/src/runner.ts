@@ -30,6 +30,7 @@ import { Compute } from "@tinyfusion/tensor"
 import type { Results } from "./claims.ts"
 import * as Figures from "./figures.ts"
 import { type Cell, grids, type Source } from "./grids.ts"
+import * as Mar from "./mar.ts"
 import type * as Paper from "./paper.ts"
 import type { Preset } from "./presets.ts"
 import * as WeightNorm from "./pruners/WeightNorm.ts"
@@ -147,6 +148,8 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
     sit: yield* Effect.cached(pretrained("sit"))
   }
 
+  const marCell = yield* Mar.cells(preset, { latents, autoencoder: ae, reference })
+
   const runs = new Map<string, Effect.Effect<CellRun, CellFailed, Needs>>()
   const resultOf = (id: string) => runs.get(id)!
 
@@ -179,6 +182,7 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
 
   const runCell = (cell: Cell): Effect.Effect<CellRun, unknown, Needs> =>
     Effect.gen(function*() {
+      if (cell.family === "mar") return { cell, ...(yield* marCell(cell)) }
       if (cell.speedDepth !== undefined || cell.speedWidth !== undefined) {
         const shape = preset.teacher[cell.family].model
         const speed = yield* Stage.run(SpeedStage, {

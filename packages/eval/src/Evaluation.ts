@@ -32,10 +32,11 @@
 import { Effect, Schema } from "effect"
 import { Checkpoint, Progress, Stage } from "@tinyfusion/core"
 import { Autoencoder, FeatureExtractor, Images, Png, Stages } from "@tinyfusion/data"
-import { ModelArtifact } from "@tinyfusion/models"
+import { MarArtifact, MarConfig, ModelArtifact } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree, Safetensors, tf } from "@tinyfusion/tensor"
 import * as FeatureStatistics from "./FeatureStatistics.ts"
 import * as Features from "./Features.ts"
+import * as MarSampling from "./MarSampling.ts"
 import * as Matrix from "./Matrix.ts"
 import * as Metrics from "./Metrics.ts"
 import * as Reference from "./Reference.ts"
@@ -58,7 +59,9 @@ export const EvaluationConfig = Schema.Struct({
   /** Samples shown in samples.png. */
   gridImages: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)),
   /** Batches per checkpointed part. */
-  partBatches: PositiveInt
+  partBatches: PositiveInt,
+  /** How a MAR samples: required for a MAR model, refused for a DiT or SiT (whose sampler is `sampling`). */
+  mar: Schema.optional(MarSampling.Options)
 })
 export type EvaluationConfig = typeof EvaluationConfig.Type
 
@@ -69,7 +72,7 @@ export const EvaluationOutput = Schema.Struct({
   inceptionScore: Schema.Finite,
   precision: Schema.Finite,
   recall: Schema.Finite,
-  family: ModelArtifact.Family,
+  family: Schema.Literals([...ModelArtifact.Family.literals, "mar"]),
   depth: Schema.Int,
   parameters: Schema.Int,
   /** The weights sampled. */
@@ -232,21 +235,77 @@ interface Inputs {
   readonly reference: Stage.Artifact<Reference.ReferenceOutput>
 }
 
+/** What the evaluation samples: a DiT or SiT with its sampler, or a MAR with its own. */
+interface Generator {
+  readonly family: EvaluationOutput["family"]
+  readonly depth: number
+  readonly parameters: number
+  /** Whether the weights sampled are the EMA. */
+  readonly ema: boolean
+  readonly config: { readonly inputSize: number; readonly inChannels: number; readonly numClasses: number }
+  /** Batched network evaluations per image (the it/s metric counts them). */
+  readonly evaluations: number
+  /** Latents of batch `batch` for its labels. */
+  readonly sample: (batch: number, labels: ReadonlyArray<number>) => tf.Tensor4D
+}
+
+/** The generator of the input model artifact, its weights on the device for the scope. */
+const generatorOf = (config: EvaluationConfig, modelArtifact: Stage.Artifact<unknown>) =>
+  Effect.gen(function*() {
+    const notModel = (e: { readonly message: string }) =>
+      new IncompatibleInputs({ reason: `input model (${modelArtifact.manifest.stage} ${modelArtifact.key}) is not a model artifact: ${e.message}` })
+    const upload = (host: HostTensor.HostTree) =>
+      Effect.acquireRelease(Effect.sync(() => HostTensor.treeToTensors(host)), (p) => Effect.sync(() => ParamTree.dispose(p)))
+    /** Warns when the EMA was asked for and is missing; fails on weights that are not all finite. */
+    const checkWeights = (ema: boolean, params: HostTensor.HostTree) =>
+      Effect.andThen(
+        config.weights === "ema" && !ema ? Effect.logWarning("the model artifact holds no EMA weights: sampling its raw weights") : Effect.void,
+        checkFinite(
+          `the ${ema ? "EMA" : "raw"} weights of ${modelArtifact.key}`,
+          ParamTree.flatten(params, HostTensor.isHostTensor).map(([key, t]) => [key, t.data] as const)
+        )
+      )
+    const mar = Schema.decodeUnknownOption(MarArtifact.Output)(modelArtifact.output)
+    if (mar._tag === "Some") {
+      const loaded = yield* MarArtifact.read({ ...modelArtifact, output: mar.value }, { ema: config.weights === "ema" })
+      yield* checkWeights(loaded.ema, loaded.params)
+      if (config.mar === undefined) return yield* new IncompatibleInputs({ reason: "the model is a MAR: the config needs `mar` sampling options" })
+      const sampler = yield* MarSampling.make(loaded.config, config.mar)
+      const params = yield* upload(loaded.params)
+      const generator: Generator = {
+        family: "mar",
+        depth: MarConfig.depth(loaded.config),
+        parameters: mar.value.parameters,
+        ema: loaded.ema,
+        config: loaded.config,
+        evaluations: MarSampling.evaluations(config.mar, sampler.diffloss.generate.numTimesteps),
+        sample: (batch, labels) => sampler.sample({ config: loaded.config, params }, batch, labels)
+      }
+      return generator
+    }
+    const fields = yield* Schema.decodeUnknownEffect(ModelArtifact.Output)(modelArtifact.output).pipe(Effect.mapError(notModel))
+    const loaded = yield* ModelArtifact.read({ ...modelArtifact, output: fields }, { ema: config.weights === "ema" })
+    yield* checkWeights(loaded.ema, loaded.params)
+    if (config.mar !== undefined) return yield* new IncompatibleInputs({ reason: `MAR sampling options given for a ${loaded.family}` })
+    yield* Sampling.check(loaded, config.sampling)
+    const sampler = yield* Sampling.make(config.sampling)
+    const params = yield* upload(loaded.params)
+    const network: Sampling.Model = { family: loaded.family, config: loaded.config, params }
+    const generator: Generator = {
+      family: loaded.family,
+      depth: loaded.config.depth,
+      parameters: fields.parameters,
+      ema: loaded.ema,
+      config: loaded.config,
+      evaluations: Sampling.evaluations(config.sampling),
+      sample: (batch, labels) => sampler.sample(network, batch, labels)
+    }
+    return generator
+  })
+
 const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, featureNet: Stage.Artifact<unknown>) =>
   Effect.gen(function*() {
-    const modelArtifact = inputs.model
-    const fields = yield* Schema.decodeUnknownEffect(ModelArtifact.Output)(modelArtifact.output).pipe(
-      Effect.mapError((e) =>
-        new IncompatibleInputs({ reason: `input model (${modelArtifact.manifest.stage} ${modelArtifact.key}) is not a model artifact: ${e.message}` })
-      )
-    )
-    const loaded = yield* ModelArtifact.read({ ...modelArtifact, output: fields }, { ema: config.weights === "ema" })
-    if (config.weights === "ema" && !loaded.ema) yield* Effect.logWarning("the model artifact holds no EMA weights: sampling its raw weights")
-    yield* checkFinite(
-      `the ${loaded.ema ? "EMA" : "raw"} weights of ${modelArtifact.key}`,
-      ParamTree.flatten(loaded.params, HostTensor.isHostTensor).map(([key, t]) => [key, t.data] as const)
-    )
-    yield* Sampling.check(loaded, config.sampling)
+    const loaded = yield* generatorOf(config, inputs.model)
     const latent = Autoencoder.latentShape(inputs.autoencoder.output.model)
     const { inputSize, inChannels } = loaded.config
     if (latent[0] !== inputSize || latent[1] !== inputSize || latent[2] !== inChannels) {
@@ -255,7 +314,6 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
       })
     }
     const reference = yield* Reference.load(inputs.reference)
-    const sampler = yield* Sampling.make(config.sampling)
     const labels = Sampling.labels(config.sampling.seed, config.samples, loaded.config.numClasses, config.labels)
     const compute = yield* Compute
     const extractor = yield* FeatureExtractor
@@ -269,8 +327,6 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     }
     const perImage = imageShape[0] * imageShape[1] * imageShape[2]
     const ae = yield* Effect.acquireRelease(Stages.loadAutoencoder(inputs.autoencoder), (a) => Effect.sync(() => ParamTree.dispose(a.params)))
-    const params = yield* Effect.acquireRelease(Effect.sync(() => HostTensor.treeToTensors(loaded.params)), (p) => Effect.sync(() => ParamTree.dispose(p)))
-    const network: Sampling.Model = { family: loaded.family, config: loaded.config, params }
 
     const n = config.samples
     const b = config.batchSize
@@ -280,7 +336,7 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     const parts = yield* Checkpoint.parts(ctx, partFile)
     const collector = Metrics.collector(dims, "samples")
     const gridImages = new Uint8Array(gridCount * perImage)
-    const evaluations = Sampling.evaluations(config.sampling)
+    const evaluations = loaded.evaluations
     const sampled = { batches: 0, images: 0, ms: 0 }
     const progress = yield* Progress.make(ctx.stage, batches)
 
@@ -289,7 +345,7 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
       compute.scoped(Effect.gen(function*() {
         const start = performance.now()
         const batchLabels = Array.from(labels.subarray(batch * b, Math.min(n, (batch + 1) * b)))
-        const latents = sampler.sample(network, batch, batchLabels)
+        const latents = loaded.sample(batch, batchLabels)
         const pixels = yield* compute.read(Autoencoder.decode(ae.params, tf.div(latents, ae.scale) as tf.Tensor4D))
         const ms = performance.now() - start
         yield* checkFinite(`the decoded samples of batch ${batch}`, [["samples", pixels]])
@@ -379,8 +435,8 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
       samples: n,
       ...results,
       family: loaded.family,
-      depth: loaded.config.depth,
-      parameters: fields.parameters,
+      depth: loaded.depth,
+      parameters: loaded.parameters,
       weights: loaded.ema ? "ema" : "raw",
       referenceImages: reference.summary.pooled.count
     } satisfies EvaluationOutput

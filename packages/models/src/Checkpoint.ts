@@ -55,8 +55,14 @@ export function referenceShapes(config: Config.Config): Array<readonly [string, 
 const shapeText = (shape: ReadonlyArray<number>) => `[${shape.join(", ")}]`
 
 /** Mismatches between tensors and the config, in reference key order, then unexpected keys. */
-export function mismatches(config: Config.Config, tensors: ReadonlyMap<string, HostTensor.HostTensor>): Array<string> {
-  const expected = referenceShapes(config)
+export const mismatches = (config: Config.Config, tensors: ReadonlyMap<string, HostTensor.HostTensor>): Array<string> =>
+  mismatchesOf(referenceShapes(config), tensors)
+
+/** Mismatches between tensors and expected (key, shape) pairs, in their order, then unexpected keys. */
+export function mismatchesOf(
+  expected: ReadonlyArray<readonly [string, ReadonlyArray<number>]>,
+  tensors: ReadonlyMap<string, HostTensor.HostTensor>
+): Array<string> {
   const known = new Set(expected.map(([k]) => k))
   const out: Array<string> = []
   for (const [key, shape] of expected) {

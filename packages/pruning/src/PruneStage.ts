@@ -21,28 +21,47 @@
  */
 import { Effect, Schema } from "effect"
 import { type CorruptArtifact, Stage, type StoreError } from "@tinyfusion/core"
-import { type Checkpoint, type Config, DiT, ModelArtifact } from "@tinyfusion/models"
+import { type Checkpoint, type Config, DiT, Mar, MarArtifact, type MarConfig, ModelArtifact } from "@tinyfusion/models"
 import { HostTensor, ParamTree, type Safetensors } from "@tinyfusion/tensor"
 import * as BlockStack from "./BlockStack.ts"
 import { PruneDecision } from "./Decision.ts"
 import type { LatentSource } from "./LatentSource.ts"
+import * as MarStack from "./MarStack.ts"
 import * as Pruners from "./Pruners.ts"
 import * as Selection from "./Selection.ts"
 import * as Width from "./Width.ts"
 
 export const decisionFile = "decision.json"
 
-export interface Teacher {
+export interface DitTeacher {
   readonly family: ModelArtifact.Family
   readonly config: Config.Config
   readonly params: HostTensor.HostTree
 }
 
+export interface MarTeacher {
+  readonly family: "mar"
+  readonly config: MarConfig.MarConfig
+  readonly params: HostTensor.HostTree
+}
+
+export type Teacher = DitTeacher | MarTeacher
+
+/** A teacher's blocks as the pruners see them: DiT/SiT under their objective, or a MAR with its DiffLoss. */
+export const stackOf = (teacher: Teacher) =>
+  teacher.family === "mar"
+    ? MarStack.of(teacher.config)
+    : Effect.map(BlockStack.objective(teacher.family, teacher.config), (objective) => BlockStack.dit(objective, teacher.config))
+
+/** The depth of a teacher's block stack. */
+const depthOf = (teacher: Teacher): number =>
+  teacher.family === "mar" ? teacher.config.encoderDepth + teacher.config.decoderDepth : teacher.config.depth
+
 /**
  * The teacher of a ModelArtifact: its EMA weights when it has them (the
  * reference prunes the checkpoint's EMA), every key and shape checked.
  */
-export const readModel = (artifact: Stage.Artifact<ModelArtifact.Output>): Effect.Effect<Teacher, StoreError | CorruptArtifact | Checkpoint.CheckpointMismatch | Safetensors.SafetensorsError> =>
+export const readModel = (artifact: Stage.Artifact<ModelArtifact.Output>): Effect.Effect<DitTeacher, StoreError | CorruptArtifact | Checkpoint.CheckpointMismatch | Safetensors.SafetensorsError> =>
   ModelArtifact.read(artifact, { ema: true })
 
 const PositiveInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
@@ -146,7 +165,7 @@ const targetOf = (depth: number, config: PruneConfig) =>
  * restructured tree sharing the teacher's tensors), or for a width decision
  * the teacher cut to the kept channels.
  */
-export const prunedModel = (teacher: Teacher, decision: PruneDecision) =>
+export const prunedModel = (teacher: DitTeacher, decision: PruneDecision) =>
   Effect.try({
     try: (): { readonly config: Config.Config; readonly params: HostTensor.HostTree } => {
       if (decision.width !== undefined) return Width.narrow(teacher.config, teacher.params, decision.width.kept)
@@ -170,9 +189,8 @@ export function make<T extends Stage.Any, D extends Stage.Any, E, R>(wiring: Wir
         const teacher = yield* wiring.readTeacher(inputs.teacher)
         const source = yield* wiring.readData(inputs.data)
         const method = yield* Pruners.get(config.method)
-        const target = yield* targetOf(teacher.config.depth, config)
-        const objective = yield* BlockStack.objective(teacher.family, teacher.config)
-        const stack = BlockStack.dit(objective, teacher.config)
+        const target = yield* targetOf(depthOf(teacher), config)
+        const stack = yield* stackOf(teacher)
         const calibration = stack.calibrationSet(source.batch({ seed: config.seed, batchSize: config.calibration }, 0), config.seed)
         yield* Effect.logInfo(`${method.name} on ${stack.description}: ${Selection.describe(target)}`)
         const decision = yield* Effect.acquireUseRelease(
@@ -201,7 +219,9 @@ export function make<T extends Stage.Any, D extends Stage.Any, E, R>(wiring: Wir
               }
               const loss = checked.width === undefined
                 ? yield* stack.calibrationLoss(params, calibration, { kept: checked.kept })
-                : yield* Effect.flatMap(prunedModel(teacher, checked), (narrow) =>
+                : teacher.family === "mar"
+                ? yield* new DecisionMismatch({ method: method.name, reason: "width decisions are for DiT and SiT, not MAR" })
+                : yield* Effect.flatMap(Effect.all([prunedModel(teacher, checked), BlockStack.objective(teacher.family, teacher.config)]), ([narrow, objective]) =>
                   Effect.acquireUseRelease(
                     Effect.sync(() => HostTensor.treeToTensors(narrow.params)),
                     (p) => BlockStack.dit(objective, narrow.config).calibrationLoss(p, calibration),
@@ -234,6 +254,9 @@ export function make<T extends Stage.Any, D extends Stage.Any, E, R>(wiring: Wir
       Effect.gen(function*() {
         const decision = yield* readDecision(inputs.decision)
         const teacher = yield* wiring.readTeacher(inputs.teacher)
+        if (teacher.family === "mar") {
+          return yield* new DecisionMismatch({ method: decision.method, reason: "a MAR's pruned model is exported by the mar-prune-export stage (PruneStage.marExport)" })
+        }
         if (decision.teacherDepth !== teacher.config.depth) {
           return yield* new DecisionMismatch({
             method: decision.method,
@@ -252,3 +275,48 @@ export function make<T extends Stage.Any, D extends Stage.Any, E, R>(wiring: Wir
 /** The full decision of a prune artifact, validated. */
 export const readDecision = (artifact: Stage.Artifact<unknown>): Effect.Effect<PruneDecision, StoreError | CorruptArtifact> =>
   artifact.json(decisionFile, PruneDecision)
+
+export const MarExportOutput = Schema.Struct({
+  ...MarArtifact.Fields,
+  method: Schema.String,
+  teacherDepth: PositiveInt,
+  kept: Schema.Array(Count)
+})
+
+/**
+ * The pruned MAR (`mar-prune-export`): the teacher's original weights of the
+ * kept blocks, each kept in its half (encoder or decoder) and renumbered there,
+ * as a MarArtifact in the reference keys.
+ */
+export function marExport<P extends Stage.Any, T extends Stage.Any, E, R>(
+  prune: P,
+  wiring: Pick<Wiring<T, Stage.Any, E, R>, "teacher" | "readTeacher">
+) {
+  return Stage.make({
+    name: "mar-prune-export",
+    version: 1,
+    config: ExportConfig,
+    output: MarExportOutput,
+    inputs: { decision: prune, teacher: wiring.teacher } as { readonly decision: P; readonly teacher: T },
+    run: (_config, inputs, ctx) =>
+      Effect.gen(function*() {
+        const decision = yield* readDecision(inputs.decision as Stage.Artifact<unknown>)
+        const teacher = yield* wiring.readTeacher(inputs.teacher as Stage.Artifact<Stage.OutputOf<T>>)
+        if (teacher.family !== "mar") {
+          return yield* new DecisionMismatch({ method: decision.method, reason: `the teacher is a ${teacher.family}, not a MAR` })
+        }
+        if (decision.teacherDepth !== depthOf(teacher)) {
+          return yield* new DecisionMismatch({ method: decision.method, reason: `decided on ${decision.teacherDepth} blocks, the teacher has ${depthOf(teacher)}` })
+        }
+        // keepBlocks only restructures the tree, so it serves host trees too.
+        const pruned = Mar.keepBlocks(teacher.config, teacher.params as unknown as ParamTree.ParamTree, decision.kept)
+        const model = yield* MarArtifact.write(ctx, { config: pruned.config, params: pruned.params as unknown as HostTensor.HostTree })
+        const out: typeof MarExportOutput.Type = { ...model, method: decision.method, teacherDepth: decision.teacherDepth, kept: decision.kept }
+        return out
+      })
+  })
+}
+
+/** The teacher of a MarArtifact: its EMA weights when it has them. */
+export const readMar = (artifact: Stage.Artifact<MarArtifact.Output>): Effect.Effect<MarTeacher, StoreError | CorruptArtifact | Checkpoint.CheckpointMismatch | Safetensors.SafetensorsError> =>
+  MarArtifact.read(artifact, { ema: true })

@@ -73,7 +73,7 @@ const fromManifests = (store: string, keys: ReadonlyArray<string>): Paper.Metric
       if (typeof o["calibrationLoss"] === "number") metrics["calibrationLoss"] = o["calibrationLoss"]
       if (typeof o["confidence"] === "number") metrics["confidence"] = o["confidence"]
     }
-    if (m.stage === "recovery") {
+    if (m.stage === "recovery" || m.stage === "mar-recovery") {
       if (typeof o["initialDistillLoss"] === "number") metrics["initDistillLoss"] = o["initialDistillLoss"]
       if (o["diverged"] !== undefined) metrics["diverged"] = true
     }
@@ -114,14 +114,14 @@ describe("tinyfusion repro", () => {
       assert.strictEqual(third.code, 0, third.stderr.slice(-3000))
       assert.strictEqual(stageLog(third.stderr).computed.size, 0)
       assert.strictEqual(fs.readFileSync(path.join(reportDir, "report.md"), "utf8"), markdown)
-      assert.match(third.stdout, /52 cells, 0 failed/)
+      assert.match(third.stdout, /55 cells, 0 failed/)
 
       // Tables and verdicts, recomputed from the manifests, are the ones in the report.
       const stored = JSON.parse(fs.readFileSync(path.join(reportDir, "results.json"), "utf8")) as {
         cells: Record<string, { artifacts: ReadonlyArray<string> }>
       }
       const results = new Map(Object.entries(stored.cells).map(([cell, c]) => [cell, fromManifests(store, c.artifacts)]))
-      assert.strictEqual(results.size, 52)
+      assert.strictEqual(results.size, 55)
       assert.isNumber(results.get("t1/tinydit-d14-kd")!.fid)
       assert.isNumber(results.get("t1/tinydit-d14-kd")!.initDistillLoss)
       assert.isNumber(results.get("t3/learnable")!.calibrationLoss)

@@ -28,8 +28,8 @@ export const nonNegative = (name: string) => checked(Flag.Finite(name), (x) => x
 /** A share strictly between 0 and 1: a fraction of parameters removed. */
 export const share = (name: string) => checked(Flag.Finite(name), (x) => x > 0 && x < 1, "a number between 0 and 1")
 
-/** A decay rate in [0, 1]: EMA. */
-export const decay = (name: string) => checked(Flag.Finite(name), (x) => x >= 0 && x <= 1, "a number in [0, 1]")
+/** A fraction in [0, 1]: an EMA decay, a label-dropout probability. */
+export const fraction = (name: string) => checked(Flag.Finite(name), (x) => x >= 0 && x <= 1, "a number in [0, 1]")
 
 /** A guidance scale: 1 (none) or more. */
 export const guidance = (name: string) => checked(Flag.Finite(name), (x) => x >= 1, "a number ≥ 1 (1: no guidance)")

@@ -4,7 +4,7 @@
  * pre-training, pruning, recovery), or a checkpoint file brought into the
  * store by the `model-file` stage (its config from the file's metadata).
  */
-import { Effect, FileSystem, Option, Schema } from "effect"
+import { Effect, Option, Schema } from "effect"
 import { Flag } from "effect/cli"
 import { Stage } from "@tinyfusion/core"
 import { ModelArtifact, ModelFile } from "@tinyfusion/models"
@@ -16,7 +16,7 @@ export const flags = {
   ),
   modelFile: Flag.String("model-file").pipe(
     Flag.withDescription(
-      "A checkpoint file carrying its config: from `tinyfusion checkpoint import` (reference weights) or a model artifact's model/ema.safetensors"
+      "A checkpoint file: a reference .pt or safetensors (config from its shapes), our import, or a model artifact's model/ema.safetensors"
     ),
     Flag.optional
   ),
@@ -53,9 +53,6 @@ export const resolve = Effect.fn("ModelFlags.resolve")(function*(o: Options) {
     }
     return { stage: opened.stage as Stage.Any, artifact: opened.artifact as Stage.Artifact<ModelArtifact.Output> }
   }
-  const file = Option.getOrThrow(o.modelFile)
-  const fs = yield* FileSystem.FileSystem
-  const { stage, config } = yield* ModelFile.describe(yield* fs.readFile(file), Option.getOrUndefined(o.family), file)
-  const artifact = yield* Stage.run(stage, config, {})
-  return { stage: stage as Stage.Any, artifact: artifact as Stage.Artifact<ModelArtifact.Output> }
+  const { described, artifact } = yield* ModelFile.store(Option.getOrThrow(o.modelFile), { family: Option.getOrUndefined(o.family) })
+  return { stage: ModelFile.stage(described) as Stage.Any, artifact: artifact as Stage.Artifact<ModelArtifact.Output> }
 })

@@ -60,6 +60,8 @@ export interface Staging {
   ) => Effect.Effect<Manifest.FileEntry, StoreError.StoreError>
   readonly writeJson: (name: string, value: unknown) => Effect.Effect<Manifest.FileEntry, StoreError.StoreError>
   readonly writeBytes: (name: string, bytes: Uint8Array) => Effect.Effect<Manifest.FileEntry, StoreError.StoreError>
+  /** A file too large to hold in memory (a 10 GB sample batch): `produce` writes it at the path given; it is then synced and hashed. */
+  readonly writeFile: <E, R>(name: string, produce: (path: string) => Effect.Effect<void, E, R>) => Effect.Effect<Manifest.FileEntry, E | StoreError.StoreError, R>
   /** The files written so far, in order. */
   readonly files: () => ReadonlyArray<Manifest.FileEntry>
 }
@@ -372,7 +374,7 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
     // Removed on every exit; after a commit the directory has moved and this is a no-op.
     yield* Effect.addFinalizer(() => fs.remove(dir, { recursive: true, force: true }).pipe(Effect.ignore))
     const files: Array<Manifest.FileEntry> = []
-    const write = Effect.fnUntraced(function*(name: string, bytes: Uint8Array, tensors?: Manifest.FileEntry["tensors"]) {
+    const checkName = Effect.fnUntraced(function*(name: string) {
       if (Option.isNone(decodeSafeName(name)) || name === Manifest.manifestName) {
         return yield* new StoreError.StoreError({
           operation: "write",
@@ -384,6 +386,9 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
       if (files.some((f) => f.name === name)) {
         return yield* new StoreError.StoreError({ operation: "write", path: path.join(dir, name), reason: "written twice", transient: false })
       }
+    })
+    const write = Effect.fnUntraced(function*(name: string, bytes: Uint8Array, tensors?: Manifest.FileEntry["tensors"]) {
+      yield* checkName(name)
       yield* writeDurable(path.join(dir, name), bytes)
       const entry: Manifest.FileEntry = tensors === undefined
         ? { name, bytes: bytes.byteLength, sha256: Manifest.sha256(bytes) }
@@ -395,6 +400,16 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
       dir,
       files: () => [...files],
       writeBytes: (name, bytes) => write(name, bytes),
+      writeFile: <E, R>(name: string, produce: (at: string) => Effect.Effect<void, E, R>) =>
+        Effect.gen(function*() {
+          yield* checkName(name)
+          const at = path.join(dir, name)
+          yield* produce(at)
+          yield* io("write", at, Effect.scoped(Effect.flatMap(fs.open(at, { flag: "r+" }), (file) => file.sync)))
+          const entry: Manifest.FileEntry = { name, ...(yield* hashFile(at)) }
+          files.push(entry)
+          return entry
+        }),
       writeJson: (name, value) => write(name, new TextEncoder().encode(JSON.stringify(value, null, 2) + "\n")),
       writeTensors: (name, tensors, options = {}) => {
         const entries = tensorEntries(tensors)

@@ -56,6 +56,7 @@ export interface Context {
   readonly writeTensors: Staging["writeTensors"]
   readonly writeJson: Staging["writeJson"]
   readonly writeBytes: Staging["writeBytes"]
+  readonly writeFile: Staging["writeFile"]
   /** Records a figure in the manifest's metrics (the last value of a name wins). */
   readonly metric: (name: string, value: number) => Effect.Effect<void>
 }
@@ -292,6 +293,7 @@ const build = <C, CE, O, OE, I extends Inputs, E, R>(
       writeTensors: staging.writeTensors,
       writeJson: staging.writeJson,
       writeBytes: staging.writeBytes,
+      writeFile: staging.writeFile,
       metric: (name, value) => Effect.sync(() => void (metrics[name] = Number.isFinite(value) ? value : null))
     }
     const output = yield* stage.run(config, inputs, ctx)

@@ -5,7 +5,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { ArtifactStore, Checkpoint, Manifest, Stage } from "@tinyfusion/core"
-import { Dataset, Png, Stages } from "@tinyfusion/data"
+import { Dataset, Npz, Png, Stages } from "@tinyfusion/data"
 import { Config, Fixtures, MarArtifact, MarCheckpoint, ModelArtifact } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree, Rng, Safetensors } from "@tinyfusion/tensor"
 import * as Evaluation from "./Evaluation.ts"
@@ -49,6 +49,17 @@ const pooledOf = (artifact: Stage.Artifact<Evaluation.EvaluationOutput>) =>
     Effect.map(Features.decode(bytes, { count: artifact.output.samples, poolDim: 8, classes: 3 }, { key: artifact.key, path: Features.file }), (set) => set.pooled.data))
 
 describe("Evaluation", () => {
+  it.effect("sampleBatch writes samples.npz, ADM's arr_0 of exactly the samples scored (their features match the stored ones)", () =>
+    Effect.gen(function*() {
+      const { autoencoder, reference, model, featureNet } = yield* upstream
+      const done = yield* Stage.run(EvaluateTiny, { ...evaluation, sampleBatch: true }, { model, autoencoder, reference })
+      assert.include(done.manifest.files.map((f) => f.name), Evaluation.files.sampleBatch)
+      const arr = yield* Effect.scoped(Effect.flatMap(Npz.open(done.path(Evaluation.files.sampleBatch)), (npz) => npz.read("arr_0")))
+      assert.deepStrictEqual([arr.dtype, arr.shape], ["uint8", [20, 8, 8, 1]])
+      const features = yield* Features.ofPixels(arr.data as Uint8Array, 20).pipe(Effect.provide(Stages.featureExtractor(featureNet)))
+      assert.deepStrictEqual([...features.pooled.data], [...(yield* pooledOf(done))])
+    }).pipe(Effect.provide(layers), Effect.provide(Compute.wasm)), 120_000)
+
   it.effect("the reference images fed through the samples' path score FID 0 against the stored reference", () =>
     Effect.gen(function*() {
       const { featureNet, reference } = yield* upstream

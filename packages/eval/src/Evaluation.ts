@@ -8,6 +8,7 @@
  *            reference    a `reference` artifact; its feature network (an
  *                         input of it) is opened by key
  *   files    samples.png            a grid of the first `gridImages` samples
+ *            samples.npz            with `sampleBatch`: every sample as an ADM sample batch
  *            pooled.safetensors     the samples' float64 statistics (FID)
  *            spatial.safetensors    the same of spatial features (sFID)
  *            features.safetensors   pooled features, class probabilities and
@@ -31,7 +32,7 @@
  */
 import { Effect, Schema } from "effect"
 import { Checkpoint, Progress, Stage } from "@tinyfusion/core"
-import { Autoencoder, FeatureExtractor, Images, Png, Stages } from "@tinyfusion/data"
+import { Codec, FeatureExtractor, Images, Npz, Png, Stages } from "@tinyfusion/data"
 import { MarArtifact, MarConfig, ModelArtifact } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree, Safetensors, tf } from "@tinyfusion/tensor"
 import * as FeatureStatistics from "./FeatureStatistics.ts"
@@ -61,7 +62,12 @@ export const EvaluationConfig = Schema.Struct({
   /** Batches per checkpointed part. */
   partBatches: PositiveInt,
   /** How a MAR samples: required for a MAR model, refused for a DiT or SiT (whose sampler is `sampling`). */
-  mar: Schema.optional(MarSampling.Options)
+  mar: Schema.optional(MarSampling.Options),
+  /**
+   * Also write samples.npz: every sample as ADM's evaluator reads a sample
+   * batch (arr_0, N × H × W × C uint8), for the official evaluator.py.
+   */
+  sampleBatch: Schema.optionalKey(Schema.Boolean)
 })
 export type EvaluationConfig = typeof EvaluationConfig.Type
 
@@ -95,6 +101,7 @@ export const miniEvaluation: EvaluationConfig = {
 
 export const files = {
   grid: "samples.png",
+  sampleBatch: "samples.npz",
   pooled: "pooled.safetensors",
   spatial: "spatial.safetensors",
   features: Features.file
@@ -146,6 +153,8 @@ export interface Part {
   readonly probabilities: Float32Array
   readonly images: Uint8Array
   readonly timing: Timing
+  /** Every sample's 8-bit pixels (when the config asks for a sample batch). */
+  readonly samples?: Uint8Array
 }
 
 /** Sampling time of a part, decoding included: batches, images, milliseconds. */
@@ -166,7 +175,9 @@ export const encodePart = (part: Part, rows: number, dims: Metrics.Dimensions, i
       ["pooled", HostTensor.float32([rows, dims.pooled], part.pooled)],
       ["spatial", HostTensor.float32([rows, dims.spatial], part.spatial)],
       ["probabilities", HostTensor.float32([rows, dims.classes], part.probabilities)],
-      ["images", HostTensor.float32([part.images.length / per, ...imageShape], Float32Array.from(part.images))]
+      ["images", HostTensor.float32([part.images.length / per, ...imageShape], Float32Array.from(part.images))],
+      // Bytes packed four to an int32 (safetensors as written here has no uint8).
+      ...(part.samples === undefined ? [] : [["samples", HostTensor.int32([Math.ceil(part.samples.length / 4)], packed(part.samples))] as const])
     ],
     { metadata: { format: "tinyfusion/evaluation-part", timing: JSON.stringify(part.timing) } }
   )
@@ -178,8 +189,21 @@ const decodeTiming = Schema.decodeUnknownOption(Schema.fromJsonString(Schema.Str
   ms: Schema.Finite.check(Schema.isGreaterThan(0))
 })))
 
+const packed = (bytes: Uint8Array): Int32Array => {
+  const out = new Uint8Array(Math.ceil(bytes.length / 4) * 4)
+  out.set(bytes)
+  return new Int32Array(out.buffer)
+}
+
 /** A stored part, or the reason it does not fit what this part must hold. */
-const decodePart = (bytes: Uint8Array, rows: number, gridRows: number, dims: Metrics.Dimensions, imageShape: readonly [number, number, number]) =>
+const decodePart = (
+  bytes: Uint8Array,
+  rows: number,
+  gridRows: number,
+  dims: Metrics.Dimensions,
+  imageShape: readonly [number, number, number],
+  sampleBatch: boolean
+) =>
   Effect.gen(function*() {
     const file = yield* Effect.result(Safetensors.decode(bytes))
     if (file._tag === "Failure") return file.failure.reason
@@ -197,14 +221,24 @@ const decodePart = (bytes: Uint8Array, rows: number, gridRows: number, dims: Met
     const timing = decodeTiming(file.success.metadata["timing"])
     if (timing._tag === "None") return "no sampling time"
     const data = (name: string) => file.success.tensors.get(name)!.data as Float32Array
+    const sampleBytes = rows * imageShape[0] * imageShape[1] * imageShape[2]
+    const samples = file.success.tensors.get("samples")
+    if (sampleBatch && (samples === undefined || samples.data.length !== Math.ceil(sampleBytes / 4))) return "no samples of all its rows"
     return {
       pooled: data("pooled"),
       spatial: data("spatial"),
       probabilities: data("probabilities"),
       images: Uint8Array.from(data("images")),
-      timing: timing.value
+      timing: timing.value,
+      ...(sampleBatch ? { samples: new Uint8Array(samples!.data.buffer, samples!.data.byteOffset, sampleBytes) } : {})
     } satisfies Part
   })
+
+const concatBytes = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+  parts.reduce((at, p) => (out.set(p, at), at + p.length), 0)
+  return out
+}
 
 const concat = (parts: ReadonlyArray<Float32Array>): Float32Array => {
   const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0))
@@ -306,7 +340,8 @@ const generatorOf = (config: EvaluationConfig, modelArtifact: Stage.Artifact<unk
 const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, featureNet: Stage.Artifact<unknown>) =>
   Effect.gen(function*() {
     const loaded = yield* generatorOf(config, inputs.model)
-    const latent = Autoencoder.latentShape(inputs.autoencoder.output.model)
+    const codecShapes = Codec.shapes(inputs.autoencoder.output.model)
+    const latent = codecShapes.latentShape
     const { inputSize, inChannels } = loaded.config
     if (latent[0] !== inputSize || latent[1] !== inputSize || latent[2] !== inChannels) {
       return yield* new IncompatibleInputs({
@@ -319,10 +354,10 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     const extractor = yield* FeatureExtractor
     const dims = { pooled: extractor.poolDim, spatial: extractor.spatialDim, classes: extractor.classes }
     const imageShape = extractor.imageShape
-    const decoded = inputs.autoencoder.output.model
-    if (decoded.imageSize !== imageShape[0] || decoded.imageSize !== imageShape[1] || decoded.imageChannels !== imageShape[2]) {
+    const decoded = codecShapes.imageShape
+    if (decoded.some((n, i) => n !== imageShape[i])) {
       return yield* new IncompatibleInputs({
-        reason: `the autoencoder makes ${decoded.imageSize}×${decoded.imageSize}×${decoded.imageChannels} images, the feature network takes ${imageShape.join("×")}`
+        reason: `the autoencoder makes ${decoded.join("×")} images, the feature network takes ${imageShape.join("×")}`
       })
     }
     const perImage = imageShape[0] * imageShape[1] * imageShape[2]
@@ -346,7 +381,7 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
         const start = performance.now()
         const batchLabels = Array.from(labels.subarray(batch * b, Math.min(n, (batch + 1) * b)))
         const latents = loaded.sample(batch, batchLabels)
-        const pixels = yield* compute.read(Autoencoder.decode(ae.params, tf.div(latents, ae.scale) as tf.Tensor4D))
+        const pixels = yield* compute.read(ae.codec.decode(tf.div(latents, ae.scale) as tf.Tensor4D))
         const ms = performance.now() - start
         yield* checkFinite(`the decoded samples of batch ${batch}`, [["samples", pixels]])
         return { bytes: Images.toBytes(pixels), ms }
@@ -358,6 +393,7 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
         const spatial: Array<Float32Array> = []
         const probabilities: Array<Float32Array> = []
         const images: Array<Uint8Array> = []
+        const samples: Array<Uint8Array> = []
         let ms = 0
         for (let batch = first; batch < end; batch++) {
           const rows = Math.min(n, (batch + 1) * b) - batch * b
@@ -369,12 +405,17 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
           probabilities.push(f.probabilities.data as Float32Array)
           const inGrid = Math.max(0, Math.min(rows, gridCount - batch * b))
           images.push(bytes.subarray(0, inGrid * perImage))
+          if (config.sampleBatch === true) samples.push(bytes)
           yield* progress.update(batch + 1)
         }
-        const imageBytes = new Uint8Array(images.reduce((k, x) => k + x.length, 0))
-        images.reduce((at, x) => (imageBytes.set(x, at), at + x.length), 0)
-        const timing = { batches: end - first, images: Math.min(n, end * b) - first * b, ms }
-        return { pooled: concat(pooled), spatial: concat(spatial), probabilities: concat(probabilities), images: imageBytes, timing } satisfies Part
+        return {
+          pooled: concat(pooled),
+          spatial: concat(spatial),
+          probabilities: concat(probabilities),
+          images: concatBytes(images),
+          timing: { batches: end - first, images: Math.min(n, end * b) - first * b, ms },
+          ...(config.sampleBatch === true ? { samples: concatBytes(samples) } : {})
+        } satisfies Part
       })
 
     for (let index = 0; index < partCount; index++) {
@@ -384,7 +425,7 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
       const rows = Math.min(n, end * b) - firstSample
       const gridRows = Math.max(0, Math.min(rows, gridCount - firstSample))
       const stored = yield* parts.read(index)
-      const kept = stored === undefined ? undefined : yield* decodePart(stored, rows, gridRows, dims, imageShape)
+      const kept = stored === undefined ? undefined : yield* decodePart(stored, rows, gridRows, dims, imageShape, config.sampleBatch === true)
       if (typeof kept === "string") yield* Effect.logWarning(`part ${index} does not fit (${kept}); sampling it again`)
       let part: Part
       if (kept !== undefined && typeof kept !== "string") {
@@ -419,6 +460,27 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
       splitSize: config.splitSize
     })
     if (gridCount > 0) yield* ctx.writeBytes(files.grid, grid(gridImages, gridCount, imageShape))
+    if (config.sampleBatch === true) {
+      // The parts are read back one at a time: a 50,000-image batch (9.8 GB at 256²) never sits in memory.
+      yield* ctx.writeFile(files.sampleBatch, (at) =>
+        Npz.write(at, [{
+          name: "arr_0",
+          dtype: "uint8",
+          shape: [n, ...imageShape],
+          fill: (push) =>
+            Effect.gen(function*() {
+              for (let index = 0; index < partCount; index++) {
+                const first = index * config.partBatches
+                const rows = Math.min(n, Math.min(batches, first + config.partBatches) * b) - first * b
+                const gridRows = Math.max(0, Math.min(rows, gridCount - first * b))
+                const stored = yield* parts.read(index)
+                const part = stored === undefined ? "missing" : yield* decodePart(stored, rows, gridRows, dims, imageShape, true)
+                if (typeof part === "string") return yield* Effect.die(new Error(`part ${index} vanished or changed before the sample batch was written (${part})`))
+                yield* push(part.samples!)
+              }
+            })
+        }]))
+    }
     yield* ctx.writeBytes(files.pooled, FeatureStatistics.encode(summary.pooled))
     yield* ctx.writeBytes(files.spatial, FeatureStatistics.encode(summary.spatial))
     yield* ctx.writeBytes(files.features, Features.encode({ pooled: summary.pooledFeatures, probabilities: summary.probabilities, labels }))

@@ -121,7 +121,7 @@ export const finetune = Command.make(
     seed: CheckedFlags.natural("seed").pipe(Flag.withDescription("Seed of batches and draws"), Flag.withDefault(0)),
     lr: CheckedFlags.positive("lr").pipe(Flag.withDescription("AdamW learning rate (cosine down to --lr-floor)"), Flag.withDefault(2e-4)),
     lrFloor: CheckedFlags.nonNegative("lr-floor").pipe(Flag.withDescription("Learning rate at the last step"), Flag.withDefault(1e-4)),
-    emaDecay: CheckedFlags.decay("ema-decay").pipe(Flag.withDescription("EMA decay (the paper: 0.9999, for 100K steps)"), Flag.withDefault(0.999)),
+    emaDecay: CheckedFlags.fraction("ema-decay").pipe(Flag.withDescription("EMA decay (the paper: 0.9999, for 100K steps)"), Flag.withDefault(0.999)),
     clip: CheckedFlags.positive("clip").pipe(Flag.withDescription("Global gradient-norm clip"), Flag.withDefault(1)),
     checkpointEvery: CheckedFlags.natural("checkpoint-every").pipe(Flag.withDescription("Steps between checkpoints (0: none)"), Flag.withDefault(500)),
     curveEvery: CheckedFlags.count("curve-every").pipe(Flag.withDescription("Steps between loss-curve points"), Flag.withDefault(25)),

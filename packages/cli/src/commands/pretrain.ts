@@ -22,7 +22,7 @@ const trainingFlags = {
   steps: CheckedFlags.count("steps").pipe(Flag.withDescription("Training steps"), Flag.withDefault(defaults.steps)),
   batchSize: CheckedFlags.count("batch-size").pipe(Flag.withDescription("Latents per batch"), Flag.withDefault(defaults.batchSize)),
   lr: CheckedFlags.positive("lr").pipe(Flag.withDescription("AdamW learning rate"), Flag.withDefault(defaults.lr)),
-  emaDecay: CheckedFlags.decay("ema-decay").pipe(Flag.withDescription("EMA decay (DiT: 0.9999; short runs want less)"), Flag.withDefault(defaults.emaDecay)),
+  emaDecay: CheckedFlags.fraction("ema-decay").pipe(Flag.withDescription("EMA decay (DiT: 0.9999; short runs want less)"), Flag.withDefault(defaults.emaDecay)),
   clip: CheckedFlags.positive("clip").pipe(Flag.withDescription("Global gradient-norm clip (default: none, as DiT)"), Flag.optional),
   checkpointEvery: CheckedFlags.natural("checkpoint-every").pipe(Flag.withDescription("Steps between checkpoints (0: none)"), Flag.withDefault(defaults.checkpointEvery)),
   curveEvery: CheckedFlags.count("curve-every").pipe(Flag.withDescription("Steps between loss-curve points"), Flag.withDefault(defaults.curveEvery)),

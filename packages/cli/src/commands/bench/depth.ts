@@ -19,7 +19,7 @@ import { Config, Init, ModelArtifact } from "@tinyfusion/models"
 import { Width } from "@tinyfusion/pruning"
 import { Compute, ParamTree } from "@tinyfusion/tensor"
 import * as Table from "../../Table.ts"
-import { backendsFlag, eachBackend } from "./compute.ts"
+import { backendsFlag, eachBackend, fusedFlag, withFused } from "./compute.ts"
 
 const list = (text: string): Array<number> => text.split(",").map((s) => s.trim()).filter((s) => s !== "").map(Number)
 
@@ -41,6 +41,7 @@ export const depth = Command.make(
     cfg: Flag.Finite("cfg").pipe(Flag.withDefault(1.5), Flag.withDescription("Guidance scale (above 1 doubles the batch)")),
     repetitions: Flag.Int("repetitions").pipe(Flag.withDefault(5), Flag.withDescription("Timed rounds over every shape at most")),
     budget: Flag.Int("budget-s").pipe(Flag.withDefault(60), Flag.withDescription("Seconds per shape: fewer rounds on slow backends (at least one)")),
+    fused: fusedFlag,
     backends: backendsFlag
   },
   (o) =>
@@ -67,7 +68,7 @@ export const depth = Command.make(
       const fullParameters = ModelArtifact.parameterCount(full)
       const rows: Array<Array<string>> = []
       yield* eachBackend(o.backends, rows, (name) =>
-        Effect.gen(function*() {
+        withFused(o.fused, Effect.gen(function*() {
           const c = yield* Compute
           const models = shapes.map((s) => ({ family: "dit" as const, config: s.config, params: Init.params(s.config, 0) }))
           const timings = yield* Effect.gen(function*() {
@@ -111,8 +112,8 @@ export const depth = Command.make(
               String(wall[i]!.length)
             ])
           })
-          yield* Console.log(`${name}: ${c.device}`)
-        }))
+          yield* Console.log(`${name}: ${c.device}${o.fused === "off" ? " (composed ops, no fused kernels)" : ""}`)
+        })))
       yield* Console.log(Table.render(
         ["backend", "shape", "parameters kept", "parameters", "ms/it", "range", "it/s", "speed-up", "cpu ms/it", "speed-up (cpu)", "linear", "of linear", "rounds"],
         rows

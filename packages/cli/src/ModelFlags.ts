@@ -21,15 +21,15 @@ export const flags = {
     Flag.optional
   ),
   family: Flag.Literals("family", ["dit", "sit"]).pipe(
-    Flag.withDescription("Family of a --model-file model (files do not record it)"),
-    Flag.withDefault("dit" as const)
+    Flag.withDescription("The model's family: checked against the one its file or artifact records; needed only for a file that records none (default dit)"),
+    Flag.optional
   )
 }
 
 export interface Options {
   readonly modelKey: Option.Option<string>
   readonly modelFile: Option.Option<string>
-  readonly family: ModelArtifact.Family
+  readonly family: Option.Option<ModelArtifact.Family>
 }
 
 export class ModelChoice extends Schema.TaggedError<ModelChoice>()("ModelChoice", {
@@ -47,8 +47,12 @@ export const resolve = Effect.fn("ModelFlags.resolve")(function*(o: Options) {
   }
   if (Option.isSome(o.modelKey)) {
     const opened = yield* ModelArtifact.open(o.modelKey.value)
+    const family = opened.artifact.output.family
+    if (Option.isSome(o.family) && o.family.value !== family) {
+      return yield* new ModelChoice({ reason: `${o.modelKey.value} holds a ${family} model, not a ${o.family.value} one` })
+    }
     return { stage: opened.stage as Stage.Any, artifact: opened.artifact as Stage.Artifact<ModelArtifact.Output> }
   }
-  const { described, artifact } = yield* ModelFile.store(Option.getOrThrow(o.modelFile), { family: o.family })
+  const { described, artifact } = yield* ModelFile.store(Option.getOrThrow(o.modelFile), { family: Option.getOrUndefined(o.family) })
   return { stage: ModelFile.stage(described) as Stage.Any, artifact: artifact as Stage.Artifact<ModelArtifact.Output> }
 })

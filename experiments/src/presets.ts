@@ -338,24 +338,40 @@ export interface Resolved {
 
 /**
  * The preset of a name on the data there is. quick: the first images of
- * Fashion-MNIST when its four files are in `data` (default: the Debian
- * package's folder), otherwise — or with `synthetic` — the synthetic fixture,
- * saying so; mini: Fashion-MNIST; paper: an image folder with `train/` and
- * `val/` class folders.
+ * Fashion-MNIST from `data`, or — only when no `data` is given — from the
+ * Debian package's folder (`fashionMnistDir`) when its four files are
+ * there, else, with a warning, the synthetic fixture (also with
+ * `synthetic`); mini: Fashion-MNIST; paper: an image folder with `train/`
+ * and `val/` class folders. A `data` folder without the files is refused,
+ * never replaced: a typo must not turn a reproduction into a toy.
  */
 export const resolve = Effect.fn("Presets.resolve")(function*(
   name: PresetName,
-  options: { readonly data?: string | undefined; readonly synthetic: boolean; readonly files?: PaperFiles }
+  options: {
+    readonly data?: string | undefined
+    readonly synthetic: boolean
+    readonly files?: PaperFiles
+    /** Where Fashion-MNIST is looked for without `data` (default: the Debian package's folder). */
+    readonly fashionMnistDir?: string
+  }
 ) {
   const fs = yield* FileSystem.FileSystem
   const path = yield* Path.Path
-  const dir = options.data ?? defaultFashionMnistDir
+  const dir = options.data ?? options.fashionMnistDir ?? defaultFashionMnistDir
+  const missingFashion = Effect.filter(Object.values(fashionMnistFiles), (f) => Effect.map(fs.exists(path.join(dir, f)), (there) => !there))
+  const refuseData = (absent: ReadonlyArray<string>) =>
+    new PresetInput({
+      preset: name,
+      reason: `--data ${dir} does not hold Fashion-MNIST (missing ${absent.join(", ")})`
+    })
+  if (options.synthetic && options.data !== undefined) {
+    return yield* new PresetInput({ preset: name, reason: "--synthetic and --data: give one (the synthetic dataset needs no folder)" })
+  }
   switch (name) {
     case "quick": {
-      const present = options.synthetic
-        ? false
-        : (yield* Effect.forEach(Object.values(fashionMnistFiles), (f) => fs.exists(path.join(dir, f)))).every(Boolean)
-      if (present) {
+      const absent = options.synthetic ? [] : yield* missingFashion
+      if (!options.synthetic && absent.length > 0 && options.data !== undefined) return yield* refuseData(absent)
+      if (!options.synthetic && absent.length === 0) {
         const data = Layer.provide(Dataset.firstImages(quickFashionMnist), Dataset.fashionMnist({ dir }))
         const named = `fashion-mnist[:${quickFashionMnist.train}/:${quickFashionMnist.test}]`
         return {
@@ -365,15 +381,29 @@ export const resolve = Effect.fn("Presets.resolve")(function*(
         } satisfies Resolved
       }
       const why = options.synthetic ? "asked for with --synthetic" : `Fashion-MNIST was not found in ${dir}`
+      if (!options.synthetic) {
+        yield* Effect.logWarning(
+          `Fashion-MNIST was not found in ${dir}: running on the built-in synthetic dataset, whose numbers say nothing about the paper ` +
+            "(install the Debian package dataset-fashion-mnist, or pass --data DIR)"
+        )
+      }
       return {
         preset: quick("synthetic"),
         data: Dataset.synthetic(quickSynthetic),
         dataset: `the built-in synthetic dataset (${quickSynthetic.train} training and ${quickSynthetic.test} test images; ${why})`
       } satisfies Resolved
     }
-    case "mini":
+    case "mini": {
       if (options.synthetic) return yield* new PresetInput({ preset: name, reason: "runs on Fashion-MNIST only; --synthetic is for the quick preset" })
+      const absent = yield* missingFashion
+      if (absent.length > 0) {
+        return yield* options.data !== undefined ? refuseData(absent) : new PresetInput({
+          preset: name,
+          reason: `Fashion-MNIST is not in ${dir} (missing ${absent.join(", ")}): install the Debian package dataset-fashion-mnist, or pass --data DIR`
+        })
+      }
       return { preset: mini, data: Dataset.fashionMnist({ dir }), dataset: `Fashion-MNIST from ${dir}` } satisfies Resolved
+    }
     case "paper": {
       if (options.synthetic) return yield* new PresetInput({ preset: name, reason: "runs on an image folder; --synthetic is for the quick preset" })
       if (options.data === undefined) {

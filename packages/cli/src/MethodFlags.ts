@@ -3,8 +3,10 @@
  * strategies): every option of every method becomes an optional flag, its
  * name the option's in kebab case and its help the option's description and
  * default, so a method added as one file brings its flags. A value that is
- * JSON (a number, an array, true) is read as JSON, any other as text; the
- * chosen method's options Schema then decodes them, filling in defaults.
+ * JSON (a number, an array, true) is read as JSON, any other as text. The
+ * option's Schema checks it as the command line is parsed (as CheckedFlags
+ * do for the commands' own flags); the chosen method's options Schema then
+ * decodes them all, filling in defaults.
  */
 import { Effect, Option, Schema } from "effect"
 import { Flag } from "effect/cli"
@@ -25,9 +27,36 @@ export class NotAnOption extends Schema.TaggedError<NotAnOption>()("NotAnOption"
   }
 }
 
-/** One optional flag per option name across `methods`, keyed by the option's name. */
+const value = (text: string): unknown => {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return text
+  }
+}
+
+/** Why `text` is no value of the option `name` under any of `fields` (undefined: it is one). */
+const refusal = (name: string, fields: ReadonlyArray<Schema.Struct.Fields[string]>, text: string): string | undefined => {
+  const reasons: Array<string> = []
+  for (const field of fields) {
+    // An option alone, as its method's options Schema has it (a default filled in, a filter checked).
+    const alone = Schema.Struct({ [name]: field }) as unknown as Schema.Codec<unknown, unknown>
+    const decoded = Schema.decodeUnknownResult(alone)({ [name]: value(text) })
+    if (decoded._tag === "Success") return undefined
+    const reason = decoded.failure.message.replace(/\s*\n\s*/g, " ").replace(/ at \[[^\]]*\]$/, "").replace(/^Expected /, "")
+    if (!reasons.includes(reason)) reasons.push(reason)
+  }
+  return `${reasons.join(", or ")} (the option ${name})`
+}
+
+/**
+ * One optional flag per option name across `methods`, keyed by the option's
+ * name, checked as the command line is parsed: a value no method's option
+ * of that name accepts is refused there (exit 2), before anything is read.
+ */
 export const flags = (methods: ReadonlyArray<Method.Any>, reserved: ReadonlyArray<string>): Record<string, Flag.Flag<Option.Option<string>>> => {
   const help = new Map<string, Array<string>>()
+  const fields = new Map<string, Array<Schema.Struct.Fields[string]>>()
   for (const method of methods) {
     for (const option of Method.describeOptions(method)) {
       const flag = kebab(option.name)
@@ -35,19 +64,19 @@ export const flags = (methods: ReadonlyArray<Method.Any>, reserved: ReadonlyArra
       const given = option.default === undefined ? "required" : `default ${JSON.stringify(option.default)}`
       const line = `${method.name}: ${option.description ?? option.name} (${given})`
       help.set(option.name, [...(help.get(option.name) ?? []), line])
+      fields.set(option.name, [...(fields.get(option.name) ?? []), method.options.fields[option.name]!])
     }
   }
   return Object.fromEntries(
-    [...help].map(([name, lines]) => [name, Flag.String(kebab(name)).pipe(Flag.withDescription(lines.join("; ")), Flag.optional)])
+    [...help].map(([name, lines]) => [
+      name,
+      Flag.String(kebab(name)).pipe(
+        Flag.filter((text) => refusal(name, fields.get(name)!, text) === undefined, (text) => refusal(name, fields.get(name)!, text)!),
+        Flag.withDescription(lines.join("; ")),
+        Flag.optional
+      )
+    ])
   )
-}
-
-const value = (text: string): unknown => {
-  try {
-    return JSON.parse(text)
-  } catch {
-    return text
-  }
 }
 
 /** The options given as flags for `method` (those it has; any other given is named as not its). */

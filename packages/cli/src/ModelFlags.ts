@@ -22,15 +22,15 @@ export const flags = {
     Flag.optional
   ),
   family: Flag.Literals("family", ["dit", "sit"]).pipe(
-    Flag.withDescription("Family of a --model-file model (files do not record it)"),
-    Flag.withDefault("dit" as const)
+    Flag.withDescription("The model's family: checked against the one its file or artifact records; needed only for a file that records none (default dit)"),
+    Flag.optional
   )
 }
 
 export interface Options {
   readonly modelKey: Option.Option<string>
   readonly modelFile: Option.Option<string>
-  readonly family: ModelArtifact.Family
+  readonly family: Option.Option<ModelArtifact.Family>
 }
 
 export class ModelChoice extends Schema.TaggedError<ModelChoice>()("ModelChoice", {
@@ -46,8 +46,16 @@ export const resolve = Effect.fn("ModelFlags.resolve")(function*(o: Options) {
   if (Option.isSome(o.modelKey) === Option.isSome(o.modelFile)) {
     return yield* new ModelChoice({ reason: "give either --model-key KEY or --model-file FILE" })
   }
-  if (Option.isSome(o.modelKey)) return Graph.existing(o.modelKey.value)
-  const described = yield* ModelFile.inspect(Option.getOrThrow(o.modelFile), { family: o.family })
+  if (Option.isSome(o.modelKey)) {
+    const key = o.modelKey.value
+    const opened = yield* Stage.as(ModelArtifact.Model, yield* Stage.open(key), { stage: "tinyfusion", input: "--model-key" })
+    const family = opened.output.family
+    if (Option.isSome(o.family) && o.family.value !== family) {
+      return yield* new ModelChoice({ reason: `${key} holds a ${family} model, not a ${o.family.value} one` })
+    }
+    return Graph.existing(key)
+  }
+  const described = yield* ModelFile.inspect(Option.getOrThrow(o.modelFile), { family: Option.getOrUndefined(o.family) })
   return Graph.node(ModelFile.stage(described), ModelFile.stageConfig(described), {})
 })
 

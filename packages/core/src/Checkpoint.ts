@@ -76,7 +76,7 @@ const tensorsFile = "state.safetensors"
 const Saved = Schema.Struct({ data: Schema.Json, skipped: Schema.Array(Schema.Int) })
 
 /** The manifest fields of a checkpoint of `ctx`'s stage at `step` (the store adds the files). */
-const manifest = (ctx: Pick<Stage.Context, "key" | "stage" | "code">, step: number, output: Schema.Json): Omit<Manifest.Manifest, "files"> => {
+const manifest = (ctx: Pick<Stage.Context, "key" | "stage" | "code">, step: number, output: Schema.Json): Omit<Manifest.Fields, "files"> => {
   const now = new Date().toISOString()
   return {
     format: Manifest.format,

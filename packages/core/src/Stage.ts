@@ -13,7 +13,7 @@
  * Transient failures are retried (see `Retry`); a retried attempt resumes
  * from the stage's newest checkpoint.
  */
-import { Effect, Option, Ref, Schema } from "effect"
+import { type Context as EffectContext, Effect, Option, Ref, Schema } from "effect"
 import { Compute, HostTensor, ParamTree, Safetensors } from "@tinyfusion/tensor"
 import { ArtifactStore, CorruptArtifact, type Inspection, type Staging } from "./ArtifactStore.ts"
 import * as Fingerprint from "./Fingerprint.ts"
@@ -410,3 +410,18 @@ const build = <C, CE, O, OE, P extends Ports, E, R, SE>(
     yield* store.removeCheckpoints(info.key)
     return manifest
   }))
+
+/**
+ * The stage with one service of its computation supplied by `service`, run
+ * only when the stage computes: a cache hit never runs it. Commands open a
+ * dataset this way, so a store whose data stages are all cached needs no
+ * dataset on disk. Name, code and keys are the stage's own.
+ */
+export const provideWhenComputing = <C, CE, O, OE, P extends Ports, E, R, SE, Id, S, E2, R2>(
+  stage: Stage<C, CE, O, OE, P, E, R, SE>,
+  tag: EffectContext.Key<Id, S>,
+  service: Effect.Effect<NoInfer<S>, E2, R2>
+): Stage<C, CE, O, OE, P, E | E2, Exclude<R, Id> | R2, SE> => ({
+  ...stage,
+  run: (config, inputs, ctx) => Effect.provideServiceEffect(stage.run(config, inputs, ctx), tag, service)
+})

@@ -14,13 +14,16 @@
  *            features.safetensors   pooled features, class probabilities and
  *                                   the label of every sample
  *   metrics  fid, sfid, is, precision, recall (the output's names); and the
- *            speed of the sampling this run did, decoding included: itPerS
- *            (network evaluations of a batch per second, guidance doubling
- *            included) and imagesPerS
+ *            speed of the sampling, decoding included, timed as each part
+ *            was made: itPerS (network evaluations of a batch per second,
+ *            guidance doubling included) and imagesPerS
+ *
+ * Weights or samples that are not finite numbers are an error
+ * (NonFiniteValues): no metric of them means anything.
  *
  * Resumable: samples are made in parts of `partBatches` batches, and each
- * part's features (with its grid images) are committed as a checkpoint as
- * soon as it is done (Checkpoint.parts). A rerun after a kill reads the
+ * part's features (with its grid images and its sampling time) are committed
+ * as a checkpoint as soon as it is done (Checkpoint.parts). A rerun after a kill reads the
  * finished parts and samples only the rest. Every batch is a pure function
  * of (config, batch index) and the collector is fed batch by batch from the
  * parts, in order, whether read or just computed, so a resumed evaluation
@@ -109,14 +112,52 @@ export class IncompatibleInputs extends Schema.TaggedError<IncompatibleInputs>()
   }
 }
 
-/** One checkpointed part: the features of its samples and the grid images among them (8-bit values). */
+/** Weights or samples that are not finite numbers. */
+export class NonFiniteValues extends Schema.TaggedError<NonFiniteValues>()("NonFiniteValues", {
+  what: Schema.String,
+  count: Schema.Int,
+  total: Schema.Int,
+  first: Schema.String
+}) {
+  override get message(): string {
+    return `${this.what}: ${this.count} of ${this.total} values are not finite (the first in ${this.first}); no metric of them means anything`
+  }
+}
+
+/** Fails when any of the named arrays holds a NaN or an infinity. */
+const checkFinite = (what: string, arrays: ReadonlyArray<readonly [string, ArrayLike<number>]>) =>
+  Effect.suspend(() => {
+    let count = 0
+    let total = 0
+    let first: string | undefined
+    for (const [name, data] of arrays) {
+      total += data.length
+      for (let i = 0; i < data.length; i++) {
+        if (!Number.isFinite(data[i]!)) {
+          count++
+          first ??= name
+        }
+      }
+    }
+    return first === undefined ? Effect.void : Effect.fail(new NonFiniteValues({ what, count, total, first }))
+  })
+
+/** One checkpointed part: the features of its samples, the grid images among them (8-bit values), how long sampling it took. */
 export interface Part {
   readonly pooled: Float32Array
   readonly spatial: Float32Array
   readonly probabilities: Float32Array
   readonly images: Uint8Array
+  readonly timing: Timing
   /** Every sample's 8-bit pixels (when the config asks for a sample batch). */
   readonly samples?: Uint8Array
+}
+
+/** Sampling time of a part, decoding included: batches, images, milliseconds. */
+export interface Timing {
+  readonly batches: number
+  readonly images: number
+  readonly ms: number
 }
 
 /** The file of part `index` in its checkpoint. */
@@ -134,9 +175,15 @@ export const encodePart = (part: Part, rows: number, dims: Metrics.Dimensions, i
       // Bytes packed four to an int32 (safetensors as written here has no uint8).
       ...(part.samples === undefined ? [] : [["samples", HostTensor.int32([Math.ceil(part.samples.length / 4)], packed(part.samples))] as const])
     ],
-    { metadata: { format: "tinyfusion/evaluation-part" } }
+    { metadata: { format: "tinyfusion/evaluation-part", timing: JSON.stringify(part.timing) } }
   )
 }
+
+const decodeTiming = Schema.decodeUnknownOption(Schema.fromJsonString(Schema.Struct({
+  batches: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)),
+  images: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)),
+  ms: Schema.Finite.check(Schema.isGreaterThan(0))
+})))
 
 const packed = (bytes: Uint8Array): Int32Array => {
   const out = new Uint8Array(Math.ceil(bytes.length / 4) * 4)
@@ -167,6 +214,8 @@ const decodePart = (
       if (t === undefined) return `no tensor ${name}`
       if (t.shape.length !== shape.length || t.shape.some((n, i) => n !== shape[i])) return `${name} is [${t.shape}], expected [${shape}]`
     }
+    const timing = decodeTiming(file.success.metadata["timing"])
+    if (timing._tag === "None") return "no sampling time"
     const data = (name: string) => file.success.tensors.get(name)!.data as Float32Array
     const sampleBytes = rows * imageShape[0] * imageShape[1] * imageShape[2]
     const samples = file.success.tensors.get("samples")
@@ -176,6 +225,7 @@ const decodePart = (
       spatial: data("spatial"),
       probabilities: data("probabilities"),
       images: Uint8Array.from(data("images")),
+      timing: timing.value,
       ...(sampleBatch ? { samples: new Uint8Array(samples!.data.buffer, samples!.data.byteOffset, sampleBytes) } : {})
     } satisfies Part
   })
@@ -235,7 +285,12 @@ const generatorOf = (config: EvaluationConfig, modelArtifact: Stage.Artifact<Mod
     const upload = (host: HostTensor.HostTree) =>
       Effect.acquireRelease(Effect.sync(() => HostTensor.treeToTensors(host)), (p) => Effect.sync(() => ParamTree.dispose(p)))
     const loaded = yield* Models.read(modelArtifact, { ema: config.weights === "ema" })
+    // Warns when the EMA was asked for and is missing; fails on weights that are not all finite.
     if (config.weights === "ema" && !loaded.ema) yield* Effect.logWarning("the model artifact holds no EMA weights: sampling its raw weights")
+    yield* checkFinite(
+      `the ${loaded.ema ? "EMA" : "raw"} weights of ${modelArtifact.key}`,
+      ParamTree.flatten(loaded.params, HostTensor.isHostTensor).map(([key, t]) => [key, t.data] as const)
+    )
     const common = { family: loaded.family, depth: Models.depth(loaded), parameters: modelArtifact.output.parameters, ema: loaded.ema, config: loaded.config }
     if (loaded.family === "mar") {
       if (config.mar === undefined) return yield* new IncompatibleInputs({ reason: "the model is a MAR: the config needs `mar` sampling options" })
@@ -297,22 +352,19 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     const collector = Metrics.collector(dims, "samples")
     const gridImages = new Uint8Array(gridCount * perImage)
     const evaluations = loaded.evaluations
-    let sampledBatches = 0
-    let samplingMs = 0
-    let sampledImages = 0
+    const sampled = { batches: 0, images: 0, ms: 0 }
     const progress = yield* Progress.make(ctx.stage, batches)
 
-    /** Samples batch `batch`: 8-bit images, decoded from latents by the autoencoder. */
+    /** Samples batch `batch`: 8-bit images, decoded from latents by the autoencoder, and the milliseconds it took. */
     const sampleBatch = (batch: number) =>
       compute.scoped(Effect.gen(function*() {
         const start = performance.now()
         const batchLabels = Array.from(labels.subarray(batch * b, Math.min(n, (batch + 1) * b)))
         const latents = loaded.sample(batch, batchLabels)
         const pixels = yield* compute.read(ae.codec.decode(tf.div(latents, ae.scale) as tf.Tensor4D))
-        samplingMs += performance.now() - start
-        sampledBatches++
-        sampledImages += batchLabels.length
-        return Images.toBytes(pixels)
+        const ms = performance.now() - start
+        yield* checkFinite(`the decoded samples of batch ${batch}`, [["samples", pixels]])
+        return { bytes: Images.toBytes(pixels), ms }
       }))
 
     const computePart = (first: number, end: number) =>
@@ -322,9 +374,11 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
         const probabilities: Array<Float32Array> = []
         const images: Array<Uint8Array> = []
         const samples: Array<Uint8Array> = []
+        let ms = 0
         for (let batch = first; batch < end; batch++) {
           const rows = Math.min(n, (batch + 1) * b) - batch * b
-          const bytes = yield* sampleBatch(batch)
+          const { bytes, ms: took } = yield* sampleBatch(batch)
+          ms += took
           const f = yield* Features.ofPixels(bytes, rows)
           pooled.push(f.pooled.data as Float32Array)
           spatial.push(f.spatial.data as Float32Array)
@@ -339,6 +393,7 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
           spatial: concat(spatial),
           probabilities: concat(probabilities),
           images: concatBytes(images),
+          timing: { batches: end - first, images: Math.min(n, end * b) - first * b, ms },
           ...(config.sampleBatch === true ? { samples: concatBytes(samples) } : {})
         } satisfies Part
       })
@@ -361,6 +416,9 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
         part = yield* computePart(first, end)
         yield* parts.write(index, encodePart(part, rows, dims, imageShape))
       }
+      sampled.batches += part.timing.batches
+      sampled.images += part.timing.images
+      sampled.ms += part.timing.ms
       for (let batch = first; batch < end; batch++) {
         const from = batch * b - firstSample
         const to = Math.min(n, (batch + 1) * b) - firstSample
@@ -407,10 +465,9 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     yield* ctx.writeBytes(files.spatial, FeatureStatistics.encode(summary.spatial))
     yield* ctx.writeBytes(files.features, Features.encode({ pooled: summary.pooledFeatures, probabilities: summary.probabilities, labels }))
     for (const [name, value] of Object.entries(results)) yield* ctx.metric(name, value)
-    if (sampledBatches > 0) {
-      yield* ctx.metric("itPerS", (sampledBatches * evaluations * 1000) / samplingMs)
-      yield* ctx.metric("imagesPerS", (sampledImages * 1000) / samplingMs)
-    }
+    // Every part, kept or sampled now, carries its time: a resumed run records what an uninterrupted one does.
+    yield* ctx.metric("itPerS", (sampled.batches * evaluations * 1000) / sampled.ms)
+    yield* ctx.metric("imagesPerS", (sampled.images * 1000) / sampled.ms)
     yield* Effect.logInfo(`FID ${results.fid.toFixed(3)} against ${featureNet.key}'s features of ${reference.summary.pooled.count} reference images`)
     return {
       samples: n,

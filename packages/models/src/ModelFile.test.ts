@@ -1,6 +1,6 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, FileSystem, Layer } from "effect"
+import { Effect, FileSystem, Layer, Logger, Schema } from "effect"
 import { fileURLToPath } from "node:url"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { Hashed, HostTensor, ParamTree, Safetensors } from "@tinyfusion/tensor"
@@ -96,4 +96,36 @@ describe("ModelFile", () => {
       const missing = yield* Effect.flip(ModelFile.read(torchFixture("absent.pt"), { family: "dit" }))
       assert.match(missing.message, /absent\.pt: file not found/)
     }).pipe(Effect.provide(layers)))
+
+  it.effect("a model artifact's files record its family; a file asked to be another family is refused", () =>
+    Effect.gen(function*() {
+      const fs = yield* FileSystem.FileSystem
+      const dir = yield* fs.makeTempDirectoryScoped()
+      const model = yield* Config.make("mini", { depth: 1, hiddenSize: 16, numHeads: 2, inputSize: 4 })
+      const Sit = Stage.make({
+        name: "sit-model",
+        module: import.meta.url,
+        config: Schema.Struct({}),
+        output: ModelArtifact.Model,
+        run: (_config, _inputs, ctx) => ModelArtifact.write(ctx, { family: "sit", config: model, params: Init.host(model, 1), ema: Init.host(model, 2) })
+      })
+      const made = yield* Stage.run(Sit, {}, {})
+      for (const name of [ModelArtifact.files.raw, ModelArtifact.files.ema]) {
+        const bytes = yield* made.bytes(name)
+        assert.strictEqual((yield* Safetensors.decode(bytes)).metadata[StateDict.familyKey], "sit")
+        // Taken out of the store, the file says what it holds: no flag needed, a wrong one refused.
+        const file = `${dir}/${name}`
+        yield* fs.writeFile(file, bytes)
+        assert.strictEqual((yield* ModelFile.inspect(file, {})).family, "sit")
+        assert.strictEqual((yield* ModelFile.inspect(file, { family: "sit" })).family, "sit")
+        const wrong = yield* Effect.flip(ModelFile.inspect(file, { family: "dit" }))
+        assert.strictEqual(wrong.message, `${file} holds a sit model (its metadata records the family), not a dit one`)
+      }
+      // A file that records no family (a reference checkpoint imported without --family) is what it is asked to be, dit by default.
+      yield* fs.writeFile(`${dir}/plain.safetensors`, yield* StateDict.encode(model, Init.host(model, 1)))
+      assert.deepStrictEqual(
+        [(yield* ModelFile.inspect(`${dir}/plain.safetensors`, {})).family, (yield* ModelFile.inspect(`${dir}/plain.safetensors`, { family: "sit" })).family],
+        ["dit", "sit"]
+      )
+    }).pipe(Effect.scoped, Effect.provide(layers), Effect.provide(Logger.layer([]))))
 })

@@ -8,7 +8,10 @@
  * our own files (config in the metadata) — and its config comes from, in
  * order: a preset named by the caller, our metadata, or the tensor shapes
  * (`Config.infer`; heads by the width's known model, or given). Every key
- * and shape is then checked against that config. The stage key covers the
+ * and shape is then checked against that config. The family is the one the
+ * file records (`tinyfusion.family`, which our files carry), and a caller
+ * asking for another is refused; a file that records none is what the
+ * caller says, a DiT by default. The stage key covers the
  * file's sha256, the family, the config and the entry read, not its path:
  * a moved file keeps its key.
  */
@@ -39,7 +42,8 @@ export class ModelFileChanged extends Schema.TaggedError<ModelFileChanged>()("Mo
 }
 
 export interface ReadOptions {
-  readonly family: ModelArtifact.Family
+  /** The family asked for: checked against the one the file records (`family`); for a file that records none, dit by default. */
+  readonly family?: ModelArtifact.Family | undefined
   /** A training checkpoint's state_dict to read (default: ema when present). */
   readonly entry?: WeightsFile.Entry
   /** Check against this preset (with `overrides`) instead of inferring the config. */
@@ -70,6 +74,35 @@ export interface Loaded extends Described {
 const underPrefix = <T>(all: ReadonlyMap<string, T>, prefix: string) =>
   new Map([...all].filter(([k]) => k.startsWith(prefix)).map(([k, t]) => [k.slice(prefix.length), t] as const))
 
+/** A family asked for that is not the one a file records. */
+export class FamilyMismatch extends Schema.TaggedError<FamilyMismatch>()("FamilyMismatch", {
+  file: Schema.String,
+  recorded: Schema.String,
+  asked: Schema.String
+}) {
+  override get message(): string {
+    return `${this.file} holds a ${this.recorded} model (its metadata records the family), not a ${this.asked} one`
+  }
+}
+
+/**
+ * The family of a checkpoint file: the one its metadata records (our files
+ * do), which `asked` must match; for a file that records none (a reference
+ * checkpoint imported without --family), `asked`, by default dit.
+ */
+export const family = Effect.fn("ModelFile.family")(function*(
+  metadata: Readonly<Record<string, string>>,
+  asked: ModelArtifact.Family | undefined,
+  file: string
+) {
+  const text = metadata[StateDict.familyKey]
+  if (text === undefined) return asked ?? "dit"
+  const recorded = Schema.decodeUnknownOption(ModelArtifact.Family)(text)
+  if (Option.isNone(recorded)) return yield* new FamilyMismatch({ file, recorded: JSON.stringify(text), asked: asked ?? "dit or sit" })
+  if (asked !== undefined && asked !== recorded.value) return yield* new FamilyMismatch({ file, recorded: recorded.value, asked })
+  return recorded.value
+})
+
 /** Decides a file's config (see the module comment) and checks its keys and shapes, reading no tensor data. */
 export const inspect = Effect.fn("ModelFile.inspect")(function*(path: string, options: ReadOptions) {
   const { shapes: listed, ...weights } = yield* WeightsFile.inspect(path, options.entry === undefined ? {} : { entry: options.entry })
@@ -93,7 +126,7 @@ export const inspect = Effect.fn("ModelFile.inspect")(function*(path: string, op
   const entry = /^entry (ema|model) /.exec(weights.source)?.[1] as WeightsFile.Entry | undefined
   return {
     path,
-    family: options.family,
+    family: yield* family(weights.metadata, options.family, path),
     config,
     sha256: yield* WeightsFile.fileSha256(path),
     weights,

@@ -103,6 +103,9 @@ export const check = (config: Config.Config, tensors: ReadonlyMap<string, Shaped
 /** Metadata key of our files: the config as JSON. */
 export const configKey = "tinyfusion.dit"
 
+/** Metadata key of our files: the network family ("dit" or "sit"), where it is known. */
+export const familyKey = "tinyfusion.family"
+
 /** The config stored in a file's metadata, if any. */
 export const storedConfig = Effect.fn("StateDict.storedConfig")(function*(metadata: Readonly<Record<string, string>>) {
   const text = metadata[configKey]

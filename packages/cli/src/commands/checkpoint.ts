@@ -12,13 +12,14 @@ import { Console, Effect, FileSystem, Option } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import { Config, ModelFile, StateDict } from "@tinyfusion/models"
 import { HostTensor, ParamTree, Safetensors } from "@tinyfusion/tensor"
+import * as CheckedFlags from "../CheckedFlags.ts"
 
 const model = Flag.Literals("model", Config.presetNames).pipe(
   Flag.withDescription("Preset the file is checked against (DiT-XL/2 … DiT-S/8, TinyDiT-D19/D14/D7, mini)"),
   Flag.optional
 )
 
-const int = (name: string, description: string) => Flag.Int(name).pipe(Flag.withDescription(description), Flag.optional)
+const int = (name: string, description: string) => CheckedFlags.count(name).pipe(Flag.withDescription(description), Flag.optional)
 
 /** Flags that override single fields of the preset (a pruned depth, a mini width…). */
 const overrides = {
@@ -72,7 +73,7 @@ const importCommand = Command.make(
       Flag.withDescription("A training checkpoint's state_dict to read (default: ema, as DiT's find_model)"),
       Flag.optional
     ),
-    classDropout: Flag.Finite("class-dropout").pipe(
+    classDropout: CheckedFlags.fraction("class-dropout").pipe(
       Flag.withDescription("Label dropout the model was trained with (default 0.1, DiT's: the label table's last row is the null class)"),
       Flag.optional
     ),
@@ -80,12 +81,16 @@ const importCommand = Command.make(
       Flag.withDescription("Read only keys under this prefix, e.g. ema. for a safetensors conversion of a whole training checkpoint"),
       Flag.withDefault("")
     ),
+    family: Flag.Literals("family", ["dit", "sit"]).pipe(
+      Flag.withDescription("The network family, recorded in the file (DiT and SiT checkpoints share a layout; checked against one the file records; without either, eval and sample take the file as a DiT unless told)"),
+      Flag.optional
+    ),
     ...overrides
   },
   Effect.fn(function*(o) {
     const { numHeads: heads, ...rest } = overridden(o)
     const loaded = yield* ModelFile.read(o.input, {
-      family: "dit",
+      family: Option.getOrUndefined(o.family),
       prefix: o.prefix,
       ...(Option.isSome(o.weights) ? { entry: o.weights.value } : {}),
       ...(Option.isSome(o.model)
@@ -95,7 +100,10 @@ const importCommand = Command.make(
           infer: { ...(heads === undefined ? {} : { heads }), ...(Option.isSome(o.classDropout) ? { classDropoutProb: o.classDropout.value } : {}) }
         })
     })
-    yield* writeAtomic(o.out, yield* StateDict.encode(loaded.config, loaded.params, { metadata: { "tinyfusion.source": o.input } }))
+    // The family goes in when it is known: given, or recorded by the file read.
+    const known = Option.orElse(o.family, () => Option.fromUndefinedOr(loaded.weights.metadata[StateDict.familyKey]))
+    const family = Option.match(known, { onNone: () => ({}), onSome: (f) => ({ [StateDict.familyKey]: f }) })
+    yield* writeAtomic(o.out, yield* StateDict.encode(loaded.config, loaded.params, { metadata: { "tinyfusion.source": o.input, ...family } }))
     const unread = loaded.weights.unread.length > 0 ? `; left unread: ${loaded.weights.unread.join(", ")}` : ""
     yield* Console.log(
       `imported ${o.input} (${loaded.weights.format}, ${loaded.weights.source}${unread}) → ${o.out}\n` +
@@ -126,7 +134,10 @@ const exportCommand = Command.make(
     const config = yield* Config.decode({ ...base.value, ...overridden(o) })
     const loaded = yield* StateDict.fromFile(config, file)
     const dtype = ({ f32: "F32", f16: "F16", bf16: "BF16" } as const)[o.dtype]
-    yield* writeAtomic(o.out, yield* StateDict.encode(config, loaded.params, { dtype }))
+    // The family goes along where the file records it (the reference code ignores metadata).
+    const family = file.metadata[StateDict.familyKey]
+    const metadata = family === undefined ? {} : { [StateDict.familyKey]: family }
+    yield* writeAtomic(o.out, yield* StateDict.encode(config, loaded.params, { dtype, metadata }))
     yield* Console.log(`exported ${o.input} → ${o.out} (${dtype}, reference keys)\n${summary(config, loaded.params)}`)
   })
 ).pipe(Command.withDescription("Write our checkpoint with exactly the reference state_dict keys (F32, F16 or BF16)"))

@@ -8,27 +8,29 @@
  * Each command is a graph of the data stages (packages/core Graph) built from
  * its flags; a finished stage is a cache hit: rerunning prints its figures
  * again. Other commands build the same nodes from the same flags, so their
- * keys are the ones these commands stored.
+ * keys are the ones these commands stored. The data stages read the dataset
+ * of --data only when one of them must compute (`dataStages`).
  */
 import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { Graph, Stage } from "@tinyfusion/core"
 import { Dataset, defaultFashionMnistDir, Stages } from "@tinyfusion/data"
 import { Reference } from "@tinyfusion/eval"
+import * as CheckedFlags from "../CheckedFlags.ts"
 import * as GlobalFlags from "../GlobalFlags.ts"
 import * as Table from "../Table.ts"
 
 export const dataFlag = Flag.String("data").pipe(
-  Flag.withDescription("Folder with the four Fashion-MNIST IDX .gz files"),
+  Flag.withDescription("Folder with the four Fashion-MNIST IDX .gz files (read only when a data stage has to run)"),
   Flag.withDefault(defaultFashionMnistDir)
 )
-export const seedFlag = Flag.Int("seed").pipe(Flag.withDescription("Seed of initialisation, batches and noise"), Flag.withDefault(0))
+export const seedFlag = CheckedFlags.natural("seed").pipe(Flag.withDescription("Seed of initialisation, batches and noise"), Flag.withDefault(0))
 
 export const autoencoderFlags = {
   data: dataFlag,
   seed: seedFlag,
-  steps: Flag.Int("ae-steps").pipe(Flag.withDescription("Autoencoder training steps"), Flag.withDefault(Stages.miniAutoencoder.training.steps)),
-  batchSize: Flag.Int("ae-batch-size").pipe(Flag.withDescription("Autoencoder batch size"), Flag.withDefault(Stages.miniAutoencoder.training.batchSize))
+  steps: CheckedFlags.count("ae-steps").pipe(Flag.withDescription("Autoencoder training steps"), Flag.withDefault(Stages.miniAutoencoder.training.steps)),
+  batchSize: CheckedFlags.count("ae-batch-size").pipe(Flag.withDescription("Autoencoder batch size"), Flag.withDefault(Stages.miniAutoencoder.training.batchSize))
 }
 
 const autoencoderConfig = (o: { readonly seed: number; readonly steps: number; readonly batchSize: number }): Stages.AutoencoderConfig => ({
@@ -36,20 +38,32 @@ const autoencoderConfig = (o: { readonly seed: number; readonly steps: number; r
   training: { ...Stages.miniAutoencoder.training, seed: o.seed, steps: o.steps, batchSize: o.batchSize }
 })
 
-/** Runs a stage program with the dataset of --data, the backend of --backend and the store of --store. */
-export const withData = <A, E, R>(dir: string, self: Effect.Effect<A, E, R>) =>
-  GlobalFlags.withCompute(Effect.provide(self, Dataset.fashionMnist({ dir })))
+/**
+ * The stages that read the dataset, reading the Fashion-MNIST of `dir`: it
+ * is opened once, and only when one of them must compute, so a store whose
+ * data stages are cached needs no dataset on disk.
+ */
+export const dataStages = Effect.fn("data.dataStages")(function*(dir: string) {
+  const dataset = yield* Effect.cached(Effect.provide(Effect.service(Dataset), Dataset.fashionMnist({ dir })))
+  return {
+    autoencoder: Stage.provideWhenComputing(Stages.AutoencoderStage, Dataset, dataset),
+    latents: Stage.provideWhenComputing(Stages.LatentsStage, Dataset, dataset),
+    featureNet: Stage.provideWhenComputing(Stages.FeatureNetStage, Dataset, dataset),
+    reference: Stage.provideWhenComputing(Reference.ReferenceStage, Dataset, dataset)
+  }
+})
+export type DataStages = Effect.Success<ReturnType<typeof dataStages>>
 
 /** The autoencoder node the flags name. */
-export const autoencoderNode = (o: { readonly seed: number; readonly steps: number; readonly batchSize: number }) =>
-  Effect.map(Stage.decodeConfig(Stages.AutoencoderStage, autoencoderConfig(o)), (config) => Graph.node(Stages.AutoencoderStage, config, {}))
+export const autoencoderNode = (stages: DataStages, o: { readonly seed: number; readonly steps: number; readonly batchSize: number }) =>
+  Effect.map(Stage.decodeConfig(Stages.AutoencoderStage, autoencoderConfig(o)), (config) => Graph.node(stages.autoencoder, config, {}))
 
 /** Runs a node on a fresh runner (its inputs first). */
 export const runNode = <O, E, R>(node: Graph.Node<O, E, R>) => Effect.flatMap(Graph.runner, (runner) => runner.run(node))
 
 const autoencoder = Command.make("autoencoder", autoencoderFlags, (o) =>
-  withData(o.data, Effect.gen(function*() {
-    const ae = yield* runNode(yield* autoencoderNode(o))
+  GlobalFlags.withCompute(Effect.gen(function*() {
+    const ae = yield* runNode(yield* autoencoderNode(yield* dataStages(o.data), o))
     yield* Console.log(Table.render(["stage", "key", "PSNR (dB)", "images", "scale factor", "reconstructions"], [[
       "autoencoder",
       ae.key,
@@ -63,24 +77,28 @@ const autoencoder = Command.make("autoencoder", autoencoderFlags, (o) =>
 
 export const latentFlags = {
   ...autoencoderFlags,
-  shardSize: Flag.Int("shard-size").pipe(Flag.withDescription("Images per latent shard"), Flag.withDefault(Stages.miniLatents.shardSize))
+  shardSize: CheckedFlags.count("shard-size").pipe(Flag.withDescription("Images per latent shard"), Flag.withDefault(Stages.miniLatents.shardSize))
 }
 
 /** The latents node of the training split the flags name (over their autoencoder node). */
-export const latentsNode = (o: { readonly seed: number; readonly steps: number; readonly batchSize: number; readonly shardSize: number }) =>
+export const latentsNode = (
+  stages: DataStages,
+  o: { readonly seed: number; readonly steps: number; readonly batchSize: number; readonly shardSize: number }
+) =>
   Effect.gen(function*() {
-    const autoencoder = yield* autoencoderNode(o)
+    const autoencoder = yield* autoencoderNode(stages, o)
     const config = yield* Stage.decodeConfig(Stages.LatentsStage, { ...Stages.miniLatents, seed: o.seed, shardSize: o.shardSize })
-    return Graph.node(Stages.LatentsStage, config, { autoencoder })
+    return Graph.node(stages.latents, config, { autoencoder })
   })
 
 /** The latents the `data latents` defaults name: what pruning and recovery read unless given --latents. */
-export const defaultLatents = latentsNode({
-  seed: 0,
-  steps: Stages.miniAutoencoder.training.steps,
-  batchSize: Stages.miniAutoencoder.training.batchSize,
-  shardSize: Stages.miniLatents.shardSize
-})
+export const defaultLatents = (stages: DataStages) =>
+  latentsNode(stages, {
+    seed: 0,
+    steps: Stages.miniAutoencoder.training.steps,
+    batchSize: Stages.miniAutoencoder.training.batchSize,
+    shardSize: Stages.miniLatents.shardSize
+  })
 
 /** --latents KEY: the latents artifact a command reads (default: `data latents` at its defaults). */
 export const latentsFlag = Flag.String("latents").pipe(
@@ -88,14 +106,14 @@ export const latentsFlag = Flag.String("latents").pipe(
   Flag.optional
 )
 
-/** The latents input a --latents flag names. */
-export const latentsInput = Effect.fnUntraced(function*(key: Option.Option<string>) {
-  return Option.isSome(key) ? Graph.existing(key.value) : yield* defaultLatents
+/** The latents input a --latents flag names (the data stages read --data only if they must run). */
+export const latentsInput = Effect.fnUntraced(function*(key: Option.Option<string>, dir: string) {
+  return Option.isSome(key) ? Graph.existing(key.value) : yield* defaultLatents(yield* dataStages(dir))
 })
 
 const latents = Command.make("latents", latentFlags, (o) =>
-  withData(o.data, Effect.gen(function*() {
-    const extracted = yield* runNode(yield* latentsNode(o))
+  GlobalFlags.withCompute(Effect.gen(function*() {
+    const extracted = yield* runNode(yield* latentsNode(yield* dataStages(o.data), o))
     yield* Console.log(Table.render(["stage", "key", "images", "latents each", "shards", "scale factor", "folder"], [[
       "latents",
       extracted.key,
@@ -111,18 +129,19 @@ const latents = Command.make("latents", latentFlags, (o) =>
 const features = Command.make("features", {
   data: dataFlag,
   seed: seedFlag,
-  steps: Flag.Int("steps").pipe(Flag.withDescription("Training steps"), Flag.withDefault(Stages.miniFeatureNet.training.steps)),
-  batchSize: Flag.Int("batch-size").pipe(Flag.withDescription("Batch size"), Flag.withDefault(Stages.miniFeatureNet.training.batchSize))
+  steps: CheckedFlags.count("steps").pipe(Flag.withDescription("Training steps"), Flag.withDefault(Stages.miniFeatureNet.training.steps)),
+  batchSize: CheckedFlags.count("batch-size").pipe(Flag.withDescription("Batch size"), Flag.withDefault(Stages.miniFeatureNet.training.batchSize))
 }, (o) =>
-  withData(o.data, Effect.gen(function*() {
+  GlobalFlags.withCompute(Effect.gen(function*() {
     const config = yield* Stage.decodeConfig(Stages.FeatureNetStage, {
       ...Stages.miniFeatureNet,
       training: { ...Stages.miniFeatureNet.training, seed: o.seed, steps: o.steps, batchSize: o.batchSize }
     })
-    const featureNet = Graph.node(Stages.FeatureNetStage, config, {})
+    const stages = yield* dataStages(o.data)
+    const featureNet = Graph.node(stages.featureNet, config, {})
     const runner = yield* Graph.runner
     const net = yield* runner.run(featureNet)
-    const reference = yield* runner.run(Graph.node(Reference.ReferenceStage, Reference.miniReference, { featureNet }))
+    const reference = yield* runner.run(Graph.node(stages.reference, Reference.miniReference, { featureNet }))
     yield* Console.log(Table.render(["stage", "key", "figures"], [
       ["feature-net", net.key, `test accuracy ${Table.fixed(100 * net.output.accuracy, 2)}% on ${net.output.testImages} images; pool / spatial dims ${net.output.poolDim} / ${net.output.spatialDim}`],
       ["reference", reference.key, `${reference.output.count} test images; their IS ${Table.fixed(reference.output.is, 3)}; statistics in ${reference.dir}`]

@@ -9,9 +9,11 @@ describe("tinyfusion finetune", () => {
       const fs = yield* FileSystem.FileSystem
       const root = yield* fs.makeTempDirectoryScoped({ prefix: "cli-finetune-" })
       const keys = yield* teacherIn(root)
+      // The teacher and its data stages are cached: no dataset is opened (an empty --data folder would fail).
+      const noData = yield* fs.makeTempDirectoryScoped({ prefix: "cli-finetune-no-data-" })
       const run = (args: ReadonlyArray<string>) =>
         cli([
-          "finetune", "--backend", "wasm", "--store", root, "--latents", keys.latents,
+          "finetune", "--backend", "wasm", "--store", root, "--data", noData, "--latents", keys.latents,
           "--steps", "4", "--batch-size", "8", "--checkpoint-every", "2", "--curve-every", "1", ...args
         ])
 
@@ -34,8 +36,8 @@ describe("tinyfusion finetune", () => {
       assert.match(fixed.lines[0]!, /repkd\s+dit DiT\(depth 2, .*\)\s+0,3\s/)
 
       const wrong = yield* run(["--teacher", keys.latents])
-      assert.match(wrong.failure, /input --teacher \(latents artifact latents-\w+\) does not fit/)
+      assert.match(wrong.message, /input --teacher \(latents artifact latents-\w+\) does not fit/)
       const notOption = yield* run(["--teacher", keys.teacher, "--strategy", "finetune", "--k", "2"])
-      assert.match(notOption.failure, /--k is not an option of recovery strategy finetune; it takes none/)
+      assert.match(notOption.message, /--k is not an option of recovery strategy finetune; it takes none/)
     })).pipe(Effect.provide(NodeServices.layer)), 60_000)
 })

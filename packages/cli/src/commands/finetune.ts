@@ -18,9 +18,11 @@ import { Methods } from "@tinyfusion/experiments"
 import { Models } from "@tinyfusion/models"
 import { Scheme, Selection } from "@tinyfusion/pruning"
 import { Recovery, RecoveryStage, Strategies } from "@tinyfusion/recovery"
+import * as CheckedFlags from "../CheckedFlags.ts"
+import * as GlobalFlags from "../GlobalFlags.ts"
 import * as MethodFlags from "../MethodFlags.ts"
 import * as Table from "../Table.ts"
-import { dataFlag, latentsFlag, latentsInput, withData } from "./data.ts"
+import { dataFlag, latentsFlag, latentsInput } from "./data.ts"
 
 export class FinetuneInput extends Schema.TaggedError<FinetuneInput>()("FinetuneInput", {
   input: Schema.String,
@@ -31,12 +33,31 @@ export class FinetuneInput extends Schema.TaggedError<FinetuneInput>()("Finetune
   }
 }
 
-const list = (text: string, flag: string) =>
-  Effect.gen(function*() {
-    const values = text.split(",").map((s) => Number(s.trim()))
-    if (values.some((v) => !Number.isInteger(v) || v < 0)) return yield* new FinetuneInput({ input: flag, reason: `${text} is not a list of block indices` })
-    return values
-  })
+/** The student's blocks and the decision's groups, checked against the teacher's depth before anything runs. */
+const studentOf = Effect.fn("finetune.studentOf")(function*(depth: number, o: {
+  readonly kept: Option.Option<ReadonlyArray<number>>
+  readonly keep: Option.Option<number>
+  readonly groupSize: Option.Option<number>
+  /** The strategy's alignment option as given, if any. */
+  readonly alignment: unknown
+}) {
+  const refuse = (input: string, reason: string) => new FinetuneInput({ input, reason })
+  if (Option.isSome(o.kept) && o.kept.value.at(-1)! >= depth) {
+    return yield* refuse("--kept", `block ${o.kept.value.at(-1)} is not one of the teacher's ${depth} blocks (0..${depth - 1})`)
+  }
+  if (Option.isSome(o.keep) && o.keep.value > depth) return yield* refuse("--keep", `${o.keep.value} blocks of a ${depth}-block teacher`)
+  const kept = Option.isSome(o.kept)
+    ? [...o.kept.value]
+    : yield* Effect.try({
+      try: () => [...Selection.uniform(depth, Option.getOrElse(o.keep, () => Math.floor(depth / 2)))],
+      catch: (e) => refuse("--keep", (e as Error).message)
+    })
+  if (Option.isNone(o.groupSize)) return { kept, groups: undefined }
+  const m = o.groupSize.value
+  if (o.alignment === "fixed") return yield* refuse("--group-size", "the decision's groups do not apply to --alignment fixed")
+  if (depth % m !== 0) return yield* refuse("--group-size", `${m} does not divide the teacher's ${depth} blocks into groups`)
+  return { kept, groups: Scheme.groups({ m }, depth).groups }
+})
 
 /** 4 significant digits; small values in exponent form. */
 const figure = (x: number | null | undefined) =>
@@ -46,22 +67,25 @@ const fixed = {
   data: dataFlag,
   teacher: Flag.String("teacher").pipe(Flag.withDescription("Key of the teacher: any model artifact (tinyfusion pretrain prints one)")),
   latents: latentsFlag,
-  kept: Flag.String("kept").pipe(Flag.withDescription("Teacher blocks the student keeps, e.g. 1,3,5 (default: --keep of them, evenly)"), Flag.optional),
-  keep: Flag.Int("keep").pipe(Flag.withDescription("Blocks kept when --kept is not given (default: half)"), Flag.optional),
-  groupSize: Flag.Int("group-size").pipe(Flag.withDescription("The student's blocks were chosen in groups of this many consecutive teacher blocks (N:M)"), Flag.optional),
+  kept: CheckedFlags.indices("kept", { increasing: true }).pipe(Flag.withDescription("Teacher blocks the student keeps, e.g. 1,3,5 (default: --keep of them, evenly)"), Flag.optional),
+  keep: CheckedFlags.count("keep").pipe(Flag.withDescription("Blocks kept when --kept is not given (default: half)"), Flag.optional),
+  groupSize: CheckedFlags.count("group-size").pipe(
+    Flag.withDescription("The decision's N:M groups: M consecutive teacher blocks each (M divides the depth)"),
+    Flag.optional
+  ),
   strategy: Flag.String("strategy").pipe(
     Flag.withDescription(`Recovery strategy: ${Methods.allStrategies.map((s) => s.name).join(", ")}`),
     Flag.withDefault("masked-kd")
   ),
-  steps: Flag.Int("steps").pipe(Flag.withDescription("Recovery steps"), Flag.withDefault(2000)),
-  batchSize: Flag.Int("batch-size").pipe(Flag.withDescription("Latents per batch"), Flag.withDefault(256)),
-  seed: Flag.Int("seed").pipe(Flag.withDescription("Seed of batches and draws"), Flag.withDefault(0)),
-  lr: Flag.Finite("lr").pipe(Flag.withDescription("AdamW learning rate (cosine down to --lr-floor)"), Flag.withDefault(2e-4)),
-  lrFloor: Flag.Finite("lr-floor").pipe(Flag.withDescription("Learning rate at the last step"), Flag.withDefault(1e-4)),
-  emaDecay: Flag.Finite("ema-decay").pipe(Flag.withDescription("EMA decay (the paper: 0.9999, for 100K steps)"), Flag.withDefault(0.999)),
-  clip: Flag.Finite("clip").pipe(Flag.withDescription("Global gradient-norm clip"), Flag.withDefault(1)),
-  checkpointEvery: Flag.Int("checkpoint-every").pipe(Flag.withDescription("Steps between checkpoints"), Flag.withDefault(500)),
-  curveEvery: Flag.Int("curve-every").pipe(Flag.withDescription("Steps between loss-curve points"), Flag.withDefault(25)),
+  steps: CheckedFlags.count("steps").pipe(Flag.withDescription("Recovery steps"), Flag.withDefault(2000)),
+  batchSize: CheckedFlags.count("batch-size").pipe(Flag.withDescription("Latents per batch"), Flag.withDefault(256)),
+  seed: CheckedFlags.natural("seed").pipe(Flag.withDescription("Seed of batches and draws"), Flag.withDefault(0)),
+  lr: CheckedFlags.positive("lr").pipe(Flag.withDescription("AdamW learning rate (cosine down to --lr-floor)"), Flag.withDefault(2e-4)),
+  lrFloor: CheckedFlags.nonNegative("lr-floor").pipe(Flag.withDescription("Learning rate at the last step"), Flag.withDefault(1e-4)),
+  emaDecay: CheckedFlags.fraction("ema-decay").pipe(Flag.withDescription("EMA decay (the paper: 0.9999, for 100K steps)"), Flag.withDefault(0.999)),
+  clip: CheckedFlags.positive("clip").pipe(Flag.withDescription("Global gradient-norm clip"), Flag.withDefault(1)),
+  checkpointEvery: CheckedFlags.natural("checkpoint-every").pipe(Flag.withDescription("Steps between checkpoints (0: none)"), Flag.withDefault(500)),
+  curveEvery: CheckedFlags.count("curve-every").pipe(Flag.withDescription("Steps between loss-curve points"), Flag.withDefault(25)),
   nonFinite: Flag.Literals("non-finite", ["skip", "rollback", "fail"]).pipe(
     Flag.withDescription("A non-finite loss: skip the step, roll back, or end the run as diverged"),
     Flag.withDefault("fail" as const)
@@ -77,30 +101,18 @@ export const finetune = Command.make(
   "finetune",
   { ...fixed, options: MethodFlags.flags(Methods.allStrategies, reserved) },
   (o) =>
-    withData(o.data, Effect.gen(function*() {
+    GlobalFlags.withCompute(Effect.gen(function*() {
+      const strategy = yield* Strategies.get(o.strategy)
+      const options = yield* MethodFlags.given(Recovery.kind, strategy, o.options)
+      // Checked against the teacher before anything runs (its manifest is all that is read).
       const runner = yield* Graph.runner
       const teacher = Graph.existing(o.teacher)
       const model = yield* Stage.as(Models.Any, yield* runner.artifact(teacher), { stage: "tinyfusion finetune", input: "--teacher" })
-      const depth = Models.depth(model.output)
-      const kept = Option.isSome(o.kept)
-        ? yield* list(o.kept.value, "--kept")
-        : yield* Effect.try({
-          try: () => [...Selection.uniform(depth, Option.getOrElse(o.keep, () => Math.floor(depth / 2)))],
-          catch: (e) => new FinetuneInput({ input: "--keep", reason: (e as Error).message })
-        })
-      const groups = yield* Option.match(o.groupSize, {
-        onNone: () => Effect.succeed(undefined),
-        onSome: (m) =>
-          Effect.try({
-            try: () => Scheme.groups({ m }, depth).groups,
-            catch: (e) => new FinetuneInput({ input: "--group-size", reason: (e as Error).message })
-          })
-      })
+      const { kept, groups } = yield* studentOf(Models.depth(model.output), { ...o, alignment: options["alignment"] })
       const student = Graph.node(RecoveryStage.SelectStage, { kept, ...(groups === undefined ? {} : { groups }) }, { teacher })
-      const strategy = yield* Strategies.get(o.strategy)
       const config = yield* Stage.decodeConfig(RecoveryStage.RecoveryStage, {
         strategy: o.strategy,
-        options: yield* MethodFlags.given(Recovery.kind, strategy, o.options),
+        options,
         training: {
           ...Recovery.paperTraining(o.steps, o.batchSize, o.seed),
           lr: o.lr,
@@ -112,7 +124,7 @@ export const finetune = Command.make(
           nonFinite: o.nonFinite
         }
       })
-      const recovered = yield* runner.run(Graph.node(RecoveryStage.RecoveryStage, config, { teacher, student, latents: yield* latentsInput(o.latents) }))
+      const recovered = yield* runner.run(Graph.node(RecoveryStage.RecoveryStage, config, { teacher, student, latents: yield* latentsInput(o.latents, o.data) }))
       const out = recovered.output
       const identity = "diverged" in out ? out.student : out
       yield* Console.log(Table.render(

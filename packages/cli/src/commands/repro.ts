@@ -9,6 +9,7 @@ import { Console, Effect, Option, Path } from "effect"
 import { Command, Flag } from "effect/cli"
 import { ArtifactStore, type Graph } from "@tinyfusion/core"
 import { Claims, Presets, Report, Suite } from "@tinyfusion/experiments"
+import * as CheckedFlags from "../CheckedFlags.ts"
 import * as GlobalFlags from "../GlobalFlags.ts"
 import * as Table from "../Table.ts"
 
@@ -19,12 +20,15 @@ export const repro = Command.make(
       Flag.withDescription("quick (CPU, minutes; plumbing), mini (Fashion-MNIST, the reproduction), paper (DiT-XL/2; needs --data, --teacher, --vae, --inception, --reference)"),
       Flag.withDefault("quick" as const)
     ),
-    tables: Flag.String("tables").pipe(
+    tables: CheckedFlags.namesOf("tables", ["all", ...Suite.tableIds]).pipe(
       Flag.withDescription(`Comma-separated grids: ${Suite.tableIds.join(", ")} (default: all)`),
-      Flag.withDefault("all")
+      Flag.withDefault(["all"])
     ),
     data: Flag.String("data").pipe(
-      Flag.withDescription("Fashion-MNIST folder (quick, mini), or a folder with train/ and val/ class folders (paper)"),
+      Flag.withDescription(
+        "Fashion-MNIST folder (quick, mini; refused if it lacks the files), or a folder with train/ and val/ class folders (paper). " +
+          "Without it, quick uses /usr/share/datasets/fashion-mnist, or else says so and runs on the synthetic dataset"
+      ),
       Flag.optional
     ),
     synthetic: Flag.Boolean("synthetic").pipe(
@@ -39,7 +43,7 @@ export const repro = Command.make(
     vae: Flag.String("vae").pipe(Flag.withDescription("paper: sd-vae-ft-ema's diffusion_pytorch_model.safetensors (or -mse, or latent-diffusion's kl-f8)"), Flag.optional),
     inception: Flag.String("inception").pipe(Flag.withDescription("paper: pytorch-fid's pt_inception-2015-12-05-6726825d.pth"), Flag.optional),
     reference: Flag.String("reference").pipe(Flag.withDescription("paper: ADM's VIRTUAL_imagenet256_labeled.npz"), Flag.optional),
-    concurrency: Flag.Int("concurrency").pipe(
+    concurrency: CheckedFlags.count("concurrency").pipe(
       Flag.withDescription("Cells run at once (they share the one compute backend)"),
       Flag.withDefault(1)
     ),
@@ -53,7 +57,6 @@ export const repro = Command.make(
     GlobalFlags.withCompute(Effect.gen(function*() {
       const path = yield* Path.Path
       const store = yield* ArtifactStore
-      if (o.concurrency < 1) return yield* new Presets.PresetInput({ preset: o.preset, reason: `--concurrency ${o.concurrency} is not a positive count` })
       const files = {
         teacher: Option.getOrUndefined(o.teacher),
         sitTeacher: Option.getOrUndefined(o.sitTeacher),
@@ -66,7 +69,9 @@ export const repro = Command.make(
         return yield* new Presets.PresetInput({ preset: o.preset, reason: `--${given.join(", --").replace("sitTeacher", "sit-teacher")} belong to the paper preset` })
       }
       const resolved = yield* Presets.resolve(o.preset, { data: Option.getOrUndefined(o.data), synthetic: o.synthetic, files })
-      const tables = o.tables === "all" ? Suite.tableIds : o.tables.split(",").map((t) => t.trim()).filter((t) => t !== "")
+      const all = o.tables.includes("all")
+      const tables = all ? Suite.tableIds : [...new Set(o.tables)]
+      // --plan reads the store and writes nothing.
       if (o.plan) {
         const steps = yield* Suite.plan({ preset: resolved.preset, tables, imported: resolved.imported })
         const status = (s: Graph.Step["status"]) =>
@@ -77,8 +82,10 @@ export const repro = Command.make(
         yield* Console.log(`${steps.length} stages: ${count("Stored")} stored, ${count("ToRun") + count("Partial")} to run (${count("Partial")} partly done)`)
         return
       }
+      // One clear error now rather than one per cell.
+      yield* store.writable
       // A run of some tables reports beside, not over, the run of all of them.
-      const named = o.tables === "all" ? o.preset : `${o.preset}-tables-${tables.join("_")}`
+      const named = all ? o.preset : `${o.preset}-tables-${tables.join("_")}`
       const out = Option.getOrElse(o.out, () => path.join(store.root, "reports", named))
       const started = Date.now()
       const summary = yield* Suite.run({

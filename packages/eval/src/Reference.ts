@@ -6,8 +6,10 @@
  *
  *   pooled.safetensors    mean and covariance of pooled features (FID), float64
  *   spatial.safetensors   the same of spatial features (sFID), float64
- *   features.safetensors  the pooled features and class probabilities of every
- *                         image, and each one's k-NN radius (precision/recall)
+ *   features.safetensors  the pooled and spatial features and class
+ *                         probabilities of every image, and each one's k-NN
+ *                         radius (precision/recall); the spatial rows are what
+ *                         the bootstrap of sFID resamples
  *
  * The images go through the path samples take (`Features.ofPixels`), and the
  * statistics are eval's FeatureStatistics, so a sample set equal to the
@@ -67,7 +69,7 @@ export const miniReference: ReferenceConfig = { dataset: "fashion-mnist", split:
 
 export const ReferenceStage = Stage.make({
   name: "reference",
-  version: 1,
+  version: 2,
   config: ReferenceConfig,
   output: ReferenceOutput,
   inputs: { featureNet: Stages.FeatureNetStage },
@@ -81,7 +83,9 @@ export const ReferenceStage = Stage.make({
       if (set.height !== h || set.width !== w || set.channels !== c) {
         return yield* new ImagesMismatch({ dataset: data.name, images: `${set.height}×${set.width}×${set.channels}`, network: `${h}×${w}×${c}` })
       }
-      const collector = Metrics.collector({ pooled: extractor.poolDim, spatial: extractor.spatialDim, classes: extractor.classes }, "reference")
+      const collector = Metrics.collector({ pooled: extractor.poolDim, spatial: extractor.spatialDim, classes: extractor.classes }, "reference", {
+        keepSpatial: true
+      })
       const per = Images.imageSize(set)
       for (let start = 0; start < count; start += config.batchSize) {
         const n = Math.min(config.batchSize, count - start)
@@ -92,7 +96,12 @@ export const ReferenceStage = Stage.make({
       const inceptionScore = yield* InceptionScore.compute(summary.probabilities, { splitSize: config.splitSize })
       yield* ctx.writeBytes(files.pooled, FeatureStatistics.encode(summary.pooled))
       yield* ctx.writeBytes(files.spatial, FeatureStatistics.encode(summary.spatial))
-      yield* ctx.writeBytes(files.features, Features.encode({ pooled: summary.pooledFeatures, probabilities: summary.probabilities, radii }))
+      yield* ctx.writeBytes(files.features, Features.encode({
+        pooled: summary.pooledFeatures,
+        probabilities: summary.probabilities,
+        ...(summary.spatialFeatures === undefined ? {} : { spatial: summary.spatialFeatures }),
+        radii
+      }))
       yield* ctx.metric("inception_score", inceptionScore)
       return {
         count,
@@ -131,11 +140,12 @@ export const load = Effect.fn("Reference.load")(function*(artifact: Stage.Artifa
   const pooled = yield* statistics(files.pooled, out.poolDim)
   const spatial = yield* statistics(files.spatial, out.spatialDim)
   const set = yield* Features.decode(yield* artifact.bytes(files.features), out, { key: artifact.key, path: artifact.path(files.features) })
+  const spatialFeatures = set.spatial!
   if (set.radii === undefined) {
     return yield* new CorruptArtifact({ key: artifact.key, path: artifact.path(files.features), reason: "no radii" })
   }
   return {
-    summary: { pooled, spatial, pooledFeatures: set.pooled, probabilities: set.probabilities },
+    summary: { pooled, spatial, pooledFeatures: set.pooled, probabilities: set.probabilities, spatialFeatures },
     radii: set.radii,
     k: out.k
   } satisfies Loaded

@@ -17,7 +17,7 @@ import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { Stage } from "@tinyfusion/core"
 import { Dataset, defaultFashionMnistDir, Stages } from "@tinyfusion/data"
-import { Evaluation, Reference } from "@tinyfusion/eval"
+import { Evaluation, Interval, Reference } from "@tinyfusion/eval"
 import * as GlobalFlags from "../GlobalFlags.ts"
 import * as ModelFlags from "../ModelFlags.ts"
 import * as Table from "../Table.ts"
@@ -67,7 +67,11 @@ export const flags = {
   ),
   splitSize: Flag.Int("split-size").pipe(Flag.withDescription("Samples per Inception Score split"), Flag.withDefault(defaults.splitSize)),
   grid: Flag.Int("grid").pipe(Flag.withDescription("Samples in samples.png"), Flag.withDefault(defaults.gridImages)),
-  partBatches: Flag.Int("part-batches").pipe(Flag.withDescription("Batches per checkpointed part"), Flag.withDefault(defaults.partBatches))
+  partBatches: Flag.Int("part-batches").pipe(Flag.withDescription("Batches per checkpointed part"), Flag.withDefault(defaults.partBatches)),
+  replicates: Flag.Int("replicates").pipe(
+    Flag.withDescription(`Bootstrap replicates for the 95% intervals (sFID: at most ${defaults.bootstrap.spatialReplicates}); 0: none`),
+    Flag.withDefault(defaults.bootstrap.replicates)
+  )
 }
 
 export const evaluate = Command.make("eval", flags, (o) =>
@@ -90,7 +94,8 @@ export const evaluate = Command.make("eval", flags, (o) =>
       labels: o.labels,
       splitSize: o.splitSize,
       gridImages: o.grid,
-      partBatches: o.partBatches
+      partBatches: o.partBatches,
+      bootstrap: { ...defaults.bootstrap, replicates: o.replicates, spatialReplicates: Math.min(o.replicates, defaults.bootstrap.spatialReplicates) }
     })
     const autoencoder = yield* Option.match(o.autoencoder, {
       onSome: (key) => Stage.open(Stages.AutoencoderStage, key),
@@ -109,13 +114,21 @@ export const evaluate = Command.make("eval", flags, (o) =>
     })
     const result = yield* Stage.run(stage, config, { model: model.artifact, autoencoder, reference })
     const out = result.output
-    yield* Console.log(Table.render(["FID", "sFID", "IS", "precision", "recall"], [[
-      Table.fixed(out.fid, 3),
-      Table.fixed(out.sfid, 3),
-      Table.fixed(out.inceptionScore, 3),
-      Table.fixed(out.precision, 4),
-      Table.fixed(out.recall, 4)
-    ]]))
+    const boot = out.bootstrap
+    // ± the 95% half-width: t(0.975, B − 1) standard errors of the bootstrap.
+    const half = (se: number | null | undefined, replicates: number, digits: number) =>
+      se == null ? "–" : `± ${Table.fixed(se * Interval.studentTQuantile(0.975, replicates - 1), digits)}`
+    yield* Console.log(Table.render(["", "FID", "sFID", "IS", "precision", "recall"], [
+      ["value", Table.fixed(out.fid, 3), Table.fixed(out.sfid, 3), Table.fixed(out.inceptionScore, 3), Table.fixed(out.precision, 4), Table.fixed(out.recall, 4)],
+      ...(boot === null ? [] : [[
+        "95%",
+        half(boot.standardErrors.fid, boot.replicates, 3),
+        half(boot.standardErrors.sfid, boot.spatialReplicates, 3),
+        half(boot.standardErrors.inceptionScore, boot.replicates, 3),
+        half(boot.standardErrors.precision, boot.replicates, 4),
+        half(boot.standardErrors.recall, boot.replicates, 4)
+      ]])
+    ]))
     const s = config.sampling
     yield* Console.log([
       `evaluation ${result.key}${result.cached ? " (cached)" : ""}`,

@@ -1,30 +1,42 @@
 /**
  * The paper's figures redrawn from our numbers (rendered by @tinyfusion/plots).
  */
+import type { Interval } from "@tinyfusion/eval"
 import { Plot } from "@tinyfusion/plots"
 import * as Paper from "./paper.ts"
 
-/** Figure 4: sampling speed-up against the share of layers removed; ours, the paper's and linear. */
-export const speedup = (ours: ReadonlyArray<{ readonly depth: number; readonly itPerS: number }>): Promise<Plot.Figure> => {
-  const line = (series: string, points: ReadonlyArray<{ readonly depth: number; readonly itPerS: number }>) => {
-    const full = points.find((p) => p.depth === 28)
-    return full === undefined
-      ? []
-      : points.map((p) => ({ series, removed: 1 - p.depth / 28, speedup: p.itPerS / full.itPerS }))
-  }
+/**
+ * Figure 4: sampling speed-up against the share of layers removed: ours
+ * (the median of per-round ratios, with its 95% interval as error bars), the
+ * paper's and linear.
+ */
+export const speedup = (ours: ReadonlyArray<{ readonly depth: number; readonly speedup: Interval.Interval }>): Promise<Plot.Figure> => {
+  const full = Paper.figure4.itPerS.find((p) => p.depth === 28)!
+  const paper = Paper.figure4.itPerS.map((p) => ({ series: "paper (DiT-XL/2)", removed: 1 - p.depth / 28, speedup: p.itPerS / full.itPerS }))
   const linear = [28, 21, 14, 7].map((d) => ({ series: "linear", removed: 1 - d / 28, speedup: 28 / d }))
+  const mine = ours.map((p) => ({ series: "ours", removed: 1 - p.depth / 28, speedup: p.speedup.value, lo: p.speedup.lo, hi: p.speedup.hi }))
+  const x = { field: "removed", type: "quantitative", title: "share of layers removed", axis: { format: "%" } } as const
   return Plot.render("figure4-speedup", "Figure 4: sampling speed-up against depth pruned", {
     $schema: Plot.schema,
     width: 360,
     height: 240,
-    data: { values: [...linear, ...line("paper (DiT-XL/2)", Paper.figure4.itPerS), ...line("ours", ours)] },
-    mark: { type: "line", point: true },
-    encoding: {
-      x: { field: "removed", type: "quantitative", title: "share of layers removed", axis: { format: "%" } },
-      y: { field: "speedup", type: "quantitative", title: "sampling speed-up (×)" },
-      color: { field: "series", type: "nominal", title: null },
-      strokeDash: { condition: { test: "datum.series === 'linear'", value: [4, 4] }, value: [1, 0] }
-    }
+    layer: [
+      {
+        data: { values: [...linear, ...paper, ...mine] },
+        mark: { type: "line", point: true },
+        encoding: {
+          x,
+          y: { field: "speedup", type: "quantitative", title: "sampling speed-up (×)" },
+          color: { field: "series", type: "nominal", title: null },
+          strokeDash: { condition: { test: "datum.series === 'linear'", value: [4, 4] }, value: [1, 0] }
+        }
+      },
+      {
+        data: { values: mine },
+        mark: { type: "rule" },
+        encoding: { x, y: { field: "lo", type: "quantitative" }, y2: { field: "hi" }, color: { field: "series", type: "nominal", title: null } }
+      }
+    ]
   })
 }
 

@@ -169,5 +169,5 @@ export const interleaved = Effect.fn("Throughput.interleaved")(function*(
  * median of the per-round ratios (each round's two passes ran under the same
  * load), with its distribution-free interval.
  */
-export const speedup = (fast: ReadonlyArray<number>, base: ReadonlyArray<number>): Interval.Interval =>
-  Interval.medianInterval(fast.map((x, r) => x / base[r]!))
+export const speedup = (fast: ReadonlyArray<number>, base: ReadonlyArray<number>, level = 0.95): Interval.Interval =>
+  Interval.medianInterval(fast.map((x, r) => x / base[r]!), level)

@@ -137,9 +137,6 @@ const reasonOf = (cause: Cause.Cause<unknown>): string => {
 /** Samples drawn in the report: the teachers, the paper's headline models and the untrained network. */
 const shownSamples = ["t1/teacher", "t1/tinydit-d14-kd", "t1/tinydit-d7-kd", "t2/sit-teacher", "t2/tinysit-d14", "i/untrained"]
 
-/** Where the project's committed reproduction lives. */
-export const committedResults = new URL("../results/", import.meta.url).pathname
-
 /** The architecture a cell's model has: the teacher's, at the cell's depth. */
 const shapeOf = (preset: Preset, cell: Cell): Speed.Shape => {
   const teacher = preset.teacher[cell.family].model
@@ -455,7 +452,8 @@ const writeReport = Effect.fn("Suite.writeReport")(function*(
   const blocks = Report.document({
     preset: preset.name,
     evidence: preset.evidence,
-    committedResults: path.relative(options.out, committedResults) + "/",
+    // The project's committed reproduction (experiments/results/), as a link from the report.
+    committedResults: path.relative(options.out, path.join(import.meta.dirname, "..", "results")) + "/",
     dataset: options.dataset,
     backend: run.backend,
     results: run.results,

@@ -102,16 +102,6 @@ const alignedRuns = (results: Results, terms: ReadonlyArray<Term>, metric: Metri
   return common.map((seed) => cells.map((c) => c.runs.find((r) => r.seed === seed) ?? c.runs[0]!))
 }
 
-const variance = (xs: ArrayLike<number>): number => {
-  const n = xs.length
-  let mean = 0
-  for (let i = 0; i < n; i++) mean += xs[i]!
-  mean /= n
-  let ss = 0
-  for (let i = 0; i < n; i++) ss += (xs[i]! - mean) ** 2
-  return ss / (n - 1)
-}
-
 /**
  * Σ weight·metric over the terms' cells with its interval at `level` (see
  * the module's comment); a missing cell or number throws Missing. Diverged
@@ -141,11 +131,11 @@ export const combination = (results: Results, terms: ReadonlyArray<Term>, metric
         means[k] = means[k]! + y / s
       }
     }
-    vBoot = variance(means)
+    vBoot = Interval.variance(means)
   }
   // One run of a sampled number without replicates: its uncertainty is unknown, not zero.
   if (isSampled(metric) && replicates === 0 && s === 1) return { value, lo: -Infinity, hi: Infinity, level, seeds: 1, replicates: 0 }
-  const vSeed = s >= 2 ? variance(values) / s : 0
+  const vSeed = s >= 2 ? Interval.variance(values) / s : 0
   const total = vBoot + vSeed
   const df = total === 0 ? Infinity : (total * total) / ((s >= 2 ? (vSeed * vSeed) / (s - 1) : 0) + (replicates > 0 ? (vBoot * vBoot) / (replicates - 1) : 0))
   return { ...Interval.symmetric(value, Math.sqrt(total), df, level), seeds: s, replicates }

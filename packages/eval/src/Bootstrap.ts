@@ -27,6 +27,7 @@ import { Rng, Safetensors } from "@tinyfusion/tensor"
 import * as FeatureStatistics from "./FeatureStatistics.ts"
 import * as FrechetDistance from "./FrechetDistance.ts"
 import * as InceptionScore from "./InceptionScore.ts"
+import * as Interval from "./Interval.ts"
 import * as Matrix from "./Matrix.ts"
 import type * as Metrics from "./Metrics.ts"
 import * as PrecisionRecall from "./PrecisionRecall.ts"
@@ -232,16 +233,7 @@ const rowsOf = (set: Set, s: Metrics.Summary) =>
     : Effect.succeed(s.spatialFeatures)
 
 /** The sample standard deviation of replicates (null for fewer than two). */
-export const standardError = (xs: ArrayLike<number>): number | null => {
-  const n = xs.length
-  if (n < 2) return null
-  let mean = 0
-  for (let i = 0; i < n; i++) mean += xs[i]!
-  mean /= n
-  let ss = 0
-  for (let i = 0; i < n; i++) ss += (xs[i]! - mean) ** 2
-  return Math.sqrt(ss / (n - 1))
-}
+export const standardError = (xs: ArrayLike<number>): number | null => (xs.length < 2 ? null : Math.sqrt(Interval.variance(xs)))
 
 export const file = "bootstrap.safetensors"
 

@@ -135,6 +135,17 @@ const halfBinomialCdf = (k: number, n: number): number => {
   return sum
 }
 
+/** The sample variance (n − 1 divisor). */
+export const variance = (xs: ArrayLike<number>): number => {
+  const n = xs.length
+  let mean = 0
+  for (let i = 0; i < n; i++) mean += xs[i]!
+  mean /= n
+  let ss = 0
+  for (let i = 0; i < n; i++) ss += (xs[i]! - mean) ** 2
+  return ss / (n - 1)
+}
+
 const sortedCopy = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)
 
 export const median = (xs: ReadonlyArray<number>): number => {

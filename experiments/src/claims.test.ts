@@ -13,7 +13,9 @@ const paperResults = (): Map<string, Estimates.CellResult> => {
   const results = new Map<string, Estimates.CellResult>()
   const exact = (row: Paper.Row) => Object.fromEntries(Estimates.sampledMetrics.flatMap((m) => (row[m] === undefined ? [] : [[m, [row[m], row[m]]]])))
   for (const row of rows) if (row.cell !== undefined) results.set(row.cell, { runs: [{ metrics: row, replicates: exact(row) }] })
-  for (const { depth, itPerS } of Paper.figure4.itPerS) results.set(`f4/depth-${depth}`, { runs: [{ metrics: {} }], speed: { itPerS: new Array(7).fill(itPerS) } })
+  const timed = (itPerS: number, parameters: number): Estimates.CellResult => ({ runs: [{ metrics: {} }], speed: { itPerS: new Array(7).fill(itPerS), parameters } })
+  for (const { depth, itPerS, parameters } of Paper.figure4.itPerS) results.set(`f4/depth-${depth}`, timed(itPerS, parameters))
+  for (const { removed, itPerS, parameters } of Paper.figure4.width) results.set(`f4/width-${100 * removed}`, timed(itPerS, parameters))
   return results
 }
 
@@ -34,9 +36,10 @@ describe("claims", () => {
       assert.strictEqual(j.verdict, c.id === "decisions-converge" ? "not run" : "reproduced", `${c.id}: ${j.evidence}`)
     }
     assert.strictEqual(judge("linear-speedup", results).evidence, "it/s depth-14 / depth-28 = 1.96 (exact) (≥ 1.80)")
+    assert.strictEqual(judge("width-below-depth", results).evidence, "it/s width-50 / depth-14 = 0.770 (exact) (< 1.00)")
     // A threshold holds only when its whole interval is past it: rounds of 1.7 to 2.1 do not show ≥ 1.8.
-    results.set("f4/depth-14", { runs: [{ metrics: {} }], speed: { itPerS: [11.7, 12.5, 13.5, 14.5, 13.8, 13.8].map((x) => x) } })
-    results.set("f4/depth-28", { runs: [{ metrics: {} }], speed: { itPerS: new Array(6).fill(6.9) } })
+    results.set("f4/depth-14", { runs: [{ metrics: {} }], speed: { itPerS: [11.7, 12.5, 13.5, 14.5, 13.8, 13.8], parameters: 340e6 } })
+    results.set("f4/depth-28", { runs: [{ metrics: {} }], speed: { itPerS: new Array(6).fill(6.9), parameters: 675e6 } })
     assert.strictEqual(judge("linear-speedup", results).verdict, "inconclusive")
     assert.strictEqual(judge("median-beats-min-loss", results).evidence, "median-loss − min-loss = −14.24 (exact)")
     assert.strictEqual(judge("decisions-converge", results).evidence, "no confidence for t4/1:2-lora")
@@ -125,6 +128,20 @@ describe("claims", () => {
     assert.deepStrictEqual([j("kd-order").verdict, j("kd-order").numbersAlone], ["inconclusive", "reproduced"])
     assert.deepStrictEqual(j("decisions-converge"), { verdict: "not run", evidence: "no confidence for t4/1:2-lora" })
     assert.isUndefined(Claims.judgeAll(results, { works: true, summary: "" }).find((x) => x.claim.id === "kd-order")!.judgement.numbersAlone)
+  })
+
+  it("exact numbers: confidence thresholds and speed-ups decide without intervals", () => {
+    const results = paperResults()
+    const run = (fid: number, confidence: number): Estimates.CellResult => ({ runs: [{ metrics: { fid, confidence }, replicates: { fid: [fid, fid] } }] })
+    results.set("t4/1:2-lora", run(30, 0.95))
+    results.set("t4/2:4-lora", run(31, 0.92))
+    results.set("t4/7:14-lora", run(40, 0.5))
+    assert.strictEqual(judge("decisions-converge", results).verdict, "reproduced")
+    results.set("t4/2:4-lora", run(31, 0.85))
+    assert.strictEqual(judge("decisions-converge", results).verdict, "refuted")
+    // Width pruning faster than depth pruning at half the parameters refutes Figure 4's point.
+    results.set("f4/width-50", { runs: [{ metrics: {} }], speed: { itPerS: new Array(7).fill(14), parameters: 338e6 } })
+    assert.strictEqual(judge("width-below-depth", results).verdict, "refuted")
   })
 
   it("Spearman correlation: hand-computed values", () => {

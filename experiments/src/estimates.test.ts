@@ -59,8 +59,8 @@ describe("estimates", () => {
 
   it("speed: the median over rounds and per-round speed-ups", () => {
     const results: Estimates.Results = new Map([
-      ["d28", { runs: [{ metrics: {} }], speed: { itPerS: [10, 9, 11, 10, 8, 10.5] } }],
-      ["d14", { runs: [{ metrics: {} }], speed: { itPerS: [19, 18, 22, 20, 16, 21] } }]
+      ["d28", { runs: [{ metrics: {} }], speed: { itPerS: [10, 9, 11, 10, 8, 10.5], parameters: 1000 } }],
+      ["d14", { runs: [{ metrics: {} }], speed: { itPerS: [19, 18, 22, 20, 16, 21], parameters: 500 } }]
     ])
     const s = Estimates.speed(results, "d28")
     assert.deepStrictEqual([s.value, s.lo, s.hi], [10, 8, 11])

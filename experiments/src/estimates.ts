@@ -32,7 +32,7 @@ import { Interval, Throughput } from "@tinyfusion/eval"
 import type * as Paper from "./paper.ts"
 
 /** The numbers of the paper's tables that our runs produce. */
-export type Metric = Exclude<keyof Paper.Metrics, "diverged">
+export type Metric = Exclude<keyof Paper.Metrics, "diverged" | "parameters">
 
 /** The FID-family numbers: bootstrapped. */
 export const sampledMetrics = ["is", "fid", "sfid", "precision", "recall"] as const
@@ -51,6 +51,8 @@ export interface Run {
 /** The sampling speed of a cell's shape: it/s in each interleaved round of the run's one measurement. */
 export interface Speed {
   readonly itPerS: ReadonlyArray<number>
+  /** The shape's parameters. */
+  readonly parameters: number
 }
 
 export interface CellResult {

@@ -9,7 +9,8 @@
  */
 import { Schema } from "effect"
 
-export const Budget = Schema.Literals(["100K", "500K", "10K"])
+/** The paper's budgets: DiT's steps, and MAR's 40 epochs (10% of its 400 of pre-training). */
+export const Budget = Schema.Literals(["100K", "500K", "10K", "40ep"])
 export type Budget = typeof Budget.Type
 
 /** Which model a cell starts from: the teacher, or another cell's recovered model. */
@@ -25,6 +26,8 @@ export const Prune = Schema.Struct({
   scheme: Schema.optional(Schema.String),
   /** Recoverability estimate of the learnable method. */
   update: Schema.optional(Schema.Literals(["lora", "full", "frozen"])),
+  /** Diff-Pruning: the share of parameters removed (every block kept). */
+  ratio: Schema.optional(Schema.Finite),
   from: Source
 })
 export type Prune = typeof Prune.Type
@@ -46,13 +49,17 @@ export const Protocol = Schema.Literals(["full", "short"])
 
 export const Cell = Schema.Struct({
   id: Schema.String,
-  family: Schema.Literals(["dit", "sit"]),
+  family: Schema.Literals(["dit", "sit", "mar"]),
   /** Undefined for a teacher cell (evaluated as trained). */
   prune: Schema.optional(Prune),
+  /** A model trained from scratch at the teacher's budget instead of the teacher (Table 2's MAR-Base). */
+  scratch: Schema.optional(Schema.Literal("mar-base")),
   recovery: Schema.optional(Recovery),
   protocol: Protocol,
   /** Only timed (Figure 4): the teacher's shape at this depth, sampling speed only. */
   speedDepth: Schema.optional(Schema.Int),
+  /** Only timed (Figure 4): the teacher's shape width-pruned to remove this share of parameters (Diff-Pruning's widths). */
+  speedWidth: Schema.optional(Schema.Finite),
   /** The teacher's network at its initialisation, evaluated untrained (the instrument check's bad model). */
   untrained: Schema.optional(Schema.Boolean)
 })
@@ -70,6 +77,8 @@ const teacher = "teacher" as const
 const learnable12: Prune = { method: "learnable", keep: 14, scheme: "1:2", update: "lora", from: teacher }
 const baseline = (method: string, keep = 14): Prune => ({ method, keep, from: teacher })
 const finetune: Recovery = { strategy: "finetune", budget: "100K" }
+/** Diff-Pruning: every block kept, heads and channels cut to remove `ratio` of the parameters. */
+const diffPruning = (ratio: number): Prune => ({ method: "diff-pruning", keep: 28, ratio, from: teacher })
 const maskedKd: Recovery = { strategy: "masked-kd", k: 2, budget: "100K" }
 
 export const table1: Grid = {
@@ -80,6 +89,8 @@ export const table1: Grid = {
     { id: "t1/shortgpt-d19", family: "dit", prune: baseline("shortgpt", 19), recovery: finetune, protocol: "full" },
     // 28 → 19 is 2:3 over the first 27 layers with the last one kept (9·2 + 1).
     { id: "t1/tinydit-d19-kd", family: "dit", prune: { ...learnable12, keep: 19, scheme: "2:3" }, recovery: maskedKd, protocol: "full" },
+    { id: "t1/diff-pruning-50", family: "dit", prune: diffPruning(0.5), recovery: finetune, protocol: "full" },
+    { id: "t1/diff-pruning-75", family: "dit", prune: diffPruning(0.75), recovery: finetune, protocol: "full" },
     { id: "t1/shortgpt-d14", family: "dit", prune: baseline("shortgpt"), recovery: finetune, protocol: "full" },
     { id: "t1/flux-lite-d14", family: "dit", prune: baseline("flux-lite"), recovery: finetune, protocol: "full" },
     { id: "t1/sensitivity-d14", family: "dit", prune: baseline("sensitivity"), recovery: finetune, protocol: "full" },
@@ -98,8 +109,18 @@ export const table1: Grid = {
 
 export const table2: Grid = {
   table: "2",
-  title: "Depth pruning of SiT",
+  title: "Depth pruning of MAR and SiT",
   cells: [
+    { id: "t2/mar-large", family: "mar", protocol: "full" },
+    { id: "t2/mar-base", family: "mar", scratch: "mar-base", protocol: "full" },
+    // 32 ⇒ 16 with block size 2 (1:2 over encoder then decoder blocks: 8 + 8 kept), masked KD for 40 epochs.
+    {
+      id: "t2/tinymar-d16",
+      family: "mar",
+      prune: { method: "learnable", keep: 16, scheme: "1:2", update: "lora", from: teacher },
+      recovery: { strategy: "masked-kd", k: 2, budget: "40ep" },
+      protocol: "full"
+    },
     { id: "t2/sit-teacher", family: "sit", protocol: "full" },
     { id: "t2/tinysit-d14", family: "sit", prune: learnable12, recovery: maskedKd, protocol: "full" }
   ]
@@ -184,10 +205,14 @@ export const table8: Grid = {
   }))
 }
 
+/** Depth pruning's shapes, and width pruning's at the same shares of parameters removed (a quarter, half, three quarters). */
 export const figure4: Grid = {
   table: "F4",
-  title: "Sampling speed against depth",
-  cells: [28, 21, 14, 7].map((depth): Cell => ({ id: `f4/depth-${depth}`, family: "dit", protocol: "full", speedDepth: depth }))
+  title: "Sampling speed against depth and width pruning",
+  cells: [
+    ...[28, 21, 14, 7].map((depth): Cell => ({ id: `f4/depth-${depth}`, family: "dit", protocol: "full", speedDepth: depth })),
+    ...[25, 50, 75].map((percent): Cell => ({ id: `f4/width-${percent}`, family: "dit", protocol: "full", speedWidth: percent / 100 }))
+  ]
 }
 
 /** Cells of pruners added outside the packages (experiments/src/pruners), beside the paper's tables. */

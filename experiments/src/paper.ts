@@ -21,6 +21,8 @@ export interface Metrics {
   readonly diverged?: boolean
   /** Mean over groups of the learned decision's probability at the end of mask learning. */
   readonly confidence?: number
+  /** Parameters of the shape timed (Figure 4). */
+  readonly parameters?: number
 }
 
 export interface Row extends Metrics {
@@ -44,8 +46,8 @@ export const table1: ReadonlyArray<Row> = [
   { cell: undefined, label: "DiT-L/2", depth: "24", params: "458 M", iters: "1,000 K", is: 196.26, fid: 3.73, sfid: 4.62, precision: 0.82, recall: 0.54, itPerS: 9.73 },
   { cell: undefined, label: "U-ViT-L", depth: "21", params: "287 M", iters: "300 K", is: 221.29, fid: 3.44, sfid: 6.58, precision: 0.83, recall: 0.52, itPerS: 13.48 },
   { cell: undefined, label: "U-DiT-L", depth: "22", params: "204 M", iters: "400 K", is: 246.03, fid: 3.37, sfid: 4.49, precision: 0.86, recall: 0.5 },
-  { cell: undefined, label: "Diff-Pruning-50%", depth: "28", params: "338 M", iters: "100 K", is: 186.02, fid: 3.85, sfid: 4.92, precision: 0.82, recall: 0.54, itPerS: 10.43 },
-  { cell: undefined, label: "Diff-Pruning-75%", depth: "28", params: "169 M", iters: "100 K", is: 83.78, fid: 14.58, sfid: 6.28, precision: 0.72, recall: 0.53, itPerS: 13.59 },
+  { cell: "t1/diff-pruning-50", label: "Diff-Pruning-50%", depth: "28", params: "338 M", iters: "100 K", is: 186.02, fid: 3.85, sfid: 4.92, precision: 0.82, recall: 0.54, itPerS: 10.43 },
+  { cell: "t1/diff-pruning-75", label: "Diff-Pruning-75%", depth: "28", params: "169 M", iters: "100 K", is: 83.78, fid: 14.58, sfid: 6.28, precision: 0.72, recall: 0.53, itPerS: 13.59 },
   { cell: "t1/shortgpt-d14", label: "ShortGPT", depth: "28⇒14", params: "340 M", iters: "100 K", is: 66.1, fid: 22.28, sfid: 6.2, precision: 0.63, recall: 0.56, itPerS: 13.54 },
   { cell: "t1/flux-lite-d14", label: "Flux-Lite", depth: "28⇒14", params: "340 M", iters: "100 K", is: 54.54, fid: 25.92, sfid: 5.98, precision: 0.62, recall: 0.55, itPerS: 13.54 },
   { cell: "t1/sensitivity-d14", label: "Sensitivity Analysis", depth: "28⇒14", params: "340 M", iters: "100 K", is: 70.36, fid: 21.15, sfid: 6.22, precision: 0.63, recall: 0.57, itPerS: 13.54 },
@@ -61,9 +63,9 @@ export const table1: ReadonlyArray<Row> = [
 
 /** Table 2: MAR and SiT (FID, IS). */
 export const table2: ReadonlyArray<Row> = [
-  { cell: undefined, label: "MAR-Large", depth: "32", params: "479 M", iters: "400 ep", fid: 1.78, is: 296.0 },
-  { cell: undefined, label: "MAR-Base", depth: "24", params: "208 M", iters: "400 ep", fid: 2.31, is: 281.7 },
-  { cell: undefined, label: "TinyMAR-D16", depth: "32⇒16", params: "277 M", iters: "40 ep", fid: 2.28, is: 283.4 },
+  { cell: "t2/mar-large", label: "MAR-Large", depth: "32", params: "479 M", iters: "400 ep", fid: 1.78, is: 296.0 },
+  { cell: "t2/mar-base", label: "MAR-Base", depth: "24", params: "208 M", iters: "400 ep", fid: 2.31, is: 281.7 },
+  { cell: "t2/tinymar-d16", label: "TinyMAR-D16", depth: "32⇒16", params: "277 M", iters: "40 ep", fid: 2.28, is: 283.4 },
   { cell: "t2/sit-teacher", label: "SiT-XL/2", depth: "28", params: "675 M", iters: "1,400 ep", fid: 2.06, is: 277.5 },
   { cell: "t2/tinysit-d14", label: "TinySiT-D14", depth: "28⇒14", params: "340 M", iters: "100 ep", fid: 3.02, is: 220.1 }
 ]
@@ -118,17 +120,27 @@ export const table8: ReadonlyArray<Row> = [
   { cell: "t8/lr-5e-5", label: "lr = 5e-5", is: 161.4, fid: 6.63, sfid: 6.69, precision: 0.7419, recall: 0.5705 }
 ]
 
-/** Figure 4: depth pruning's speed-up is close to linear in the compression ratio. */
+/**
+ * Figure 4: depth pruning's speed-up is close to linear in the compression
+ * ratio; width pruning's (Diff-Pruning) is well below it. Sampling it/s of
+ * DiT-XL/2 and its pruned versions, with their parameters (Table 1).
+ */
 export const figure4 = {
-  /** Sampling it/s of DiT-XL/2 and its depth-pruned versions (Table 1). */
   itPerS: [
-    { depth: 28, itPerS: 6.91 },
-    { depth: 19, itPerS: 10.07 },
-    { depth: 14, itPerS: 13.54 },
-    { depth: 7, itPerS: 26.81 }
+    { depth: 28, itPerS: 6.91, parameters: 675e6 },
+    { depth: 19, itPerS: 10.07, parameters: 459e6 },
+    { depth: 14, itPerS: 13.54, parameters: 340e6 },
+    { depth: 7, itPerS: 26.81, parameters: 173e6 }
+  ],
+  /** Diff-Pruning-50% and -75%: every block, narrower. */
+  width: [
+    { removed: 0.5, itPerS: 10.43, parameters: 338e6 },
+    { removed: 0.75, itPerS: 13.59, parameters: 169e6 }
   ],
   /** "pruning 50% of the layers results in a 2× speedup" — 13.54 / 6.91. */
-  speedupAtHalf: 1.96
+  speedupAtHalf: 1.96,
+  /** "50% width pruning only yields a 1.6× speedup" (introduction); Table 1's it/s give 10.43 / 6.91 = 1.51. */
+  widthSpeedupAtHalf: 1.51
 } as const
 
 /** Figure 5: random pruning at 50% of DiT-XL/2 (100,000 masks) spans these calibration losses. */

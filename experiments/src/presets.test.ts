@@ -4,6 +4,7 @@ import { Effect } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { MarCheckpoint, MarConfig } from "@tinyfusion/models"
 import * as Presets from "./presets.ts"
 
 describe("presets", () => {
@@ -29,6 +30,17 @@ describe("presets", () => {
         assert.isTrue(p.recovery.steps["10K"] < p.recovery.steps["100K"] && p.recovery.steps["100K"] < p.recovery.steps["500K"], p.name)
         assert.strictEqual(p.teacher.dit.model.depth, 28, p.name)
       }
-      assert.deepStrictEqual(Presets.paper("images:/x").recovery.steps, { "100K": 100_000, "500K": 500_000, "10K": 10_000 })
+      assert.deepStrictEqual(Presets.paper("images:/x").recovery.steps, { "100K": 100_000, "500K": 500_000, "10K": 10_000, "40ep": 25_000 })
+      // Table 2's MARs: a 32-block MAR-L and a 24-block MAR-B on one loop; TinyMAR recovers for 10% of MAR-L's pre-training.
+      for (const p of [Presets.quick("synthetic"), Presets.mini, Presets.paper("images:/x")]) {
+        const { large, base } = p.mar
+        assert.deepStrictEqual([MarConfig.depth(large.model), MarConfig.depth(base.model)], [32, 24], p.name)
+        assert.deepStrictEqual(base.training, large.training, p.name)
+      }
+      assert.strictEqual(Presets.mini.recovery.steps["40ep"], Presets.mini.mar.large.training.steps / 10)
+      // At paper scale the MARs take the suite's 32×32×4 latents in 2×2 patches: MAR's 256 tokens of 16 features, its parameter count.
+      const paperMar = Presets.paper("images:/x").mar.large.model
+      assert.deepStrictEqual([MarConfig.tokens(paperMar), MarConfig.tokenDim(paperMar)], [256, 16])
+      assert.strictEqual(MarCheckpoint.parameterCount(paperMar), MarCheckpoint.parameterCount(MarConfig.presets["MAR-L"]))
     }).pipe(Effect.provide(NodeServices.layer)))
 })

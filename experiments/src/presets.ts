@@ -12,9 +12,9 @@
  */
 import { Effect, FileSystem, Layer, Path, Schema } from "effect"
 import { Autoencoder, Dataset, type DatasetError, defaultFashionMnistDir, FeatureNet, fashionMnistFiles, Stages } from "@tinyfusion/data"
-import { Pretrain } from "@tinyfusion/diffusion"
-import { Evaluation, Reference, type Sampling } from "@tinyfusion/eval"
-import { Config } from "@tinyfusion/models"
+import { MarPretrain, Pretrain } from "@tinyfusion/diffusion"
+import { Evaluation, type MarSampling, Reference, type Sampling } from "@tinyfusion/eval"
+import { Config, MarConfig } from "@tinyfusion/models"
 import type { Budget } from "./grids.ts"
 
 export const presetNames = ["quick", "mini", "paper"] as const
@@ -32,6 +32,12 @@ export interface Preset {
   readonly reference: Reference.ReferenceConfig
   /** The teacher of each family, trained here (the paper preset imports its DiT instead). */
   readonly teacher: { readonly dit: Pretrain.PretrainConfig; readonly sit: Pretrain.PretrainConfig }
+  /** Table 2's MARs, trained here on one loop: the MAR-L teacher and the MAR-B from scratch; how both sample. */
+  readonly mar: {
+    readonly large: MarPretrain.MarPretrainConfig
+    readonly base: MarPretrain.MarPretrainConfig
+    readonly sampling: { readonly full: MarSampling.Options; readonly short: MarSampling.Options }
+  }
   readonly prune: {
     readonly seed: number
     /** Samples in the fixed calibration set. */
@@ -42,6 +48,8 @@ export interface Preset {
     readonly learnable: { readonly [name: string]: Schema.Json }
     /** Random masks sampled by the random-search pruners (paper: 100,000). */
     readonly randomSamples: number
+    /** Diff-Pruning's options besides the ratio (DiffPruning.Options; the reference visits every timestep: stride 1). */
+    readonly diffPruning: { readonly [name: string]: Schema.Json }
   }
   readonly recovery: {
     readonly batchSize: number
@@ -59,6 +67,16 @@ export interface Preset {
 }
 
 const guided = (steps: string): Sampling.Options => ({ sampler: "ddpm", steps, cfgScale: 1.5, guidedChannels: "first-3", seed: 0 })
+
+/** MAR's reference evaluation: guidance 3.0 on the linear schedule, temperature 1 (README, MAR-L). */
+const marSampling = (iterations: number): MarSampling.Options => ({ iterations, cfgScale: 3, cfgSchedule: "linear", temperature: 1, seed: 0 })
+
+/** The MAR-L teacher and the MAR-B (24 blocks, width × 3/4) on one loop, and MAR's sampling at full and short protocols. */
+const mars = (large: MarPretrain.MarPretrainConfig, base: MarConfig.MarConfig, iterations: { readonly full: number; readonly short: number }) => ({
+  large,
+  base: { ...large, model: base },
+  sampling: { full: marSampling(iterations.full), short: marSampling(iterations.short) }
+})
 
 /** The teachers of both families on one shape and loop. */
 const teachers = (dit: Pretrain.PretrainConfig) => ({ dit, sit: { ...dit, family: "sit" as const } })
@@ -92,14 +110,23 @@ export const quick = (dataset: string): Preset => ({
     model: { ...Config.presets.mini, hiddenSize: 32, numHeads: 2 },
     training: { ...Pretrain.mini.training, steps: 60, batchSize: 16, lr: 1e-3, emaDecay: 0.9, checkpointEvery: 20, curveEvery: 5 }
   }),
+  mar: mars(
+    {
+      model: { ...MarConfig.presets.mini, encoderEmbedDim: 32, decoderEmbedDim: 32, encoderNumHeads: 2, decoderNumHeads: 2, difflossWidth: 32, numSamplingSteps: "8" },
+      training: { ...MarPretrain.mini.training, steps: 60, batchSize: 16, lr: 1e-3, emaDecay: 0.9, checkpointEvery: 20, curveEvery: 5 }
+    },
+    { ...MarConfig.presets["mini-base"], encoderEmbedDim: 24, decoderEmbedDim: 24, encoderNumHeads: 2, decoderNumHeads: 2, difflossWidth: 32, numSamplingSteps: "8" },
+    { full: 4, short: 2 }
+  ),
   prune: {
     seed: 0,
     calibration: 16,
     iterations: 10,
     learnable: { batchSize: 8, logEvery: 2, checkpointEvery: 5 },
-    randomSamples: 16
+    randomSamples: 16,
+    diffPruning: { stride: 50, batchSize: 16 }
   },
-  recovery: { batchSize: 8, seed: 0, steps: { "100K": 6, "500K": 12, "10K": 3 }, emaDecay: 0.5, checkpointEvery: 3, curveEvery: 1 },
+  recovery: { batchSize: 8, seed: 0, steps: { "100K": 6, "500K": 12, "10K": 3, "40ep": 6 }, emaDecay: 0.5, checkpointEvery: 3, curveEvery: 1 },
   evaluation: {
     full: { ...Evaluation.miniEvaluation, samples: 32, batchSize: 16, sampling: guided("8"), splitSize: 16, gridImages: 16, partBatches: 1, bootstrap: quickBootstrap },
     short: { ...Evaluation.miniEvaluation, samples: 16, batchSize: 16, sampling: guided("4"), splitSize: 16, gridImages: 16, partBatches: 1, bootstrap: quickBootstrap }
@@ -123,6 +150,8 @@ export const mini: Preset = {
   featureNet: Stages.miniFeatureNet,
   reference: Reference.miniReference,
   teacher: teachers(Pretrain.mini),
+  // One token per step at full protocol (the README's 256 steps for 256 tokens), a quarter of that at short.
+  mar: mars(MarPretrain.mini, MarConfig.presets["mini-base"], { full: 16, short: 4 }),
   prune: {
     seed: 0,
     calibration: 256,
@@ -130,9 +159,12 @@ export const mini: Preset = {
     // 0.999 EMA of the gates near its uniform start (400 iterations gave confidence 0.57 for 1:2).
     iterations: 1875,
     learnable: { batchSize: 64, logEvery: 25, checkpointEvery: 250 },
-    randomSamples: 1000
+    randomSamples: 1000,
+    // At most 100 timesteps of the 256-sample calibration set (the threshold usually ends the sweep sooner).
+    diffPruning: { stride: 10, batchSize: 64, checkpointEvery: 20 }
   },
-  recovery: { batchSize: 64, seed: 0, steps: { "100K": 2000, "500K": 4000, "10K": 500 }, emaDecay: 0.999, checkpointEvery: 500, curveEvery: 50 },
+  // MAR's 40 epochs are 10% of its teacher's pre-training: 500 of the mini MAR-L's 5,000 steps.
+  recovery: { batchSize: 64, seed: 0, steps: { "100K": 2000, "500K": 4000, "10K": 500, "40ep": 500 }, emaDecay: 0.999, checkpointEvery: 500, curveEvery: 50 },
   evaluation: {
     full: { ...Evaluation.miniEvaluation, samples: 5000, sampling: guided("50"), splitSize: 2500 },
     short: { ...Evaluation.miniEvaluation, samples: 2000, sampling: guided("25"), splitSize: 1000 }
@@ -177,11 +209,23 @@ export const paper = (dataset: string): Preset => ({
     model: Config.presets["DiT-XL/2"],
     training: { ...Pretrain.mini.training, steps: 400_000, batchSize: 256, emaDecay: 0.9999, checkpointEvery: 10_000 }
   }),
-  prune: { seed: 0, calibration: 1024, iterations: 10_000, learnable: { batchSize: 128 }, randomSamples: 100_000 },
+  // MAR's 400 epochs of ImageNet at its batch of 2048 (32 × 64), lr 1e-4 · 2048/256, clip 3, EMA 0.9999. The
+  // suite's latents are the 32×32×4 of DiT's VAE, not MAR's KL-16 16×16×16: 2×2 patches give MAR's 256 tokens
+  // of 16 features, so MAR-L and MAR-B keep their shapes and parameter counts.
+  mar: mars(
+    {
+      model: { ...MarConfig.presets["MAR-L"], inputSize: 32, patchSize: 2, inChannels: 4 },
+      training: { ...Pretrain.mini.training, steps: 250_000, batchSize: 2048, lr: 8e-4, maxGradNorm: 3, emaDecay: 0.9999, checkpointEvery: 10_000 }
+    },
+    { ...MarConfig.presets["MAR-B"], inputSize: 32, patchSize: 2, inChannels: 4 },
+    { full: 256, short: 64 }
+  ),
+  prune: { seed: 0, calibration: 1024, iterations: 10_000, learnable: { batchSize: 128 }, randomSamples: 100_000, diffPruning: { stride: 1, batchSize: 64 } },
   recovery: {
     batchSize: 256,
     seed: 0,
-    steps: { "100K": 100_000, "500K": 500_000, "10K": 10_000 },
+    // 40 epochs of ImageNet at MAR's batch of 2048.
+    steps: { "100K": 100_000, "500K": 500_000, "10K": 10_000, "40ep": 25_000 },
     emaDecay: 0.9999,
     checkpointEvery: 10_000,
     curveEvery: 100

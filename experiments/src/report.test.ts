@@ -35,8 +35,9 @@ describe("report", () => {
       ["t5/logits-kd", run({}, 8)],
       ["t5/masked-kd-2", run({}, 7)],
       ["t5/masked-kd-4", run({ fid: 7.5 })],
-      ["f4/depth-28", { runs: [{ metrics: {} }], speed: { itPerS: new Array(6).fill(10) } }],
-      ["f4/depth-14", { runs: [{ metrics: {} }], speed: { itPerS: [19.5, 19, 20, 19.5, 19.5, 19.5] } }]
+      ["f4/depth-28", { runs: [{ metrics: {} }], speed: { itPerS: new Array(6).fill(10), parameters: 1000 } }],
+      ["f4/depth-14", { runs: [{ metrics: {} }], speed: { itPerS: [19.5, 19, 20, 19.5, 19.5, 19.5], parameters: 505 } }],
+      ["f4/width-50", { runs: [{ metrics: {} }], speed: { itPerS: new Array(6).fill(12.5), parameters: 485 } }]
     ])
     const md = Report.markdown(Report.document(input(results)))
     // Not evidence, said first, with the link to the committed results.
@@ -53,10 +54,13 @@ describe("report", () => {
     assert.include(md, "| Masked KD (2σ, 4σ) > logits KD > plain fine-tuning | Table 5 | inconclusive (no evidence) | " +
       "masked-kd-2 − logits-kd = −1.00 (exact); masked-kd-4 − logits-kd = −0.500 (no interval: not bootstrapped); logits-kd − finetune = −1.00 (exact) |")
     assert.include(md, "| Plain RepKD and Masked KD with 0.1σ diverge | Table 5 | not run | no result for t5/repkd |")
-    assert.include(md, "| 14 | 19.50 [19.00, 20.00] | 1.95 [1.90, 2.00] | 2.00 | 13.54 | 1.96 |")
+    // Speed: medians over rounds and per-round speed-ups, with their intervals; parameters from the shapes.
+    assert.include(md, "| depth 14 | 49.5% | 19.50 [19.00, 20.00] | 1.95 [1.90, 2.00] | 1.98 | 13.54 | 1.96 | 1.99 |")
+    assert.include(md, "| width −50% | 51.5% | 12.50 [12.50, 12.50] | 1.25 [1.25, 1.25] | 2.06 | 10.43 | 1.51 | 2.00 |")
+    assert.include(md, "| depth 21 | – | – | – | – | – | – | – |")
     assert.include(md, "| Depth pruning speeds sampling up almost linearly: about 2× at 50% depth (paper 1.96×) | Figure 4 | inconclusive (no evidence; the numbers alone: reproduced) | it/s depth-14 / depth-28 = 1.95 [1.90, 2.00] (≥ 1.80) |")
-    assert.include(md, "0 reproduced, 0 refuted, 2 inconclusive, 13 not run. The instrument was not checked: no verdict is shown to rest on " +
-      "evidence, and each counts as inconclusive. The numbers alone: 1 reproduced, 0 refuted, 1 inconclusive, 13 not run.")
+    assert.include(md, "0 reproduced, 0 refuted, 3 inconclusive, 14 not run. The instrument was not checked: no verdict is shown to rest on " +
+      "evidence, and each counts as inconclusive. The numbers alone: 2 reproduced, 0 refuted, 1 inconclusive, 14 not run.")
     assert.include(md, "![Figure 4](figure4.png)")
     assert.include(md, "Compute time: 1.5 min")
     assert.include(md, "## Cells that failed\n\n| cell | reason |\n| --- | --- |\n| t2/tinysit-d14 | out of memory |")
@@ -79,12 +83,19 @@ describe("report", () => {
     Effect.gen(function*() {
       const up = (value: number) => ({ value, lo: value - 0.1, hi: value + 0.1, level: 0.97 })
       const fig = yield* Effect.promise(() =>
-        Figures.speedup([{ depth: 28, speedup: up(1) }, { depth: 21, speedup: up(1.3) }, { depth: 14, speedup: up(1.95) }, { depth: 7, speedup: up(3.7) }])
+        Figures.speedup([
+          { pruning: "depth", parameters: 800, speedup: up(1) },
+          { pruning: "depth", parameters: 600, speedup: up(1.3) },
+          { pruning: "depth", parameters: 400, speedup: up(1.95) },
+          { pruning: "width", parameters: 400, speedup: up(1.4) }
+        ])
       )
       assert.match(fig.svg, /^<svg/)
       assert.deepStrictEqual([...fig.png.subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47])
-      // The legend names the three series: ours, the paper's and linear.
-      for (const series of ["ours", "paper (DiT-XL/2)", "linear"]) assert.include(fig.svg, `>${series}<`)
+      // The legend names the five series: ours and the paper's by depth and by width, and linear.
+      for (const series of ["ours, depth", "ours, width", "paper, depth (DiT-XL/2)", "paper, width (Diff-Pruning)", "linear"]) {
+        assert.include(fig.svg, `>${series}<`)
+      }
       const hist = yield* Effect.promise(() => Figures.calibrationHistogram([0.2, 0.3, 0.3, 1, 5], [{ label: "learnable", loss: 0.98 }]))
       assert.match(hist.svg, /learnable/)
       const dyn = yield* Effect.promise(() =>

@@ -93,9 +93,26 @@ export const compareTable = (rows: ReadonlyArray<Paper.Row>, results: Estimates.
   }
 }
 
+/** Figure 4's shapes: the depths, then width pruning at the same shares of parameters removed. */
+const speedShapes: ReadonlyArray<{ readonly cell: string; readonly label: string; readonly paper: { readonly itPerS: number; readonly parameters: number } | undefined }> = [
+  ...[28, 21, 14, 7].map((depth) => ({
+    cell: `f4/depth-${depth}`,
+    label: `depth ${depth}`,
+    paper: Paper.figure4.itPerS.find((p) => p.depth === depth)
+  })),
+  ...[25, 50, 75].map((percent) => ({
+    cell: `f4/width-${percent}`,
+    label: `width −${percent}%`,
+    paper: Paper.figure4.width.find((p) => p.removed === percent / 100)
+  }))
+]
+
 const speedTable = (results: Estimates.Results): Block => {
-  const paperBase = Paper.figure4.itPerS[0].itPerS
-  const range = (i: Interval.Interval, d: number) => `${fixed(i.value, d)} [${fixed(i.lo, d)}, ${fixed(i.hi, d)}]`
+  const paperBase = Paper.figure4.itPerS[0]
+  const fix = (x: number | undefined, d: number) => (x === undefined || !Number.isFinite(x) ? "–" : x.toFixed(d))
+  const range = (i: Interval.Interval | undefined, d: number) => (i === undefined ? "–" : `${fix(i.value, d)} [${fix(i.lo, d)}, ${fix(i.hi, d)}]`)
+  const percent = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? "–" : `${(100 * x).toFixed(1)}%`)
+  const ratio = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? undefined : a / b)
   const measured = <A>(f: () => A): A | undefined => {
     try {
       return f()
@@ -104,21 +121,21 @@ const speedTable = (results: Estimates.Results): Block => {
       throw e
     }
   }
+  const base = results.get("f4/depth-28")?.speed?.parameters
   return {
     _tag: "table",
-    header: ["depth", "it/s (ours)", "speed-up (ours)", "linear", "it/s (paper)", "speed-up (paper)"],
-    rows: [28, 21, 14, 7].map((depth) => {
-      const cell = `f4/depth-${depth}`
-      const mine = measured(() => Estimates.speed(results, cell))
-      const up = measured(() => Estimates.speedup(results, cell, "f4/depth-28"))
-      const p = Paper.figure4.itPerS.find((x) => x.depth === depth)
+    header: ["shape", "parameters removed (ours)", "it/s (ours)", "speed-up (ours)", "linear (ours)", "it/s (paper)", "speed-up (paper)", "linear (paper)"],
+    rows: speedShapes.map(({ cell, label, paper }) => {
+      const kept = ratio(results.get(cell)?.speed?.parameters, base)
       return [
-        String(depth),
-        mine === undefined ? "–" : range(mine, 2),
-        up === undefined ? "–" : range(up, 2),
-        (28 / depth).toFixed(2),
-        p === undefined ? "–" : p.itPerS.toFixed(2),
-        p === undefined ? "–" : (p.itPerS / paperBase).toFixed(2)
+        label,
+        percent(kept === undefined ? undefined : 1 - kept),
+        range(measured(() => Estimates.speed(results, cell)), 2),
+        range(measured(() => Estimates.speedup(results, cell, "f4/depth-28")), 2),
+        fix(kept === undefined ? undefined : 1 / kept, 2),
+        fix(paper?.itPerS, 2),
+        fix(ratio(paper?.itPerS, paperBase.itPerS), 2),
+        fix(ratio(paperBase.parameters, paper?.parameters), 2)
       ]
     })
   }
@@ -187,7 +204,7 @@ export const document = (input: Input): ReadonlyArray<Block> => {
   const judged = Claims.judgeAll(input.results, instrument)
   const tables: ReadonlyArray<readonly [string, ReadonlyArray<Paper.Row>]> = [
     ["Table 1: layer pruning of DiT", Paper.table1],
-    ["Table 2: SiT", Paper.table2],
+    ["Table 2: MAR and SiT", Paper.table2],
     ["Table 3: calibration loss vs recoverability", Paper.table3],
     ["Table 4: pruning schemes and recoverability estimates", Paper.table4],
     ["Table 5: fine-tuning strategies", Paper.table5],
@@ -226,7 +243,7 @@ export const document = (input: Input): ReadonlyArray<Block> => {
       { _tag: "heading", level: 2, text: title },
       compareTable(rows, input.results)
     ]),
-    { _tag: "heading", level: 2, text: "Figure 4: sampling speed against depth" },
+    { _tag: "heading", level: 2, text: "Figure 4: sampling speed of depth and width pruning" },
     speedTable(input.results),
     ...input.figures.flatMap((f): Array<Block> => [
       { _tag: "heading", level: 2, text: f.title },

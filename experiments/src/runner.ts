@@ -11,7 +11,9 @@
  *             model) → prune-export → then per recovery seed of its grid:
  *             recovery (its teacher likewise) → evaluation; a teacher cell
  *             evaluates the teacher, the instrument check's cell the
- *             teacher's network untrained; a speed cell only reads the speed
+ *             teacher's network untrained; a MAR cell runs mar.ts's stages;
+ *             a speed cell (a depth, or a width as Diff-Pruning would cut it:
+ *             Width.forRatio) only reads its shape's speed
  *
  * Every stage is keyed by its config and inputs, so cells that share a
  * pruning decision (Table 1's D14 and Table 5's strategies) share its
@@ -27,13 +29,14 @@ import { type Dataset, Stages } from "@tinyfusion/data"
 import { Pretrain } from "@tinyfusion/diffusion"
 import { Bootstrap, Evaluation, Reference } from "@tinyfusion/eval"
 import { ModelArtifact, ModelFile } from "@tinyfusion/models"
-import { type Decision, PruneStage } from "@tinyfusion/pruning"
+import { type Decision, PruneStage, Width } from "@tinyfusion/pruning"
 import { Recovery, RecoveryStage } from "@tinyfusion/recovery"
 import { Compute } from "@tinyfusion/tensor"
 import * as Claims from "./claims.ts"
 import * as Estimates from "./estimates.ts"
 import * as Figures from "./figures.ts"
 import { type Cell, grids, instrument, seedsOf, type Source } from "./grids.ts"
+import * as Mar from "./mar.ts"
 import type * as Paper from "./paper.ts"
 import type { Preset } from "./presets.ts"
 import * as WeightNorm from "./pruners/WeightNorm.ts"
@@ -137,9 +140,16 @@ const reasonOf = (cause: Cause.Cause<unknown>): string => {
 /** Samples drawn in the report: the teachers, the paper's headline models and the untrained network. */
 const shownSamples = ["t1/teacher", "t1/tinydit-d14-kd", "t1/tinydit-d7-kd", "t2/sit-teacher", "t2/tinysit-d14", "i/untrained"]
 
-/** The architecture a cell's model has: the teacher's, at the cell's depth. */
-const shapeOf = (preset: Preset, cell: Cell): Speed.Shape => {
+/**
+ * The architecture a cell's model has: the teacher's at the cell's depth, or
+ * at Diff-Pruning's uniform widths (Width.forRatio, what its export keeps). A
+ * MAR is not timed.
+ */
+const shapeOf = (preset: Preset, cell: Cell): Speed.Shape | undefined => {
+  if (cell.family === "mar") return undefined
   const teacher = preset.teacher[cell.family].model
+  const ratio = cell.speedWidth ?? cell.prune?.ratio
+  if (ratio !== undefined) return { family: cell.family, model: Width.forRatio(teacher, ratio).config }
   return { family: cell.family, model: { ...teacher, depth: cell.speedDepth ?? cell.prune?.keep ?? teacher.depth } }
 }
 
@@ -190,7 +200,7 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
     Stage.run(Pretrain.PretrainStage, { ...preset.teacher.dit, training: { ...preset.teacher.dit.training, steps: 0 } }, { latents: l })))
 
   // Every distinct shape of the cells, timed together in interleaved rounds.
-  const shapes = Speed.roundOrder(cells.map((c) => shapeOf(preset, c)))
+  const shapes = Speed.roundOrder(cells.flatMap((c) => shapeOf(preset, c) ?? []))
   const speed = yield* Effect.exit(Stage.run(Speed.SpeedStage, {
     shapes,
     sampling: preset.speed.sampling,
@@ -199,10 +209,13 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
     rounds: preset.speed.rounds
   }, {}))
   const speedOf = (cell: Cell): Estimates.Speed | undefined => {
-    if (Exit.isFailure(speed)) return undefined
-    const shape = speed.value.output.shapes.find((s) => Speed.sameShape(s, shapeOf(preset, cell)))
-    return shape === undefined ? undefined : { itPerS: shape.itPerS }
+    const mine = shapeOf(preset, cell)
+    if (Exit.isFailure(speed) || mine === undefined) return undefined
+    const shape = speed.value.output.shapes.find((s) => Speed.sameShape(s, mine))
+    return shape === undefined ? undefined : { itPerS: shape.itPerS, parameters: shape.parameters }
   }
+
+  const marCell = yield* Mar.cells(preset, { latents, autoencoder: ae, reference })
 
   const runs = new Map<string, Effect.Effect<CellRun, CellFailed, Needs>>()
   const resultOf = (id: string) => runs.get(id)!
@@ -250,7 +263,13 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
 
   const runCell = (cell: Cell): Effect.Effect<CellRun, unknown, Needs> =>
     Effect.gen(function*() {
-      if (cell.speedDepth !== undefined) {
+      if (cell.family === "mar") {
+        const r = yield* marCell(cell)
+        const replicates = r.evaluation === undefined ? undefined : yield* replicatesOf(r.evaluation)
+        const run: SeedRun = { run: { metrics: r.metrics, ...(replicates === undefined ? {} : { replicates }) }, artifacts: r.artifacts }
+        return { cell, runs: [r.evaluation === undefined ? run : { ...run, evaluation: r.evaluation }], ...(r.decision === undefined ? {} : { decision: r.decision }) }
+      }
+      if (cell.speedDepth !== undefined || cell.speedWidth !== undefined) {
         if (Exit.isFailure(speed)) return yield* Effect.failCause(speed.cause)
         return { cell, runs: [{ run: { metrics: {} }, artifacts: [speed.value] }] }
       }
@@ -277,7 +296,8 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
         calibration: preset.prune.calibration,
         iterations: preset.prune.iterations,
         learnable: { ...preset.prune.learnable, update: cell.prune.update ?? "lora" },
-        samples: preset.prune.randomSamples
+        samples: preset.prune.randomSamples,
+        diffPruning: { ...preset.prune.diffPruning, ...(cell.prune.ratio === undefined ? {} : { ratio: cell.prune.ratio }) }
       })), { teacher: source, data })
       const exported = yield* Stage.run(pruning.export, {}, { decision: pruned, teacher: source })
       const decision = yield* PruneStage.readDecision(pruned)
@@ -407,10 +427,13 @@ const writeReport = Effect.fn("Suite.writeReport")(function*(
       figures.push({ title: figure.title, file: `figures/${figure.name}.png` })
     })
 
-  const speedups = run.done.flatMap((r) => {
-    if (r.cell.speedDepth === undefined) return []
+  const speedups = run.done.flatMap((r): Array<Figures.SpeedPoint> => {
+    if (r.cell.speedDepth === undefined && r.cell.speedWidth === undefined) return []
     try {
-      return [{ depth: r.cell.speedDepth, speedup: Estimates.speedup(run.results, r.cell.id, "f4/depth-28") }]
+      const parameters = run.results.get(r.cell.id)?.speed?.parameters
+      if (parameters === undefined) return []
+      const speedup = Estimates.speedup(run.results, r.cell.id, "f4/depth-28")
+      return [{ pruning: r.cell.speedWidth === undefined ? "depth" : "width", parameters, speedup }]
     } catch (e) {
       if (e instanceof Estimates.Missing) return []
       throw e

@@ -11,7 +11,7 @@
  */
 import { Effect, Schema } from "effect"
 import { Stage } from "@tinyfusion/core"
-import { Sampling, Throughput } from "@tinyfusion/eval"
+import { Interval, Sampling, Throughput } from "@tinyfusion/eval"
 import { Config, DiT, Init, ModelArtifact } from "@tinyfusion/models"
 import { Compute, ParamTree } from "@tinyfusion/tensor"
 
@@ -44,7 +44,9 @@ export const ShapeSpeed = Schema.Struct({
   lo: Schema.Finite,
   hi: Schema.Finite,
   level: Schema.Finite,
-  imagesPerSecond: Schema.Finite
+  imagesPerSecond: Schema.Finite,
+  /** The process's CPU milliseconds per iteration, median over rounds (steadier than wall time under load). */
+  cpuMs: Schema.Finite
 })
 export type ShapeSpeed = typeof ShapeSpeed.Type
 
@@ -56,7 +58,8 @@ export const SpeedOutput = Schema.Struct({
 
 /** Whether two shapes are the same architecture. */
 export const sameShape = (a: Shape, b: Shape): boolean =>
-  a.family === b.family && (Object.keys(a.model) as Array<keyof Config.Config>).every((k) => a.model[k] === b.model[k])
+  a.family === b.family &&
+  ([...new Set([...Object.keys(a.model), ...Object.keys(b.model)])] as Array<keyof Config.Config>).every((k) => a.model[k] === b.model[k])
 
 /** Whether two shapes differ at most in depth. */
 const sameButDepth = (a: Shape, b: Shape): boolean => sameShape(a, { ...b, model: { ...b.model, depth: a.model.depth } })
@@ -105,7 +108,8 @@ export const measure = Effect.fn("Speed.measure")(function*(
         lo: m.median.lo,
         hi: m.median.hi,
         level: m.median.level,
-        imagesPerSecond: m.imagesPerSecond
+        imagesPerSecond: m.imagesPerSecond,
+        cpuMs: Interval.median(m.cpuMs)
       }
     })
   }).pipe(Effect.ensuring(Effect.sync(() => roots.forEach((r) => ParamTree.dispose(r.params)))))

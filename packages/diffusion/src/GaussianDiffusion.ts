@@ -1,6 +1,6 @@
 /**
- * DiT's Gaussian diffusion (from ADM, via create_diffusion): linear betas in
- * float64, optional timestep respacing, ε-prediction with the LEARNED_RANGE
+ * DiT's Gaussian diffusion (from ADM, via create_diffusion): linear betas (or
+ * MAR's DiffLoss head: cosine) in float64, optional timestep respacing, ε-prediction with the LEARNED_RANGE
  * variance (or FIXED_LARGE without learned σ), the training loss ε-MSE + vb
  * (vb in bits with the mean stop-gradiented, the discretised Gaussian NLL at
  * t = 0), and the DDPM and DDIM samplers.
@@ -22,6 +22,8 @@ export interface Options {
   readonly respacing?: string
   /** Model output carries v (2·C channels) and the variance is LEARNED_RANGE; otherwise FIXED_LARGE. */
   readonly learnSigma?: boolean
+  /** get_named_beta_schedule's name: DiT's "linear" (default) or "cosine" (MAR's DiffLoss). */
+  readonly schedule?: "linear" | "cosine"
 }
 
 export interface GaussianDiffusion {
@@ -62,6 +64,15 @@ export const linearBetas = (steps: number): Float64Array => {
   return linspace(scale * 0.0001, scale * 0.02, steps)
 }
 
+/**
+ * get_named_beta_schedule("cosine", n) (Nichol & Dhariwal): β_i = min(1 −
+ * ᾱ((i+1)/n)/ᾱ(i/n), 0.999) with ᾱ(t) = cos²((t + 0.008)/1.008 · π/2).
+ */
+export const cosineBetas = (steps: number): Float64Array => {
+  const alphaBar = (t: number) => Math.cos(((t + 0.008) / 1.008) * Math.PI / 2) ** 2
+  return Float64Array.from({ length: steps }, (_, i) => Math.min(1 - alphaBar((i + 1) / steps) / alphaBar(i / steps), 0.999))
+}
+
 const map = (a: Float64Array, f: (v: number, i: number) => number) => Float64Array.from(a, f)
 
 /** The tables of a diffusion with the given betas (GaussianDiffusion.__init__). */
@@ -95,12 +106,12 @@ export function fromBetas(betas: Float64Array, timestepMap: ReadonlyArray<number
 }
 
 /**
- * create_diffusion(timestep_respacing, "linear", learn_sigma, diffusion_steps):
+ * create_diffusion(timestep_respacing, noise_schedule, learn_sigma, diffusion_steps):
  * the respaced betas are 1 − ᾱ_k/ᾱ_prev over the kept steps.
  */
 export const make = Effect.fn("GaussianDiffusion.make")(function*(options: Options = {}) {
   const steps = options.steps ?? 1000
-  const base = linearBetas(steps)
+  const base = options.schedule === "cosine" ? cosineBetas(steps) : linearBetas(steps)
   const kept = yield* Effect.try({
     try: () => Respacing.spaceTimesteps(steps, options.respacing ?? ""),
     catch: (e) => e as Respacing.InvalidRespacing
@@ -234,6 +245,8 @@ export interface SampleOptions {
   /** Noise of step i is drawn from this stream at index i. */
   readonly noise: Rng.Stream
   readonly clipDenoised?: boolean
+  /** Scales the noise added at each step (MAR's DiffLoss sampling temperature); default 1. */
+  readonly temperature?: number
 }
 
 const stepTimes = (batch: number, i: number) => Array.from({ length: batch }, () => i)
@@ -250,16 +263,18 @@ function loop(d: GaussianDiffusion, xT: tf.Tensor4D, step: (x: tf.Tensor4D, i: n
 }
 
 /**
- * p_sample_loop: from x_T, x_{t−1} = mean + σ·z (no noise at the last step).
- * Returns a new tensor; x_T is left to the caller.
+ * p_sample_loop: from x_T, x_{t−1} = mean + τ·σ·z (no noise at the last step;
+ * τ the temperature, 1 for DiT). Returns a new tensor; x_T is left to the caller.
  */
 export function ddpmSample(d: GaussianDiffusion, denoiser: Network.Denoiser, xT: tf.Tensor4D, options: SampleOptions): tf.Tensor4D {
+  const temperature = options.temperature ?? 1
   return loop(d, xT, (x, i) => {
     const t = stepTimes(x.shape[0], i)
     const out = pMeanVariance(d, denoiser(x, networkTimesteps(d, t)), x, t, options)
     if (i === 0) return out.mean
     const z = Rng.normalTensor(options.noise, i, x.shape)
-    return tf.add(out.mean, tf.mul(tf.exp(tf.mul(out.logVariance, 0.5)), z)) as tf.Tensor4D
+    const scale = tf.exp(tf.mul(out.logVariance, 0.5))
+    return tf.add(out.mean, tf.mul(temperature === 1 ? scale : tf.mul(scale, temperature), z)) as tf.Tensor4D
   })
 }
 

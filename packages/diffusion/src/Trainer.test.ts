@@ -6,6 +6,7 @@ import { LatentDataset } from "@tinyfusion/data"
 import { type Config, Fixtures, Init } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree, Rng, tf } from "@tinyfusion/tensor"
 import * as Trainer from "./Trainer.ts"
+import * as Training from "./Training.ts"
 
 const tiny: Config.Config = { ...Fixtures.tiny, hiddenSize: 16, depth: 2 }
 
@@ -38,8 +39,8 @@ const settings: Trainer.Settings = {
 
 /** loss = w₀ − w₁ (+ NaN at `poisonAt`): every gradient is ±1, so AdamW moves each weight by the step's lr. */
 const linearTask = (poisonAt: number): Trainer.Task => ({
-  objective: { _tag: "sit" },
-  config: tiny,
+  data: tiny,
+  draws: (labels, at) => Training.draws({ _tag: "sit" }, tiny, labels, at),
   init: { w: HostTensor.float32([2], Float32Array.of(5, -5)) },
   loss: (batch) => (params) => {
     const w = (params as { w: tf.Tensor }).w

@@ -107,10 +107,12 @@ export interface Losses {
 }
 
 export interface Task {
-  readonly objective: Training.Objective
-  readonly config: Config.Config
+  /** The latents it trains on: side, channels and classes (a DiT or MAR config has these fields). */
+  readonly data: { readonly inputSize: number; readonly inChannels: number; readonly numClasses: number }
   /** The parameters before step 0 (reference keys). */
   readonly init: HostTensor.HostTree
+  /** A step's draws for the batch's labels (Training.draws for a DiT or SiT; MAR adds its masking). */
+  readonly draws: (labels: ArrayLike<number>, at: { readonly seed: number; readonly step: number }) => Training.Draws
   /**
    * A step's loss. The outer call runs outside the gradient (a teacher's
    * forward belongs there); the function it returns is differentiated with
@@ -127,9 +129,9 @@ export const objective = (family: ModelArtifact.Family, config: Config.Config) =
 
 /** Plain training on the objective's loss (pre-training, fine-tuning). */
 export const diffusionTask = (objective: Training.Objective, config: Config.Config, init: HostTensor.HostTree): Task => ({
-  objective,
-  config,
+  data: config,
   init,
+  draws: (labels, at) => Training.draws(objective, config, labels, at),
   loss: (batch) => (params) => ({ loss: Training.loss(objective, config, params, batch.x, batch.draws).loss, terms: {} })
 })
 
@@ -162,7 +164,7 @@ export const batchAt = (dataset: LatentDataset["Service"], settings: Settings, t
   return {
     step,
     x: tf.tensor4d(b.latents, [...b.shape]),
-    draws: Training.draws(task.objective, task.config, b.labels, { seed: settings.seed, step })
+    draws: task.draws(b.labels, { seed: settings.seed, step })
   }
 }
 
@@ -258,7 +260,7 @@ export const run = Effect.fn("Trainer.run")(function*(ctx: Stage.Context, settin
   const compute = yield* Compute
   const dataset = yield* LatentDataset
   const [h, w, c] = dataset.latentShape
-  const config = task.config
+  const config = task.data
   if (h !== config.inputSize || w !== config.inputSize || c !== config.inChannels || dataset.classes > config.numClasses) {
     return yield* new DataMismatch({
       model: `a model of ${config.inputSize}×${config.inputSize}×${config.inChannels} latents and ${config.numClasses} classes`,

@@ -1,13 +1,13 @@
 import { NodeServices } from "@effect/platform-node"
 import { afterAll, assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Logger } from "effect"
+import { Effect, Layer, Logger, Schema } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { ArtifactStore, Checkpoint, Manifest, Stage } from "@tinyfusion/core"
 import { Dataset, Png, Stages } from "@tinyfusion/data"
-import { Config } from "@tinyfusion/models"
-import { Compute, Rng } from "@tinyfusion/tensor"
+import { Config, Fixtures, MarArtifact, MarCheckpoint } from "@tinyfusion/models"
+import { Compute, HostTensor, ParamTree, Rng } from "@tinyfusion/tensor"
 import * as Bootstrap from "./Bootstrap.ts"
 import * as Evaluation from "./Evaluation.ts"
 import * as Tiny from "./fixtures/Tiny.ts"
@@ -212,5 +212,43 @@ describe("Evaluation", () => {
         assert.isTrue(Number.isFinite(out.output.fid))
         assert.isFalse(out.manifest.files.some((f) => f.name === Evaluation.files.grid))
       }
+    }).pipe(Effect.provide(layers), Effect.provide(Compute.wasm)), 120_000)
+})
+
+/** A tiny MAR on the 4×4×4 latents: the parity fixture's shape, every weight N(0, 0.1²). */
+const MarModel = Stage.make({
+  name: "tiny-mar",
+  version: 1,
+  config: Schema.Struct({ seed: Schema.Int }),
+  output: MarArtifact.Output,
+  run: (c, _inputs, ctx) => {
+    const config = { ...Fixtures.mar, inChannels: 4, numSamplingSteps: "4" }
+    const params = ParamTree.unflatten(MarCheckpoint.referenceShapes(config).map(([key, shape]) =>
+      [key, HostTensor.float32(shape, Rng.normal(Rng.stream(c.seed, key), 0, HostTensor.numel(shape)).map((v) => v * 0.1))] as const
+    ))
+    return MarArtifact.write(ctx, { config, params })
+  }
+})
+
+describe("Evaluation of a MAR", () => {
+  it.effect("samples by iterative unmasking and scores finite metrics; MAR options are required for a MAR and refused for a DiT", () =>
+    Effect.gen(function*() {
+      const { autoencoder, reference, model } = yield* upstream
+      const mar = yield* Stage.run(MarModel, { seed: 3 }, {})
+      const stage = Evaluation.make(MarModel)
+      const config: Evaluation.EvaluationConfig = {
+        ...evaluation,
+        samples: 8,
+        mar: { iterations: 4, cfgScale: 2, cfgSchedule: "linear", temperature: 1, seed: 0 }
+      }
+      const out = yield* Stage.run(stage, config, { model: mar, autoencoder, reference })
+      assert.deepStrictEqual([out.output.family, out.output.depth, out.output.weights], ["mar", 4, "raw"])
+      for (const v of [out.output.fid, out.output.sfid, out.output.inceptionScore]) assert.isTrue(Number.isFinite(v))
+      // 4 steps, each a network forward and 4 head steps.
+      assert.isAbove(out.manifest.metrics["sampling_it_per_s"] as number, 0)
+      const missing = yield* Effect.flip(Stage.run(stage, evaluation, { model: mar, autoencoder, reference }))
+      assert.match(missing.message, /the model is a MAR: the config needs `mar` sampling options/)
+      const refused = yield* Effect.flip(Stage.run(EvaluateTiny, config, { model, autoencoder, reference }))
+      assert.match(refused.message, /MAR sampling options given for a dit/)
     }).pipe(Effect.provide(layers), Effect.provide(Compute.wasm)), 120_000)
 })

@@ -32,11 +32,12 @@
 import { Effect, Schema } from "effect"
 import { Checkpoint, Progress, Stage } from "@tinyfusion/core"
 import { Autoencoder, FeatureExtractor, Images, Png, Stages } from "@tinyfusion/data"
-import { ModelArtifact } from "@tinyfusion/models"
+import { MarArtifact, MarConfig, ModelArtifact } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree, Safetensors, tf } from "@tinyfusion/tensor"
 import * as Bootstrap from "./Bootstrap.ts"
 import * as FeatureStatistics from "./FeatureStatistics.ts"
 import * as Features from "./Features.ts"
+import * as MarSampling from "./MarSampling.ts"
 import * as Matrix from "./Matrix.ts"
 import * as Metrics from "./Metrics.ts"
 import * as Reference from "./Reference.ts"
@@ -61,7 +62,9 @@ export const EvaluationConfig = Schema.Struct({
   /** Batches per checkpointed part. */
   partBatches: PositiveInt,
   /** The uncertainty of the five numbers: resampling samples and reference (Bootstrap). */
-  bootstrap: Bootstrap.Settings
+  bootstrap: Bootstrap.Settings,
+  /** How a MAR samples: required for a MAR model, refused for a DiT or SiT (whose sampler is `sampling`). */
+  mar: Schema.optional(MarSampling.Options)
 })
 export type EvaluationConfig = typeof EvaluationConfig.Type
 
@@ -72,7 +75,7 @@ export const EvaluationOutput = Schema.Struct({
   inceptionScore: Schema.Finite,
   precision: Schema.Finite,
   recall: Schema.Finite,
-  family: ModelArtifact.Family,
+  family: Schema.Literals([...ModelArtifact.Family.literals, "mar"]),
   depth: Schema.Int,
   parameters: Schema.Int,
   /** The weights sampled. */
@@ -204,17 +207,70 @@ interface Inputs {
   readonly reference: Stage.Artifact<Reference.ReferenceOutput>
 }
 
+/** What the evaluation samples: a DiT or SiT with its sampler, or a MAR with its own. */
+interface Generator {
+  readonly family: EvaluationOutput["family"]
+  readonly depth: number
+  readonly parameters: number
+  /** Whether the weights sampled are the EMA. */
+  readonly ema: boolean
+  readonly config: { readonly inputSize: number; readonly inChannels: number; readonly numClasses: number }
+  /** Batched network evaluations per image (the it/s metric counts them). */
+  readonly evaluations: number
+  /** Latents of batch `batch` for its labels. */
+  readonly sample: (batch: number, labels: ReadonlyArray<number>) => tf.Tensor4D
+}
+
+/** The generator of the input model artifact, its weights on the device for the scope. */
+const generatorOf = (config: EvaluationConfig, modelArtifact: Stage.Artifact<unknown>) =>
+  Effect.gen(function*() {
+    const notModel = (e: { readonly message: string }) =>
+      new IncompatibleInputs({ reason: `input model (${modelArtifact.manifest.stage} ${modelArtifact.key}) is not a model artifact: ${e.message}` })
+    const upload = (host: HostTensor.HostTree) =>
+      Effect.acquireRelease(Effect.sync(() => HostTensor.treeToTensors(host)), (p) => Effect.sync(() => ParamTree.dispose(p)))
+    const warnRaw = (ema: boolean) =>
+      config.weights === "ema" && !ema ? Effect.logWarning("the model artifact holds no EMA weights: sampling its raw weights") : Effect.void
+    const mar = Schema.decodeUnknownOption(MarArtifact.Output)(modelArtifact.output)
+    if (mar._tag === "Some") {
+      const loaded = yield* MarArtifact.read({ ...modelArtifact, output: mar.value }, { ema: config.weights === "ema" })
+      yield* warnRaw(loaded.ema)
+      if (config.mar === undefined) return yield* new IncompatibleInputs({ reason: "the model is a MAR: the config needs `mar` sampling options" })
+      const sampler = yield* MarSampling.make(loaded.config, config.mar)
+      const params = yield* upload(loaded.params)
+      const generator: Generator = {
+        family: "mar",
+        depth: MarConfig.depth(loaded.config),
+        parameters: mar.value.parameters,
+        ema: loaded.ema,
+        config: loaded.config,
+        evaluations: MarSampling.evaluations(config.mar, sampler.diffloss.generate.numTimesteps),
+        sample: (batch, labels) => sampler.sample({ config: loaded.config, params }, batch, labels)
+      }
+      return generator
+    }
+    const fields = yield* Schema.decodeUnknownEffect(ModelArtifact.Output)(modelArtifact.output).pipe(Effect.mapError(notModel))
+    const loaded = yield* ModelArtifact.read({ ...modelArtifact, output: fields }, { ema: config.weights === "ema" })
+    yield* warnRaw(loaded.ema)
+    if (config.mar !== undefined) return yield* new IncompatibleInputs({ reason: `MAR sampling options given for a ${loaded.family}` })
+    yield* Sampling.check(loaded, config.sampling)
+    const sampler = yield* Sampling.make(config.sampling)
+    const params = yield* upload(loaded.params)
+    const network: Sampling.Model = { family: loaded.family, config: loaded.config, params }
+    const generator: Generator = {
+      family: loaded.family,
+      depth: loaded.config.depth,
+      parameters: fields.parameters,
+      ema: loaded.ema,
+      config: loaded.config,
+      evaluations: Sampling.evaluations(config.sampling),
+      sample: (batch, labels) => sampler.sample(network, batch, labels)
+    }
+    return generator
+  })
+
 const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, featureNet: Stage.Artifact<unknown>) =>
   Effect.gen(function*() {
-    const modelArtifact = inputs.model
-    const fields = yield* Schema.decodeUnknownEffect(ModelArtifact.Output)(modelArtifact.output).pipe(
-      Effect.mapError((e) =>
-        new IncompatibleInputs({ reason: `input model (${modelArtifact.manifest.stage} ${modelArtifact.key}) is not a model artifact: ${e.message}` })
-      )
-    )
-    const loaded = yield* ModelArtifact.read({ ...modelArtifact, output: fields }, { ema: config.weights === "ema" })
-    if (config.weights === "ema" && !loaded.ema) yield* Effect.logWarning("the model artifact holds no EMA weights: sampling its raw weights")
-    yield* Sampling.check(loaded, config.sampling)
+    const loaded = yield* generatorOf(config, inputs.model)
     const latent = Autoencoder.latentShape(inputs.autoencoder.output.model)
     const { inputSize, inChannels } = loaded.config
     if (latent[0] !== inputSize || latent[1] !== inputSize || latent[2] !== inChannels) {
@@ -223,7 +279,6 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
       })
     }
     const reference = yield* Reference.load(inputs.reference)
-    const sampler = yield* Sampling.make(config.sampling)
     const labels = Sampling.labels(config.sampling.seed, config.samples, loaded.config.numClasses, config.labels)
     const compute = yield* Compute
     const extractor = yield* FeatureExtractor
@@ -237,8 +292,6 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     }
     const perImage = imageShape[0] * imageShape[1] * imageShape[2]
     const ae = yield* Effect.acquireRelease(Stages.loadAutoencoder(inputs.autoencoder), (a) => Effect.sync(() => ParamTree.dispose(a.params)))
-    const params = yield* Effect.acquireRelease(Effect.sync(() => HostTensor.treeToTensors(loaded.params)), (p) => Effect.sync(() => ParamTree.dispose(p)))
-    const network: Sampling.Model = { family: loaded.family, config: loaded.config, params }
 
     const n = config.samples
     const b = config.batchSize
@@ -248,7 +301,7 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     const parts = yield* Checkpoint.parts(ctx, partFile)
     const collector = Metrics.collector(dims, "samples", { keepSpatial: config.bootstrap.spatialReplicates > 0 })
     const gridImages = new Uint8Array(gridCount * perImage)
-    const evaluations = Sampling.evaluations(config.sampling)
+    const evaluations = loaded.evaluations
     let sampledBatches = 0
     let samplingMs = 0
     let sampledImages = 0
@@ -259,7 +312,7 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
       compute.scoped(Effect.gen(function*() {
         const start = performance.now()
         const batchLabels = Array.from(labels.subarray(batch * b, Math.min(n, (batch + 1) * b)))
-        const latents = sampler.sample(network, batch, batchLabels)
+        const latents = loaded.sample(batch, batchLabels)
         const pixels = yield* compute.read(Autoencoder.decode(ae.params, tf.div(latents, ae.scale) as tf.Tensor4D))
         samplingMs += performance.now() - start
         sampledBatches++
@@ -355,8 +408,8 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
       samples: n,
       ...results,
       family: loaded.family,
-      depth: loaded.config.depth,
-      parameters: fields.parameters,
+      depth: loaded.depth,
+      parameters: loaded.parameters,
       weights: loaded.ema ? "ema" : "raw",
       referenceImages: reference.summary.pooled.count,
       bootstrap: replicates === undefined || groups === undefined ? null : {

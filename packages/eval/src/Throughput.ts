@@ -117,6 +117,8 @@ export const sampling = Effect.fn("Throughput.sampling")(function*(
 export interface Rounds {
   /** Iterations per second in each round, in round order. */
   readonly itPerS: ReadonlyArray<number>
+  /** The process's CPU milliseconds of each round's pass: steadier than wall time on a shared machine (wasm runs on one thread). */
+  readonly cpuMs: ReadonlyArray<number>
   /** Their median, with its distribution-free 95% interval (Interval.medianInterval). */
   readonly median: Interval.Interval
   /** The median's images per second (`Sampling.evaluations` iterations per image). */
@@ -142,13 +144,17 @@ export const interleaved = Effect.fn("Throughput.interleaved")(function*(
   const compute = yield* Compute
   const passes = models.map((m) => iteration(compute, m.model, m.sampling, options.batch))
   const ms = models.map(() => new Array<number>())
+  const cpuMs = models.map(() => new Array<number>())
   yield* Effect.gen(function*() {
     for (let w = 0; w < options.warmup; w++) for (const p of passes) yield* p.forward
     for (let r = 0; r < options.rounds; r++) {
       for (const [i, p] of passes.entries()) {
         const start = performance.now()
+        const cpu = process.cpuUsage()
         yield* p.forward
+        const used = process.cpuUsage(cpu)
         ms[i]!.push(performance.now() - start)
+        cpuMs[i]!.push((used.user + used.system) / 1000)
       }
     }
   }).pipe(Effect.ensuring(Effect.forEach(passes, (p) => p.dispose)))
@@ -157,6 +163,7 @@ export const interleaved = Effect.fn("Throughput.interleaved")(function*(
     const median = Interval.medianInterval(itPerS)
     return {
       itPerS,
+      cpuMs: cpuMs[i]!,
       median,
       imagesPerSecond: (median.value * options.batch) / Sampling.evaluations(m.sampling),
       parameters: ModelArtifact.parameterCount(m.model.config)

@@ -63,6 +63,27 @@ describe("Checkpoint", () => {
       assert.deepStrictEqual(yield* Checkpoint.encode(tiny, loaded.params), bytes)
     }))
 
+  it.effect("a width-pruned config: the reference keys with narrower shapes, export → import bit-exact, widths in the metadata", () =>
+    Effect.gen(function*() {
+      const narrow: Config.Config = { ...tiny, numHeads: 3, headDim: 5, mlpHidden: 7 }
+      const shapes = new Map(Checkpoint.referenceShapes(narrow))
+      assert.deepStrictEqual([...shapes.keys()], specKeys(3))
+      assert.deepStrictEqual(shapes.get("blocks.0.attn.qkv.weight"), [45, 8])
+      assert.deepStrictEqual(shapes.get("blocks.0.attn.proj.weight"), [8, 15])
+      assert.deepStrictEqual(shapes.get("blocks.2.mlp.fc1.weight"), [7, 8])
+      assert.deepStrictEqual(shapes.get("blocks.2.mlp.fc2.weight"), [8, 7])
+      const params = Init.host(narrow, 14)
+      const bytes = yield* Checkpoint.encode(narrow, params)
+      const loaded = yield* Checkpoint.decode(narrow, bytes)
+      for (const [k, t] of flat(params)) assert.isTrue(HostTensor.bitEqual(t, flat(loaded.params).get(k)!), k)
+      const stored = Option.getOrThrow(yield* Checkpoint.storedConfig(loaded.metadata))
+      assert.deepStrictEqual(stored, narrow)
+      // The reference widths do not fit the narrower file.
+      const full = yield* Effect.flip(Checkpoint.decode(tiny, bytes))
+      if (full._tag !== "CheckpointMismatch") return assert.fail(full.message)
+      assert.strictEqual(full.mismatches[0], "blocks.0.attn.qkv.weight is [45, 8], expected [24, 8]")
+    }))
+
   it.effect("half-precision checkpoints import widened exactly; a prefix selects the EMA weights", () =>
     Effect.gen(function*() {
       const params = flat(Init.host(tiny, 12))

@@ -41,8 +41,8 @@ export function referenceShapes(config: Config.Config): Array<readonly [string, 
     ...linear("t_embedder.mlp.2", d, d),
     ["y_embedder.embedding_table.weight", [Config.labelRows(config), d]],
     ...Array.from({ length: config.depth }, (_, i) => [
-      ...linear(`blocks.${i}.attn.qkv`, 3 * d, d),
-      ...linear(`blocks.${i}.attn.proj`, d, d),
+      ...linear(`blocks.${i}.attn.qkv`, 3 * Config.attentionWidth(config), d),
+      ...linear(`blocks.${i}.attn.proj`, d, Config.attentionWidth(config)),
       ...linear(`blocks.${i}.mlp.fc1`, Config.mlpHidden(config), d),
       ...linear(`blocks.${i}.mlp.fc2`, d, Config.mlpHidden(config)),
       ...linear(`blocks.${i}.adaLN_modulation.1`, 6 * d, d)
@@ -55,8 +55,14 @@ export function referenceShapes(config: Config.Config): Array<readonly [string, 
 const shapeText = (shape: ReadonlyArray<number>) => `[${shape.join(", ")}]`
 
 /** Mismatches between tensors and the config, in reference key order, then unexpected keys. */
-export function mismatches(config: Config.Config, tensors: ReadonlyMap<string, HostTensor.HostTensor>): Array<string> {
-  const expected = referenceShapes(config)
+export const mismatches = (config: Config.Config, tensors: ReadonlyMap<string, HostTensor.HostTensor>): Array<string> =>
+  mismatchesOf(referenceShapes(config), tensors)
+
+/** Mismatches between tensors and expected (key, shape) pairs, in their order, then unexpected keys. */
+export function mismatchesOf(
+  expected: ReadonlyArray<readonly [string, ReadonlyArray<number>]>,
+  tensors: ReadonlyMap<string, HostTensor.HostTensor>
+): Array<string> {
   const known = new Set(expected.map(([k]) => k))
   const out: Array<string> = []
   for (const [key, shape] of expected) {

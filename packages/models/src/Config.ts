@@ -4,6 +4,12 @@
  * mlp_ratio, class_dropout_prob, num_classes, learn_sigma)). The named
  * sizes are DiT's and TinyFusion's; `mini` is the shape of this project's
  * Fashion-MNIST teacher, and every field can be overridden.
+ *
+ * A width-pruned DiT (Diff-Pruning) keeps whole heads and some MLP channels,
+ * so its head width and MLP width no longer follow from hidden_size: it
+ * records them in `headDim` and `mlpHidden` (the reference's Attention and
+ * Mlp modules take them as their inner widths). Absent, they are the
+ * reference's hidden_size / num_heads and int(hidden_size · mlp_ratio).
  */
 import { Effect, Schema } from "effect"
 
@@ -22,11 +28,17 @@ export const Config = Schema.Struct({
   /** Label dropout in training; > 0 also adds the null-class row used by guidance. */
   classDropoutProb: Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0), Schema.isLessThanOrEqualTo(1)),
   /** Output 2·C channels: ε and the variance interpolation v. */
-  learnSigma: Schema.Boolean
+  learnSigma: Schema.Boolean,
+  /** Width of one attention head (q, k and v each); absent: hiddenSize / numHeads. */
+  headDim: Schema.optional(PositiveInt),
+  /** Hidden width of every MLP; absent: int(hiddenSize · mlpRatio). */
+  mlpHidden: Schema.optional(PositiveInt)
 }).check(Schema.makeFilter((c) => {
   const issues: Array<string> = []
   if (c.inputSize % c.patchSize !== 0) issues.push(`inputSize ${c.inputSize} is not a multiple of patchSize ${c.patchSize}`)
-  if (c.hiddenSize % c.numHeads !== 0) issues.push(`hiddenSize ${c.hiddenSize} is not divisible by numHeads ${c.numHeads}`)
+  if (c.headDim === undefined && c.hiddenSize % c.numHeads !== 0) {
+    issues.push(`hiddenSize ${c.hiddenSize} is not divisible by numHeads ${c.numHeads} (give headDim for other head widths)`)
+  }
   // The 2-D sin-cos position embedding splits the width in four (two axes × sin/cos).
   if (c.hiddenSize % 4 !== 0) issues.push(`hiddenSize ${c.hiddenSize} is not a multiple of 4 (2-D sin-cos position embedding)`)
   return issues
@@ -91,15 +103,18 @@ export const make = (name: PresetName, overrides: Partial<Config> = {}) => decod
 export const gridSize = (c: Config): number => c.inputSize / c.patchSize
 export const tokens = (c: Config): number => gridSize(c) ** 2
 export const outChannels = (c: Config): number => (c.learnSigma ? 2 * c.inChannels : c.inChannels)
-export const headDim = (c: Config): number => c.hiddenSize / c.numHeads
-/** int(hidden_size · mlp_ratio), as Python truncates. */
-export const mlpHidden = (c: Config): number => Math.trunc(c.hiddenSize * c.mlpRatio)
+export const headDim = (c: Config): number => c.headDim ?? c.hiddenSize / c.numHeads
+/** Width of q, k and v each (and of proj's input): heads × head width. */
+export const attentionWidth = (c: Config): number => c.numHeads * headDim(c)
+/** The MLP's hidden width: as recorded, else int(hidden_size · mlp_ratio), as Python truncates. */
+export const mlpHidden = (c: Config): number => c.mlpHidden ?? Math.trunc(c.hiddenSize * c.mlpRatio)
 /** Rows of the label table: the classes and, when labels can be dropped, the null class. */
 export const labelRows = (c: Config): number => c.numClasses + (c.classDropoutProb > 0 ? 1 : 0)
 /** The label index that means "no class" (classifier-free guidance). */
 export const nullClass = (c: Config): number => c.numClasses
 
-/** "DiT(depth 28, hidden 1152, heads 16, patch 2, 32×32×4, 1000 classes)" for messages. */
+/** "DiT(depth 28, hidden 1152, heads 16, patch 2, 32×32×4, 1000 classes)" for messages; recorded widths too ("heads 11 × 72, MLP 3264"). */
 export const describe = (c: Config): string =>
-  `DiT(depth ${c.depth}, hidden ${c.hiddenSize}, heads ${c.numHeads}, patch ${c.patchSize}, ` +
+  `DiT(depth ${c.depth}, hidden ${c.hiddenSize}, heads ${c.numHeads}${c.headDim === undefined ? "" : ` × ${c.headDim}`}, ` +
+  `${c.mlpHidden === undefined ? "" : `MLP ${c.mlpHidden}, `}patch ${c.patchSize}, ` +
   `${c.inputSize}×${c.inputSize}×${c.inChannels}, ${c.numClasses} classes${c.learnSigma ? ", learn_sigma" : ""})`

@@ -41,7 +41,8 @@ function referenceForward(
   const G = S / p
   const T = G * G
   const H = config.numHeads
-  const hd = D / H
+  const hd = Config.headDim(config)
+  const A = H * hd
   const Cout = Config.outChannels(config)
   const lin = (key: string, v: ArrayLike<number>, out: number) => {
     const W = get(`${key}.weight`)
@@ -87,13 +88,13 @@ function referenceForward(
       const ada = lin(`blocks.${l}.adaLN_modulation.1`, silu(cond), 6 * D)
       const chunk = (i: number) => ada.slice(i * D, (i + 1) * D)
       const h = tokens.map((v) => modulate(ln(v), chunk(0), chunk(1)))
-      const qkv = h.map((v) => lin(`blocks.${l}.attn.qkv`, v, 3 * D))
+      const qkv = h.map((v) => lin(`blocks.${l}.attn.qkv`, v, 3 * A))
       const attnOut = Array.from({ length: T }, (_, i) => {
-        const o = new Array<number>(D).fill(0)
+        const o = new Array<number>(A).fill(0)
         for (let head = 0; head < H; head++) {
           const q = (k: number, e: number) => qkv[k]![head * hd + e]!
-          const kk = (k: number, e: number) => qkv[k]![D + head * hd + e]!
-          const vv = (k: number, e: number) => qkv[k]![2 * D + head * hd + e]!
+          const kk = (k: number, e: number) => qkv[k]![A + head * hd + e]!
+          const vv = (k: number, e: number) => qkv[k]![2 * A + head * hd + e]!
           const logits = Array.from({ length: T }, (_, j) => {
             let s = 0
             for (let e = 0; e < hd; e++) s += q(i, e) * kk(j, e)
@@ -137,20 +138,24 @@ const inputs = (config: Config.Config, batch: number, seed: number) => {
 }
 
 describe("DiT", () => {
-  it.effect("forward equals a float64 transcription of the PyTorch reference", () =>
-    Effect.gen(function*() {
-      const weights = randomHost(tiny, 1)
-      const params = upload(weights)
-      const { data, t, y } = inputs(tiny, 4, 2)
-      const out = tidy(() => DiT.forward(tiny, params, { x: tf.tensor4d(data, [4, 4, 4, 2]), t, y }))
-      assert.deepStrictEqual(out.shape, [4, 4, 4, 4])
-      const expected = referenceForward(tiny, weights, data, t, y)
-      const got = out.dataSync()
-      let worst = 0
-      expected.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - got[i]!))))
-      assert.isBelow(worst, 2e-4, `max |ours − reference| = ${worst}`)
-      assert.isAbove(Math.max(...expected.map(Math.abs)), 0.1, "the reference output is not trivially small")
-    }).pipe(Effect.provide(Compute.wasm)))
+  // The second shape has the widths of a width-pruned DiT: 3 heads of 5 (attention 15 wide in a 8-wide stream), MLP 7.
+  const narrow: Config.Config = { ...tiny, numHeads: 3, headDim: 5, mlpHidden: 7 }
+  for (const [name, config] of [["the reference widths", tiny], ["recorded head and MLP widths", narrow]] as const) {
+    it.effect(`forward equals a float64 transcription of the PyTorch reference (${name})`, () =>
+      Effect.gen(function*() {
+        const weights = randomHost(config, 1)
+        const params = upload(weights)
+        const { data, t, y } = inputs(config, 4, 2)
+        const out = tidy(() => DiT.forward(config, params, { x: tf.tensor4d(data, [4, 4, 4, 2]), t, y }))
+        assert.deepStrictEqual(out.shape, [4, 4, 4, 4])
+        const expected = referenceForward(config, weights, data, t, y)
+        const got = out.dataSync()
+        let worst = 0
+        expected.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - got[i]!))))
+        assert.isBelow(worst, 2e-4, `max |ours − reference| = ${worst}`)
+        assert.isAbove(Math.max(...expected.map(Math.abs)), 0.1, "the reference output is not trivially small")
+      }).pipe(Effect.provide(Compute.wasm)))
+  }
 
   it.effect("gates of 1 are the plain model bit for bit; a gate of 0 on block i is the model without block i", () =>
     Effect.gen(function*() {
@@ -281,5 +286,12 @@ describe("DiT", () => {
       assert.match(bad.message, /hiddenSize 66 is not divisible by numHeads 4/)
       const negative = yield* Effect.flip(Config.decode({ ...xl, depth: 0 }))
       assert.match(negative.message, /depth/)
+      // Recorded widths: any head width, any MLP width; they are what the shapes use.
+      const pruned = yield* Config.make("DiT-XL/2", { hiddenSize: 816, numHeads: 11, headDim: 72, mlpHidden: 3264 })
+      assert.deepStrictEqual([Config.headDim(pruned), Config.attentionWidth(pruned), Config.mlpHidden(pruned)], [72, 792, 3264])
+      assert.deepStrictEqual([Config.headDim(xl), Config.attentionWidth(xl), Config.mlpHidden(xl)], [72, 1152, 4608])
+      assert.match(Config.describe(pruned), /hidden 816, heads 11 × 72, MLP 3264, patch 2/)
+      const zero = yield* Effect.flip(Config.decode({ ...xl, mlpHidden: 0 }))
+      assert.match(zero.message, /mlpHidden/)
     }))
 })

@@ -82,15 +82,15 @@ const adaLN = (path: string, p: AdaLN, c: tf.Tensor, chunks: number, linear: Lin
   tf.split(linear(`${path}.adaLN_modulation.1`, p["1"], silu(c)), chunks, 1)
 
 function attention(config: Config.Config, path: string, p: BlockParams["attn"], x: tf.Tensor3D, linear: Linear.Apply): tf.Tensor {
-  const [b, t, d] = x.shape
+  const [b, t] = x.shape
   const heads = config.numHeads
-  const hd = d / heads
+  const hd = Config.headDim(config)
   // qkv features are laid out (3, heads, head_dim), as the reference reshapes them.
   const [q, k, v] = tf.split(linear(`${path}.qkv`, p.qkv, x), 3, 2).map((part) =>
     tf.transpose(tf.reshape(part, [b, t, heads, hd]), [0, 2, 1, 3])
   )
   const weights = tf.softmax(tf.mul(tf.matMul(q!, k!, false, true), 1 / Math.sqrt(hd)))
-  const merged = tf.reshape(tf.transpose(tf.matMul(weights, v!), [0, 2, 1, 3]), [b, t, d])
+  const merged = tf.reshape(tf.transpose(tf.matMul(weights, v!), [0, 2, 1, 3]), [b, t, heads * hd])
   return linear(`${path}.proj`, p.proj, merged)
 }
 

@@ -19,6 +19,8 @@ export interface LinearLayout {
 
 export interface BlockStack {
   readonly depth: number
+  /** A DiT or SiT: its shape and objective, for pruners of its structure (width pruning). */
+  readonly dit?: { readonly config: Config.Config; readonly objective: Training.Objective }
   /** For messages, e.g. "DiT(depth 28, hidden 128, …)". */
   readonly description: string
   /** Block `index`'s parameters. */
@@ -32,16 +34,23 @@ export interface BlockStack {
   readonly draws: (labels: ArrayLike<number>, at: { readonly seed: number; readonly step: number; readonly purpose: string }) => Training.Draws
   /** The training loss (batch mean) with per-sample gates [B, depth] and a Linear hook. */
   readonly loss: (params: ParamTree.ParamTree, x: tf.Tensor4D, draws: Training.Draws, options: DiT.Options) => tf.Scalar
-  /** Block inputs and the last block's output (hidden[i + 1] is block i's output) on the noised batch. */
-  readonly hidden: (params: ParamTree.ParamTree, x: tf.Tensor4D, draws: Training.Draws) => ReadonlyArray<tf.Tensor3D>
+  /** Every block's input and output tokens [B, T_i, D] on the noised batch (a MAR's encoder blocks see fewer tokens). */
+  readonly hidden: (params: ParamTree.ParamTree, x: tf.Tensor4D, draws: Training.Draws) => ReadonlyArray<BlockStates>
   /** The fixed calibration set of a latent batch. */
   readonly calibrationSet: (batch: CalibrationBatch, seed: number) => CalibrationLoss.CalibrationSet
+  /** Samples [from, to) of a calibration set: their latents and draws. */
+  readonly slice: (set: CalibrationLoss.CalibrationSet, from: number, to: number) => { readonly x: tf.Tensor4D; readonly draws: Training.Draws }
   /** The calibration loss of the whole, gated or block-subset model (packages/eval). */
   readonly calibrationLoss: (
     params: ParamTree.ParamTree,
     set: CalibrationLoss.CalibrationSet,
     options?: CalibrationLoss.Options
   ) => Effect.Effect<number, ComputeError, Compute>
+}
+
+export interface BlockStates {
+  readonly input: tf.Tensor3D
+  readonly output: tf.Tensor3D
 }
 
 export interface CalibrationBatch {
@@ -68,6 +77,7 @@ export function dit(objective: Training.Objective, config: Config.Config): Block
   )
   return {
     depth: config.depth,
+    dit: { config, objective },
     description: Config.describe(config),
     block: (params, index) => DiT.params(params).blocks[index]! as unknown as ParamTree.ParamTree,
     linears,
@@ -77,9 +87,11 @@ export function dit(objective: Training.Objective, config: Config.Config): Block
     loss: (params, x, draws, options) => Training.loss(objective, config, params, x, draws, options).loss,
     hidden: (params, x, draws) => {
       const { xt, t } = noised(objective, x, draws)
-      return DiT.forwardHidden(config, params, { x: xt, t, y: draws.labels }).hidden
+      const hidden = DiT.forwardHidden(config, params, { x: xt, t, y: draws.labels }).hidden
+      return hidden.slice(0, -1).map((input, i) => ({ input, output: hidden[i + 1]! }))
     },
     calibrationSet: (batch, seed) => CalibrationLoss.make(objective, config, batch, seed),
+    slice: CalibrationLoss.slice,
     calibrationLoss: (params, set, options = {}) => CalibrationLoss.evaluate(objective, config, params, set, options)
   }
 }

@@ -1,14 +1,16 @@
 /**
  * What a pruner decides: the teacher blocks kept, and the evidence for it —
  * per-block scores (baselines), per-group candidate probabilities and their
- * history over the iterations (the learnable method, Figure 6), or the
- * calibration losses of every sampled mask (random search, Figure 5).
+ * history over the iterations (the learnable method, Figure 6), the
+ * calibration losses of every sampled mask (random search, Figure 5), or,
+ * for width pruning, the channels every block keeps.
  *
  * N:M decisions carry the scheme and its groups of teacher layers, so
  * recovery can align each pruned local structure with the teacher group it
  * replaced (packages/recovery Alignment.fromDecision).
  */
 import { Schema } from "effect"
+import { Kept } from "./Width.ts"
 
 const Index = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
 
@@ -43,6 +45,24 @@ export const Samples = Schema.Struct({
 })
 export type Samples = typeof Samples.Type
 
+/**
+ * Width pruning (Diff-Pruning): every block stays and the DiT narrows to the
+ * kept channels (Width.ts); the prune-export stage cuts the teacher to them.
+ */
+export const WidthDecision = Schema.Struct({
+  /** The share of the teacher's parameters the target removes. */
+  ratio: Schema.Finite,
+  /** The share of every width kept (Width.forRatio). */
+  share: Schema.Finite,
+  /** Parameters of the narrower DiT. */
+  parameters: Index,
+  kept: Kept,
+  /** The chain steps the diffusion-loss gradient was accumulated over, in order, and the loss at each. */
+  steps: Schema.Array(Index),
+  losses: Schema.Array(Schema.Finite)
+})
+export type WidthDecision = typeof WidthDecision.Type
+
 export const PruneDecision = Schema.Struct({
   /** The Pruner method's name. */
   method: Schema.String,
@@ -65,6 +85,8 @@ export const PruneDecision = Schema.Struct({
   history: Schema.optional(Schema.Array(Snapshot)),
   /** Random search (Figure 5, Table 3). */
   samples: Schema.optional(Samples),
+  /** Width pruning: the narrower DiT's channels (then `kept` is every block). */
+  width: Schema.optional(WidthDecision),
   /** Calibration loss of the pruned model (Table 3), set by the prune stage; absent when not finite. */
   calibrationLoss: Schema.optional(Schema.Finite)
 }).check(Schema.makeFilter((d) => {
@@ -78,6 +100,8 @@ export const PruneDecision = Schema.Struct({
     issues.push(`${d.scores.length} scores for ${d.teacherDepth} blocks`)
   }
   if ((d.scheme === undefined) !== (d.groups === undefined)) issues.push("scheme and groups go together")
+  if (d.width !== undefined && d.kept.length !== d.teacherDepth) issues.push("a width decision keeps every block")
+  if (d.width !== undefined && d.width.steps.length !== d.width.losses.length) issues.push("one loss per accumulated step")
   return issues
 }))
 export type PruneDecision = typeof PruneDecision.Type

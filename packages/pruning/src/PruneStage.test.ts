@@ -72,7 +72,7 @@ describe("prune and prune-export stages", () => {
         Effect.flip(Stage.run(Fixtures.stages.prune, { ...base, ...c }, inputs))
       const unknown = yield* fail({ method: "magic", keep: 3 })
       assert.strictEqual(unknown._tag, "UnknownPruner")
-      assert.match(unknown.message, /no pruner named "magic"; known: flux-lite, learnable, oracle, random-max, random-median, random-min, sensitivity, shortgpt/)
+      assert.match(unknown.message, /no pruner named "magic"; known: diff-pruning, flux-lite, learnable, oracle, random-max, random-median, random-min, sensitivity, shortgpt/)
       const mismatch = yield* fail({ method: "oracle", keep: 2, scheme: "1:2" })
       assert.strictEqual(mismatch._tag, "InvalidTarget")
       assert.match(mismatch.message, /scheme 1:2 keeps 3 blocks, not 2/)

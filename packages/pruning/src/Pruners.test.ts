@@ -28,11 +28,11 @@ const names = Effect.map(Pruners.Pruners, (registry) => [...registry.keys()].sor
 describe("Pruners", () => {
   it.effect("the built-in methods need no layer; a layer adds a method, layers stack, a known name is replaced", () =>
     Effect.gen(function*() {
-      assert.deepStrictEqual(yield* names, ["flux-lite", "learnable", "oracle", "random-max", "random-median", "random-min", "sensitivity", "shortgpt"])
+      assert.deepStrictEqual(yield* names, ["diff-pruning", "flux-lite", "learnable", "oracle", "random-max", "random-median", "random-min", "sensitivity", "shortgpt"])
       const missing = yield* Effect.flip(Pruners.get("keep-first"))
       assert.strictEqual(missing._tag, "UnknownPruner")
       const added = yield* names.pipe(Effect.provide(Pruners.layer([keepFirst])))
-      assert.deepStrictEqual(added, ["flux-lite", "keep-first", "learnable", "oracle", "random-max", "random-median", "random-min", "sensitivity", "shortgpt"])
+      assert.deepStrictEqual(added, ["diff-pruning", "flux-lite", "keep-first", "learnable", "oracle", "random-max", "random-median", "random-min", "sensitivity", "shortgpt"])
       const stacked = yield* names.pipe(Effect.provide(Pruners.layer([keepFirst])), Effect.provide(Pruners.layer([greedy])))
       assert.includeMembers(stacked, ["keep-first", "greedy", "learnable"])
       const replaced = yield* Pruners.get("oracle").pipe(Effect.provide(Pruners.layer([{ ...keepFirst, name: "oracle" }])))

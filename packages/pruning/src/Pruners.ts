@@ -14,6 +14,7 @@
  * applied once per layer); a later method with a known name replaces it.
  */
 import { Context, Effect, Layer, Schema } from "effect"
+import * as DiffPruning from "./DiffPruning.ts"
 import * as Learnable from "./Learnable.ts"
 import * as Oracle from "./Oracle.ts"
 import type * as Pruner from "./Pruner.ts"
@@ -25,7 +26,7 @@ export type Registry = ReadonlyMap<string, Pruner.Method>
 
 const byName = (methods: ReadonlyArray<Pruner.Method>): Registry => new Map(methods.map((m) => [m.name, m]))
 
-/** TinyFusion's learnable method and the baselines of Tables 1 and 3. */
+/** TinyFusion's learnable method and the baselines of Tables 1 and 3 (Diff-Pruning: Table 1's width pruning). */
 export const builtin: Registry = byName([
   Learnable.method,
   Similarity.shortGpt,
@@ -34,7 +35,8 @@ export const builtin: Registry = byName([
   Oracle.method,
   RandomSearch.min,
   RandomSearch.median,
-  RandomSearch.max
+  RandomSearch.max,
+  DiffPruning.method
 ])
 
 export const Pruners = Context.Reference<Registry>("@tinyfusion/pruning/Pruners", { defaultValue: () => builtin })

@@ -38,29 +38,28 @@ export const measure = Effect.fn("Similarity.measure")(function*(
   const n = set.shape[0]
   const cosine = new Float64Array(stack.depth)
   const mse = new Float64Array(stack.depth)
-  let tokens = 0
+  // Tokens seen by each block (a MAR's encoder blocks see fewer than its decoder blocks).
+  const tokens = new Float64Array(stack.depth)
   for (let from = 0; from < n; from += batchSize) {
     const to = Math.min(n, from + batchSize)
-    const { sums, count } = yield* compute.scoped(Effect.gen(function*() {
-      const { x, draws } = CalibrationLoss.slice(set, from, to)
-      const hidden = stack.hidden(params, x, draws)
-      const [b, t] = hidden[0]!.shape
+    const { sums, counts } = yield* compute.scoped(Effect.gen(function*() {
+      const { x, draws } = stack.slice(set, from, to)
+      const blocks = stack.hidden(params, x, draws)
       // Per block: summed cosine and summed per-token MSE, one read for all blocks.
-      const rows = hidden.slice(0, -1).map((input, i) => {
-        const output = hidden[i + 1]!
+      const rows = blocks.map(({ input, output }) => {
         const dot = tf.sum(tf.mul(input, output), -1)
         const norms = tf.mul(tf.maximum(tf.norm(input, "euclidean", -1), eps), tf.maximum(tf.norm(output, "euclidean", -1), eps))
         return tf.stack([tf.sum(tf.div(dot, norms)), tf.sum(tf.mean(tf.squaredDifference(output, input), -1))])
       })
-      return { sums: yield* compute.read(tf.stack(rows)), count: b * t }
+      return { sums: yield* compute.read(tf.stack(rows)), counts: blocks.map(({ input }) => input.shape[0] * input.shape[1]) }
     }))
     for (let i = 0; i < stack.depth; i++) {
       cosine[i] += sums[2 * i]!
       mse[i] += sums[2 * i + 1]!
+      tokens[i] += counts[i]!
     }
-    tokens += count
   }
-  return { cosine: Array.from(cosine, (s) => s / tokens), mse: Array.from(mse, (s) => s / tokens) }
+  return { cosine: Array.from(cosine, (s, i) => s / tokens[i]!), mse: Array.from(mse, (s, i) => s / tokens[i]!) }
 })
 
 const prune = (

@@ -54,9 +54,9 @@ export const Loss = Schema.Struct({
 ))
 export type Loss = typeof Loss.Type
 
-/** The paper's weights: α_KD 0.9, α_GT 0.1, β 1e-2 (SiT: 2e-4). */
+/** The paper's weights: α_KD 0.9, α_GT 0.1, β 1e-2 (SiT: 2e-4; MAR as DiT, Table 6). */
 export const paper = (
-  family: ModelArtifact.Family,
+  family: ModelArtifact.Family | "mar",
   strategy: Strategy,
   alignment: AlignmentConfig,
   k?: number
@@ -153,9 +153,9 @@ export const task = (objective: Training.Objective, loss: Loss, steps: number, m
   const { teacher, student } = models
   const betaAt = beta(loss, steps)
   return {
-    objective,
-    config: student.config,
+    data: student.config,
     init: student.init,
+    draws: (labels, at) => Training.draws(objective, student.config, labels, at),
     loss: (batch) => {
       if (loss.strategy === "finetune") {
         return (params) => {

@@ -2,9 +2,10 @@ import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Logger } from "effect"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
-import { Png } from "@tinyfusion/data"
-import { Trainer } from "@tinyfusion/diffusion"
+import { Png, Stages } from "@tinyfusion/data"
+import { Pretrain, Trainer } from "@tinyfusion/diffusion"
 import { ModelArtifact } from "@tinyfusion/models"
+import { PruneStage } from "@tinyfusion/pruning"
 import { Compute, HostTensor, ParamTree } from "@tinyfusion/tensor"
 import * as Pipeline from "./fixtures/Pipeline.ts"
 import * as Recovery from "./Recovery.ts"
@@ -90,5 +91,39 @@ describe("recovery stages", () => {
         loss: { ...Pipeline.recovery.loss, k: undefined }
       }))
       assert.match(bad.message, /masked-kd needs a threshold k/)
+    }).pipe(Effect.provide(layers), Effect.provide(Compute.wasm)), 90_000)
+
+  it.effect("a width-pruned student (Diff-Pruning's export) fine-tunes and distils its outputs; hidden-state distillation is refused", () =>
+    Effect.gen(function*() {
+      const ae = yield* Stage.run(Stages.AutoencoderStage, Pipeline.autoencoder, {})
+      const data = yield* Stage.run(Stages.LatentsStage, Pipeline.latents, { autoencoder: ae })
+      const teacher = yield* Stage.run(Pretrain.PretrainStage, Pipeline.pretrain, { latents: data })
+      const pruning = PruneStage.make({ teacher: Pretrain.PretrainStage, data: Stages.LatentsStage, readTeacher: PruneStage.readModel, readData: Stages.readLatents })
+      const decision = yield* Stage.run(pruning.prune, {
+        method: "diff-pruning",
+        keep: 4,
+        seed: 0,
+        calibration: 8,
+        iterations: 0,
+        options: { ratio: 0.5, stride: 250 }
+      }, { teacher, data })
+      const student = yield* Stage.run(pruning.export, {}, { decision, teacher })
+      assert.strictEqual(student.output.config.depth, 4)
+      assert.isBelow(student.output.config.hiddenSize, Pipeline.teacherModel.hiddenSize)
+      const Recover = RecoveryStage.make({ teacher: Pretrain.PretrainStage, student: pruning.export })
+      const training = { ...Pipeline.recovery.training, steps: 3 }
+      const alignment = { kept: [0, 1, 2, 3] }
+      const tuned = yield* Stage.run(Recover, { loss: Recovery.paper("dit", "finetune", alignment), training }, { teacher, student, latents: data })
+      assert.deepStrictEqual(tuned.output.config, student.output.config)
+      assert.strictEqual(tuned.output.parameters, student.output.parameters)
+      const recovered = flat((yield* RecoveryStage.readRecovered(tuned, { ema: false })).params)
+      const pruned = flat((yield* ModelArtifact.read(student, { ema: false })).params)
+      assert.deepStrictEqual(recovered.get("blocks.3.mlp.fc1.weight")!.shape, pruned.get("blocks.3.mlp.fc1.weight")!.shape)
+      assert.isFalse(HostTensor.bitEqual(recovered.get("blocks.3.mlp.fc1.weight")!, pruned.get("blocks.3.mlp.fc1.weight")!))
+      const logits = yield* Stage.run(Recover, { loss: Recovery.paper("dit", "logits-kd", alignment), training }, { teacher, student, latents: data })
+      assert.isAbove(logits.output.initialDistillLoss!, 0)
+      const rep = yield* Effect.flip(Stage.run(Recover, { loss: Recovery.paper("dit", "masked-kd", alignment, 2), training }, { teacher, student, latents: data }))
+      assert.strictEqual(rep._tag, "IncompatibleModels")
+      assert.match(rep.message, new RegExp(`masked-kd matches hidden states, but the student is ${student.output.config.hiddenSize} wide and the teacher 16`))
     }).pipe(Effect.provide(layers), Effect.provide(Compute.wasm)), 90_000)
 })

@@ -16,8 +16,8 @@
  * The upstream stages are parameters: any stage whose output names a model
  * (ModelArtifact.Identity: family and config, weights in model.safetensors and
  * optionally ema.safetensors) can be the teacher or the student — a pretrain,
- * a pruning export, another recovery (Table 7's distilled teachers).
- * Both are read as their EMA weights where they have them.
+ * a pruning export (depth- or width-pruned), another recovery (Table 7's
+ * distilled teachers). Both are read as their EMA weights where they have them.
  */
 import { Effect, Schema } from "effect"
 import { Stage } from "@tinyfusion/core"
@@ -65,17 +65,29 @@ export const readModel = (artifact: Stage.Artifact<unknown>, role: string) =>
     Effect.flatMap((output) => ModelArtifact.read({ ...artifact, output }, { ema: true }))
   )
 
-/** Teacher and student must differ in depth only. */
-const compatible = (teacher: ModelArtifact.Identity, student: ModelArtifact.Identity) =>
+/** What a pruned student may change: its depth (depth pruning) and its widths (width pruning). */
+const prunable: ReadonlySet<keyof Config.Config> = new Set(["depth", "hiddenSize", "numHeads", "headDim", "mlpHidden"])
+
+/**
+ * Teacher and student must be the same network but for depth and widths
+ * (the widths compared as the shapes use them); distilling hidden states
+ * needs them of one width.
+ */
+const compatible = (teacher: ModelArtifact.Identity, student: ModelArtifact.Identity, strategy: Recovery.Strategy) =>
   Effect.gen(function*() {
     if (teacher.family !== student.family) {
       return yield* new IncompatibleModels({ reason: `a ${student.family} student of a ${teacher.family} teacher` })
     }
-    const differ = (Object.keys(teacher.config) as Array<keyof Config.Config>)
-      .filter((k) => k !== "depth" && teacher.config[k] !== student.config[k])
+    const keys = new Set([...Object.keys(teacher.config), ...Object.keys(student.config)] as Array<keyof Config.Config>)
+    const differ = [...keys].filter((k) => !prunable.has(k) && teacher.config[k] !== student.config[k])
     if (differ.length > 0) {
       return yield* new IncompatibleModels({
         reason: `student ${Config.describe(student.config)} and teacher ${Config.describe(teacher.config)} differ in ${differ.join(", ")}`
+      })
+    }
+    if (Recovery.usesRep(strategy) && student.config.hiddenSize !== teacher.config.hiddenSize) {
+      return yield* new IncompatibleModels({
+        reason: `${strategy} matches hidden states, but the student is ${student.config.hiddenSize} wide and the teacher ${teacher.config.hiddenSize}`
       })
     }
   })
@@ -122,7 +134,7 @@ export function make<T extends Stage.Any, S extends Stage.Any>(wiring: { readonl
       Effect.gen(function*() {
         const teacher = yield* readModel(inputs.teacher as Stage.Artifact<unknown>, "teacher")
         const student = yield* readModel(inputs.student as Stage.Artifact<unknown>, "student")
-        yield* compatible(teacher, student)
+        yield* compatible(teacher, student, config.loss.strategy)
         const { loss, training } = config
         const pairs = Recovery.usesRep(loss.strategy)
           ? yield* Recovery.pairs(loss.alignment, student.config.depth, teacher.config.depth)

@@ -7,6 +7,7 @@ import { compute } from "./bench/compute.ts"
 import { depth } from "./bench/depth.ts"
 import { dit } from "./bench/dit.ts"
 import { fid } from "./bench/fid.ts"
+import { mar } from "./bench/mar.ts"
 import { matmul } from "./bench/matmul.ts"
 import { prune } from "./bench/prune.ts"
 import { store } from "./bench/store.ts"
@@ -14,5 +15,5 @@ import { train } from "./bench/train.ts"
 
 export const bench = Command.make("bench").pipe(
   Command.withDescription("Speed benchmarks (figures only; nothing is asserted)"),
-  Command.withSubcommands([compute, depth, dit, fid, matmul, prune, store, train])
+  Command.withSubcommands([compute, depth, dit, fid, mar, matmul, prune, store, train])
 )

@@ -27,6 +27,13 @@ describe("tinyfusion prune", () => {
       assert.isTrue(oracle.ok, oracle.failure)
       assert.match(oracle.lines[0]!, /oracle\s+0,3\s+-\s+\d\.\d{4}\s+-/)
 
+      // Diff-Pruning keeps every block and narrows them: half the parameters of the 16-wide teacher.
+      const width = yield* run(["--method", "diff-pruning", "--keep", "4", "--ratio", "0.5", "--stride", "250", "--export"])
+      assert.isTrue(width.ok, width.failure)
+      assert.match(width.lines[0]!, /diff-pruning\s+0,1,2,3\s+-\s+\d+\.\d{4}/)
+      assert.match(width.lines[0]!, /prune-export\s+prune-export-\w+\s+4 blocks, width 12, 2×8 heads, MLP 24/)
+      assert.match((yield* run(["--method", "diff-pruning", "--keep", "4"])).failure, /invalid options for pruner diff-pruning.*ratio/)
+
       assert.match((yield* run(["--method", "nonesuch", "--keep", "2"])).failure, /no pruner named "nonesuch"/)
       assert.match((yield* run(["--scheme", "3:2"])).failure, /3:2/)
       assert.match((yield* cli(["prune", "--backend", "wasm", "--store", root, "--teacher", keys.latents])).failure, /--teacher: latents-\w+ is not a pretrain artifact/)

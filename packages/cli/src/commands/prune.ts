@@ -11,6 +11,7 @@ import { Command, Flag } from "effect/cli"
 import { Stage } from "@tinyfusion/core"
 import { Stages } from "@tinyfusion/data"
 import { Pretrain } from "@tinyfusion/diffusion"
+import { Config } from "@tinyfusion/models"
 import { Pruners, PruneStage } from "@tinyfusion/pruning"
 import * as Table from "../Table.ts"
 import { dataFlag, withData } from "./data.ts"
@@ -22,6 +23,10 @@ const Pruning = PruneStage.make({
   readTeacher: PruneStage.readModel,
   readData: Stages.readLatents
 })
+
+/** "14 blocks", and a width-pruned model's widths. */
+const shapeOf = (c: Config.Config): string =>
+  `${c.depth} blocks${c.headDim === undefined ? "" : `, width ${c.hiddenSize}, ${c.numHeads}×${c.headDim} heads, MLP ${Config.mlpHidden(c)}`}`
 
 export const prune = Command.make(
   "prune",
@@ -35,6 +40,8 @@ export const prune = Command.make(
     iterations: Flag.Int("iterations").pipe(Flag.withDescription("learnable: mask-learning iterations"), Flag.withDefault(500)),
     batchSize: Flag.Int("batch-size").pipe(Flag.withDescription("learnable: latents per iteration"), Flag.withDefault(64)),
     samples: Flag.Int("samples").pipe(Flag.withDescription("random-*: masks sampled"), Flag.withDefault(1000)),
+    ratio: Flag.Finite("ratio").pipe(Flag.withDescription("diff-pruning: share of parameters removed (with --keep the teacher's depth)"), Flag.optional),
+    stride: Flag.Int("stride").pipe(Flag.withDescription("diff-pruning: accumulate the gradient at every stride-th timestep"), Flag.withDefault(1)),
     calibration: Flag.Int("calibration").pipe(Flag.withDescription("Samples in the fixed calibration set"), Flag.withDefault(256)),
     seed: Flag.Int("seed").pipe(Flag.withDescription("Seed of the calibration set, the batches and the Gumbel noise"), Flag.withDefault(0)),
     exportModel: Flag.Boolean("export").pipe(Flag.withDescription("Also store the pruned model (prune-export)"), Flag.withDefault(false))
@@ -49,7 +56,8 @@ export const prune = Command.make(
         calibration: o.calibration,
         iterations: o.iterations,
         learnable: { update: o.update, batchSize: o.batchSize },
-        samples: o.samples
+        samples: o.samples,
+        diffPruning: { ...Option.match(o.ratio, { onNone: () => ({}), onSome: (ratio) => ({ ratio }) }), stride: o.stride }
       }))
       const decided = yield* Stage.run(Pruning.prune, config, { teacher, data: latents })
       const out = decided.output
@@ -67,7 +75,7 @@ export const prune = Command.make(
             out.calibrationLoss === undefined ? "-" : Table.fixed(out.calibrationLoss, 4),
             msPerIteration
           ],
-          ...(exported === undefined ? [] : [["prune-export", exported.key, "", `${exported.output.config.depth} blocks`, "", "", ""]])
+          ...(exported === undefined ? [] : [["prune-export", exported.key, "", shapeOf(exported.output.config), "", "", ""]])
         ]
       ))
     }))

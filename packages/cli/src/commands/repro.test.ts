@@ -77,7 +77,7 @@ const fromArtifacts = (store: string, seed: number | undefined, keys: ReadonlyAr
         if (typeof o["calibrationLoss"] === "number") metrics["calibrationLoss"] = o["calibrationLoss"]
         if (typeof o["confidence"] === "number") metrics["confidence"] = o["confidence"]
       }
-      if (m.stage === "recovery") {
+      if (m.stage === "recovery" || m.stage === "mar-recovery") {
         if (typeof o["initialDistillLoss"] === "number") metrics["initDistillLoss"] = o["initialDistillLoss"]
         if (o["diverged"] !== undefined) metrics["diverged"] = true
       }
@@ -118,7 +118,7 @@ describe("tinyfusion repro", () => {
       assert.strictEqual(third.code, 0, third.stderr.slice(-3000))
       assert.strictEqual(stageLog(third.stderr).computed.size, 0)
       assert.strictEqual(fs.readFileSync(path.join(reportDir, "report.md"), "utf8"), markdown)
-      assert.match(third.stdout, /48 cells, 0 failed/)
+      assert.match(third.stdout, /56 cells, 0 failed/)
 
       // Tables and verdicts, recomputed from the stored outputs, are the ones in the report.
       const stored = JSON.parse(fs.readFileSync(path.join(reportDir, "results.json"), "utf8")) as {
@@ -127,14 +127,15 @@ describe("tinyfusion repro", () => {
       // Every cell's it/s is its shape's, from the run's one sampling-speed measurement.
       const speedKeys = committed(store).filter((k) => k.startsWith("sampling-speed-"))
       assert.strictEqual(speedKeys.length, 1)
-      const shapes = manifest(store, speedKeys[0]!).output["shapes"] as ReadonlyArray<{ model: { depth: number }; itPerS: ReadonlyArray<number> }>
+      const shapes = manifest(store, speedKeys[0]!).output["shapes"] as ReadonlyArray<{ parameters: number; itPerS: ReadonlyArray<number> }>
       const results = new Map<string, Estimates.CellResult>()
       for (const [cell, c] of Object.entries(stored.cells)) {
         const runs = yield* Effect.forEach(c.runs, (r) => fromArtifacts(store, r.seed, r.artifacts))
-        if (c.itPerSRounds !== undefined) assert.isTrue(shapes.some((s) => JSON.stringify(s.itPerS) === JSON.stringify(c.itPerSRounds)), cell)
-        results.set(cell, { runs, ...(c.itPerSRounds === undefined ? {} : { speed: { itPerS: c.itPerSRounds } }) })
+        const shape = shapes.find((s) => JSON.stringify(s.itPerS) === JSON.stringify(c.itPerSRounds))
+        if (c.itPerSRounds !== undefined) assert.isDefined(shape, cell)
+        results.set(cell, { runs, ...(shape === undefined ? {} : { speed: { itPerS: shape.itPerS, parameters: shape.parameters } }) })
       }
-      assert.strictEqual(results.size, 48)
+      assert.strictEqual(results.size, 56)
       assert.deepStrictEqual(results.get("t1/tinydit-d14")!.speed, results.get("f4/depth-14")!.speed, "one shape, one figure")
       assert.isNumber(results.get("t1/tinydit-d14-kd")!.runs[0]!.metrics.fid)
       assert.strictEqual(results.get("t1/tinydit-d14-kd")!.runs[0]!.replicates!.fid!.length, 30)

@@ -17,7 +17,7 @@ import { evenly } from "../finetune.ts"
 import { backendsFlag, eachBackend } from "./compute.ts"
 
 /** Random latents and labels, a pure function of (seed, step). */
-const latents = (config: Config.Config) => {
+export const latents = (config: Pick<Config.Config, "inputSize" | "inChannels" | "numClasses">) => {
   const per = config.inputSize * config.inputSize * config.inChannels
   return Layer.succeed(LatentDataset, LatentDataset.of({
     count: 60000,
@@ -34,7 +34,7 @@ const latents = (config: Config.Config) => {
 }
 
 /** Steps of a task from its initial state, the first untimed (kernel set-up). */
-const timeSteps = (settings: Trainer.Settings, task: Trainer.Task, repetitions: number) =>
+export const timeSteps = (settings: Trainer.Settings, task: Trainer.Task, repetitions: number) =>
   Effect.gen(function*() {
     const compute = yield* Compute
     let state = Training.init(HostTensor.treeToTensors(task.init))

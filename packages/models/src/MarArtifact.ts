@@ -1,0 +1,43 @@
+/**
+ * How a stage stores a MAR, as ModelArtifact does a DiT: the family ("mar"),
+ * the config and parameter count in the manifest's output, and the weights
+ * as reference-keyed safetensors under the same file names — model.safetensors
+ * (raw) and ema.safetensors (the EMA, used for sampling) — that the
+ * reference code loads as a checkpoint's `model` and `model_ema`.
+ */
+import { Effect, Schema } from "effect"
+import type { Stage } from "@tinyfusion/core"
+import type { HostTensor } from "@tinyfusion/tensor"
+import * as MarCheckpoint from "./MarCheckpoint.ts"
+import * as MarConfig from "./MarConfig.ts"
+import { files } from "./ModelArtifact.ts"
+
+export const Fields = {
+  family: Schema.Literal("mar"),
+  config: MarConfig.MarConfig,
+  parameters: Schema.Int
+}
+export const Output = Schema.Struct(Fields)
+export type Output = typeof Output.Type
+
+/** What reading a MAR needs of a stage's output. */
+export const Identity = Schema.Struct({ family: Schema.Literal("mar"), config: MarConfig.MarConfig })
+export type Identity = typeof Identity.Type
+
+/** Writes a MAR's weights through a stage context; returns the output fields to merge into the stage's output. */
+export const write = Effect.fn("MarArtifact.write")(function*(
+  ctx: Stage.Context,
+  model: { readonly config: MarConfig.MarConfig; readonly params: HostTensor.HostTree; readonly ema?: HostTensor.HostTree }
+) {
+  yield* ctx.writeBytes(files.raw, yield* MarCheckpoint.encode(model.config, model.params))
+  if (model.ema !== undefined) yield* ctx.writeBytes(files.ema, yield* MarCheckpoint.encode(model.config, model.ema))
+  return { family: "mar", config: model.config, parameters: MarCheckpoint.parameterCount(model.config) } satisfies Output
+})
+
+/** Reads a MAR artifact's weights: the EMA when asked and present, otherwise the raw weights. */
+export const read = Effect.fn("MarArtifact.read")(function*(artifact: Stage.Artifact<Identity>, options: { readonly ema: boolean }) {
+  const hasEma = artifact.manifest.files.some((f) => f.name === files.ema)
+  const name = options.ema && hasEma ? files.ema : files.raw
+  const loaded = yield* MarCheckpoint.decode(artifact.output.config, yield* artifact.bytes(name))
+  return { family: "mar" as const, config: artifact.output.config, params: loaded.params, ema: name === files.ema }
+})

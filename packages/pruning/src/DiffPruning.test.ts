@@ -1,0 +1,141 @@
+import { NodeServices } from "@effect/platform-node"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Layer, Logger } from "effect"
+import { ArtifactStore, Stage } from "@tinyfusion/core"
+import { type Config, ModelArtifact } from "@tinyfusion/models"
+import { Compute, HostTensor, ParamTree } from "@tinyfusion/tensor"
+import * as BlockStack from "./BlockStack.ts"
+import * as DiffPruning from "./DiffPruning.ts"
+import * as Fixtures from "./fixtures/Constructed.ts"
+import * as PruneStage from "./PruneStage.ts"
+import * as Width from "./Width.ts"
+
+const env = Layer.mergeAll(NodeServices.layer, Compute.wasm, Logger.layer([]))
+
+/** Width 16, 4 heads of 4, MLP 32, two blocks. */
+const config: Config.Config = { ...Fixtures.tiny(2), numHeads: 4 }
+
+/** Four channels of each stream, one head and eight MLP channels of every block: a quarter of every width. */
+const zeroed: Width.Kept = {
+  hidden: [1, 6, 7, 12],
+  conditioning: [0, 2, 9, 15],
+  timestep: [3, 4, 10, 11],
+  heads: [[2], [0]],
+  mlp: [[0, 1, 2, 3, 20, 21, 22, 23], [4, 8, 12, 16, 24, 27, 28, 31]]
+}
+
+const complement = (all: Width.Kept, drop: Width.Kept): Width.Kept => {
+  const without = (xs: ReadonlyArray<number>, d: ReadonlyArray<number>) => xs.filter((x) => !d.includes(x))
+  return {
+    hidden: without(all.hidden, drop.hidden),
+    conditioning: without(all.conditioning, drop.conditioning),
+    timestep: without(all.timestep, drop.timestep),
+    heads: all.heads.map((h, l) => without(h, drop.heads[l]!)),
+    mlp: all.mlp.map((m, l) => without(m, drop.mlp[l]!))
+  }
+}
+
+/** The ratio whose nearest shape keeps 12 of the 16 channels (and 3 heads, 24 MLP channels). */
+const ratio = 1 - ModelArtifact.parameterCount(Width.narrowed(config, 12)) / ModelArtifact.parameterCount(config)
+
+describe("Diff-Pruning", () => {
+  it.live("removes exactly the units that are zero; the export is the teacher cut to the rest, a DiT recording its widths", () =>
+    Effect.gen(function*() {
+      const teacher = yield* Stage.run(Fixtures.Teacher, { family: "dit", config, weights: { random: 3, zeroed } }, {})
+      const data = yield* Stage.run(Fixtures.Latents, { count: 8, shape: [4, 4, 4], classes: 3, seed: 0 }, {})
+      const threshold = 0.5
+      const pruned = yield* Stage.run(Fixtures.stages.prune, {
+        method: "diff-pruning",
+        keep: 2,
+        seed: 0,
+        calibration: 8,
+        iterations: 0,
+        options: { ratio, stride: 100, threshold, batchSize: 4, checkpointEvery: 3 }
+      }, { teacher, data })
+      const decision = yield* PruneStage.readDecision(pruned)
+      const width = decision.width!
+      assert.deepStrictEqual(decision.kept, [0, 1])
+      assert.deepStrictEqual(width.kept, complement(Width.all(config), zeroed))
+      assert.strictEqual(width.share, 0.75)
+      assert.strictEqual(width.parameters, ModelArtifact.parameterCount(Width.narrowed(config, 12)))
+      // The sweep: chain steps 0, 100, …, ending at the first loss below threshold × the largest before it.
+      assert.deepStrictEqual(width.steps, width.losses.map((_, i) => 100 * i))
+      assert.isBelow(width.steps.length, 10, "the threshold ended the sweep")
+      width.losses.forEach((loss, i) => {
+        const largest = Math.max(...width.losses.slice(0, i + 1))
+        if (i < width.losses.length - 1) assert.isAtLeast(loss, threshold * largest, `step ${width.steps[i]}`)
+        else assert.isBelow(loss, threshold * largest)
+      })
+      assert.isTrue(Number.isFinite(decision.calibrationLoss))
+      const importance = yield* pruned.tensorMap("importance.safetensors")
+      assert.deepStrictEqual(importance.get("heads")!.shape, [2, 4])
+      assert.strictEqual(importance.get("heads")!.data[2], 0)
+      assert.strictEqual(importance.get("mlp")!.data[32 + 31], 0)
+      // The stored importance is Taylor's of the gradients summed over the sweep's timesteps, taken one by one here.
+      const host = (yield* PruneStage.readModel(teacher)).params
+      const params = HostTensor.treeToTensors(host)
+      const objective = yield* BlockStack.objective("dit", config)
+      const stack = BlockStack.dit(objective, config)
+      const source = yield* Fixtures.readLatents(data)
+      const set = stack.calibrationSet(source.batch({ seed: 0, batchSize: 8 }, 0), 0)
+      const sum = new Map<string, Float64Array>()
+      for (const step of width.steps) {
+        const at = yield* DiffPruning.gradientAt(stack, params, set, step, 8)
+        for (const [k, g] of ParamTree.flatten(yield* HostTensor.treeFromTensors(at.grads), HostTensor.isHostTensor)) {
+          const into = sum.get(k) ?? new Float64Array(g.data.length)
+          g.data.forEach((v, i) => (into[i] += v))
+          sum.set(k, into)
+        }
+        ParamTree.dispose(at.grads)
+      }
+      ParamTree.dispose(params)
+      const weights = new Map(ParamTree.flatten(host, HostTensor.isHostTensor))
+      const grads = new Map([...sum].map(([k, v]) => [k, HostTensor.float32(weights.get(k)!.shape, Float32Array.from(v))] as const))
+      const taylor = Width.taylor(config, weights, grads)
+      const stored = (name: string) => importance.get(name)!.data
+      taylor.hidden.forEach((v, j) => assert.closeTo(stored("hidden")[j]!, v, 1e-4 * Math.max(...taylor.hidden), `hidden ${j}`))
+      taylor.mlp.flatMap((m) => [...m]).forEach((v, i) => assert.closeTo(stored("mlp")[i]!, v, 1e-4 * Math.max(...taylor.mlp[0]!), `mlp ${i}`))
+
+      const exported = yield* Stage.run(Fixtures.stages.export, {}, { decision: pruned, teacher })
+      assert.deepStrictEqual(exported.output.config, { ...config, hiddenSize: 12, numHeads: 3, headDim: 4, mlpHidden: 24 })
+      assert.strictEqual(exported.output.parameters, width.parameters)
+      const student = yield* PruneStage.readModel(exported)
+      const expected = Width.narrow(config, host, width.kept).params
+      const got = new Map(ParamTree.flatten(student.params, HostTensor.isHostTensor))
+      for (const [key, t] of ParamTree.flatten(expected, HostTensor.isHostTensor)) assert.isTrue(HostTensor.bitEqual(got.get(key)!, t), key)
+      assert.deepStrictEqual(got.get("blocks.1.attn.qkv.weight")!.shape, [36, 12])
+      assert.deepStrictEqual(got.get("blocks.1.mlp.fc2.weight")!.shape, [12, 24])
+      // The pruned model's calibration loss is the narrow model's: pruning it "again" at ratio 0 keeps it whole.
+      const prunedAgain = PruneStage.make({
+        teacher: Fixtures.stages.export,
+        data: Fixtures.Latents,
+        readTeacher: PruneStage.readModel,
+        readData: Fixtures.readLatents
+      })
+      const again = yield* Stage.run(prunedAgain.prune, {
+        method: "diff-pruning",
+        keep: 2,
+        seed: 0,
+        calibration: 8,
+        iterations: 0,
+        options: { ratio: 0, stride: 500, threshold: 0 }
+      }, { teacher: exported, data })
+      assert.strictEqual(again.output.calibrationLoss, decision.calibrationLoss)
+    }).pipe(Effect.provide(ArtifactStore.layerTemp)).pipe(Effect.provide(env)))
+
+  it.live("refuses a depth target and options without a ratio, naming them; runs on SiT", () =>
+    Effect.gen(function*() {
+      const teacher = yield* Stage.run(Fixtures.Teacher, { family: "sit", config, weights: { random: 4 } }, {})
+      const data = yield* Stage.run(Fixtures.Latents, { count: 4, shape: [4, 4, 4], classes: 3, seed: 0 }, {})
+      const run = (keep: number, options: Record<string, number>) =>
+        Stage.run(Fixtures.stages.prune, { method: "diff-pruning", keep, seed: 0, calibration: 4, iterations: 0, options }, { teacher, data })
+      const shallower = yield* Effect.flip(run(1, { ratio: 0.5 }))
+      assert.match(shallower.message, /keeps every block: give keep 2/)
+      const noRatio = yield* Effect.flip(run(2, { stride: 10 }))
+      assert.match(noRatio.message, /invalid options for pruner diff-pruning.*ratio/)
+      const sit = yield* run(2, { ratio: 0.5, stride: 250, threshold: 0 })
+      const decision = yield* PruneStage.readDecision(sit)
+      assert.deepStrictEqual(decision.width!.steps, [0, 250, 500, 750])
+      assert.isTrue(Number.isFinite(decision.calibrationLoss))
+    }).pipe(Effect.provide(ArtifactStore.layerTemp)).pipe(Effect.provide(env)))
+})

@@ -109,12 +109,17 @@ describe("claims", () => {
     assert.match(good.summary, /classifies 90\.0% \[88\.\d%, 91\.\d%\] of 1000 test images correctly \(chance: 10\.0%\)\./)
     assert.match(good.summary, /untrained − teacher = 75\.00 \[7\d\.\d\d, 7\d\.\d\d\]\): the intervals do not overlap/)
     assert.isFalse(Claims.instrument(results, { ...net, accuracy: 0.11 }).works)
+    // A published feature network (the paper preset's FID Inception) is taken as it is: the FID test alone decides.
+    const published = Claims.instrument(results, { published: "the FID Inception-V3" })
+    assert.isTrue(published.works)
+    assert.match(published.summary, /^The feature network is the FID Inception-V3, published and not trained here: its accuracy is not measured\. The teacher's FID/)
     // Paired, the untrained network differs from the teacher by 0.05 ± ~0.03 (significant); alone, their
     // intervals (± 0.4) overlap: two models making the same noise.
     results.set("t1/teacher", sampled(5, 0.2, "t"))
     results.set("i/untrained", { runs: [{ metrics: { fid: 5.05 }, replicates: { fid: Array.from(results.get("t1/teacher")!.runs[0]!.replicates!.fid!, (x, k) => x + 0.05 + 0.01 * Math.sin(k)) } }] })
     const blind = Claims.instrument(results, net)
     assert.isFalse(blind.works)
+    assert.isFalse(Claims.instrument(results, { published: "the FID Inception-V3" }).works)
     assert.match(blind.summary, /untrained − teacher = 0\.0500 \[0\.0\d+, 0\.0\d+\]\): the intervals overlap, so the metrics cannot tell/)
     results.delete("i/untrained")
     assert.isUndefined(Claims.instrument(results, net).works)

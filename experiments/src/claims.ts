@@ -266,6 +266,12 @@ export interface FeatureNet {
   readonly classes: number
 }
 
+/** A published feature network (the paper preset's FID Inception): its accuracy is its authors', not measured here. */
+export interface PublishedFeatureNet {
+  /** What it is, for the report. */
+  readonly published: string
+}
+
 /** The cells the instrument check compares. */
 export const instrumentCells = { teacher: "t1/teacher", untrained: "i/untrained" } as const
 
@@ -281,14 +287,17 @@ export interface Instrument {
  * interval) must lie above chance, and the teacher's FID interval wholly
  * below the untrained network's: clearly apart, not merely different (the
  * paired difference of two models that both make noise can be significant
- * and negligible).
+ * and negligible). A published feature network is taken as it is: only the
+ * second test applies.
  */
-export const instrument = (results: Results, featureNet: FeatureNet | undefined): Instrument => {
+export const instrument = (results: Results, featureNet: FeatureNet | PublishedFeatureNet | undefined): Instrument => {
   const parts: Array<string> = []
   let works: boolean | undefined = true
   if (featureNet === undefined) {
     works = undefined
     parts.push("The feature network's accuracy is not known.")
+  } else if ("published" in featureNet) {
+    parts.push(`The feature network is ${featureNet.published}, published and not trained here: its accuracy is not measured.`)
   } else {
     const chance = 1 / featureNet.classes
     const acc = Interval.wilson(Math.round(featureNet.accuracy * featureNet.testImages), featureNet.testImages)

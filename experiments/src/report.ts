@@ -26,8 +26,8 @@ export interface Input {
   readonly dataset: string
   readonly backend: string
   readonly results: Estimates.Results
-  /** The feature network's test accuracy (the instrument check), where its stage ran. */
-  readonly featureNet?: Claims.FeatureNet
+  /** The feature network's test accuracy (the instrument check), where its stage ran; or the published one the run used. */
+  readonly featureNet?: Claims.FeatureNet | Claims.PublishedFeatureNet
   /** How the intervals were made: the full protocol's bootstrap, and the seeds of each grid that has several. */
   readonly method: {
     readonly replicates: number
@@ -194,8 +194,8 @@ const methods = (m: Input["method"]): ReadonlyArray<Block> => [
       `difference lies on the claimed side of 0). Refuted: some part's opposite holds at 95%, Bonferroni-corrected over the claim's parts. ` +
       `Inconclusive: neither. A non-strict part (A ≥ B) cannot be shown without a margin, so it counts as holding unless B > A is shown; ` +
       `a threshold (confidence ≥ 0.9, a speed-up ≥ 1.8) holds when its whole interval is past it. A diverged run is the worst possible FID. ` +
-      `The instrument check asks that the feature network beat chance and that the teacher's FID interval lie wholly below the untrained ` +
-      `network's; where it fails, every verdict counts as inconclusive and shows what the numbers alone would give.`
+      `The instrument check asks that the feature network beat chance (one trained here; a published one is taken as it is) and that ` +
+      `the teacher's FID interval lie wholly below the untrained network's; where it fails, every verdict counts as inconclusive and shows what the numbers alone would give.`
   }
 ]
 
@@ -223,8 +223,10 @@ export const document = (input: Input): ReadonlyArray<Block> => {
       _tag: "paragraph",
       text: `Data: ${input.dataset}. Backend: ${input.backend}. Compute time: ${(input.computeSeconds / 60).toFixed(1)} min ` +
         `(the stages' own timings, summed). ` +
-        `Our metrics use the project's own feature network, so absolute values are not comparable with the paper's ` +
-        `Inception-based ones; the claims compare methods within one run.`
+        (input.featureNet !== undefined && "published" in input.featureNet
+          ? `Our metrics use ${input.featureNet.published}, as the paper's do; the claims compare methods within one run.`
+          : `Our metrics use the project's own feature network, so absolute values are not comparable with the paper's ` +
+            `Inception-based ones; the claims compare methods within one run.`)
     },
     ...(input.failures.length === 0 ? [] : [
       { _tag: "heading", level: 2, text: "Cells that failed" } as const,

@@ -28,7 +28,7 @@ import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { type Dataset, Stages } from "@tinyfusion/data"
 import { Pretrain } from "@tinyfusion/diffusion"
 import { Bootstrap, Evaluation, Reference } from "@tinyfusion/eval"
-import { ModelArtifact, ModelFile } from "@tinyfusion/models"
+import { type Config, ModelArtifact, ModelFile } from "@tinyfusion/models"
 import { type Decision, PruneStage, Width } from "@tinyfusion/pruning"
 import { Recovery, RecoveryStage } from "@tinyfusion/recovery"
 import { Compute } from "@tinyfusion/tensor"
@@ -38,6 +38,7 @@ import * as Figures from "./figures.ts"
 import { type Cell, grids, instrument, seedsOf, type Source } from "./grids.ts"
 import * as Mar from "./mar.ts"
 import type * as Paper from "./paper.ts"
+import type * as Presets from "./presets.ts"
 import type { Preset } from "./presets.ts"
 import * as WeightNorm from "./pruners/WeightNorm.ts"
 import * as Report from "./report.ts"
@@ -121,8 +122,12 @@ export interface Options {
   /** What the data is, for the report ("Fashion-MNIST", "the synthetic fixture"). */
   readonly dataset: string
   readonly concurrency: number
-  /** The DiT teacher as a checkpoint file (the paper preset), instead of pre-training one. */
-  readonly teacherFile?: { readonly bytes: Uint8Array; readonly name: string }
+  /**
+   * The paper preset's published files, checked (Presets.checkPaperFiles): SD-VAE, FID Inception and ADM's
+   * reference batch in place of the trained autoencoder, feature network and dataset reference; the
+   * teachers' checkpoints in place of pre-training.
+   */
+  readonly imported?: Presets.Imported
 }
 
 export interface Summary {
@@ -145,13 +150,19 @@ const shownSamples = ["t1/teacher", "t1/tinydit-d14-kd", "t1/tinydit-d7-kd", "t2
  * at Diff-Pruning's uniform widths (Width.forRatio, what its export keeps). A
  * MAR is not timed.
  */
-const shapeOf = (preset: Preset, cell: Cell): Speed.Shape | undefined => {
+const shapeOf = (teachers: Readonly<Record<ModelArtifact.Family, Config.Config>>, cell: Cell): Speed.Shape | undefined => {
   if (cell.family === "mar") return undefined
-  const teacher = preset.teacher[cell.family].model
+  const teacher = teachers[cell.family]
   const ratio = cell.speedWidth ?? cell.prune?.ratio
   if (ratio !== undefined) return { family: cell.family, model: Width.forRatio(teacher, ratio).config }
   return { family: cell.family, model: { ...teacher, depth: cell.speedDepth ?? cell.prune?.keep ?? teacher.depth } }
 }
+
+/** The feature network as the instrument check sees it: trained here with its test accuracy, or the published FID Inception. */
+const featureNetOf = (out: typeof Stages.FeatureNetOutput.Type): Claims.FeatureNet | Claims.PublishedFeatureNet =>
+  "kind" in out.model
+    ? { published: "the FID Inception-V3 (pytorch-fid's weights)" }
+    : { accuracy: out.accuracy, testImages: out.testImages, classes: out.model.classes }
 
 /** The recovery seeds a cell runs with: its grid's count, cut to the preset's most. */
 const recoverySeeds = (preset: Preset, cell: Cell): ReadonlyArray<number> =>
@@ -179,39 +190,57 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
   const compute = yield* Compute
   yield* Effect.logInfo(`preset ${preset.name}: ${cells.length} cells of tables ${options.tables.join(", ")} on ${options.dataset}, ${compute.backend}`)
 
-  const ae = yield* Effect.cached(Stage.run(Stages.AutoencoderStage, preset.autoencoder, {}))
+  const imported = options.imported
+  const autoencoder: Effect.Effect<Stage.Artifact<typeof Stages.AutoencoderOutput.Type>, unknown, Needs> = imported === undefined
+    ? Stage.run(Stages.AutoencoderStage, preset.autoencoder, {})
+    : Stage.run(Stages.importedAutoencoder(imported.autoencoder.path), imported.autoencoder.config, {})
+  const ae = yield* Effect.cached(autoencoder)
   const latents = yield* Effect.cached(Effect.flatMap(ae, (autoencoder) => Stage.run(Stages.LatentsStage, preset.latents, { autoencoder })))
-  const featureNet = yield* Effect.cached(Stage.run(Stages.FeatureNetStage, preset.featureNet, {}))
-  const reference = yield* Effect.cached(Effect.flatMap(featureNet, (f) => Stage.run(Reference.ReferenceStage, preset.reference, { featureNet: f })))
-  const importedDit = options.teacherFile
-  const pretrained = (family: ModelArtifact.Family): Effect.Effect<ModelSource, unknown, Needs> =>
-    Effect.flatMap(latents, (l) => Stage.run(Pretrain.PretrainStage, preset.teacher[family], { latents: l }))
-  const imported = (file: { readonly bytes: Uint8Array; readonly name: string }): Effect.Effect<ModelSource, unknown, Needs> =>
-    Effect.gen(function*() {
-      const described = yield* ModelFile.describe(file.bytes, "dit", file.name)
-      return yield* Stage.run(described.stage, described.config, {})
-    })
-  const teachers = {
-    dit: yield* Effect.cached(importedDit === undefined ? pretrained("dit") : imported(importedDit)),
-    sit: yield* Effect.cached(pretrained("sit"))
+  // The feature network and the reference: trained here, or the paper preset's FID Inception and ADM batch.
+  const featureNetRun: Effect.Effect<Stage.Artifact<typeof Stages.FeatureNetOutput.Type>, unknown, Needs> = imported === undefined
+    ? Stage.run(Stages.FeatureNetStage, preset.featureNet, {})
+    : Stage.run(Stages.importedFeatureNet(imported.featureNet.path), imported.featureNet.config, {})
+  const featureNet = yield* Effect.cached(featureNetRun)
+  const referenceOf = (f: Stage.Artifact<typeof Stages.FeatureNetOutput.Type>): Effect.Effect<Stage.Artifact<Reference.ReferenceOutput>, unknown, Needs> =>
+    imported === undefined
+      ? Stage.run(Reference.ReferenceStage, preset.reference, { featureNet: f })
+      : Stage.run(Reference.fromBatch(imported.reference.path), imported.reference.config, { featureNet: f })
+  const reference = yield* Effect.cached(Effect.flatMap(featureNet, referenceOf))
+  const teacher = (family: ModelArtifact.Family): Effect.Effect<ModelSource, unknown, Needs> => {
+    const file = imported?.teachers[family]
+    return file === undefined
+      ? Effect.flatMap(latents, (l) => Stage.run(Pretrain.PretrainStage, preset.teacher[family], { latents: l }))
+      : Effect.map(ModelFile.store(file, { family }), (stored) => stored.artifact)
   }
-  // The teacher's network as initialised: pre-training of no steps.
-  const untrained = yield* Effect.cached(Effect.flatMap(latents, (l) =>
-    Stage.run(Pretrain.PretrainStage, { ...preset.teacher.dit, training: { ...preset.teacher.dit.training, steps: 0 } }, { latents: l })))
+  const teachers = { dit: yield* Effect.cached(teacher("dit")), sit: yield* Effect.cached(teacher("sit")) }
+  // A teacher's architecture: the preset's, or an imported checkpoint's own.
+  const architecture = (family: ModelArtifact.Family): Effect.Effect<Config.Config, unknown, Needs> =>
+    imported?.teachers[family] === undefined ? Effect.succeed(preset.teacher[family].model) : Effect.map(teachers[family], (t) => t.output.config)
+  // The DiT teacher's network as initialised: pre-training of no steps.
+  const untrained = yield* Effect.cached(Effect.gen(function*() {
+    const model = yield* architecture("dit")
+    const training = { ...preset.teacher.dit.training, steps: 0 }
+    return yield* Stage.run(Pretrain.PretrainStage, { ...preset.teacher.dit, model, training }, { latents: yield* latents })
+  }))
 
   // Every distinct shape of the cells, timed together in interleaved rounds.
-  const shapes = Speed.roundOrder(cells.flatMap((c) => shapeOf(preset, c) ?? []))
-  const speed = yield* Effect.exit(Stage.run(Speed.SpeedStage, {
-    shapes,
-    sampling: preset.speed.sampling,
-    batch: preset.speed.batch,
-    warmup: preset.speed.warmup,
-    rounds: preset.speed.rounds
-  }, {}))
+  const timed = yield* Effect.exit(Effect.gen(function*() {
+    const architectures = { dit: yield* architecture("dit"), sit: yield* architecture("sit") }
+    const shapes = Speed.roundOrder(cells.flatMap((c) => shapeOf(architectures, c) ?? []))
+    const artifact = yield* Stage.run(Speed.SpeedStage, {
+      shapes,
+      sampling: preset.speed.sampling,
+      batch: preset.speed.batch,
+      warmup: preset.speed.warmup,
+      rounds: preset.speed.rounds
+    }, {})
+    return { artifact, architectures }
+  }))
+  const speed = Exit.map(timed, (t) => t.artifact)
   const speedOf = (cell: Cell): Estimates.Speed | undefined => {
-    const mine = shapeOf(preset, cell)
-    if (Exit.isFailure(speed) || mine === undefined) return undefined
-    const shape = speed.value.output.shapes.find((s) => Speed.sameShape(s, mine))
+    if (Exit.isFailure(timed)) return undefined
+    const mine = shapeOf(timed.value.architectures, cell)
+    const shape = mine === undefined ? undefined : timed.value.artifact.output.shapes.find((s) => Speed.sameShape(s, mine))
     return shape === undefined ? undefined : { itPerS: shape.itPerS, parameters: shape.parameters }
   }
 
@@ -385,9 +414,7 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
   const artifacts = new Map(done.flatMap((r) => r.runs.flatMap((x) => x.artifacts.map((a) => [a.key, a] as const))))
   if (Exit.isSuccess(speed)) artifacts.set(speed.value.key, speed.value)
   const featureNetOutput = yield* Effect.exit(featureNet)
-  const net = Exit.isSuccess(featureNetOutput)
-    ? { accuracy: featureNetOutput.value.output.accuracy, testImages: featureNetOutput.value.output.testImages, classes: featureNetOutput.value.output.model.classes }
-    : undefined
+  const net = Exit.isSuccess(featureNetOutput) ? featureNetOf(featureNetOutput.value.output) : undefined
   return yield* writeReport(options, { done, failures, results, artifacts, featureNet: net, backend: `${compute.backend} (${compute.device})` })
 }, Effect.provide(addedPruners))
 
@@ -398,7 +425,7 @@ const writeReport = Effect.fn("Suite.writeReport")(function*(
     readonly failures: ReadonlyArray<CellFailed>
     readonly results: Estimates.Results
     readonly artifacts: ReadonlyMap<string, Stage.Artifact<unknown>>
-    readonly featureNet: Claims.FeatureNet | undefined
+    readonly featureNet: Claims.FeatureNet | Claims.PublishedFeatureNet | undefined
     readonly backend: string
   }
 ) {

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
-import { Compute, HostTensor, ParamTree, Rng, tf, tidy } from "@tinyfusion/tensor"
+import { Effect, Exit, Layer } from "effect"
+import { Compute, FusedKernels, Gradients, HostTensor, ParamTree, Rng, tf, tidy } from "@tinyfusion/tensor"
 import * as Checkpoint from "./Checkpoint.ts"
 import * as Config from "./Config.ts"
 import * as DiT from "./DiT.ts"
@@ -294,4 +294,45 @@ describe("DiT", () => {
       const zero = yield* Effect.flip(Config.decode({ ...xl, mlpHidden: 0 }))
       assert.match(zero.message, /mlpHidden/)
     }))
+
+  it.effect("the fused kernels (wasm) and the composed ops (cpu, and webgpu where a Vulkan device exists) give the same forward and gradients", () =>
+    Effect.gen(function*() {
+      const config = { ...tiny, hiddenSize: 12, depth: 2 }
+      const { data, t, y } = inputs(config, 3, 9)
+      /** Output and every parameter's gradient of Σ out·w on the layer's backend. */
+      const run = Effect.gen(function*() {
+        const compute = yield* Compute
+        const fused = FusedKernels.active()
+        const params = upload(randomHost(config, 11))
+        const x = tf.tensor4d(data, [3, 4, 4, 2])
+        const { value, grads } = tidy(() => {
+          const w = tf.tensor(Rng.normal(Rng.stream(0, "test/fused-weights"), 0, 3 * 4 * 4 * 4), [3, 4, 4, 4])
+          const value = DiT.forward(config, params, { x, t, y })
+          const { grads } = Gradients.valueAndGrad((p) => tf.sum(tf.mul(DiT.forward(config, p, { x, t, y }), w)) as tf.Scalar, params)
+          return { value, grads: ParamTree.flattenTensors(grads) }
+        })
+        const read = { fused, value: yield* compute.read(value), grads: [] as Array<readonly [string, Float32Array]> }
+        for (const [k, g] of grads) read.grads.push([k, yield* compute.read(g)])
+        tf.dispose([value, x, ...grads.map(([, g]) => g)])
+        ParamTree.dispose(params)
+        return read
+      })
+      const wasm = yield* run.pipe(Effect.provide(Compute.wasm))
+      const probe = yield* Effect.exit(Effect.scoped(Layer.build(Compute.webgpu)))
+      const others: Array<readonly [string, Effect.Success<typeof run>]> = [["cpu", yield* run.pipe(Effect.provide(Compute.cpu))]]
+      if (Exit.isSuccess(probe)) others.push(["webgpu", yield* run.pipe(Effect.provide(Compute.webgpu))] as const)
+      else console.log("webgpu skipped: no Vulkan device here")
+      assert.isTrue(wasm.fused)
+      const close = (label: string, a: Float32Array, b: Float32Array) => {
+        assert.strictEqual(a.length, b.length, label)
+        a.forEach((v, i) => assert.closeTo(v, b[i]!, 2e-4 * (1 + Math.abs(b[i]!)), `${label}[${i}]`))
+      }
+      for (const [name, other] of others) {
+        assert.isFalse(other.fused)
+        close(`${name} output`, wasm.value, other.value)
+        assert.deepStrictEqual(wasm.grads.map(([k]) => k), other.grads.map(([k]) => k))
+        wasm.grads.forEach(([k, g], i) => close(`${name} ∂${k}`, g, other.grads[i]![1]))
+      }
+    }), 120_000)
+
 })

@@ -9,7 +9,7 @@
  * block's output, `infer` is the forward for sampling (block by block, less
  * memory), and `keepBlocks` selects and renumbers a subset of blocks.
  */
-import { ParamTree, tf } from "@tinyfusion/tensor"
+import { Fused, ParamTree, tf } from "@tinyfusion/tensor"
 import * as Config from "./Config.ts"
 import * as Embeddings from "./Embeddings.ts"
 import * as Linear from "./Linear.ts"
@@ -55,44 +55,9 @@ export interface Options {
   readonly linear?: Linear.Apply
 }
 
-const silu = (x: tf.Tensor): tf.Tensor => tf.mul(x, tf.sigmoid(x))
-
-/**
- * nn.GELU(approximate="tanh"): ½x·(1 + tanh(u)), u = √(2/π)·(x + 0.044715·x³),
- * computed as x·σ(2u) (the same function; wasm's tanh and pow kernels are
- * 6–8× slower than sigmoid and mul).
- */
-const gelu = (x: tf.Tensor): tf.Tensor => {
-  const cube = tf.mul(tf.mul(x, x), x)
-  return tf.mul(x, tf.sigmoid(tf.mul(2 * Math.sqrt(2 / Math.PI), tf.add(x, tf.mul(0.044715, cube)))))
-}
-
-/** LayerNorm without affine parameters, eps 1e-6, over the last axis. */
-const layerNorm = (x: tf.Tensor): tf.Tensor => {
-  const { mean, variance } = tf.moments(x, -1, true)
-  return tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, 1e-6)))
-}
-
-/** x·(1 + scale) + shift, with shift and scale [B, D] broadcast over tokens. */
-const modulate = (x: tf.Tensor, shift: tf.Tensor, scale: tf.Tensor): tf.Tensor =>
-  tf.add(tf.mul(x, tf.add(tf.expandDims(scale, 1), 1)), tf.expandDims(shift, 1))
-
-/** The conditioning vectors after SiLU → Linear, split in `chunks` (the reference's .chunk(n, dim=1)). */
-const adaLN = (path: string, p: AdaLN, c: tf.Tensor, chunks: number, linear: Linear.Apply): Array<tf.Tensor> =>
-  tf.split(linear(`${path}.adaLN_modulation.1`, p["1"], silu(c)), chunks, 1)
-
-function attention(config: Config.Config, path: string, p: BlockParams["attn"], x: tf.Tensor3D, linear: Linear.Apply): tf.Tensor {
-  const [b, t] = x.shape
-  const heads = config.numHeads
-  const hd = Config.headDim(config)
-  // qkv features are laid out (3, heads, head_dim), as the reference reshapes them.
-  const [q, k, v] = tf.split(linear(`${path}.qkv`, p.qkv, x), 3, 2).map((part) =>
-    tf.transpose(tf.reshape(part, [b, t, heads, hd]), [0, 2, 1, 3])
-  )
-  const weights = tf.softmax(tf.mul(tf.matMul(q!, k!, false, true), 1 / Math.sqrt(hd)))
-  const merged = tf.reshape(tf.transpose(tf.matMul(weights, v!), [0, 2, 1, 3]), [b, t, heads * hd])
-  return linear(`${path}.proj`, p.proj, merged)
-}
+/** The conditioning vectors after SiLU → Linear: mod [B, chunks·D], the reference's .chunk(n, dim=1) read in place by the fused ops. */
+const adaLN = (path: string, p: AdaLN, c: tf.Tensor, linear: Linear.Apply): tf.Tensor =>
+  linear(`${path}.adaLN_modulation.1`, p["1"], Fused.silu(c))
 
 /**
  * Labels as one-hot rows, built on the host. The embedding lookup is a
@@ -133,7 +98,7 @@ export function embed(
   const x = tf.add(patches, p.pos_embed) as tf.Tensor3D
   const freqs = tf.tensor2d(Embeddings.timestepEmbedding(inputs.t), [b, Embeddings.timestepFrequencies])
   const mlp = p.t_embedder.mlp
-  const tEmb = linear("t_embedder.mlp.2", mlp["2"], silu(linear("t_embedder.mlp.0", mlp["0"], freqs)))
+  const tEmb = linear("t_embedder.mlp.2", mlp["2"], Fused.silu(linear("t_embedder.mlp.0", mlp["0"], freqs)))
   const table = p.y_embedder.embedding_table.weight
   const yEmb = tf.matMul(oneHot(inputs.y, table.shape[0]!), table)
   return { x, c: tf.add(tEmb, yEmb) as tf.Tensor2D }
@@ -149,12 +114,13 @@ export function block(
   linear: Linear.Apply = Linear.apply
 ): tf.Tensor3D {
   const path = `blocks.${index}`
-  const [shiftMsa, scaleMsa, gateMsa, shiftMlp, scaleMlp, gateMlp] = adaLN(path, p.adaLN_modulation, c, 6, linear)
-  const attn = attention(config, `${path}.attn`, p.attn, modulate(layerNorm(x), shiftMsa!, scaleMsa!) as tf.Tensor3D, linear)
-  const x1 = tf.add(x, tf.mul(tf.expandDims(gateMsa!, 1), attn))
-  const hidden = gelu(linear(`${path}.mlp.fc1`, p.mlp.fc1, modulate(layerNorm(x1), shiftMlp!, scaleMlp!)))
-  const mlp = linear(`${path}.mlp.fc2`, p.mlp.fc2, hidden)
-  return tf.add(x1, tf.mul(tf.expandDims(gateMlp!, 1), mlp)) as tf.Tensor3D
+  // mod's chunks: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp.
+  const mod = adaLN(path, p.adaLN_modulation, c, linear)
+  const qkv = linear(`${path}.attn.qkv`, p.attn.qkv, Fused.layerNormModulate(x, mod, 0, 1))
+  const attn = linear(`${path}.attn.proj`, p.attn.proj, Fused.attention(qkv, config.numHeads))
+  const x1 = Fused.gatedResidual(x, attn, mod, 2)
+  const hidden = Fused.gelu(linear(`${path}.mlp.fc1`, p.mlp.fc1, Fused.layerNormModulate(x1, mod, 3, 4)))
+  return Fused.gatedResidual(x1, linear(`${path}.mlp.fc2`, p.mlp.fc2, hidden), mod, 5) as tf.Tensor3D
 }
 
 /** Final layer (LN → adaLN shift/scale → Linear) and unpatchify: [B, H, W, C_out]. */
@@ -165,8 +131,9 @@ export function finalLayer(
   c: tf.Tensor2D,
   linear: Linear.Apply = Linear.apply
 ): tf.Tensor4D {
-  const [shift, scale] = adaLN("final_layer", p.final_layer.adaLN_modulation, c, 2, linear)
-  const out = linear("final_layer.linear", p.final_layer.linear, modulate(layerNorm(x), shift!, scale!)) as tf.Tensor3D
+  // mod's chunks: shift, scale.
+  const mod = adaLN("final_layer", p.final_layer.adaLN_modulation, c, linear)
+  const out = linear("final_layer.linear", p.final_layer.linear, Fused.layerNormModulate(x, mod, 0, 1)) as tf.Tensor3D
   return Embeddings.unpatchify(out, config.patchSize, Config.outChannels(config))
 }
 

@@ -5,7 +5,7 @@
  * frozen/trainable split, a probe — replaces one function instead of
  * editing the model.
  */
-import { tf } from "@tinyfusion/tensor"
+import { Fused, type tf } from "@tinyfusion/tensor"
 
 export interface Params {
   readonly weight: tf.Tensor
@@ -15,11 +15,5 @@ export interface Params {
 /** Applies the Linear at `path` (its state_dict prefix) to x [..., in]. */
 export type Apply = (path: string, layer: Params, x: tf.Tensor) => tf.Tensor
 
-/** The plain nn.Linear. */
-export const apply: Apply = (_path, layer, x) => {
-  const [outFeatures, inFeatures] = layer.weight.shape as [number, number]
-  const lead = x.shape.slice(0, -1)
-  const flat = tf.reshape(x, [-1, inFeatures])
-  const y = tf.add(tf.matMul(flat, layer.weight, false, true), layer.bias)
-  return lead.length === 1 ? y : tf.reshape(y, [...lead, outFeatures])
-}
+/** The plain nn.Linear (one fused kernel on wasm). */
+export const apply: Apply = (_path, layer, x) => Fused.linear(x, layer.weight, layer.bias)

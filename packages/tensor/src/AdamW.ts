@@ -5,7 +5,10 @@
  * Parameters are split into named groups, each with its own learning rate and
  * weight decay (e.g. TinyFusion's gates at 1e-3 and LoRA at 1e-4).
  * Pure: returns new params and state; the caller releases the old ones.
+ * On wasm each parameter's update is one kernel that rounds every operation
+ * to float32 as the composed ops do, so both give the same bits.
  */
+import * as FusedKernels from "./FusedKernels.ts"
 import * as ParamTree from "./ParamTree.ts"
 import { tf } from "./tf.ts"
 
@@ -79,10 +82,27 @@ export function update(
   const next: Array<[string, tf.Tensor]> = []
   const m1s: Array<[string, tf.Tensor]> = []
   const v1s: Array<[string, tf.Tensor]> = []
+  const fused = FusedKernels.active()
   for (const [key, p] of ParamTree.flattenTensors(params)) {
     const g = grad(key)
     const group = groupOf(config, key)
     const lr = group.lr * lrScale
+    if (fused) {
+      const [p1, m1, v1] = tf.engine().runKernel(FusedKernels.names.adamw, { p, g, m: first(key), v: second(key) }, {
+        beta1: config.beta1,
+        oneMinusBeta1: 1 - config.beta1,
+        beta2: config.beta2,
+        oneMinusBeta2: 1 - config.beta2,
+        sqrtBc2: Math.sqrt(bc2),
+        eps: config.eps,
+        step: lr / bc1,
+        decay: group.weightDecay === 0 ? 1 : 1 - lr * group.weightDecay
+      }) as Array<tf.Tensor>
+      next.push([key, p1!])
+      m1s.push([key, m1!])
+      v1s.push([key, v1!])
+      continue
+    }
     const decayed = group.weightDecay === 0 ? p : tf.mul(p, 1 - lr * group.weightDecay)
     const m1 = tf.add(tf.mul(first(key), config.beta1), tf.mul(g, 1 - config.beta1))
     const v1 = tf.add(tf.mul(second(key), config.beta2), tf.mul(tf.square(g), 1 - config.beta2))

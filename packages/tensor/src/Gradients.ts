@@ -3,12 +3,19 @@
  * (scale every gradient by max_norm / (‖g‖ + 1e-6) when that is below 1), and a
  * finiteness check for NaN/Inf steps.
  */
+import * as FusedKernels from "./FusedKernels.ts"
 import * as ParamTree from "./ParamTree.ts"
 import { tf } from "./tf.ts"
 
-/** √(Σ‖g‖²) over the whole tree, as a scalar tensor. */
+/** √(Σ‖g‖²) over the whole tree, as a scalar tensor (on wasm, one kernel sums every square). */
 export const globalNorm = (grads: ParamTree.ParamTree): tf.Scalar =>
-  tf.tidy(() => tf.sqrt(sum(ParamTree.leaves(grads).map((g) => tf.sum(tf.square(g))))) as tf.Scalar)
+  tf.tidy(() => {
+    const leaves = ParamTree.leaves(grads)
+    const squares = FusedKernels.active() && leaves.length > 0
+      ? FusedKernels.runKernel(FusedKernels.names.sumSquares, leaves as unknown as tf.NamedTensorMap)
+      : sum(leaves.map((g) => tf.sum(tf.square(g))))
+    return tf.sqrt(squares) as tf.Scalar
+  })
 
 /**
  * Sum of equally shaped tensors by pairwise tf.add. Not tf.addN: its WebGPU

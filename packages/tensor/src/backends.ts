@@ -4,6 +4,7 @@
  */
 import * as os from "node:os"
 import { tf } from "./tf.ts"
+import * as FusedKernels from "./FusedKernels.ts"
 import * as WasmMatMul from "./WasmMatMul.ts"
 
 export interface StartedBackend {
@@ -40,6 +41,7 @@ async function startWasm(): Promise<StartedBackend> {
   await import("@tensorflow/tfjs-backend-wasm")
   // Before the backend starts, so every stage on this layer gets the fast kernels.
   WasmMatMul.install()
+  FusedKernels.install()
   await activate("wasm")
   const simd = await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT")
   const backend = tf.backend() as unknown as { wasm: { HEAPU8: Uint8Array; tfjs: { getThreadsCount(): number } } }

@@ -1,7 +1,7 @@
 /** `bench compute`: the residual-MLP proxy training step on each backend that initialises here. */
 import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
-import { BackendUnavailable, Benchmark, backendNames, Compute, ComputeError, WasmMatMul } from "@tinyfusion/tensor"
+import { BackendUnavailable, Benchmark, backendNames, Compute, ComputeError, FusedKernels, WasmMatMul } from "@tinyfusion/tensor"
 import * as Table from "../../Table.ts"
 
 export const backendsFlag = Flag.String("backends").pipe(
@@ -38,6 +38,17 @@ export const withMatMul = <A, E, R>(choice: "ours" | "tfjs", self: Effect.Effect
   choice === "ours"
     ? self
     : Effect.acquireUseRelease(Effect.sync(WasmMatMul.uninstall), () => self, () => Effect.sync(WasmMatMul.install))
+
+export const fusedFlag = Flag.Literals("fused", ["on", "off"]).pipe(
+  Flag.withDescription("wasm: the fused DiT kernels (FusedKernels) or the composed tfjs ops they replace, for before/after figures"),
+  Flag.withDefault("on" as const)
+)
+
+/** Runs `self` with the fused kernels removed when asked (the ops compose), restoring them after. */
+export const withFused = <A, E, R>(choice: "on" | "off", self: Effect.Effect<A, E, R>) =>
+  choice === "on"
+    ? self
+    : Effect.acquireUseRelease(Effect.sync(FusedKernels.uninstall), () => self, () => Effect.sync(FusedKernels.install))
 
 export const compute = Command.make(
   "compute",

@@ -21,8 +21,9 @@ import { Speed } from "@tinyfusion/experiments"
 import { Config } from "@tinyfusion/models"
 import { Width } from "@tinyfusion/pruning"
 import { Compute } from "@tinyfusion/tensor"
+import * as CheckedFlags from "../../CheckedFlags.ts"
 import * as Table from "../../Table.ts"
-import { backendsFlag, eachBackend } from "./compute.ts"
+import { backendsFlag, eachBackend, fusedFlag, withFused } from "./compute.ts"
 
 const list = (text: string): Array<number> => text.split(",").map((s) => s.trim()).filter((s) => s !== "").map(Number)
 
@@ -37,7 +38,11 @@ export const depth = Command.make(
     hidden: Flag.Int("hidden").pipe(Flag.withDefault(128), Flag.withDescription("Width of the mini shape (4 heads, patch 2, 8×8×4 latents)")),
     batch: Flag.Int("batch").pipe(Flag.withDefault(64), Flag.withDescription("Images per batch (the forward batch is twice this under guidance)")),
     cfg: Flag.Finite("cfg").pipe(Flag.withDefault(1.5), Flag.withDescription("Guidance scale (above 1 doubles the batch)")),
-    rounds: Flag.Int("rounds").pipe(Flag.withDefault(9), Flag.withDescription("Interleaved rounds, one timed pass of every shape each (6 or more reach a 95% interval)")),
+    rounds: CheckedFlags.count("rounds").pipe(
+      Flag.withDefault(9),
+      Flag.withDescription("Interleaved rounds, one timed pass of every shape each (6 or more reach a 95% interval)")
+    ),
+    fused: fusedFlag,
     backends: backendsFlag
   },
   (o) =>
@@ -63,7 +68,7 @@ export const depth = Command.make(
       )
       const rows: Array<Array<string>> = []
       yield* eachBackend(o.backends, rows, (name) =>
-        Effect.gen(function*() {
+        withFused(o.fused, Effect.gen(function*() {
           const c = yield* Compute
           const measured = yield* Speed.measure(shapes.map((s) => ({ family: "dit" as const, model: s.model })), sampling, {
             batch: o.batch,
@@ -88,8 +93,8 @@ export const depth = Command.make(
               `${(100 * t.level).toFixed(1)}%`
             ])
           }
-          yield* Console.log(`${name}: ${c.device}`)
-        }))
+          yield* Console.log(`${name}: ${c.device}${o.fused === "off" ? " (composed ops, no fused kernels)" : ""}`)
+        })))
       yield* Console.log(Table.render(
         ["backend", "shape", "parameters kept", "parameters", "it/s", "speed-up", "cpu ms/it", "speed-up (cpu)", "linear", "of linear", "interval level"],
         rows

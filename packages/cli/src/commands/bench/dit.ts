@@ -3,9 +3,9 @@ import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
 import { GaussianDiffusion, Training } from "@tinyfusion/diffusion"
 import { Checkpoint, Config, DiT, Init } from "@tinyfusion/models"
-import { AdamW, Benchmark, Compute, ParamTree, Rng, tf } from "@tinyfusion/tensor"
+import { AdamW, Benchmark, Compute, KernelProfile, ParamTree, Rng, tf } from "@tinyfusion/tensor"
 import * as Table from "../../Table.ts"
-import { backendsFlag, eachBackend, matmulFlag, withMatMul } from "./compute.ts"
+import { backendsFlag, eachBackend, fusedFlag, matmulFlag, withFused, withMatMul } from "./compute.ts"
 
 /** 2 × multiply–adds of one DiT forward: embeddings, per block the Linears and attention, the final layer. */
 const forwardFlops = (c: Config.Config, batch: number): number => {
@@ -92,8 +92,11 @@ const streamedForwardTiming = (config: Config.Config, batch: number, budget: Bud
     return yield* within(once, budget).pipe(Effect.ensuring(Effect.sync(() => (ParamTree.dispose(outer), x.dispose()))))
   })
 
-/** DiT's training step: diffusion loss (ε-MSE + vb), gradients, clip 1.0, AdamW, EMA 0.9999. */
-const trainTiming = (config: Config.Config, batch: number, budget: Budget) =>
+/**
+ * DiT's training step (diffusion loss ε-MSE + vb, gradients, clip 1.0, AdamW,
+ * EMA 0.9999) as a repeatable call; `profiled` records its kernels.
+ */
+const trainer = (config: Config.Config, batch: number) =>
   Effect.gen(function*() {
     const compute = yield* Compute
     const objective = { _tag: "ddpm", diffusion: yield* GaussianDiffusion.make() } as const
@@ -101,15 +104,59 @@ const trainTiming = (config: Config.Config, batch: number, budget: Budget) =>
     const { x, labels } = benchBatch(config, batch)
     let state = Training.init(benchParams(config))
     let step = 0
-    const once = Effect.gen(function*() {
-      const next = Training.trainStep(objective, config, hyper, state, { x, labels }, { seed: 0, step: step++ })
-      yield* compute.read(next.loss)
-      Training.dispose(state)
-      tf.dispose([next.loss, next.gradNorm])
-      state = next.state
-    })
-    return yield* within(once, budget).pipe(Effect.ensuring(Effect.sync(() => (Training.dispose(state), x.dispose()))))
+    const run = (profiled: boolean) =>
+      Effect.gen(function*() {
+        const go = () => Training.trainStep(objective, config, hyper, state, { x, labels }, { seed: 0, step: step++ })
+        const { result: next, profile } = profiled ? KernelProfile.record(go) : { result: go(), profile: undefined }
+        yield* compute.read(next.loss)
+        Training.dispose(state)
+        tf.dispose([next.loss, next.gradNorm])
+        state = next.state
+        return profile
+      })
+    return { once: run(false), profiled: run(true), release: Effect.sync(() => (Training.dispose(state), x.dispose())) }
   })
+
+/** DiT's training step timed. */
+const trainTiming = (config: Config.Config, batch: number, budget: Budget) =>
+  Effect.gen(function*() {
+    const t = yield* trainer(config, batch)
+    return yield* within(t.once, budget).pipe(Effect.ensuring(t.release))
+  })
+
+/** The kernel profile of `steps` training steps after one unprofiled step, per step. */
+const trainProfile = (config: Config.Config, batch: number, steps: number) =>
+  Effect.gen(function*() {
+    const t = yield* trainer(config, batch)
+    return yield* Effect.gen(function*() {
+      yield* t.once
+      const profiles: Array<KernelProfile.Profile> = []
+      for (let i = 0; i < steps; i++) profiles.push((yield* t.profiled)!)
+      return KernelProfile.average(profiles)
+    }).pipe(Effect.ensuring(t.release))
+  })
+
+/** The profile as text: phases (wall time, time in kernels, calls) and the `top` slowest kernels by phase. */
+const renderProfile = (p: KernelProfile.Profile, top: number): string => {
+  const share = (ms: number) => `${Table.fixed((100 * ms) / p.ms, 1)}%`
+  const phases = Table.render(
+    ["phase", "ms/step", "share", "in kernels ms", "outside kernels ms", "kernel calls"],
+    p.phases.map((ph) => [ph.phase, Table.fixed(ph.ms, 1), share(ph.ms), Table.fixed(ph.kernelMs, 1), Table.fixed(ph.ms - ph.kernelMs, 1), Table.fixed(ph.calls, 0)])
+  )
+  const kernels = Table.render(
+    ["#", "kernel", "phase", "calls/step", "ms/step", "share", "µs/call"],
+    p.kernels.slice(0, top).map((k, i) => [
+      String(i + 1),
+      k.kernel,
+      k.phase,
+      Table.fixed(k.calls, 0),
+      Table.fixed(k.ms, 1),
+      share(k.ms),
+      Table.fixed((1000 * k.ms) / k.calls, 1)
+    ])
+  )
+  return `step ${Table.fixed(p.ms, 1)} ms (profiled; timing every kernel adds a little)\n${phases}\n${kernels}`
+}
 
 export const dit = Command.make(
   "dit",
@@ -120,7 +167,13 @@ export const dit = Command.make(
     xlBatch: Flag.Int("xl-batch").pipe(Flag.withDefault(32), Flag.withDescription("DiT-XL/2 and D14 batch on a hardware GPU (CPU backends: forward at batch 1)")),
     repetitions: Flag.Int("repetitions").pipe(Flag.withDefault(5), Flag.withDescription("Timed calls per figure")),
     budget: Flag.Int("budget-s").pipe(Flag.withDefault(60), Flag.withDescription("Seconds per figure; an XL forward estimated above it is skipped")),
+    profile: Flag.Int("profile").pipe(
+      Flag.withDefault(0),
+      Flag.withDescription("Also print the per-kernel profile of the mini training step (mean of this many steps): phases and the slowest kernels")
+    ),
+    top: Flag.Int("top").pipe(Flag.withDefault(25), Flag.withDescription("Kernels listed in the profile")),
     matmul: matmulFlag,
+    fused: fusedFlag,
     backends: backendsFlag
   },
   (o) =>
@@ -135,7 +188,7 @@ export const dit = Command.make(
       )
       const rows: Array<Array<string>> = []
       yield* eachBackend(o.backends, rows, (name) =>
-        withMatMul(o.matmul, Effect.gen(function*() {
+        withFused(o.fused, withMatMul(o.matmul, Effect.gen(function*() {
           const c = yield* Compute
           const row = (model: string, batch: number, fwd: Benchmark.Timing | string, train: Benchmark.Timing | string, config: Config.Config) =>
             rows.push([
@@ -150,6 +203,9 @@ export const dit = Command.make(
           const fwd = yield* forwardTiming(mini, o.batch, budget)
           const train = yield* trainTiming(mini, o.batch, budget)
           row("mini", o.batch, fwd, train, mini)
+          if (o.profile > 0) {
+            yield* Console.log(`${name}: kernel profile of the mini training step, mean of ${o.profile}\n${renderProfile(yield* trainProfile(mini, o.batch, o.profile), o.top)}`)
+          }
           const rate = forwardFlops(mini, o.batch) / fwd.ms
           const large = c.hardware ? [["DiT-XL/2", xl], ["TinyDiT-D14", d14]] as const : [["DiT-XL/2", xl]] as const
           for (const [label, config] of large) {
@@ -164,8 +220,9 @@ export const dit = Command.make(
             const xlFwd = yield* (streamed ? streamedForwardTiming : forwardTiming)(config, batch, budget)
             row(`${label}${streamed ? " (streamed)" : ""}`, batch, xlFwd, c.hardware ? yield* trainTiming(config, batch, budget) : "CPU: forward only", config)
           }
-          yield* Console.log(`${name}: ${c.device}${o.matmul === "tfjs" ? " (tfjs's matmul kernels)" : ""}`)
-        })))
+          const kernels = [o.matmul === "tfjs" ? "tfjs's matmul kernels" : "", o.fused === "off" ? "composed ops, no fused kernels" : ""].filter((k) => k !== "")
+          yield* Console.log(`${name}: ${c.device}${kernels.length > 0 ? ` (${kernels.join("; ")})` : ""}`)
+        }))))
       yield* Console.log(Table.render(["backend", "model", "batch", "forward ms", "fwd GFLOP/s", "train ms/step", "train samples/s"], rows))
     })
 ).pipe(Command.withDescription("Time DiT forward and training steps: the mini teacher, and DiT-XL/2 shapes, on each backend"))

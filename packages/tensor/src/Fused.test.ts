@@ -1,0 +1,201 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import * as AdamW from "./AdamW.ts"
+import { Compute } from "./Compute.ts"
+import * as Ema from "./Ema.ts"
+import * as Fused from "./Fused.ts"
+import * as FusedKernels from "./FusedKernels.ts"
+import * as Gradients from "./Gradients.ts"
+import * as ParamTree from "./ParamTree.ts"
+import * as Rng from "./Rng.ts"
+import { tf } from "./tf.ts"
+
+const size = (shape: ReadonlyArray<number>) => shape.reduce((p, d) => p * d, 1)
+
+const assertClose = (label: string, actual: Float32Array, expected: Float32Array, tolerance = 1e-4) => {
+  assert.strictEqual(actual.length, expected.length, `${label}: length`)
+  for (let i = 0; i < actual.length; i++) {
+    const bound = tolerance * (1 + Math.abs(expected[i]!))
+    if (!(Math.abs(actual[i]! - expected[i]!) <= bound)) assert.fail(`${label}[${i}]: ${actual[i]} vs ${expected[i]} (tolerance ${bound})`)
+  }
+}
+
+/** Inputs drawn N(0, 1) (or by `draw`) for each shape. */
+const inputs = (seed: number, shapes: ReadonlyArray<ReadonlyArray<number>>) => {
+  const s = Rng.stream(seed, "fused/inputs")
+  return shapes.map((shape, i) => tf.tensor(Rng.normal(s, i, size(shape)), [...shape]))
+}
+
+/**
+ * Value and gradients of L = Σ f(inputs) ⊙ w for w drawn N(0, 1): the op's
+ * output and its vector-Jacobian product for every input.
+ */
+const evaluate = (f: (...xs: Array<tf.Tensor>) => tf.Tensor, xs: ReadonlyArray<tf.Tensor>, seed: number) =>
+  tf.tidy(() => {
+    const out = f(...xs)
+    const w = tf.tensor(Rng.normal(Rng.stream(seed, "fused/weights"), 0, out.size), out.shape)
+    const grads = tf.grads((...ys: Array<tf.Tensor>) => tf.sum(tf.mul(f(...ys), w)))([...xs])
+    return { shape: out.shape, out: out.dataSync() as Float32Array, grads: grads.map((g) => g.dataSync() as Float32Array) }
+  })
+
+/** The kernel (wasm) against the composed ops (also on wasm): values and every gradient. */
+const agree = (
+  label: string,
+  fused: (...xs: Array<tf.Tensor>) => tf.Tensor,
+  composed: (...xs: Array<tf.Tensor>) => tf.Tensor,
+  shapes: ReadonlyArray<ReadonlyArray<number>>,
+  seed: number,
+  tolerance = 1e-4
+) => {
+  assert.isTrue(FusedKernels.active(), "the fused kernels run on wasm")
+  const xs = inputs(seed, shapes)
+  const a = evaluate(fused, xs, seed)
+  const b = evaluate(composed, xs, seed)
+  tf.dispose(xs)
+  assert.deepStrictEqual(a.shape, b.shape, `${label}: shape`)
+  assertClose(`${label}: value`, a.out, b.out, tolerance)
+  a.grads.forEach((g, i) => assertClose(`${label}: ∂input ${i}`, g, b.grads[i]!, tolerance))
+}
+
+const numDataIds = () => (tf.backend() as unknown as { numDataIds(): number }).numDataIds()
+
+describe("Fused", () => {
+  it.effect("linear: values and gradients (x, W, b) match x·Wᵀ + b composed, across the kernel's blocking and edges", () =>
+    Effect.gen(function*() {
+      yield* Compute
+      // [x shape, out]: tails of every tile, rank 3, and sizes past one block of rows (64), inner (256) and columns (256).
+      const cases: ReadonlyArray<[ReadonlyArray<number>, number]> = [[[3, 5], 7], [[1, 1], 1], [[2, 37, 19], 13], [[64, 64], 192], [[130, 300], 270]]
+      cases.forEach(([x, n], i) => {
+        const k = x[x.length - 1]!
+        agree(`linear ${x}→${n}`, Fused.linear, Fused.composed.linear, [x, [n, k], [n]], i, k > 256 ? 3e-4 : 1e-4)
+      })
+    }).pipe(Effect.provide(Compute.wasm)))
+
+  it.effect("silu and gelu (tanh): values and gradients match the composed activations", () =>
+    Effect.gen(function*() {
+      yield* Compute
+      for (const [i, shape] of [[3], [2, 9, 5], [512, 64]].entries()) {
+        agree(`silu ${shape}`, Fused.silu, Fused.composed.silu, [shape], i)
+        agree(`gelu ${shape}`, Fused.gelu, Fused.composed.gelu, [shape], 10 + i)
+      }
+      // Far tails: σ saturates without overflow.
+      const x = tf.tensor([-120, -30, 0, 30, 120])
+      assertClose("gelu tails", Fused.gelu(x).dataSync() as Float32Array, Float32Array.from([-0, -0, 0, 30, 120]))
+      assertClose("silu tails", Fused.silu(x).dataSync() as Float32Array, Float32Array.from([-0, -2.8e-12, 0, 30, 120]))
+    }).pipe(Effect.provide(Compute.wasm)))
+
+  it.effect("layerNormModulate: values and gradients (x, mod) match LayerNorm then x·(1 + scale) + shift", () =>
+    Effect.gen(function*() {
+      yield* Compute
+      for (const [i, [b, t, d, chunks, shift, scale]] of [[3, 5, 7, 3, 2, 0], [2, 16, 64, 6, 3, 4], [1, 1, 4, 2, 0, 1]].entries()) {
+        agree(
+          `layerNormModulate [${b},${t},${d}], chunks ${shift},${scale} of ${chunks}`,
+          (x, mod) => Fused.layerNormModulate(x!, mod!, shift!, scale!),
+          (x, mod) => Fused.composed.layerNormModulate(x!, mod!, shift!, scale!),
+          [[b!, t!, d!], [b!, chunks! * d!]],
+          20 + i
+        )
+      }
+    }).pipe(Effect.provide(Compute.wasm)))
+
+  it.effect("gatedResidual: values and gradients (x, y, mod) match x + gate·y", () =>
+    Effect.gen(function*() {
+      yield* Compute
+      for (const [i, [b, t, d, chunks, gate]] of [[3, 5, 7, 6, 5], [2, 16, 64, 6, 2]].entries()) {
+        agree(
+          `gatedResidual [${b},${t},${d}], chunk ${gate} of ${chunks}`,
+          (x, y, mod) => Fused.gatedResidual(x!, y!, mod!, gate!),
+          (x, y, mod) => Fused.composed.gatedResidual(x!, y!, mod!, gate!),
+          [[b!, t!, d!], [b!, t!, d!], [b!, chunks! * d!]],
+          30 + i
+        )
+      }
+    }).pipe(Effect.provide(Compute.wasm)))
+
+  it.effect("attention: values and the gradient of qkv match the composed multi-head softmax attention", () =>
+    Effect.gen(function*() {
+      yield* Compute
+      for (const [i, [b, t, heads, hd]] of [[2, 5, 2, 3], [3, 16, 4, 16], [1, 1, 1, 1], [2, 7, 3, 32]].entries()) {
+        agree(
+          `attention B=${b} T=${t} heads=${heads} hd=${hd}`,
+          (qkv) => Fused.attention(qkv!, heads!),
+          (qkv) => Fused.composed.attention(qkv!, heads!),
+          [[b!, t!, 3 * heads! * hd!]],
+          40 + i
+        )
+      }
+    }).pipe(Effect.provide(Compute.wasm)))
+
+  it.effect("bad shapes and chunks are refused with the op's name", () =>
+    Effect.gen(function*() {
+      yield* Compute
+      const x = tf.zeros([2, 3, 4])
+      assert.throws(() => Fused.layerNormModulate(x, tf.zeros([2, 12]), 0, 3), /layerNormModulate: chunk 3 is not one of mod's 3/)
+      assert.throws(() => Fused.gatedResidual(x, x, tf.zeros([3, 12]), 0), /gatedResidual: .* mod \[3,12\]/)
+      assert.throws(() => Fused.attention(tf.zeros([2, 3, 10]), 2), /attention: qkv \[2,3,10\]/)
+      assert.throws(() => Fused.linear(x, tf.zeros([5, 3]), tf.zeros([5])), /linear: x \[2,3,4\], weight \[5,3\]/)
+    }).pipe(Effect.provide(Compute.wasm)))
+
+  it.effect("AdamW and the EMA give the same bits as the composed ops; the global norm agrees", () =>
+    Effect.gen(function*() {
+      yield* Compute
+      const s = Rng.stream(0, "fused/optimiser")
+      const shapes: Record<string, ReadonlyArray<number>> = { "a.weight": [3, 5], "a.bias": [7], "b.weight": [64, 9] }
+      const tree = (i: number) => ParamTree.unflatten(Object.entries(shapes).map(([k, sh], j) => [k, tf.tensor(Rng.normal(s, 10 * i + j, size(sh)), [...sh])] as const)) as ParamTree.ParamTree
+      const config: AdamW.Config = {
+        ...AdamW.defaults,
+        groups: [
+          { name: "decayed", includes: (k) => k.startsWith("b."), lr: 3e-3, weightDecay: 0.1 },
+          { name: "rest", includes: () => true, lr: 1e-3, weightDecay: 0 }
+        ]
+      }
+      /** Three updates from the same start; the bits of every tensor after each. */
+      const run = () => {
+        let params = tree(0)
+        let state = AdamW.init(params)
+        let ema = ParamTree.clone(params)
+        const seen: Array<Array<number>> = []
+        for (let step = 1; step <= 3; step++) {
+          const grads = tree(step)
+          const next = AdamW.update(config, state, params, grads, 0.5 * step)
+          const nextEma = Ema.update(ema, next.params, 0.999)
+          for (const t of ParamTree.leaves(next.params).concat(ParamTree.leaves(next.state.m), ParamTree.leaves(next.state.v), ParamTree.leaves(nextEma))) {
+            seen.push(Array.from(new Uint32Array((t.dataSync() as Float32Array).slice().buffer)))
+          }
+          seen.push([Gradients.globalNorm(grads).dataSync()[0]!])
+          ParamTree.dispose([params, state.m, state.v, ema, grads])
+          ;[params, state, ema] = [next.params, next.state, nextEma]
+        }
+        ParamTree.dispose([params, state.m, state.v, ema])
+        return seen
+      }
+      const fused = run()
+      FusedKernels.uninstall()
+      const composed = yield* Effect.sync(run).pipe(Effect.ensuring(Effect.sync(FusedKernels.install)))
+      assert.strictEqual(fused.length, composed.length)
+      fused.forEach((bits, i) => {
+        if (bits.length === 1 && composed[i]!.length === 1) assert.closeTo(bits[0]!, composed[i]![0]!, 1e-5 * composed[i]![0]!, `global norm ${i}`)
+        else assert.deepStrictEqual(bits, composed[i], `tensor ${i}`)
+      })
+    }).pipe(Effect.provide(Compute.wasm)))
+
+  it.effect("wasm's Identity shares data: a clone outlives its source, and nothing leaks", () =>
+    Effect.gen(function*() {
+      yield* Compute
+      const before = numDataIds()
+      const x = tf.tensor([1, 2, 3])
+      const y = tf.clone(x)
+      x.dispose()
+      assert.deepStrictEqual(Array.from(y.dataSync()), [1, 2, 3])
+      y.dispose()
+      assert.strictEqual(numDataIds(), before)
+    }).pipe(Effect.provide(Compute.wasm)))
+
+  it.effect("on cpu the ops are the composed ones", () =>
+    Effect.gen(function*() {
+      yield* Compute
+      assert.isFalse(FusedKernels.active())
+      const [x, w, b] = inputs(50, [[4, 6], [3, 6], [3]])
+      assert.deepStrictEqual(Array.from(Fused.linear(x!, w!, b!).dataSync()), Array.from(Fused.composed.linear(x!, w!, b!).dataSync()))
+    }).pipe(Effect.provide(Compute.cpu)))
+})

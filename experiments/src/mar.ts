@@ -49,13 +49,13 @@ export const cells = Effect.fn("Mar.cells")(function*<E, R>(preset: Preset, shar
   const protocol = (cell: Cell): Evaluation.EvaluationConfig => ({ ...preset.evaluation[cell.protocol], weights: "ema", mar: preset.mar.sampling[cell.protocol] })
   const upstream = Effect.all({ autoencoder: shared.autoencoder, reference: shared.reference })
 
+  // Sampling speed belongs to a shape timed in interleaved rounds (speed.ts), not to an evaluation's own sampling.
   const scores = (e: Artifact<Evaluation.EvaluationOutput>): Paper.Metrics => ({
     is: e.output.inceptionScore,
     fid: e.output.fid,
     sfid: e.output.sfid,
     precision: e.output.precision,
-    recall: e.output.recall,
-    ...(typeof e.manifest.metrics["sampling_it_per_s"] === "number" ? { itPerS: e.manifest.metrics["sampling_it_per_s"] } : {})
+    recall: e.output.recall
   })
 
   return (cell: Cell) =>

@@ -4,39 +4,45 @@
  * report.
  *
  *   shared    autoencoder → latents, feature-net → reference, and one
- *             teacher per family: run once, used by every cell
+ *             teacher per family: run once, used by every cell; one
+ *             sampling-speed run timing every distinct shape of the cells
+ *             (a cell's it/s is its shape's)
  *   a cell    prune (its source: the teacher or another cell's recovered
- *             model) → prune-export → recovery (its teacher likewise) →
- *             evaluation; a teacher cell evaluates the teacher; a speed cell
- *             runs sampling-speed on the teacher's shape at a depth, or
- *             width-pruned as Diff-Pruning would (Width.forRatio)
+ *             model) → prune-export → then per recovery seed of its grid:
+ *             recovery (its teacher likewise) → evaluation; a teacher cell
+ *             evaluates the teacher, the instrument check's cell the
+ *             teacher's network untrained; a MAR cell runs mar.ts's stages;
+ *             a speed cell (a depth, or a width as Diff-Pruning would cut it:
+ *             Width.forRatio) only reads its shape's speed
  *
  * Every stage is keyed by its config and inputs, so cells that share a
  * pruning decision (Table 1's D14 and Table 5's strategies) share its
  * artifact, and rerunning after a kill turns every finished stage into a
  * cache hit. A cell that fails is reported and leaves the others running.
  * The report reads nothing but the stage outputs: the numbers beside the
- * paper's are the ones in the manifests.
+ * paper's, and their intervals, come from the manifests and the stored
+ * bootstrap replicates.
  */
 import { Cause, Effect, Exit, FileSystem, Path, Schema } from "effect"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { type Dataset, Stages } from "@tinyfusion/data"
 import { Pretrain } from "@tinyfusion/diffusion"
-import { Evaluation, Reference } from "@tinyfusion/eval"
-import { ModelArtifact, ModelFile } from "@tinyfusion/models"
+import { Bootstrap, Evaluation, Reference } from "@tinyfusion/eval"
+import { type Config, ModelArtifact, ModelFile } from "@tinyfusion/models"
 import { type Decision, PruneStage, Width } from "@tinyfusion/pruning"
 import { Recovery, RecoveryStage } from "@tinyfusion/recovery"
 import { Compute } from "@tinyfusion/tensor"
-import type { Results } from "./claims.ts"
+import * as Claims from "./claims.ts"
+import * as Estimates from "./estimates.ts"
 import * as Figures from "./figures.ts"
-import { type Cell, grids, type Source } from "./grids.ts"
+import { type Cell, grids, instrument, seedsOf, type Source } from "./grids.ts"
 import * as Mar from "./mar.ts"
 import type * as Paper from "./paper.ts"
 import type * as Presets from "./presets.ts"
 import type { Preset } from "./presets.ts"
 import * as WeightNorm from "./pruners/WeightNorm.ts"
 import * as Report from "./report.ts"
-import { SpeedStage } from "./speed.ts"
+import * as Speed from "./speed.ts"
 
 export const tableIds: ReadonlyArray<string> = grids.map((g) => g.table)
 
@@ -48,7 +54,11 @@ export class UnknownTable extends Schema.TaggedError<UnknownTable>()("UnknownTab
   }
 }
 
-/** The cells of the selected tables, then every cell they start from that no selected table lists. */
+/**
+ * The cells of the selected tables, then every cell they start from that no
+ * selected table lists, then the instrument check's (the teacher and the
+ * untrained network: every run says whether its metrics are evidence).
+ */
 export const selectCells = (tables: ReadonlyArray<string>): Effect.Effect<ReadonlyArray<Cell>, UnknownTable> =>
   Effect.gen(function*() {
     const byId = new Map(grids.flatMap((g) => g.cells.map((c) => [c.id, c] as const)))
@@ -65,6 +75,10 @@ export const selectCells = (tables: ReadonlyArray<string>): Effect.Effect<Readon
         const needed = byId.get(source.cell)!
         if (!chosen.includes(needed)) chosen.push(needed)
       }
+    }
+    for (const id of [Claims.instrumentCells.teacher, ...instrument.cells.map((c) => c.id)]) {
+      const cell = byId.get(id)!
+      if (!chosen.includes(cell)) chosen.push(cell)
     }
     return chosen
   })
@@ -84,15 +98,20 @@ type ModelSource = Stage.Artifact<ModelArtifact.Output>
 /** The services a cell's stages use. */
 type Needs = ArtifactStore | Compute | Dataset | FileSystem.FileSystem | Path.Path
 
-/** What a cell produced: its metrics, the artifacts behind them, and what the figures draw. */
-interface CellRun {
-  readonly cell: Cell
-  readonly metrics: Paper.Metrics
+/** What one run of a cell (one recovery seed) produced: its numbers, the artifacts behind them, the model. */
+interface SeedRun {
+  readonly run: Estimates.Run
   readonly artifacts: ReadonlyArray<Stage.Artifact<unknown>>
   /** The model a later cell can start from (absent for speed cells and diverged runs). */
   readonly model?: ModelSource
-  readonly decision?: Decision.PruneDecision
   readonly evaluation?: Stage.Artifact<Evaluation.EvaluationOutput>
+}
+
+/** What a cell produced: a run per seed (the first is what later cells start from), and what the figures draw. */
+interface CellRun {
+  readonly cell: Cell
+  readonly runs: ReadonlyArray<SeedRun>
+  readonly decision?: Decision.PruneDecision
 }
 
 export interface Options {
@@ -112,8 +131,10 @@ export interface Options {
 }
 
 export interface Summary {
-  readonly results: Results
+  readonly results: Estimates.Results
   readonly failures: ReadonlyArray<CellFailed>
+  readonly judged: ReadonlyArray<Claims.Judged>
+  readonly instrument: Claims.Instrument
 }
 
 const reasonOf = (cause: Cause.Cause<unknown>): string => {
@@ -121,8 +142,43 @@ const reasonOf = (cause: Cause.Cause<unknown>): string => {
   return error instanceof Error ? error.message : String(error)
 }
 
-/** Samples drawn in the report: the teachers and the paper's headline models. */
-const shownSamples = ["t1/teacher", "t1/tinydit-d14-kd", "t1/tinydit-d7-kd", "t2/sit-teacher", "t2/tinysit-d14"]
+/** Samples drawn in the report: the teachers, the paper's headline models and the untrained network. */
+const shownSamples = ["t1/teacher", "t1/tinydit-d14-kd", "t1/tinydit-d7-kd", "t2/sit-teacher", "t2/tinysit-d14", "i/untrained"]
+
+/**
+ * The architecture a cell's model has: the teacher's at the cell's depth, or
+ * at Diff-Pruning's uniform widths (Width.forRatio, what its export keeps). A
+ * MAR is not timed.
+ */
+const shapeOf = (teachers: Readonly<Record<ModelArtifact.Family, Config.Config>>, cell: Cell): Speed.Shape | undefined => {
+  if (cell.family === "mar") return undefined
+  const teacher = teachers[cell.family]
+  const ratio = cell.speedWidth ?? cell.prune?.ratio
+  if (ratio !== undefined) return { family: cell.family, model: Width.forRatio(teacher, ratio).config }
+  return { family: cell.family, model: { ...teacher, depth: cell.speedDepth ?? cell.prune?.keep ?? teacher.depth } }
+}
+
+/** The feature network as the instrument check sees it: trained here with its test accuracy, or the published FID Inception. */
+const featureNetOf = (out: typeof Stages.FeatureNetOutput.Type): Claims.FeatureNet | Claims.PublishedFeatureNet =>
+  "kind" in out.model
+    ? { published: "the FID Inception-V3 (pytorch-fid's weights)" }
+    : { accuracy: out.accuracy, testImages: out.testImages, classes: out.model.classes }
+
+/** The recovery seeds a cell runs with: its grid's count, cut to the preset's most. */
+const recoverySeeds = (preset: Preset, cell: Cell): ReadonlyArray<number> =>
+  Array.from({ length: Math.min(seedsOf(cell.id), preset.maxSeeds) }, (_, i) => preset.recovery.seed + i)
+
+/** A stored evaluation's bootstrap replicates, by metric. */
+const replicatesOf = (e: Stage.Artifact<Evaluation.EvaluationOutput>) =>
+  e.output.bootstrap === null
+    ? Effect.succeed(undefined)
+    : Effect.map(Effect.flatMap(e.bytes(Evaluation.files.bootstrap), Bootstrap.decode), (r) => ({
+      is: r.inceptionScore,
+      fid: r.fid,
+      sfid: r.sfid,
+      precision: r.precision,
+      recall: r.recall
+    }))
 
 /** Pruners added outside the packages, which the extras grid uses (stack more with Layer.provide). */
 export const addedPruners = WeightNorm.layer
@@ -140,14 +196,16 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
     : Stage.run(Stages.importedAutoencoder(imported.autoencoder.path), imported.autoencoder.config, {})
   const ae = yield* Effect.cached(autoencoder)
   const latents = yield* Effect.cached(Effect.flatMap(ae, (autoencoder) => Stage.run(Stages.LatentsStage, preset.latents, { autoencoder })))
-  const reference = yield* Effect.cached(Effect.gen(function*() {
-    if (imported !== undefined) {
-      const featureNet = yield* Stage.run(Stages.importedFeatureNet(imported.featureNet.path), imported.featureNet.config, {})
-      return yield* Stage.run(Reference.fromBatch(imported.reference.path), imported.reference.config, { featureNet })
-    }
-    const featureNet = yield* Stage.run(Stages.FeatureNetStage, preset.featureNet, {})
-    return yield* Stage.run(Reference.ReferenceStage, preset.reference, { featureNet })
-  }))
+  // The feature network and the reference: trained here, or the paper preset's FID Inception and ADM batch.
+  const featureNetRun: Effect.Effect<Stage.Artifact<typeof Stages.FeatureNetOutput.Type>, unknown, Needs> = imported === undefined
+    ? Stage.run(Stages.FeatureNetStage, preset.featureNet, {})
+    : Stage.run(Stages.importedFeatureNet(imported.featureNet.path), imported.featureNet.config, {})
+  const featureNet = yield* Effect.cached(featureNetRun)
+  const referenceOf = (f: Stage.Artifact<typeof Stages.FeatureNetOutput.Type>): Effect.Effect<Stage.Artifact<Reference.ReferenceOutput>, unknown, Needs> =>
+    imported === undefined
+      ? Stage.run(Reference.ReferenceStage, preset.reference, { featureNet: f })
+      : Stage.run(Reference.fromBatch(imported.reference.path), imported.reference.config, { featureNet: f })
+  const reference = yield* Effect.cached(Effect.flatMap(featureNet, referenceOf))
   const teacher = (family: ModelArtifact.Family): Effect.Effect<ModelSource, unknown, Needs> => {
     const file = imported?.teachers[family]
     return file === undefined
@@ -155,6 +213,36 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
       : Effect.map(ModelFile.store(file, { family }), (stored) => stored.artifact)
   }
   const teachers = { dit: yield* Effect.cached(teacher("dit")), sit: yield* Effect.cached(teacher("sit")) }
+  // A teacher's architecture: the preset's, or an imported checkpoint's own.
+  const architecture = (family: ModelArtifact.Family): Effect.Effect<Config.Config, unknown, Needs> =>
+    imported?.teachers[family] === undefined ? Effect.succeed(preset.teacher[family].model) : Effect.map(teachers[family], (t) => t.output.config)
+  // The DiT teacher's network as initialised: pre-training of no steps.
+  const untrained = yield* Effect.cached(Effect.gen(function*() {
+    const model = yield* architecture("dit")
+    const training = { ...preset.teacher.dit.training, steps: 0 }
+    return yield* Stage.run(Pretrain.PretrainStage, { ...preset.teacher.dit, model, training }, { latents: yield* latents })
+  }))
+
+  // Every distinct shape of the cells, timed together in interleaved rounds.
+  const timed = yield* Effect.exit(Effect.gen(function*() {
+    const architectures = { dit: yield* architecture("dit"), sit: yield* architecture("sit") }
+    const shapes = Speed.roundOrder(cells.flatMap((c) => shapeOf(architectures, c) ?? []))
+    const artifact = yield* Stage.run(Speed.SpeedStage, {
+      shapes,
+      sampling: preset.speed.sampling,
+      batch: preset.speed.batch,
+      warmup: preset.speed.warmup,
+      rounds: preset.speed.rounds
+    }, {})
+    return { artifact, architectures }
+  }))
+  const speed = Exit.map(timed, (t) => t.artifact)
+  const speedOf = (cell: Cell): Estimates.Speed | undefined => {
+    if (Exit.isFailure(timed)) return undefined
+    const mine = shapeOf(timed.value.architectures, cell)
+    const shape = mine === undefined ? undefined : timed.value.artifact.output.shapes.find((s) => Speed.sameShape(s, mine))
+    return shape === undefined ? undefined : { itPerS: shape.itPerS, parameters: shape.parameters }
+  }
 
   const marCell = yield* Mar.cells(preset, { latents, autoencoder: ae, reference })
 
@@ -165,9 +253,9 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
     source === "teacher"
       ? teachers[family]
       : Effect.flatMap(resultOf(source.cell), (r) =>
-        r.model === undefined
+        r.runs[0]?.model === undefined
           ? Effect.fail(new CellFailed({ cell: source.cell, reason: `its recovery diverged, so it is no ${role}` }))
-          : Effect.succeed(r.model))
+          : Effect.succeed(r.runs[0].model))
 
   const evaluate = (model: ModelSource, cell: Cell, ema: boolean) =>
     Effect.gen(function*() {
@@ -184,28 +272,43 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
     fid: e.output.fid,
     sfid: e.output.sfid,
     precision: e.output.precision,
-    recall: e.output.recall,
-    ...(typeof e.manifest.metrics["sampling_it_per_s"] === "number" ? { itPerS: e.manifest.metrics["sampling_it_per_s"] } : {})
+    recall: e.output.recall
   })
+
+  /** A run whose model is evaluated: its scores and their bootstrap replicates. */
+  const evaluated = (
+    model: ModelSource,
+    evaluation: Stage.Artifact<Evaluation.EvaluationOutput>,
+    artifacts: ReadonlyArray<Stage.Artifact<unknown>>,
+    seed: number | undefined,
+    metrics: Paper.Metrics = {}
+  ) =>
+    Effect.map(replicatesOf(evaluation), (replicates): SeedRun => ({
+      run: { ...(seed === undefined ? {} : { seed }), metrics: { ...metrics, ...scores(evaluation) }, ...(replicates === undefined ? {} : { replicates }) },
+      artifacts: [...artifacts, evaluation],
+      model,
+      evaluation
+    }))
 
   const runCell = (cell: Cell): Effect.Effect<CellRun, unknown, Needs> =>
     Effect.gen(function*() {
-      if (cell.family === "mar") return { cell, ...(yield* marCell(cell)) }
+      if (cell.family === "mar") {
+        const r = yield* marCell(cell)
+        const replicates = r.evaluation === undefined ? undefined : yield* replicatesOf(r.evaluation)
+        const run: SeedRun = { run: { metrics: r.metrics, ...(replicates === undefined ? {} : { replicates }) }, artifacts: r.artifacts }
+        return { cell, runs: [r.evaluation === undefined ? run : { ...run, evaluation: r.evaluation }], ...(r.decision === undefined ? {} : { decision: r.decision }) }
+      }
       if (cell.speedDepth !== undefined || cell.speedWidth !== undefined) {
-        const shape = preset.teacher[cell.family].model
-        const speed = yield* Stage.run(SpeedStage, {
-          family: cell.family,
-          model: cell.speedWidth === undefined ? { ...shape, depth: cell.speedDepth! } : Width.forRatio(shape, cell.speedWidth).config,
-          sampling: preset.speed.sampling,
-          batch: preset.speed.batch,
-          repetitions: preset.speed.repetitions
-        }, {})
-        return { cell, metrics: { itPerS: speed.output.iterationsPerSecond, parameters: speed.output.parameters }, artifacts: [speed] }
+        if (Exit.isFailure(speed)) return yield* Effect.failCause(speed.cause)
+        return { cell, runs: [{ run: { metrics: {} }, artifacts: [speed.value] }] }
+      }
+      if (cell.untrained === true) {
+        const model = yield* untrained
+        return { cell, runs: [yield* evaluated(model, yield* evaluate(model, cell, true), [model], undefined)] }
       }
       if (cell.prune === undefined) {
         const teacher = yield* teachers[cell.family]
-        const evaluation = yield* evaluate(teacher, cell, true)
-        return { cell, metrics: scores(evaluation), artifacts: [teacher, evaluation], model: teacher, evaluation }
+        return { cell, runs: [yield* evaluated(teacher, yield* evaluate(teacher, cell, true), [teacher], undefined)] }
       }
       const source = yield* modelOf(cell.prune.from, cell.family, "model to prune")
       const data = yield* latents
@@ -231,10 +334,8 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
         ...(pruned.output.calibrationLoss === undefined ? {} : { calibrationLoss: pruned.output.calibrationLoss }),
         ...(pruned.output.confidence === undefined ? {} : { confidence: pruned.output.confidence })
       }
-      const common = { cell, decision }
       if (cell.recovery === undefined) {
-        const evaluation = yield* evaluate(exported, cell, true)
-        return { ...common, metrics: { ...pruneMetrics, ...scores(evaluation) }, artifacts: [pruned, exported, evaluation], model: exported, evaluation }
+        return { cell, decision, runs: [yield* evaluated(exported, yield* evaluate(exported, cell, true), [pruned, exported], undefined, pruneMetrics)] }
       }
       const r = cell.recovery
       const teacher = yield* modelOf(r.teacher ?? "teacher", cell.family, "teacher")
@@ -246,35 +347,35 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
         : decision.groups === undefined
         ? { kept: decision.kept }
         : { kept: decision.kept, groups: decision.groups }
-      const paperTraining = Recovery.paperTraining(preset.recovery.steps[r.budget], preset.recovery.batchSize, preset.recovery.seed)
-      const lr = r.lr ?? paperTraining.lr
-      const recovered = yield* Stage.run(recovery, {
-        loss: Recovery.paper(cell.family, r.strategy, alignment, r.k),
-        training: {
-          ...paperTraining,
-          // A learning rate of Table 8 keeps the paper's ratio of floor to rate.
-          lr,
-          lrFloor: (paperTraining.lrFloor! * lr) / paperTraining.lr,
-          emaDecay: preset.recovery.emaDecay,
-          checkpointEvery: preset.recovery.checkpointEvery,
-          curveEvery: preset.recovery.curveEvery
-        }
-      }, { teacher, student: exported, latents: data })
-      const recoveryMetrics: Paper.Metrics = {
-        ...pruneMetrics,
-        ...(recovered.output.initialDistillLoss === null ? {} : { initDistillLoss: recovered.output.initialDistillLoss })
-      }
-      if (recovered.output.diverged !== undefined) {
-        return { ...common, metrics: { ...recoveryMetrics, diverged: true }, artifacts: [pruned, exported, recovered] }
-      }
-      const evaluation = yield* evaluate(recovered, cell, r.ema ?? true)
-      return {
-        ...common,
-        metrics: { ...recoveryMetrics, ...scores(evaluation) },
-        artifacts: [pruned, exported, recovered, evaluation],
-        model: recovered,
-        evaluation
-      }
+      const recoverWith = (seed: number) =>
+        Effect.gen(function*() {
+          const paperTraining = Recovery.paperTraining(preset.recovery.steps[r.budget], preset.recovery.batchSize, seed)
+          const lr = r.lr ?? paperTraining.lr
+          const recovered = yield* Stage.run(recovery, {
+            loss: Recovery.paper(cell.family, r.strategy, alignment, r.k),
+            training: {
+              ...paperTraining,
+              // A learning rate of Table 8 keeps the paper's ratio of floor to rate.
+              lr,
+              lrFloor: (paperTraining.lrFloor! * lr) / paperTraining.lr,
+              emaDecay: preset.recovery.emaDecay,
+              checkpointEvery: preset.recovery.checkpointEvery,
+              curveEvery: preset.recovery.curveEvery
+            }
+          }, { teacher, student: exported, latents: data })
+          const metrics: Paper.Metrics = {
+            ...pruneMetrics,
+            ...(recovered.output.initialDistillLoss === null ? {} : { initDistillLoss: recovered.output.initialDistillLoss })
+          }
+          if (recovered.output.diverged !== undefined) {
+            return { run: { seed, metrics: { ...metrics, diverged: true } }, artifacts: [pruned, exported, recovered] } satisfies SeedRun
+          }
+          // Every seed samples with the same noise (the protocol's): seeds differ by recovery alone.
+          return yield* evaluated(recovered, yield* evaluate(recovered, cell, r.ema ?? true), [pruned, exported, recovered], seed, metrics)
+        })
+      const runs: Array<SeedRun> = []
+      for (const seed of recoverySeeds(preset, cell)) runs.push(yield* recoverWith(seed))
+      return { cell, decision, runs }
     })
 
   for (const cell of cells) {
@@ -304,9 +405,17 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
   })
   for (const f of failures) yield* Effect.logWarning(f.message)
 
-  const results: Results = new Map(done.map((r) => [r.cell.id, r.metrics]))
-  const artifacts = new Map(done.flatMap((r) => r.artifacts.map((a) => [a.key, a] as const)))
-  return yield* writeReport(options, { done, failures, results, artifacts, backend: `${compute.backend} (${compute.device})` })
+  if (Exit.isFailure(speed)) failures.push(new CellFailed({ cell: "sampling-speed", reason: reasonOf(speed.cause) }))
+
+  const results: Estimates.Results = new Map(done.map((r) => {
+    const s = speedOf(r.cell)
+    return [r.cell.id, { runs: r.runs.map((x) => x.run), ...(s === undefined ? {} : { speed: s }) }] as const
+  }))
+  const artifacts = new Map(done.flatMap((r) => r.runs.flatMap((x) => x.artifacts.map((a) => [a.key, a] as const))))
+  if (Exit.isSuccess(speed)) artifacts.set(speed.value.key, speed.value)
+  const featureNetOutput = yield* Effect.exit(featureNet)
+  const net = Exit.isSuccess(featureNetOutput) ? featureNetOf(featureNetOutput.value.output) : undefined
+  return yield* writeReport(options, { done, failures, results, artifacts, featureNet: net, backend: `${compute.backend} (${compute.device})` })
 }, Effect.provide(addedPruners))
 
 const writeReport = Effect.fn("Suite.writeReport")(function*(
@@ -314,8 +423,9 @@ const writeReport = Effect.fn("Suite.writeReport")(function*(
   run: {
     readonly done: ReadonlyArray<CellRun>
     readonly failures: ReadonlyArray<CellFailed>
-    readonly results: Results
+    readonly results: Estimates.Results
     readonly artifacts: ReadonlyMap<string, Stage.Artifact<unknown>>
+    readonly featureNet: Claims.FeatureNet | Claims.PublishedFeatureNet | undefined
     readonly backend: string
   }
 ) {
@@ -344,17 +454,25 @@ const writeReport = Effect.fn("Suite.writeReport")(function*(
       figures.push({ title: figure.title, file: `figures/${figure.name}.png` })
     })
 
-  const speed = run.done.flatMap((r): Array<Figures.SpeedPoint> =>
-    (r.cell.speedDepth !== undefined || r.cell.speedWidth !== undefined) && r.metrics.itPerS !== undefined && r.metrics.parameters !== undefined
-      ? [{ pruning: r.cell.speedWidth === undefined ? "depth" : "width", parameters: r.metrics.parameters, itPerS: r.metrics.itPerS }]
-      : []
-  )
-  if (speed.length > 0) yield* addFigure(Figures.speedup(speed))
+  const speedups = run.done.flatMap((r): Array<Figures.SpeedPoint> => {
+    if (r.cell.speedDepth === undefined && r.cell.speedWidth === undefined) return []
+    try {
+      const parameters = run.results.get(r.cell.id)?.speed?.parameters
+      if (parameters === undefined) return []
+      const speedup = Estimates.speedup(run.results, r.cell.id, "f4/depth-28")
+      return [{ pruning: r.cell.speedWidth === undefined ? "depth" : "width", parameters, speedup }]
+    } catch (e) {
+      if (e instanceof Estimates.Missing) return []
+      throw e
+    }
+  })
+  if (speedups.length > 0) yield* addFigure(Figures.speedup(speedups))
   const random = run.done.find((r) => r.decision?.samples !== undefined)
   if (random !== undefined) {
-    const marks = run.done.flatMap((r) =>
-      r.cell.id.startsWith("t3/") && r.metrics.calibrationLoss !== undefined ? [{ label: r.cell.id.slice(3), loss: r.metrics.calibrationLoss }] : []
-    )
+    const marks = run.done.flatMap((r) => {
+      const loss = r.runs[0]?.run.metrics.calibrationLoss
+      return r.cell.id.startsWith("t3/") && loss !== undefined ? [{ label: r.cell.id.slice(3), loss }] : []
+    })
     yield* addFigure(Figures.calibrationHistogram(random.decision!.samples!.losses, marks))
   }
   const learned = new Map<string, Decision.PruneDecision>()
@@ -368,7 +486,7 @@ const writeReport = Effect.fn("Suite.writeReport")(function*(
 
   const samples: Array<{ cell: string; file: string }> = []
   for (const id of shownSamples) {
-    const evaluation = run.done.find((r) => r.cell.id === id)?.evaluation
+    const evaluation = run.done.find((r) => r.cell.id === id)?.runs[0]?.evaluation
     if (evaluation === undefined) continue
     const file = `samples/${id.replace("/", "-")}.png`
     yield* write(file, yield* evaluation.bytes(Evaluation.files.grid))
@@ -376,11 +494,21 @@ const writeReport = Effect.fn("Suite.writeReport")(function*(
   }
 
   const computeSeconds = [...run.artifacts.values()].reduce((s, a) => s + a.manifest.timings.seconds, 0)
+  const preset = options.preset
+  const manySeeds = grids.flatMap((g) => {
+    const seeds = Math.min(g.seeds ?? 1, preset.maxSeeds)
+    return seeds > 1 && g.cells.some((c) => run.results.has(c.id)) ? [{ table: g.table, seeds }] : []
+  })
   const blocks = Report.document({
-    preset: options.preset.name,
+    preset: preset.name,
+    evidence: preset.evidence,
+    // The project's committed reproduction (experiments/results/), as a link from the report.
+    committedResults: path.relative(options.out, path.join(import.meta.dirname, "..", "results")) + "/",
     dataset: options.dataset,
     backend: run.backend,
     results: run.results,
+    ...(run.featureNet === undefined ? {} : { featureNet: run.featureNet }),
+    method: { ...preset.evaluation.full.bootstrap, seeds: manySeeds },
     figures,
     samples,
     computeSeconds,
@@ -389,16 +517,26 @@ const writeReport = Effect.fn("Suite.writeReport")(function*(
   const markdown = Report.markdown(blocks)
   const html = Report.html(blocks, (file) => files.get(file)!)
   const keys = [...run.artifacts.keys()].sort()
+  const instrument = Claims.instrument(run.results, run.featureNet)
+  const judged = Claims.judgeAll(run.results, instrument)
+  const estimated = (cell: string) =>
+    Object.fromEntries(Estimates.summary(run.results, cell).map(([metric, e]) => [metric, { value: e.value, lo: e.lo, hi: e.hi }]))
   const resultsJson = {
-    preset: options.preset.name,
+    preset: preset.name,
     dataset: options.dataset,
-    cells: Object.fromEntries(run.done.map((r) => [r.cell.id, { metrics: r.metrics, artifacts: r.artifacts.map((a) => a.key) }])),
+    cells: Object.fromEntries(run.done.map((r) => [r.cell.id, {
+      estimates: estimated(r.cell.id),
+      runs: r.runs.map((x) => ({ ...(x.run.seed === undefined ? {} : { seed: x.run.seed }), metrics: x.run.metrics, artifacts: x.artifacts.map((a) => a.key) })),
+      ...(run.results.get(r.cell.id)?.speed === undefined ? {} : { itPerSRounds: run.results.get(r.cell.id)!.speed!.itPerS })
+    }])),
+    instrument,
+    claims: judged.map(({ claim, judgement }) => ({ id: claim.id, ...judgement })),
     failures: run.failures.map((f) => ({ cell: f.cell, reason: f.reason }))
   }
   yield* write("results.json", text(JSON.stringify(resultsJson, null, 2) + "\n"))
   yield* write("report.md", text(markdown))
   yield* write("report.html", text(html))
-  yield* store.keep(`repro-${options.preset.name}`, keys)
+  yield* store.keep(`repro-${preset.name}`, keys)
   yield* Effect.logInfo(`report: ${path.join(options.out, "report.md")} and report.html (${run.done.length} cells, ${run.failures.length} failed)`)
-  return { results: run.results, failures: run.failures } satisfies Summary
+  return { results: run.results, failures: run.failures, judged, instrument } satisfies Summary
 })

@@ -27,7 +27,7 @@ const products = (runs: number) =>
         const b = Rng.normalTensor(Rng.stream(i, "webgpu-matmul/b"), 0, p.b)
         const bias = tf.ones([p.transposeB ? p.b[0] : p.b[1]])
         const digests = new Set<string>()
-        let values = new Float32Array()
+        let values: Float32Array = new Float32Array()
         for (let r = 0; r < runs; r++) {
           const c = fused
             ? tf.fused.matMul({ a: a as tf.Tensor2D, b: b as tf.Tensor2D, transposeA: p.transposeA, transposeB: p.transposeB, bias })

@@ -31,8 +31,7 @@ const threeSteps = Effect.gen(function*() {
 
 /**
  * 100 steps of the proxy MLP under `compute.scoped`: live tensors, their bytes
- * and the device's allocation after each step (the last after a warm-up step,
- * once the device has sized its buffers).
+ * and the device's allocation after each step.
  */
 const hundredSteps = Effect.gen(function*() {
   const compute = yield* Compute
@@ -177,9 +176,10 @@ describe("Compute", () => {
       Effect.gen(function*() {
         const { before, after } = yield* hundredSteps
         for (const m of after) assert.deepStrictEqual([m.tensors, m.bytes], [before.tensors, before.bytes])
-        // tfjs pools released buffers for reuse: after the first step sized them, nothing more is allocated.
-        assert.isAbove(after[0]!.deviceBytes!, 0)
-        assert.strictEqual(after[99]!.deviceBytes, after[1]!.deviceBytes)
+        // tfjs pools released buffers for reuse: the allocation never passes the peak of the first 50 steps.
+        const peak = (ms: typeof after) => Math.max(...ms.map((m) => m.deviceBytes!))
+        assert.isAbove(peak(after.slice(0, 50)), 0)
+        assert.isAtMost(peak(after.slice(50)), peak(after.slice(0, 50)))
       }).pipe(Effect.provide(Compute.webgpu)), 120_000)
   })
 })

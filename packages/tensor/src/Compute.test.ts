@@ -165,6 +165,17 @@ describe("Compute", () => {
   describe("on webgpu", () => {
     beforeEach(WebGpuFixture.required)
 
+    it.effect("work the device rejects fails the next read, naming why, rather than reading zeros; the device goes on", () =>
+      Effect.gen(function*() {
+        const compute = yield* Compute
+        // 38 M floats: 152 MB, past lavapipe's largest storage binding (128 MiB; hardware GPUs allow GiBs).
+        const big = 38_000_000
+        const failed = yield* Effect.flip(compute.scoped(compute.read(tf.slice(tf.add(tf.fill([big], 1.5), 1), [big - 2], [2]))))
+        assert.strictEqual(failed._tag, "ComputeError")
+        assert.match(failed.message, /the GPU rejected work queued before this read: .*maximum storage buffer binding size/)
+        assert.deepStrictEqual(Array.from(yield* compute.scoped(compute.read(tf.add(tf.ones([2]), 1)))), [2, 2])
+      }).pipe(Effect.provide(Compute.webgpu)), 60_000)
+
     it.effect("the same 3-step training gives wasm's losses (1e-4)", () =>
       Effect.gen(function*() {
         const wasm = yield* threeSteps.pipe(Effect.provide(Compute.wasm))

@@ -106,12 +106,43 @@ async function startWebGpu(): Promise<StartedBackend> {
   await import("@tensorflow/tfjs-backend-webgpu")
   WebGpuMatMul.install()
   await activate("webgpu")
-  const backend = tf.backend() as unknown as { device: { destroy(): void }; memory(): { numBytesAllocatedInGPU: number } }
+  const backend = tf.backend() as unknown as WebGpuBackend
+  failReadsAfterRejectedWork(backend)
   return {
     ...describeAdapter(adapter.info),
     // Buffers in use and those tfjs pools for reuse.
     deviceBytes: () => backend.memory().numBytesAllocatedInGPU,
     teardown: () => backend.device.destroy()
+  }
+}
+
+/** The parts of tfjs-backend-webgpu's WebGPUBackend this module uses. */
+interface WebGpuBackend {
+  readonly device: {
+    destroy(): void
+    addEventListener(type: "uncapturederror", listener: (event: { readonly error: { readonly message: string } }) => void): void
+  }
+  memory(): { numBytesAllocatedInGPU: number }
+  read(dataId: object): Promise<unknown>
+}
+
+/**
+ * Dawn reports a command it rejects — a tensor past the device's largest
+ * storage binding (128 MiB on lavapipe), a failed allocation — as an
+ * uncaptured error and goes on, leaving the command's outputs zero. The next
+ * read of any tensor fails with those errors instead (a ComputeError for the
+ * reader), so no result is computed from zeros.
+ */
+function failReadsAfterRejectedWork(backend: WebGpuBackend): void {
+  const rejected = new Set<string>()
+  backend.device.addEventListener("uncapturederror", (event) => rejected.add(event.error.message.split("\n")[0]!.trim()))
+  const read = backend.read.bind(backend)
+  backend.read = async (dataId) => {
+    const values = await read(dataId)
+    if (rejected.size === 0) return values
+    const errors = [...rejected]
+    rejected.clear()
+    throw new Error(`the GPU rejected work queued before this read: ${errors.join("; ")}`)
   }
 }
 

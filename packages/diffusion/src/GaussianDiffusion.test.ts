@@ -189,11 +189,12 @@ describe("GaussianDiffusion", () => {
       })
     }).pipe(Effect.provide(Compute.wasm)))
 
-  it.effect("discretised Gaussian log-likelihood: bin mass inside, tails at the edges", () =>
+  it.effect("discretised Gaussian log-likelihood: bin mass inside, tails at the edges, far tails to float64's digits", () =>
     Effect.gen(function*() {
-      const xs = [-1, -0.5, 0, 0.3, 1]
-      const means = [-0.9, -0.49, 0.1, 0.3, 0.95]
-      const logScales = [-1, -3, -2, -4, -0.5]
+      // The last two bins lie 5σ above and below the mean: masses of 4e-8, which Φ̃(b) − Φ̃(a) near 1 loses in float32.
+      const xs = [-1, -0.5, 0, 0.3, 1, 0.5, -0.5]
+      const means = [-0.9, -0.49, 0.1, 0.3, 0.95, 0, 0]
+      const logScales = [-1, -3, -2, -4, -0.5, Math.log(0.1), Math.log(0.1)]
       const got = values(Likelihood.discretizedGaussianLogLikelihood(tf.tensor1d(xs), tf.tensor1d(means), tf.tensor1d(logScales)))
       const cdf = (z: number) => 0.5 * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (z + 0.044715 * z ** 3)))
       xs.forEach((x, i) => {

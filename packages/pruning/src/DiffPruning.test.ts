@@ -38,19 +38,27 @@ const complement = (all: Width.Kept, drop: Width.Kept): Width.Kept => {
 /** The ratio whose nearest shape keeps 12 of the 16 channels (and 3 heads, 24 MLP channels). */
 const ratio = 1 - ModelArtifact.parameterCount(Width.narrowed(config, 12)) / ModelArtifact.parameterCount(config)
 
-/** The constructed teacher pruned by Diff-Pruning on `backend`: its decision and the importance of every unit. */
+const threshold = 0.5
+
+/** The constructed teacher, its latents and Diff-Pruning's decision, on the current store and backend. */
+const pruneTeacher = Effect.gen(function*() {
+  const teacher = yield* Stage.run(Fixtures.Teacher, { family: "dit", config, weights: { random: 3, zeroed } }, {})
+  const data = yield* Stage.run(Fixtures.Latents, { count: 8, shape: [4, 4, 4], classes: 3, seed: 0 }, {})
+  const pruned = yield* Stage.run(Fixtures.stages.prune, {
+    method: "diff-pruning",
+    keep: 2,
+    seed: 0,
+    calibration: 8,
+    iterations: 0,
+    options: { ratio, stride: 100, threshold, batchSize: 4, checkpointEvery: 3 }
+  }, { teacher, data })
+  return { teacher, data, pruned }
+})
+
+/** The decision and the importance of every unit, pruned on `backend`. */
 const pruneOn = (backend: BackendName) =>
   Effect.gen(function*() {
-    const teacher = yield* Stage.run(Fixtures.Teacher, { family: "dit", config, weights: { random: 3, zeroed } }, {})
-    const data = yield* Stage.run(Fixtures.Latents, { count: 8, shape: [4, 4, 4], classes: 3, seed: 0 }, {})
-    const pruned = yield* Stage.run(Fixtures.stages.prune, {
-      method: "diff-pruning",
-      keep: 2,
-      seed: 0,
-      calibration: 8,
-      iterations: 0,
-      options: { ratio, stride: 100, threshold: 0.5, batchSize: 4, checkpointEvery: 3 }
-    }, { teacher, data })
+    const { pruned } = yield* pruneTeacher
     return { decision: yield* PruneStage.readDecision(pruned), importance: yield* pruned.tensorMap("importance.safetensors") }
   }).pipe(
     Effect.provide(ArtifactStore.layerTemp),
@@ -60,17 +68,7 @@ const pruneOn = (backend: BackendName) =>
 describe("Diff-Pruning", () => {
   it.live("removes exactly the units that are zero; the export is the teacher cut to the rest, a DiT recording its widths", () =>
     Effect.gen(function*() {
-      const teacher = yield* Stage.run(Fixtures.Teacher, { family: "dit", config, weights: { random: 3, zeroed } }, {})
-      const data = yield* Stage.run(Fixtures.Latents, { count: 8, shape: [4, 4, 4], classes: 3, seed: 0 }, {})
-      const threshold = 0.5
-      const pruned = yield* Stage.run(Fixtures.stages.prune, {
-        method: "diff-pruning",
-        keep: 2,
-        seed: 0,
-        calibration: 8,
-        iterations: 0,
-        options: { ratio, stride: 100, threshold, batchSize: 4, checkpointEvery: 3 }
-      }, { teacher, data })
+      const { teacher, data, pruned } = yield* pruneTeacher
       const decision = yield* PruneStage.readDecision(pruned)
       const width = decision.width!
       assert.deepStrictEqual(decision.kept, [0, 1])

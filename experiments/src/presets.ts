@@ -11,10 +11,10 @@
  *           checkpoint brought in with `tinyfusion checkpoint import`
  */
 import { Effect, FileSystem, Layer, Path, Schema } from "effect"
-import { Autoencoder, Dataset, type DatasetError, defaultFashionMnistDir, FeatureNet, fashionMnistFiles, Stages } from "@tinyfusion/data"
+import { Autoencoder, Codec, Dataset, type DatasetError, defaultFashionMnistDir, FeatureNet, fashionMnistFiles, Inception, Stages } from "@tinyfusion/data"
 import { MarPretrain, Pretrain } from "@tinyfusion/diffusion"
 import { Evaluation, type MarSampling, Reference, type Sampling } from "@tinyfusion/eval"
-import { Config, MarConfig } from "@tinyfusion/models"
+import { Config, MarConfig, ModelFile } from "@tinyfusion/models"
 import type { Budget } from "./grids.ts"
 
 export const presetNames = ["quick", "mini", "paper"] as const
@@ -210,7 +210,8 @@ export const paper = (dataset: string): Preset => ({
     curveEvery: 100
   },
   evaluation: {
-    full: { ...Evaluation.miniEvaluation, samples: 50_000, sampling: guided("250"), splitSize: 5000 },
+    // The 50K samples also as an ADM sample batch (samples.npz), for the official evaluator.
+    full: { ...Evaluation.miniEvaluation, samples: 50_000, sampling: guided("250"), splitSize: 5000, sampleBatch: true },
     short: { ...Evaluation.miniEvaluation, samples: 10_000, sampling: guided("64"), splitSize: 5000 }
   },
   speed: { batch: 64, repetitions: 10, sampling: guided("250") }
@@ -229,33 +230,144 @@ export class PresetInput extends Schema.TaggedError<PresetInput>()("PresetInput"
   }
 }
 
-/** A preset with the dataset it runs on: its layer, and what it is in words. */
+/** The files a researcher downloads, as the paper preset's flags name them. */
+export interface PaperFiles {
+  /** DiT-XL-2-256x256.pt (or any DiT checkpoint: .pt, safetensors). */
+  readonly teacher?: string | undefined
+  /** SiT-XL-2-256x256.pt, for Table 2's SiT rows (otherwise a SiT teacher is trained). */
+  readonly sitTeacher?: string | undefined
+  /** sd-vae-ft-ema's diffusion_pytorch_model.safetensors (or -mse, or latent-diffusion's kl-f8 checkpoint). */
+  readonly vae?: string | undefined
+  /** pytorch-fid's pt_inception-2015-12-05-6726825d.pth. */
+  readonly inception?: string | undefined
+  /** ADM's VIRTUAL_imagenet256_labeled.npz. */
+  readonly reference?: string | undefined
+}
+
+/** The paper preset's shared stages from those files, each checked (keys, shapes, layouts) and hashed. */
+export interface Imported {
+  readonly autoencoder: { readonly path: string; readonly config: Stages.ImportedAutoencoderConfig }
+  readonly featureNet: { readonly path: string; readonly config: Stages.ImportedFeatureNetConfig }
+  readonly reference: { readonly path: string; readonly config: Reference.BatchConfig }
+  readonly teachers: { readonly dit: string; readonly sit?: string }
+}
+
+/** What the paper path's networks are at: the paper's (256 × 256, the FID Inception), or a toy for tests. */
+export interface PaperSizes {
+  readonly imageSize: number
+  readonly inception: Inception.Config
+  /** Test images the VAE's PSNR is measured on. */
+  readonly vaeEvalImages: number
+}
+
+export const paperSizes: PaperSizes = { imageSize: 256, inception: Inception.fid, vaeEvalImages: 1000 }
+
+/**
+ * Checks every file of the paper preset before anything runs: presence,
+ * format, keys and shapes (no tensor data is read), and that they fit
+ * together (the teachers' latents are the VAE's, the reference batch's images
+ * and statistics are the Inception's). Every problem is reported, one line each.
+ */
+export const checkPaperFiles = Effect.fn("Presets.checkPaperFiles")(function*(
+  dataset: string,
+  files: PaperFiles,
+  sizes: PaperSizes = paperSizes
+) {
+  const problems: Array<string> = []
+  const attempt = <A, E extends { readonly message: string }, R>(flag: string, check: Effect.Effect<A, E, R>) =>
+    Effect.map(Effect.result(check), (r) => {
+      if (r._tag === "Success") return r.success
+      problems.push(`--${flag}: ${r.failure.message}`)
+      return undefined
+    })
+  const required = (flag: keyof PaperFiles, name: string) => {
+    const file = files[flag]
+    if (file === undefined) problems.push(`--${flag.replace("sitTeacher", "sit-teacher")} FILE is missing: ${name}`)
+    return file
+  }
+  const teacherFile = required("teacher", "the DiT-XL/2 checkpoint (DiT-XL-2-256x256.pt)")
+  const vaeFile = required("vae", "Stable Diffusion's VAE (sd-vae-ft-ema's diffusion_pytorch_model.safetensors)")
+  const inceptionFile = required("inception", "pytorch-fid's FID Inception weights (pt_inception-2015-12-05-6726825d.pth)")
+  const referenceFile = required("reference", "ADM's reference batch (VIRTUAL_imagenet256_labeled.npz)")
+  const vae = vaeFile === undefined ? undefined : yield* attempt("vae", Stages.inspectSdVae(vaeFile, sizes.imageSize))
+  const latent = vae === undefined ? undefined : Codec.shapes(vae.model).latentShape
+  const teacher = (flag: string, file: string | undefined, family: "dit" | "sit") =>
+    Effect.gen(function*() {
+      if (file === undefined) return undefined
+      const described = yield* attempt(flag, ModelFile.inspect(file, { family }))
+      if (described === undefined || latent === undefined) return described
+      const { inputSize, inChannels } = described.config
+      if (inputSize !== latent[0] || inChannels !== latent[2]) {
+        problems.push(`--${flag}: the model takes ${inputSize}×${inputSize}×${inChannels} latents, the VAE makes ${latent.join("×")} of ${sizes.imageSize}×${sizes.imageSize} images`)
+      }
+      return described
+    })
+  const dit = yield* teacher("teacher", teacherFile, "dit")
+  const sit = yield* teacher("sit-teacher", files.sitTeacher, "sit")
+  const inception = inceptionFile === undefined ? undefined : yield* attempt("inception", Stages.inspectInception(inceptionFile, sizes.inception, sizes.imageSize))
+  const batch = referenceFile === undefined ? undefined : yield* attempt("reference", Reference.inspectBatch(referenceFile, {
+    imageShape: [sizes.imageSize, sizes.imageSize, 3],
+    poolDim: Inception.poolDim(sizes.inception),
+    spatialDim: Inception.spatialDim(sizes.inception)
+  }))
+  if (problems.length > 0 || dit === undefined || vae === undefined || inception === undefined || batch === undefined) {
+    return yield* new PresetInput({ preset: "paper", reason: `${problems.length} problem${problems.length === 1 ? "" : "s"} with its files:\n  ${problems.join("\n  ")}` })
+  }
+  return {
+    autoencoder: {
+      path: vaeFile!,
+      config: { dataset, sha256: vae.sha256, layout: vae.layout, model: vae.model, evalImages: sizes.vaeEvalImages }
+    },
+    featureNet: { path: inceptionFile!, config: { sha256: inception.sha256, model: inception.model } },
+    reference: { path: referenceFile!, config: { sha256: batch.sha256, batchSize: 250, k: 3, splitSize: 5000 } },
+    teachers: { dit: dit.path, ...(sit === undefined ? {} : { sit: sit.path }) }
+  } satisfies Imported
+})
+
+/** A preset with the dataset it runs on: its layer, and what it is in words; the paper preset's checked files. */
 export interface Resolved {
   readonly preset: Preset
   readonly data: Layer.Layer<Dataset, DatasetError>
   readonly dataset: string
+  readonly imported?: Imported
 }
 
 /**
  * The preset of a name on the data there is. quick: the first images of
- * Fashion-MNIST when its four files are in `data` (default: the Debian
- * package's folder), otherwise — or with `synthetic` — the synthetic fixture,
- * saying so; mini: Fashion-MNIST; paper: an image folder with `train/` and
- * `val/` class folders.
+ * Fashion-MNIST from `data`, or — only when no `data` is given — from the
+ * Debian package's folder (`fashionMnistDir`) when its four files are
+ * there, else, with a warning, the synthetic fixture (also with
+ * `synthetic`); mini: Fashion-MNIST; paper: an image folder with `train/`
+ * and `val/` class folders. A `data` folder without the files is refused,
+ * never replaced: a typo must not turn a reproduction into a toy.
  */
 export const resolve = Effect.fn("Presets.resolve")(function*(
   name: PresetName,
-  options: { readonly data?: string | undefined; readonly synthetic: boolean }
+  options: {
+    readonly data?: string | undefined
+    readonly synthetic: boolean
+    readonly files?: PaperFiles
+    /** Where Fashion-MNIST is looked for without `data` (default: the Debian package's folder). */
+    readonly fashionMnistDir?: string
+  }
 ) {
   const fs = yield* FileSystem.FileSystem
   const path = yield* Path.Path
-  const dir = options.data ?? defaultFashionMnistDir
+  const dir = options.data ?? options.fashionMnistDir ?? defaultFashionMnistDir
+  const missingFashion = Effect.filter(Object.values(fashionMnistFiles), (f) => Effect.map(fs.exists(path.join(dir, f)), (there) => !there))
+  const refuseData = (absent: ReadonlyArray<string>) =>
+    new PresetInput({
+      preset: name,
+      reason: `--data ${dir} does not hold Fashion-MNIST (missing ${absent.join(", ")})`
+    })
+  if (options.synthetic && options.data !== undefined) {
+    return yield* new PresetInput({ preset: name, reason: "--synthetic and --data: give one (the synthetic dataset needs no folder)" })
+  }
   switch (name) {
     case "quick": {
-      const present = options.synthetic
-        ? false
-        : (yield* Effect.forEach(Object.values(fashionMnistFiles), (f) => fs.exists(path.join(dir, f)))).every(Boolean)
-      if (present) {
+      const absent = options.synthetic ? [] : yield* missingFashion
+      if (!options.synthetic && absent.length > 0 && options.data !== undefined) return yield* refuseData(absent)
+      if (!options.synthetic && absent.length === 0) {
         const data = Layer.provide(Dataset.firstImages(quickFashionMnist), Dataset.fashionMnist({ dir }))
         const named = `fashion-mnist[:${quickFashionMnist.train}/:${quickFashionMnist.test}]`
         return {
@@ -265,23 +377,47 @@ export const resolve = Effect.fn("Presets.resolve")(function*(
         } satisfies Resolved
       }
       const why = options.synthetic ? "asked for with --synthetic" : `Fashion-MNIST was not found in ${dir}`
+      if (!options.synthetic) {
+        yield* Effect.logWarning(
+          `Fashion-MNIST was not found in ${dir}: running on the built-in synthetic dataset, whose numbers say nothing about the paper ` +
+            "(install the Debian package dataset-fashion-mnist, or pass --data DIR)"
+        )
+      }
       return {
         preset: quick("synthetic"),
         data: Dataset.synthetic(quickSynthetic),
         dataset: `the built-in synthetic dataset (${quickSynthetic.train} training and ${quickSynthetic.test} test images; ${why})`
       } satisfies Resolved
     }
-    case "mini":
+    case "mini": {
       if (options.synthetic) return yield* new PresetInput({ preset: name, reason: "runs on Fashion-MNIST only; --synthetic is for the quick preset" })
+      const absent = yield* missingFashion
+      if (absent.length > 0) {
+        return yield* options.data !== undefined ? refuseData(absent) : new PresetInput({
+          preset: name,
+          reason: `Fashion-MNIST is not in ${dir} (missing ${absent.join(", ")}): install the Debian package dataset-fashion-mnist, or pass --data DIR`
+        })
+      }
       return { preset: mini, data: Dataset.fashionMnist({ dir }), dataset: `Fashion-MNIST from ${dir}` } satisfies Resolved
+    }
     case "paper": {
       if (options.synthetic) return yield* new PresetInput({ preset: name, reason: "runs on an image folder; --synthetic is for the quick preset" })
       if (options.data === undefined) {
         return yield* new PresetInput({ preset: name, reason: "needs --data DIR, a folder with train/ and val/ class folders (ImageNet's layout)" })
       }
       const root = path.join(options.data, "train")
+      const missing = yield* Effect.filter([root, path.join(options.data, "val")], (d) => Effect.map(fs.exists(d), (e) => !e))
+      const dataProblems = missing.map((d) => `--data: no folder ${d} (class folders of 256×256-croppable images)`)
+      const imported = yield* Effect.result(checkPaperFiles(`images:${root}`, options.files ?? {}))
+      const problems = [...dataProblems, ...(imported._tag === "Failure" ? [imported.failure.reason] : [])]
+      if (problems.length > 0 || imported._tag === "Failure") return yield* new PresetInput({ preset: name, reason: problems.join("\n") })
       const data = Dataset.imageFolder({ root, test: path.join(options.data, "val"), size: 256 })
-      return { preset: paper(`images:${root}`), data, dataset: `images of ${options.data} (256×256 centre crops)` } satisfies Resolved
+      return {
+        preset: paper(`images:${root}`),
+        data,
+        dataset: `images of ${options.data} (256×256 centre crops)`,
+        imported: imported.success
+      } satisfies Resolved
     }
   }
 })

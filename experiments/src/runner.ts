@@ -32,6 +32,7 @@ import * as Figures from "./figures.ts"
 import { type Cell, grids, type Source } from "./grids.ts"
 import * as Mar from "./mar.ts"
 import type * as Paper from "./paper.ts"
+import type * as Presets from "./presets.ts"
 import type { Preset } from "./presets.ts"
 import * as WeightNorm from "./pruners/WeightNorm.ts"
 import * as Report from "./report.ts"
@@ -102,8 +103,12 @@ export interface Options {
   /** What the data is, for the report ("Fashion-MNIST", "the synthetic fixture"). */
   readonly dataset: string
   readonly concurrency: number
-  /** The DiT teacher as a checkpoint file (the paper preset), instead of pre-training one. */
-  readonly teacherFile?: { readonly bytes: Uint8Array; readonly name: string }
+  /**
+   * The paper preset's published files, checked (Presets.checkPaperFiles): SD-VAE, FID Inception and ADM's
+   * reference batch in place of the trained autoencoder, feature network and dataset reference; the
+   * teachers' checkpoints in place of pre-training.
+   */
+  readonly imported?: Presets.Imported
 }
 
 export interface Summary {
@@ -129,24 +134,27 @@ export const run = Effect.fn("Suite.run")(function*(options: Options) {
   const compute = yield* Compute
   yield* Effect.logInfo(`preset ${preset.name}: ${cells.length} cells of tables ${options.tables.join(", ")} on ${options.dataset}, ${compute.backend}`)
 
-  const ae = yield* Effect.cached(Stage.run(Stages.AutoencoderStage, preset.autoencoder, {}))
+  const imported = options.imported
+  const autoencoder: Effect.Effect<Stage.Artifact<typeof Stages.AutoencoderOutput.Type>, unknown, Needs> = imported === undefined
+    ? Stage.run(Stages.AutoencoderStage, preset.autoencoder, {})
+    : Stage.run(Stages.importedAutoencoder(imported.autoencoder.path), imported.autoencoder.config, {})
+  const ae = yield* Effect.cached(autoencoder)
   const latents = yield* Effect.cached(Effect.flatMap(ae, (autoencoder) => Stage.run(Stages.LatentsStage, preset.latents, { autoencoder })))
   const reference = yield* Effect.cached(Effect.gen(function*() {
+    if (imported !== undefined) {
+      const featureNet = yield* Stage.run(Stages.importedFeatureNet(imported.featureNet.path), imported.featureNet.config, {})
+      return yield* Stage.run(Reference.fromBatch(imported.reference.path), imported.reference.config, { featureNet })
+    }
     const featureNet = yield* Stage.run(Stages.FeatureNetStage, preset.featureNet, {})
     return yield* Stage.run(Reference.ReferenceStage, preset.reference, { featureNet })
   }))
-  const importedDit = options.teacherFile
-  const pretrained = (family: ModelArtifact.Family): Effect.Effect<ModelSource, unknown, Needs> =>
-    Effect.flatMap(latents, (l) => Stage.run(Pretrain.PretrainStage, preset.teacher[family], { latents: l }))
-  const imported = (file: { readonly bytes: Uint8Array; readonly name: string }): Effect.Effect<ModelSource, unknown, Needs> =>
-    Effect.gen(function*() {
-      const described = yield* ModelFile.describe(file.bytes, "dit", file.name)
-      return yield* Stage.run(described.stage, described.config, {})
-    })
-  const teachers = {
-    dit: yield* Effect.cached(importedDit === undefined ? pretrained("dit") : imported(importedDit)),
-    sit: yield* Effect.cached(pretrained("sit"))
+  const teacher = (family: ModelArtifact.Family): Effect.Effect<ModelSource, unknown, Needs> => {
+    const file = imported?.teachers[family]
+    return file === undefined
+      ? Effect.flatMap(latents, (l) => Stage.run(Pretrain.PretrainStage, preset.teacher[family], { latents: l }))
+      : Effect.map(ModelFile.store(file, { family }), (stored) => stored.artifact)
   }
+  const teachers = { dit: yield* Effect.cached(teacher("dit")), sit: yield* Effect.cached(teacher("sit")) }
 
   const marCell = yield* Mar.cells(preset, { latents, autoencoder: ae, reference })
 

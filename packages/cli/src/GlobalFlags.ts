@@ -2,9 +2,9 @@
  * Flags every `tinyfusion` command understands. Each is a setting that
  * commands read from their context.
  */
-import { Effect, Layer, Logger } from "effect"
+import { Effect, FileSystem, Layer, Logger, Option } from "effect"
 import { Flag, GlobalFlag } from "effect/cli"
-import { ArtifactStore, Progress } from "@tinyfusion/core"
+import { ArtifactStore, Progress, StoreError } from "@tinyfusion/core"
 import { backendNames, Compute } from "@tinyfusion/tensor"
 
 export const Backend = GlobalFlag.Setting("backend")({
@@ -49,5 +49,16 @@ export const logging = Layer.unwrap(Effect.map(LogFormat, (format) =>
     format === "json" ? Layer.succeed(Progress.Display, "lines") : Layer.empty
   )))
 
-/** The artifact store in the --store directory (created when first written). */
-export const store = Layer.unwrap(Effect.map(Store, (dir) => ArtifactStore.layer(dir)))
+/**
+ * The artifact store in the --store directory (created when first written);
+ * a --store that names a file fails every command at once, not each read.
+ */
+export const store = Layer.unwrap(Effect.gen(function*() {
+  const dir = yield* Store
+  const fs = yield* FileSystem.FileSystem
+  const info = yield* fs.stat(dir).pipe(Effect.option)
+  if (Option.isSome(info) && info.value.type !== "Directory") {
+    return yield* new StoreError({ operation: "open the store", path: dir, reason: "it is not a directory", transient: false })
+  }
+  return ArtifactStore.layer(dir)
+}))

@@ -4,7 +4,7 @@
  * pre-training, pruning, recovery), or a checkpoint file brought into the
  * store by the `model-file` stage (its config from the file's metadata).
  */
-import { Effect, FileSystem, Option, Schema } from "effect"
+import { Effect, Option, Schema } from "effect"
 import { Flag } from "effect/cli"
 import { Stage } from "@tinyfusion/core"
 import { ModelArtifact, ModelFile } from "@tinyfusion/models"
@@ -16,20 +16,20 @@ export const flags = {
   ),
   modelFile: Flag.String("model-file").pipe(
     Flag.withDescription(
-      "A checkpoint file carrying its config: from `tinyfusion checkpoint import` (reference weights) or a model artifact's model/ema.safetensors"
+      "A checkpoint file: a reference .pt or safetensors (config from its shapes), our import, or a model artifact's model/ema.safetensors"
     ),
     Flag.optional
   ),
   family: Flag.Literals("family", ["dit", "sit"]).pipe(
-    Flag.withDescription("Family of a --model-file model (files do not record it)"),
-    Flag.withDefault("dit" as const)
+    Flag.withDescription("The model's family: checked against the one its file or artifact records; needed only for a file that records none (default dit)"),
+    Flag.optional
   )
 }
 
 export interface Options {
   readonly modelKey: Option.Option<string>
   readonly modelFile: Option.Option<string>
-  readonly family: ModelArtifact.Family
+  readonly family: Option.Option<ModelArtifact.Family>
 }
 
 export class ModelChoice extends Schema.TaggedError<ModelChoice>()("ModelChoice", {
@@ -47,11 +47,12 @@ export const resolve = Effect.fn("ModelFlags.resolve")(function*(o: Options) {
   }
   if (Option.isSome(o.modelKey)) {
     const opened = yield* ModelArtifact.open(o.modelKey.value)
+    const family = opened.artifact.output.family
+    if (Option.isSome(o.family) && o.family.value !== family) {
+      return yield* new ModelChoice({ reason: `${o.modelKey.value} holds a ${family} model, not a ${o.family.value} one` })
+    }
     return { stage: opened.stage as Stage.Any, artifact: opened.artifact as Stage.Artifact<ModelArtifact.Output> }
   }
-  const file = Option.getOrThrow(o.modelFile)
-  const fs = yield* FileSystem.FileSystem
-  const { stage, config } = yield* ModelFile.describe(yield* fs.readFile(file), o.family, file)
-  const artifact = yield* Stage.run(stage, config, {})
-  return { stage: stage as Stage.Any, artifact: artifact as Stage.Artifact<ModelArtifact.Output> }
+  const { described, artifact } = yield* ModelFile.store(Option.getOrThrow(o.modelFile), { family: Option.getOrUndefined(o.family) })
+  return { stage: ModelFile.stage(described) as Stage.Any, artifact: artifact as Stage.Artifact<ModelArtifact.Output> }
 })

@@ -1,16 +1,15 @@
 #!/usr/bin/env node
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { Cause, Effect, Logger, Runtime } from "effect"
-import { run } from "./main.ts"
+import { Effect, Exit, Logger, Runtime } from "effect"
+import { main } from "./main.ts"
 
-// Logs go to stderr, stdout being for command output. runMain would report a
-// failure on stdout (its logger sits outside what we provide), so the failure
-// is reported here, skipping what the CLI has already shown (a help screen).
-run.pipe(
-  Effect.tapCause((cause) =>
-    Cause.hasInterruptsOnly(cause) || !Runtime.getErrorReported(Cause.squash(cause)) ? Effect.void : Effect.logError(cause)
-  ),
+// Logs go to stderr, stdout being for command output; main prints any failure itself and
+// returns the exit code (an interrupt, Ctrl-C, ends as Node's runtime ends it: 130).
+main(process.argv.slice(2)).pipe(
   Effect.provideService(Logger.LogToStderr, true),
   Effect.provide(NodeServices.layer),
-  NodeRuntime.runMain({ disableErrorReporting: true })
+  NodeRuntime.runMain({
+    disableErrorReporting: true,
+    teardown: (exit, onExit) => (Exit.isSuccess(exit) && typeof exit.value === "number" ? onExit(exit.value) : Runtime.defaultTeardown(exit, onExit))
+  })
 )

@@ -10,8 +10,13 @@
  * Writes are atomic: files go to a staging directory under tmp/, each is
  * fsynced, the manifest is written last, then the directory is renamed into
  * place (and its parent fsynced). A kill at any instant leaves the old state
- * or the new one. Reading verifies: a manifest that does not decode, a missing
- * file or a size or sha256 mismatch makes the artifact Corrupt, never used.
+ * or the new one. Reading verifies: a manifest that does not decode or whose
+ * digest or key does not match its fields (Manifest.decode), a missing file or
+ * a size or sha256 mismatch makes the artifact Corrupt, never used.
+ *
+ * Before its first write the store checks that it can be written (one clear
+ * error rather than one per stage) and removes the staging directories that
+ * killed processes left under tmp/.
  *
  * Garbage collection keeps what a run record names, the inputs of those
  * artifacts (transitively), whatever a live lock protects and the checkpoints
@@ -55,6 +60,8 @@ export interface Staging {
   ) => Effect.Effect<Manifest.FileEntry, StoreError.StoreError>
   readonly writeJson: (name: string, value: unknown) => Effect.Effect<Manifest.FileEntry, StoreError.StoreError>
   readonly writeBytes: (name: string, bytes: Uint8Array) => Effect.Effect<Manifest.FileEntry, StoreError.StoreError>
+  /** A file too large to hold in memory (a 10 GB sample batch): `produce` writes it at the path given; it is then synced and hashed. */
+  readonly writeFile: <E, R>(name: string, produce: (path: string) => Effect.Effect<void, E, R>) => Effect.Effect<Manifest.FileEntry, E | StoreError.StoreError, R>
   /** The files written so far, in order. */
   readonly files: () => ReadonlyArray<Manifest.FileEntry>
 }
@@ -101,6 +108,14 @@ export interface Depth {
 
 export class ArtifactStore extends Context.Service<ArtifactStore, {
   readonly root: string
+  /** Fails unless `root` is a store to read: an existing directory holding a store's folders. */
+  readonly readable: Effect.Effect<void, StoreError.StoreError>
+  /**
+   * Fails unless the store can be written (checked once, before the first
+   * write, which runs it anyway); then removes the staging directories of
+   * dead processes under tmp/.
+   */
+  readonly writable: Effect.Effect<void, StoreError.StoreError>
   readonly artifactDir: (key: string) => string
   /** Inspects the committed artifact of a key (by default reading and hashing every file). */
   readonly inspect: (key: string, depth?: Depth) => Effect.Effect<Inspection, StoreError.StoreError>
@@ -123,7 +138,7 @@ export class ArtifactStore extends Context.Service<ArtifactStore, {
   readonly commit: (
     staging: Staging,
     dir: string,
-    manifest: Omit<Manifest.Manifest, "files">
+    manifest: Omit<Manifest.Fields, "files">
   ) => Effect.Effect<Manifest.Manifest, StoreError.StoreError>
   /** Checkpoint directories of a key, newest first (not inspected). */
   readonly checkpoints: (key: string) => Effect.Effect<ReadonlyArray<{ readonly step: number; readonly dir: string }>, StoreError.StoreError>
@@ -155,8 +170,7 @@ export class ArtifactStore extends Context.Service<ArtifactStore, {
     }))
 }
 
-const decodeManifestJson = Schema.decodeUnknownEffect(Schema.fromJsonString(Manifest.Manifest))
-const encodeManifest = Schema.encodeUnknownEffect(Manifest.Manifest)
+const encodeFields = Schema.encodeUnknownEffect(Manifest.Fields)
 const decodeRunJson = Schema.decodeUnknownEffect(Schema.fromJsonString(RunRecord))
 const encodeRun = Schema.encodeUnknownEffect(RunRecord)
 const decodeSafeName = Schema.decodeUnknownOption(Manifest.SafeName)
@@ -172,6 +186,9 @@ const scratchOwner = (name: string): { readonly host: string; readonly pid: numb
   const pid = Number(parts[parts.length - 2])
   return Number.isSafeInteger(pid) ? { host: parts.slice(1, -2).join("."), pid } : undefined
 }
+
+/** The folders whose presence makes a directory a store. */
+const storeFolders = ["artifacts", "checkpoints", "runs"] as const
 
 const make = Effect.fnUntraced(function*(root: string, options: Options) {
   const fs = yield* FileSystem.FileSystem
@@ -236,11 +253,9 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
         ? { _tag: "Corrupt", reason: `${Manifest.manifestName} is missing` } as const
         : { _tag: "Missing" } as const
     }
-    const decoded = yield* Effect.result(decodeManifestJson(text.value))
-    if (decoded._tag === "Failure") {
-      return { _tag: "Corrupt", reason: `${Manifest.manifestName} does not decode: ${oneLine(decoded.failure.message)}` } as const
-    }
-    const manifest = decoded.success
+    const decoded = Manifest.decode(text.value)
+    if (decoded._tag === "Invalid") return { _tag: "Corrupt", reason: decoded.reason } as const
+    const manifest = decoded.manifest
     if (manifest.key !== key) return { _tag: "Corrupt", reason: `manifest is for key ${manifest.key}` } as const
     for (const entry of manifest.files) {
       const at = path.join(dir, entry.name)
@@ -257,7 +272,11 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
     return { _tag: "Valid", manifest } as const
   })
 
-  const inspect = (key: string, depth?: Depth) => inspectDir(artifactDir(key), key, depth)
+  const inspect = (key: string, depth?: Depth) =>
+    Effect.map(inspectDir(artifactDir(key), key, depth), (seen): Inspection =>
+      seen._tag === "Valid" && seen.manifest.checkpoint !== undefined
+        ? { _tag: "Corrupt", reason: `${Manifest.manifestName} is a checkpoint's, not an artifact's` }
+        : seen)
 
   const readFile = Effect.fn("ArtifactStore.readFile")(function*(dir: string, manifest: Manifest.Manifest, name: string) {
     const entry = manifest.files.find((f) => f.name === name)
@@ -276,7 +295,70 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
     return bytes
   })
 
+  /**
+   * Entries of tmp/ whose writer is gone: a dead process of this host, or
+   * another host's entry as old as a stale lock (that host cannot be asked).
+   */
+  const deadScratch = Effect.gen(function*() {
+    const gone: Array<string> = []
+    for (const name of yield* listDir(dirs.tmp)) {
+      const at = path.join(dirs.tmp, name)
+      const owner = scratchOwner(name)
+      if (owner !== undefined && owner.host === os.hostname()) {
+        if (!Lock.isAlive(owner.pid)) gone.push(at)
+        continue
+      }
+      // Removed meanwhile by its writer: nothing to do.
+      const info = yield* io("stat", at, fs.stat(at).pipe(Effect.map(Option.some), Effect.catchIf(StoreError.isNotFound, () => Effect.succeedNone)))
+      const mtime = Option.flatMap(info, (i) => i.mtime)
+      if (Option.isSome(mtime) && Date.now() - mtime.value.valueOf() > lockOptions.staleMillis) gone.push(at)
+    }
+    return gone
+  })
+
+  const notUsable = (operation: string, reason: string, transient = false) =>
+    new StoreError.StoreError({ operation, path: root, reason, transient })
+  const rootInfo = (operation: string) =>
+    fs.stat(root).pipe(
+      Effect.map(Option.some),
+      Effect.catchIf(StoreError.isNotFound, () => Effect.succeedNone),
+      StoreError.mapPlatform(operation, root)
+    )
+
+  const readable = Effect.gen(function*() {
+    const operation = "read the store"
+    const info = yield* rootInfo(operation)
+    if (Option.isNone(info)) return yield* notUsable(operation, "no such directory")
+    if (info.value.type !== "Directory") return yield* notUsable(operation, "it is not a directory")
+    const names = yield* listDir(root)
+    if (!storeFolders.some((f) => names.includes(f))) {
+      return yield* notUsable(operation, `it holds none of ${storeFolders.map((f) => `${f}/`).join(", ")}, so it is not a store`)
+    }
+  })
+
+  const checkWritable = Effect.gen(function*() {
+    const operation = "write to the store"
+    const info = yield* rootInfo(operation)
+    if (Option.isSome(info) && info.value.type !== "Directory") return yield* notUsable(operation, "it is not a directory")
+    const probe = path.join(dirs.tmp, scratchName("probe"))
+    yield* fs.makeDirectory(dirs.tmp, { recursive: true }).pipe(
+      Effect.andThen(fs.writeFile(probe, new Uint8Array(0))),
+      Effect.andThen(fs.remove(probe)),
+      Effect.mapError((e) => {
+        const seen = StoreError.fromPlatform(operation, root)(e)
+        return notUsable(operation, `it is not writable (${seen.reason})`, seen.transient)
+      })
+    )
+    const gone = yield* deadScratch
+    for (const at of gone) yield* io("remove", at, fs.remove(at, { recursive: true, force: true }))
+    if (gone.length > 0) yield* Effect.logInfo(`removed ${gone.length} staging folders that killed processes left in ${dirs.tmp}`)
+  })
+  // Checked once per store value; a failure is checked again next time (it may have been transient).
+  let writableSeen = false
+  const writable = Effect.suspend(() => (writableSeen ? Effect.void : Effect.tap(checkWritable, () => Effect.sync(() => void (writableSeen = true)))))
+
   const lock = Effect.fn("ArtifactStore.lock")(function*(key: string) {
+    yield* writable
     yield* ensureDir(dirs.locks)
     yield* ensureDir(dirs.tmp)
     yield* Lock.acquire(path.join(dirs.locks, `${key}.lock`), dirs.tmp, lockOptions).pipe(
@@ -285,13 +367,14 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
   })
 
   const staging = Effect.gen(function*() {
+    yield* writable
     yield* ensureDir(dirs.tmp)
     const dir = path.join(dirs.tmp, scratchName("stage"))
     yield* ensureDir(dir)
     // Removed on every exit; after a commit the directory has moved and this is a no-op.
     yield* Effect.addFinalizer(() => fs.remove(dir, { recursive: true, force: true }).pipe(Effect.ignore))
     const files: Array<Manifest.FileEntry> = []
-    const write = Effect.fnUntraced(function*(name: string, bytes: Uint8Array, tensors?: Manifest.FileEntry["tensors"]) {
+    const checkName = Effect.fnUntraced(function*(name: string) {
       if (Option.isNone(decodeSafeName(name)) || name === Manifest.manifestName) {
         return yield* new StoreError.StoreError({
           operation: "write",
@@ -303,6 +386,9 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
       if (files.some((f) => f.name === name)) {
         return yield* new StoreError.StoreError({ operation: "write", path: path.join(dir, name), reason: "written twice", transient: false })
       }
+    })
+    const write = Effect.fnUntraced(function*(name: string, bytes: Uint8Array, tensors?: Manifest.FileEntry["tensors"]) {
+      yield* checkName(name)
       yield* writeDurable(path.join(dir, name), bytes)
       const entry: Manifest.FileEntry = tensors === undefined
         ? { name, bytes: bytes.byteLength, sha256: Manifest.sha256(bytes) }
@@ -314,6 +400,16 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
       dir,
       files: () => [...files],
       writeBytes: (name, bytes) => write(name, bytes),
+      writeFile: <E, R>(name: string, produce: (at: string) => Effect.Effect<void, E, R>) =>
+        Effect.gen(function*() {
+          yield* checkName(name)
+          const at = path.join(dir, name)
+          yield* produce(at)
+          yield* io("write", at, Effect.scoped(Effect.flatMap(fs.open(at, { flag: "r+" }), (file) => file.sync)))
+          const entry: Manifest.FileEntry = { name, ...(yield* hashFile(at)) }
+          files.push(entry)
+          return entry
+        }),
       writeJson: (name, value) => write(name, new TextEncoder().encode(JSON.stringify(value, null, 2) + "\n")),
       writeTensors: (name, tensors, options = {}) => {
         const entries = tensorEntries(tensors)
@@ -347,15 +443,15 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
   const commit = Effect.fn("ArtifactStore.commit")(function*(
     stage: Staging,
     dir: string,
-    manifest: Omit<Manifest.Manifest, "files">
+    fields: Omit<Manifest.Fields, "files">
   ) {
-    const full: Manifest.Manifest = { ...manifest, files: stage.files() }
-    const encoded = yield* encodeManifest(full).pipe(
-      Effect.mapError((e) =>
-        new StoreError.StoreError({ operation: "encode manifest", path: dir, reason: oneLine(e.message), transient: false })
-      )
-    )
-    yield* writeDurable(path.join(stage.dir, Manifest.manifestName), new TextEncoder().encode(JSON.stringify(encoded, null, 2) + "\n"))
+    const bug = (reason: string) => new StoreError.StoreError({ operation: "commit", path: dir, reason, transient: false })
+    const encoded = yield* encodeFields({ ...fields, files: stage.files() }).pipe(Effect.mapError((e) => bug(Manifest.oneLine(e.message))))
+    const text = JSON.stringify({ ...encoded, digest: Manifest.digestOf(encoded) }, null, 2) + "\n"
+    // What readers will get back: a manifest that would not read back valid is never written.
+    const readBack = Manifest.decode(text)
+    if (readBack._tag === "Invalid") return yield* bug(readBack.reason)
+    yield* writeDurable(path.join(stage.dir, Manifest.manifestName), new TextEncoder().encode(text))
     yield* syncPath(stage.dir)
     const parent = path.dirname(dir)
     yield* ensureDir(parent)
@@ -363,7 +459,7 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
     yield* io("rename", dir, fs.rename(stage.dir, dir))
     yield* syncPath(parent)
     if (Option.isSome(previous)) yield* io("remove", previous.value, fs.remove(previous.value, { recursive: true }))
-    return full
+    return readBack.manifest
   })
 
   const checkpoints = Effect.fn("ArtifactStore.checkpoints")(function*(key: string) {
@@ -383,7 +479,7 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
         Effect.flatMap((text) =>
           decodeRunJson(text).pipe(
             Effect.mapError((e) =>
-              new StoreError.StoreError({ operation: "decode run record", path: at, reason: oneLine(e.message), transient: false })
+              new StoreError.StoreError({ operation: "decode run record", path: at, reason: Manifest.oneLine(e.message), transient: false })
             )
           )
         )
@@ -395,8 +491,9 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
     const record: RunRecord = { name: run, keys: [...keys], createdAt: new Date().toISOString() }
     const at = path.join(dirs.runs, `${run}.json`)
     const encoded = yield* encodeRun(record).pipe(
-      Effect.mapError((e) => new StoreError.StoreError({ operation: "encode run record", path: at, reason: oneLine(e.message), transient: false }))
+      Effect.mapError((e) => new StoreError.StoreError({ operation: "encode run record", path: at, reason: Manifest.oneLine(e.message), transient: false }))
     )
+    yield* writable
     yield* ensureDir(dirs.runs)
     yield* ensureDir(dirs.tmp)
     const draft = path.join(dirs.tmp, scratchName("run"))
@@ -476,16 +573,7 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
       if (locks.live.has(key)) continue
       if (!kept.has(key) || finished) removals.push({ path: path.join(dirs.checkpoints, key), what: "checkpoints" })
     }
-    for (const name of yield* listDir(dirs.tmp)) {
-      const at = path.join(dirs.tmp, name)
-      const owner = scratchOwner(name)
-      // Another host's writer cannot be asked whether it lives: its scratch goes once as old as a stale lock.
-      const gone = owner !== undefined && owner.host === os.hostname()
-        ? !Lock.isAlive(owner.pid)
-        : Date.now() - Option.getOrElse((yield* io("stat", at, fs.stat(at))).mtime, () => new Date()).valueOf() >
-          lockOptions.staleMillis
-      if (gone) removals.push({ path: at, what: "scratch" })
-    }
+    for (const at of yield* deadScratch) removals.push({ path: at, what: "scratch" })
     for (const at of locks.stale) removals.push({ path: at, what: "stale lock" })
     if (!options.dryRun) {
       for (const r of removals) {
@@ -498,6 +586,8 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
 
   return ArtifactStore.of({
     root,
+    readable,
+    writable,
     artifactDir,
     inspect,
     inspectDir,
@@ -520,4 +610,3 @@ const make = Effect.fnUntraced(function*(root: string, options: Options) {
 const tensorEntries = (tensors: Tensors): Array<readonly [string, HostTensor.HostTensor]> =>
   tensors instanceof Map ? [...tensors] : ParamTree.flatten(tensors as HostTensor.HostTree, HostTensor.isHostTensor)
 
-const oneLine = (text: string): string => text.replace(/\s*\n\s*/g, " ")

@@ -172,6 +172,44 @@ describe("Checkpoint.loop", () => {
       )
     })))
 
+  it.live("an edited checkpoint manifest is skipped: the loop resumes from an older one, or from scratch, to the same bits", () =>
+    env(Effect.gen(function*() {
+      const uninterrupted = yield* reference(() => {})
+      reset()
+      yield* withStore((root) =>
+        Effect.gen(function*() {
+          const fs = yield* FileSystem.FileSystem
+          const key = yield* Stage.key(Loop, config(), {})
+          const edit = (step: number, from: string, to: string) =>
+            Effect.gen(function*() {
+              const at = `${root}/checkpoints/${key}/${String(step).padStart(10, "0")}/manifest.json`
+              const text = yield* fs.readFileString(at)
+              assert.include(text, from)
+              yield* fs.writeFileString(at, text.replace(from, to))
+            })
+          // As adamStep 40 → 41 in a teacher's checkpoint: the loop's counter after step 10.
+          hooks.failAt = { step: 12, transient: false }
+          yield* Effect.flip(Stage.run(Loop, config(), {}))
+          yield* edit(10, `"count": 10`, `"count": 11`)
+          hooks.calls = []
+          const resumed = yield* Stage.run(Loop, config(), {})
+          assert.deepStrictEqual(resumed.output, { resumedFrom: 5, skipped: [], count: 20 })
+          assert.isTrue(captured.some((m) => /checkpoint at step 10 is corrupt \(manifest.json was edited after it was written/.test(m)))
+          assert.isTrue(HostTensor.bitEqual(yield* finalW(resumed), uninterrupted))
+
+          // Both checkpoints edited (the step of one, the skipped steps of the other): from scratch.
+          yield* fs.remove(`${root}/artifacts/${key}`, { recursive: true })
+          hooks.failAt = { step: 12, transient: false }
+          yield* Effect.flip(Stage.run(Loop, config(), {}))
+          yield* edit(10, `"step": 10`, `"step": 11`)
+          yield* edit(5, `"skipped": []`, `"skipped": [3]`)
+          const again = yield* Stage.run(Loop, config(), {})
+          assert.deepStrictEqual(again.output, { resumedFrom: 0, skipped: [], count: 20 })
+          assert.isTrue(HostTensor.bitEqual(yield* finalW(again), uninterrupted))
+        })
+      )
+    })))
+
   it.live("skip: a non-finite step's update is dropped, as if the step left the state alone", () =>
     env(Effect.gen(function*() {
       const expected = yield* reference(() => (hooks.identity = new Set([3, 11])))

@@ -76,7 +76,7 @@ const Saved = Schema.Struct({ data: Schema.Json, skipped: Schema.Array(Schema.In
 
 /** Releases the leaves of `old` that `next` does not hold. */
 /** The manifest fields of a checkpoint of `ctx`'s stage at `step` (the store adds the files). */
-const manifest = (ctx: Pick<Stage.Context, "key" | "stage" | "version">, step: number, output: Schema.Json): Omit<Manifest.Manifest, "files"> => {
+const manifest = (ctx: Pick<Stage.Context, "key" | "stage" | "version">, step: number, output: Schema.Json): Omit<Manifest.Fields, "files"> => {
   const now = new Date().toISOString()
   return {
     format: Manifest.format,

@@ -2,14 +2,20 @@
  * The manifest of an artifact or a checkpoint: what produced it (stage,
  * version, encoded config, input keys), what it holds (every file with its
  * size and sha256) and how it went (metrics, timings, backend). It is
- * validated by Schema when written and when read, and written last: its
- * presence marks a complete directory.
+ * written last (its presence marks a complete directory) and carries the
+ * sha256 of everything else it says (`digest`), so that no field can change
+ * unseen: reading it (`decode`) checks the Schema, the digest and, for an
+ * artifact, that its stage, version, config and inputs give its key.
  */
 import { Schema } from "effect"
 import { createHash } from "node:crypto"
 
-/** The on-disk format of manifests; bump when the layout changes. */
-export const format = 1
+/**
+ * The on-disk format of manifests; bump when the layout changes. Format 1
+ * had no digest: its manifests are refused (their artifacts recomputed),
+ * since nothing says they were not edited.
+ */
+export const format = 2
 
 /** File and stage names: safe as path components on every file system. */
 export const SafeName = Schema.String.check(Schema.isPattern(/^[A-Za-z0-9][A-Za-z0-9._-]*$/))
@@ -37,7 +43,8 @@ export const Timings = Schema.Struct({
   attempts: Schema.Int
 })
 
-export const Manifest = Schema.Struct({
+/** Every field of a manifest but its digest. */
+export const Fields = Schema.Struct({
   format: Schema.Literal(format),
   key: Schema.String,
   stage: SafeName,
@@ -56,6 +63,15 @@ export const Manifest = Schema.Struct({
   backend: Schema.NullOr(Backend),
   createdAt: Schema.String,
   host: Schema.String
+})
+export type Fields = typeof Fields.Type
+
+const Sha256 = Schema.String.check(Schema.isPattern(/^[0-9a-f]{64}$/))
+
+export const Manifest = Schema.Struct({
+  ...Fields.fields,
+  /** sha256 of the canonical JSON of every other field (`digestOf`). */
+  digest: Sha256
 })
 export type Manifest = typeof Manifest.Type
 
@@ -93,3 +109,47 @@ export const keyOf = (parts: {
   }`
 
 export const manifestName = "manifest.json"
+
+/** The digest of a manifest's fields: sha256 of their canonical JSON. */
+export const digestOf = (fields: Fields): string => sha256(canonicalJson(fields))
+
+/** The manifest of these fields, digest included. */
+export const seal = (fields: Fields): Manifest => ({ ...fields, digest: digestOf(fields) })
+
+const decodeManifest = Schema.decodeUnknownResult(Manifest, { onExcessProperty: "error" })
+
+/**
+ * A manifest's text, read back: the manifest, or why it cannot be trusted —
+ * not JSON, another format, a field its Schema rejects (unknown fields
+ * included), a digest that does not match its fields, or an artifact
+ * (a manifest without `checkpoint`) whose stage, version, config and
+ * inputs do not give its key.
+ */
+export const decode = (text: string): { readonly _tag: "Valid"; readonly manifest: Manifest } | { readonly _tag: "Invalid"; readonly reason: string } => {
+  const invalid = (reason: string) => ({ _tag: "Invalid", reason } as const)
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (e) {
+    return invalid(`${manifestName} does not decode: ${(e as Error).message}`)
+  }
+  const found = typeof json === "object" && json !== null && "format" in json ? json.format : undefined
+  if (found !== format) {
+    return invalid(
+      typeof found === "number" && found < format
+        ? `${manifestName} is format ${found}, written before manifests carried a digest (format ${format}): nothing shows it unedited, so its stage must run again`
+        : `${manifestName} does not decode: format ${JSON.stringify(found)}, expected ${format}`
+    )
+  }
+  const decoded = decodeManifest(json)
+  if (decoded._tag === "Failure") return invalid(`${manifestName} does not decode: ${oneLine(decoded.failure.message)}`)
+  const { digest, ...fields } = decoded.success
+  if (digestOf(fields) !== digest) return invalid(`${manifestName} was edited after it was written: its digest does not match its fields`)
+  if (fields.checkpoint === undefined && keyOf(fields) !== fields.key) {
+    return invalid(`${manifestName}'s stage, version, config and inputs give the key ${keyOf(fields)}, not ${fields.key}`)
+  }
+  return { _tag: "Valid", manifest: decoded.success }
+}
+
+/** A message on one line (Schema errors span several). */
+export const oneLine = (text: string): string => text.replace(/\s*\n\s*/g, " ")

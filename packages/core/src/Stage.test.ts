@@ -1,8 +1,9 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, FileSystem, Layer, Logger, Schedule, Schema } from "effect"
+import { Context, Effect, FileSystem, Layer, Logger, Schedule, Schema } from "effect"
 import { HostTensor } from "@tinyfusion/tensor"
 import { ArtifactStore } from "./ArtifactStore.ts"
+import * as Manifest from "./Manifest.ts"
 import * as Retry from "./Retry.ts"
 import * as Stage from "./Stage.ts"
 
@@ -49,6 +50,22 @@ const Other = Stage.make({
   config: Schema.Struct({ label: Schema.String }),
   output: Schema.Struct({ label: Schema.String }),
   run: (config) => Effect.as(count("other"), { label: config.label })
+})
+
+/** Keeps the `keep` largest values of its source, as a pruner keeps blocks. */
+const Decide = Stage.make({
+  name: "decide",
+  version: 1,
+  config: Schema.Struct({ keep: Schema.Int }),
+  inputs: { source: Source },
+  output: Schema.Struct({ kept: Schema.Array(Schema.Int), calibrationLoss: Schema.Finite }),
+  run: (config, { source }, ctx) =>
+    Effect.gen(function*() {
+      yield* count("decide")
+      const { values } = (yield* source.tensors("values.safetensors")) as { values: HostTensor.HostTensor }
+      yield* ctx.metric("fid", 4.444)
+      return { kept: [...values.data.keys()].slice(-config.keep), calibrationLoss: 0.322 }
+    })
 })
 
 const captured: Array<string> = []
@@ -147,14 +164,84 @@ describe("Stage", () => {
         assert.isTrue(captured.some((m) => /corrupt, recomputing: manifest.json does not decode/.test(m)))
       })))
 
+  it.live("every field of a manifest is covered: an edited output, metric, config or input is corrupt and recomputed", () =>
+    withStore((root) =>
+      Effect.gen(function*() {
+        const fs = yield* FileSystem.FileSystem
+        const source = yield* Stage.run(Source, { n: 4, start: 1 }, {})
+        const other = yield* Stage.run(Source, { n: 3, start: 0 }, {})
+        const first = yield* Stage.run(Decide, { keep: 2 }, { source })
+        const at = `${root}/artifacts/${first.key}/manifest.json`
+        // As a person would edit it: the value changed, the rest of the file as it was.
+        const edits: ReadonlyArray<readonly [string, string, string, RegExp]> = [
+          ["output.calibrationLoss", `"calibrationLoss": 0.322`, `"calibrationLoss": 0.422`, /edited after it was written/],
+          ["output.kept", `"kept": [\n      2,`, `"kept": [\n      1,`, /edited after it was written/],
+          ["metrics.fid", `"fid": 4.444`, `"fid": 3.444`, /edited after it was written/],
+          ["config", `"keep": 2`, `"keep": 3`, /edited after it was written/],
+          ["inputs", source.key, other.key, /edited after it was written/]
+        ]
+        for (const [field, from, to, reason] of edits) {
+          const text = yield* fs.readFileString(at)
+          assert.include(text, from, field)
+          yield* fs.writeFileString(at, text.replace(from, to))
+          captured.length = 0
+          const again = yield* Stage.run(Decide, { keep: 2 }, { source })
+          assert.isFalse(again.cached, field)
+          assert.isTrue(captured.some((m) => /corrupt, recomputing: manifest.json was/.test(m) && reason.test(m)), field)
+          assert.deepStrictEqual(again.output, first.output, field)
+          assert.deepStrictEqual(again.manifest.metrics, first.manifest.metrics, field)
+        }
+        // An editor who also recomputes the digest: a config or inputs that no longer give the key are still caught.
+        for (const [field, edit] of [["config", { config: { keep: 3 } }], ["inputs", { inputs: { source: other.key } }]] as const) {
+          const { digest: _, ...fields } = JSON.parse(yield* fs.readFileString(at))
+          const changed = { ...fields, ...edit }
+          yield* fs.writeFileString(at, JSON.stringify({ ...changed, digest: Manifest.sha256(Manifest.canonicalJson(changed)) }))
+          captured.length = 0
+          assert.isFalse((yield* Stage.run(Decide, { keep: 2 }, { source })).cached, field)
+          assert.isTrue(captured.some((m) => new RegExp(`config and inputs give the key decide-\\w+, not ${first.key}`).test(m)), field)
+        }
+        assert.strictEqual(ran("decide"), 8)
+      })))
+
+  it.live("provideWhenComputing: the service is made only when the stage computes, never for a cache hit", () =>
+    withStore(() =>
+      Effect.gen(function*() {
+        class Images extends Context.Service<Images, { readonly values: ReadonlyArray<number> }>()("test/Images") {}
+        const Sum = Stage.make({
+          name: "sum",
+          version: 1,
+          config: Schema.Struct({}),
+          output: Schema.Struct({ sum: Schema.Number }),
+          run: () =>
+            Effect.gen(function*() {
+              const images = yield* Images
+              return { sum: images.values.reduce((a, b) => a + b, 0) }
+            })
+        })
+        let opened = 0
+        const lazy = Stage.provideWhenComputing(Sum, Images, Effect.sync(() => (opened++, { values: [1, 2, 3] })))
+        assert.deepStrictEqual([lazy.name, lazy.version], [Sum.name, Sum.version])
+        const first = yield* Stage.run(lazy, {}, {})
+        const again = yield* Stage.run(lazy, {}, {})
+        assert.deepStrictEqual([first.output.sum, first.cached, again.cached, opened], [6, false, true, 1])
+        assert.strictEqual(first.key, yield* Stage.key(Sum, {}, {}))
+        // Unreachable data fails only a stage that must compute.
+        const missing = Stage.provideWhenComputing(Sum, Images, Effect.fail("no images here"))
+        assert.isTrue((yield* Stage.run(missing, {}, {})).cached)
+        yield* (yield* ArtifactStore).remove(first.dir)
+        assert.strictEqual(yield* Effect.flip(Stage.run(missing, {}, {})), "no images here")
+      })))
+
   it.live("a manifest whose output no longer fits the stage's Schema is recomputed", () =>
     withStore((root) =>
       Effect.gen(function*() {
         const fs = yield* FileSystem.FileSystem
         const first = yield* Stage.run(Other, { label: "a" }, {})
         const at = `${root}/artifacts/${first.key}/manifest.json`
-        const manifest = JSON.parse(yield* fs.readFileString(at))
-        yield* fs.writeFileString(at, JSON.stringify({ ...manifest, output: { label: 7 } }))
+        // A stage that changed its output without a new version: the manifest is intact, its output no longer fits.
+        const { digest: _, ...fields } = JSON.parse(yield* fs.readFileString(at))
+        const changed = { ...fields, output: { label: 7 } }
+        yield* fs.writeFileString(at, JSON.stringify({ ...changed, digest: Manifest.sha256(Manifest.canonicalJson(changed)) }))
         const again = yield* Stage.run(Other, { label: "a" }, {})
         assert.isFalse(again.cached)
         assert.isTrue(captured.some((m) => /output does not decode/.test(m)))

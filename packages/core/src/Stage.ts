@@ -9,7 +9,7 @@
  * waits and then reuses the result. Transient failures are retried (see
  * `Retry`); a retried attempt resumes from the stage's newest checkpoint.
  */
-import { Effect, Option, Ref, Schema } from "effect"
+import { type Context as EffectContext, Effect, Option, Ref, Schema } from "effect"
 import { Compute, HostTensor, ParamTree, Safetensors } from "@tinyfusion/tensor"
 import { ArtifactStore, CorruptArtifact, type Inspection, type Staging } from "./ArtifactStore.ts"
 import * as Manifest from "./Manifest.ts"
@@ -56,6 +56,7 @@ export interface Context {
   readonly writeTensors: Staging["writeTensors"]
   readonly writeJson: Staging["writeJson"]
   readonly writeBytes: Staging["writeBytes"]
+  readonly writeFile: Staging["writeFile"]
   /** Records a figure in the manifest's metrics (the last value of a name wins). */
   readonly metric: (name: string, value: number) => Effect.Effect<void>
 }
@@ -292,6 +293,7 @@ const build = <C, CE, O, OE, I extends Inputs, E, R>(
       writeTensors: staging.writeTensors,
       writeJson: staging.writeJson,
       writeBytes: staging.writeBytes,
+      writeFile: staging.writeFile,
       metric: (name, value) => Effect.sync(() => void (metrics[name] = Number.isFinite(value) ? value : null))
     }
     const output = yield* stage.run(config, inputs, ctx)
@@ -321,3 +323,18 @@ const build = <C, CE, O, OE, I extends Inputs, E, R>(
     yield* store.removeCheckpoints(info.key)
     return manifest
   }))
+
+/**
+ * The stage with one service of its computation supplied by `service`, run
+ * only when the stage computes: a cache hit never runs it. Commands open a
+ * dataset this way, so a store whose data stages are all cached needs no
+ * dataset on disk. Name, version and keys are the stage's own.
+ */
+export const provideWhenComputing = <C, CE, O, OE, I extends Inputs, E, R, Id, S, E2, R2>(
+  stage: Stage<C, CE, O, OE, I, E, R>,
+  tag: EffectContext.Key<Id, S>,
+  service: Effect.Effect<NoInfer<S>, E2, R2>
+): Stage<C, CE, O, OE, I, E | E2, Exclude<R, Id> | R2> => ({
+  ...stage,
+  run: (config, inputs, ctx) => Effect.provideServiceEffect(stage.run(config, inputs, ctx), tag, service)
+})

@@ -31,15 +31,16 @@ export const measure = Effect.fn("StoreBenchmark.measure")(function*(mib: number
   const tree = Array.from({ length: 8 }, (_, layer) => ({
     weight: HostTensor.float32([n / 8], Float32Array.from({ length: n / 8 }, (_, i) => Math.sin(layer * 7919 + i)))
   }))
+  const key = Manifest.keyOf({ stage: "bench", version: 1, config: null, inputs: {} })
   const figures = yield* Effect.gen(function*() {
     const store = yield* ArtifactStore
     const encode = yield* time(Effect.sync(() => Safetensors.encode(tree.map((t, i) => [`${i}.weight`, t.weight] as const))))
     const commit = yield* time(Effect.scoped(Effect.gen(function*() {
       const staging = yield* store.staging
       yield* staging.writeTensors("params.safetensors", tree)
-      return yield* store.commit(staging, store.artifactDir("bench"), {
+      return yield* store.commit(staging, store.artifactDir(key), {
         format: Manifest.format,
-        key: "bench",
+        key,
         stage: "bench",
         version: 1,
         config: null,
@@ -52,9 +53,9 @@ export const measure = Effect.fn("StoreBenchmark.measure")(function*(mib: number
         host: "bench"
       })
     })))
-    const verify = yield* time(store.inspect("bench"))
+    const verify = yield* time(store.inspect(key))
     const read = yield* time(Effect.flatMap(
-      store.readFile(store.artifactDir("bench"), commit.value, "params.safetensors"),
+      store.readFile(store.artifactDir(key), commit.value, "params.safetensors"),
       Safetensors.decode
     ))
     const bytes = commit.value.files[0]!.bytes

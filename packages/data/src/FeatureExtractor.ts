@@ -1,8 +1,8 @@
 /**
  * What the FID-family metrics look at, as a service: images in, pooled
  * features, class probabilities and spatial features out. The mini preset
- * provides it from the project's FeatureNet; at paper scale an Inception-v3
- * layer can provide the same service.
+ * provides it from the project's FeatureNet; the paper preset from the FID
+ * Inception-V3 (`inception`), ADM's evaluator network.
  *
  * The statistics of a reference set (float64 moments, pooled features, k-NN
  * radii) are packages/eval's `reference` stage, computed with the same
@@ -11,6 +11,7 @@
 import { Context, Effect, Layer } from "effect"
 import { Compute, type ComputeError, HostTensor, ParamTree, tf } from "@tinyfusion/tensor"
 import * as FeatureNet from "./FeatureNet.ts"
+import * as Inception from "./Inception.ts"
 
 export interface Outputs {
   /** [N, poolDim] */
@@ -58,6 +59,41 @@ export class FeatureExtractor extends Context.Service<FeatureExtractor, {
     )
   }
 }
+
+/**
+ * The FID Inception-V3 on pytorch-fid's weights, taking images of `imageShape`
+ * (the dataset's, e.g. 256 × 256 × 3) and resizing them as ADM's graph does.
+ */
+export const inception = (
+  config: Inception.Config,
+  params: HostTensor.HostTree,
+  imageShape: readonly [number, number, number]
+): Layer.Layer<FeatureExtractor, never, Compute> =>
+  Layer.effect(
+    FeatureExtractor,
+    Effect.acquireRelease(
+      Effect.gen(function*() {
+        yield* Compute
+        const tree = HostTensor.treeToTensors(params)
+        const net = Inception.prepare(config, tree)
+        ParamTree.dispose(tree)
+        return net
+      }),
+      (net) => Effect.sync(() => Inception.dispose(net))
+    ).pipe(Effect.map((net) =>
+      FeatureExtractor.of({
+        name: Inception.describe(config),
+        imageShape,
+        poolDim: Inception.poolDim(config),
+        spatialDim: Inception.spatialDim(config),
+        classes: config.classes,
+        apply: (images) => {
+          const out = Inception.forward(net, Inception.preprocess(config, images))
+          return { pool: out.pool, probs: tf.softmax(out.logits), spatial: out.spatial }
+        }
+      })
+    ))
+  )
 
 export interface HostFeatures {
   readonly count: number

@@ -17,11 +17,14 @@
  */
 import { Effect, Layer, Schema } from "effect"
 import { Checkpoint, CorruptArtifact, Stage } from "@tinyfusion/core"
-import { AdamW, Compute, HostTensor, ParamTree, tf } from "@tinyfusion/tensor"
+import { SdVae } from "@tinyfusion/models"
+import { AdamW, Compute, HostTensor, ParamTree, tf, WeightsFile } from "@tinyfusion/tensor"
 import * as Autoencoder from "./Autoencoder.ts"
 import { Dataset, DatasetError } from "./Dataset.ts"
 import * as Batches from "./Batches.ts"
-import { extract, FeatureExtractor, topOneAccuracy } from "./FeatureExtractor.ts"
+import * as Codec from "./Codec.ts"
+import { extract, FeatureExtractor, inception, topOneAccuracy } from "./FeatureExtractor.ts"
+import * as Inception from "./Inception.ts"
 import * as FeatureNet from "./FeatureNet.ts"
 import * as Images from "./Images.ts"
 import { LatentDataset } from "./LatentDataset.ts"
@@ -102,7 +105,7 @@ export const AutoencoderConfig = Schema.Struct({
 export type AutoencoderConfig = typeof AutoencoderConfig.Type
 
 export const AutoencoderOutput = Schema.Struct({
-  model: Autoencoder.Config,
+  model: Codec.Model,
   /** 1/std of latents: multiply encoder samples by it. */
   scale: Schema.Number,
   /** Mean per-image PSNR (dB) over the centre crop of the test images. */
@@ -167,13 +170,103 @@ export const AutoencoderStage = Stage.make({
     })
 })
 
-/** The trained autoencoder's weights on the device, with its config and scale factor. */
+/** An autoencoder artifact's weights on the device as its codec, with its scale factor (trained or imported alike). */
 export const loadAutoencoder = (artifact: Stage.Artifact<typeof AutoencoderOutput.Type>) =>
-  Effect.map(artifact.tensors("params.safetensors"), (host) => ({
-    config: artifact.output.model,
-    scale: artifact.output.scale,
-    params: HostTensor.treeToTensors(host)
-  }))
+  Effect.map(artifact.tensors("params.safetensors"), (host) => {
+    const params = HostTensor.treeToTensors(host)
+    return { model: artifact.output.model, codec: Codec.make(artifact.output.model, params), scale: artifact.output.scale, params }
+  })
+
+/** The test-split reconstructions of a codec: PSNR (mean dB over `crop`² centres) and the comparison grid. */
+const measure = (codec: Codec.Codec, set: Images.ImageSet, count: number, crop: number, batchSize: number) =>
+  Effect.gen(function*() {
+    const compute = yield* Compute
+    const per = Images.imageSize(set)
+    const originals = new Float32Array(count * per)
+    const reconstructions = new Float32Array(count * per)
+    for (let start = 0; start < count; start += batchSize) {
+      const batch = Batches.range(set, start, Math.min(batchSize, count - start))
+      const out = yield* compute.scoped(Effect.gen(function*() {
+        const x = tf.tensor4d(batch.images, [...batch.shape])
+        return yield* compute.read(tf.clipByValue(codec.decode(codec.encode(x).mean), -1, 1))
+      }))
+      originals.set(batch.images, start * per)
+      reconstructions.set(out, start * per)
+    }
+    const psnrs = Autoencoder.psnr(originals, reconstructions, [count, set.height, set.width, set.channels], crop)
+    // Whole rows of up to 8 pairs.
+    const columns = Math.min(8, count)
+    const shown = columns * Math.floor(Math.min(32, count) / columns)
+    return { psnr: psnrs.reduce((a, b) => a + b, 0) / count, png: Png.encode(comparison(originals, reconstructions, set, shown, columns)) }
+  })
+
+// ---------------------------------------------------------------- imported autoencoder (SD-VAE)
+
+export const ImportedAutoencoderConfig = Schema.Struct({
+  dataset: Schema.String,
+  /** The file's sha256 and key layout (the key covers the contents, not the path). */
+  sha256: Schema.String,
+  layout: SdVae.Layout,
+  model: Codec.SdVaeModel,
+  /** Test images PSNR is measured on. */
+  evalImages: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
+})
+export type ImportedAutoencoderConfig = typeof ImportedAutoencoderConfig.Type
+
+/** A published SD-VAE file: its layout, config and hash, every key and shape checked, no tensor data read. */
+export const inspectSdVae = Effect.fn("Stages.inspectSdVae")(function*(path: string, imageSize: number) {
+  const listing = yield* WeightsFile.inspect(path)
+  const layout = SdVae.detectLayout(listing.shapes.keys())
+  if (layout === undefined) {
+    return yield* new DatasetError({
+      dataset: "SD-VAE",
+      path,
+      reason: `no VAE keys (encoder.down_blocks.… or encoder.down.…) in ${listing.source}`,
+      hint: "Pass diffusers' diffusion_pytorch_model.safetensors of stabilityai/sd-vae-ft-ema (or -mse), or latent-diffusion's kl-f8 checkpoint"
+    })
+  }
+  const mapped = SdVae.fromLayout(layout, listing.shapes, (t) => ({ ...t, shape: t.shape.slice(0, 2) }))
+  const config = SdVae.inferConfig(mapped.tensors) ?? SdVae.klF8
+  yield* SdVae.check(config, mapped.tensors)
+  if (imageSize % SdVae.factor(config) !== 0) {
+    return yield* new DatasetError({ dataset: "SD-VAE", path, reason: `images of side ${imageSize} are not a multiple of ${SdVae.factor(config)}`, hint: "Use 256 × 256 images" })
+  }
+  return { layout, model: { kind: "sd-vae" as const, config, imageSize }, sha256: yield* WeightsFile.fileSha256(path), ignored: mapped.ignored }
+})
+
+/**
+ * The `autoencoder` stage for a published SD-VAE file at `path`: the same
+ * role and output as the trained one (downstream stages take either), its
+ * weights from the file in diffusers' keys, its scale kl-f8's 0.18215, and
+ * the PSNR of its test-split reconstructions as a check.
+ */
+export const importedAutoencoder = (path: string) =>
+  Stage.make({
+    name: "autoencoder",
+    version: 1,
+    config: ImportedAutoencoderConfig,
+    output: AutoencoderOutput,
+    run: (config, _inputs, ctx) =>
+      Effect.gen(function*() {
+        const data = yield* checkDataset(config.dataset)
+        const found = yield* WeightsFile.fileSha256(path)
+        if (found !== config.sha256) {
+          return yield* new DatasetError({ dataset: "SD-VAE", path, reason: `sha256 ${found}, the stage config names ${config.sha256}`, hint: "Pass the file the run was started with" })
+        }
+        const weights = yield* WeightsFile.read(path)
+        const { tensors } = SdVae.fromLayout(config.layout, weights.tensors, SdVae.squeezeHost)
+        yield* SdVae.check(config.model.config, tensors)
+        yield* ctx.writeTensors("params.safetensors", tensors)
+        const params = HostTensor.treeToTensors(ParamTree.unflatten([...tensors]))
+        const count = Math.min(config.evalImages, data.test.count)
+        const measured = yield* measure(Codec.make(config.model, params), data.test, count, data.test.height, 8).pipe(
+          Effect.ensuring(Effect.sync(() => ParamTree.dispose(params)))
+        )
+        yield* ctx.writeBytes("reconstructions.png", measured.png)
+        yield* ctx.metric("psnr", measured.psnr)
+        return { model: config.model, scale: config.model.config.scale, psnr: measured.psnr, psnrImages: count, psnrCrop: data.test.height }
+      })
+  })
 
 // ---------------------------------------------------------------- latents
 
@@ -214,9 +307,9 @@ export const LatentsStage = Stage.make({
         batchSize: config.batchSize,
         seed: config.seed,
         scale: ae.scale,
-        latentShape: Autoencoder.latentShape(ae.config),
+        latentShape: ae.codec.latentShape,
         fingerprint: autoencoder.key,
-        encode: (x) => Autoencoder.encode(ae.params, x),
+        encode: ae.codec.encode,
         onShard: (index, encoded) => Effect.logInfo(`shard ${index} ${encoded ? "encoded" : "kept from an earlier run"}`)
       }, shards).pipe(Effect.ensuring(Effect.sync(() => ParamTree.dispose(ae.params))))
       for (const [index, shard] of manifest.shards.entries()) {
@@ -258,8 +351,12 @@ export const FeatureNetConfig = Schema.Struct({
 })
 export type FeatureNetConfig = typeof FeatureNetConfig.Type
 
+/** A feature network trained here, or the FID Inception-V3 taking images of `imageSize`. */
+export const InceptionModel = Schema.Struct({ kind: Schema.Literal("inception"), config: Inception.Config, imageSize: Schema.Int })
+export type InceptionModel = typeof InceptionModel.Type
+
 export const FeatureNetOutput = Schema.Struct({
-  model: FeatureNet.Config,
+  model: Schema.Union([FeatureNet.Config, InceptionModel]),
   /** Test-split accuracy. */
   accuracy: Schema.Number,
   testImages: Schema.Int,
@@ -309,6 +406,53 @@ export const FeatureNetStage = Stage.make({
     })
 })
 
-/** The FeatureExtractor service of a trained feature-net artifact. */
+/** The FeatureExtractor service of a feature-net artifact (trained, or the imported Inception). */
 export const featureExtractor = (artifact: Stage.Artifact<typeof FeatureNetOutput.Type>) =>
-  Layer.unwrap(Effect.map(artifact.tensors("params.safetensors"), (host) => FeatureExtractor.featureNet(artifact.output.model, host)))
+  Layer.unwrap(Effect.map(artifact.tensors("params.safetensors"), (host) => {
+    const model = artifact.output.model
+    return "kind" in model
+      ? inception(model.config, host, [model.imageSize, model.imageSize, 3])
+      : FeatureExtractor.featureNet(model, host)
+  }))
+
+export const ImportedFeatureNetConfig = Schema.Struct({
+  sha256: Schema.String,
+  model: InceptionModel
+})
+export type ImportedFeatureNetConfig = typeof ImportedFeatureNetConfig.Type
+
+/** pytorch-fid's Inception weights file: its hash, every key and shape checked against `config`, no tensor data read. */
+export const inspectInception = Effect.fn("Stages.inspectInception")(function*(path: string, config: Inception.Config, imageSize: number) {
+  const listing = yield* WeightsFile.inspect(path)
+  yield* Inception.fromStateDict(config, listing.shapes)
+  return { model: { kind: "inception" as const, config, imageSize }, sha256: yield* WeightsFile.fileSha256(path) }
+})
+
+/**
+ * The `feature-net` stage for pytorch-fid's FID Inception weights at `path`
+ * (pt_inception-2015-12-05-6726825d.pth): the same role and output as the
+ * trained feature network, so the reference and evaluation stages take it.
+ */
+export const importedFeatureNet = (path: string) =>
+  Stage.make({
+    name: "feature-net",
+    version: 1,
+    config: ImportedFeatureNetConfig,
+    output: FeatureNetOutput,
+    run: (config, _inputs, ctx) =>
+      Effect.gen(function*() {
+        const found = yield* WeightsFile.fileSha256(path)
+        if (found !== config.sha256) {
+          return yield* new DatasetError({ dataset: "Inception", path, reason: `sha256 ${found}, the stage config names ${config.sha256}`, hint: "Pass the file the run was started with" })
+        }
+        const weights = yield* Inception.fromStateDict(config.model.config, (yield* WeightsFile.read(path)).tensors)
+        yield* ctx.writeTensors("params.safetensors", weights)
+        return {
+          model: config.model,
+          accuracy: 0,
+          testImages: 0,
+          poolDim: Inception.poolDim(config.model.config),
+          spatialDim: Inception.spatialDim(config.model.config)
+        }
+      })
+  })

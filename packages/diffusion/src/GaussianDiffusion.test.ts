@@ -218,6 +218,8 @@ describe("GaussianDiffusion", () => {
       assert.throws(() => Respacing.spaceTimesteps(10, "20"), /cannot divide a section of 10 steps into 20/)
       assert.throws(() => Respacing.spaceTimesteps(10, "ddim7"), /exactly 7 steps/)
       assert.throws(() => Respacing.spaceTimesteps(10, "fast"), /comma-separated counts/)
+      assert.throws(() => Respacing.spaceTimesteps(10, "0"), /"0": keeps no timestep/)
+      assert.throws(() => Respacing.spaceTimesteps(10, "0,0"), /keeps no timestep/)
       const bad = yield* Effect.flip(GaussianDiffusion.make({ respacing: "ddimx" }))
       assert.strictEqual(bad._tag, "InvalidRespacing")
 

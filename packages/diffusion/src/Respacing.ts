@@ -52,5 +52,6 @@ export function spaceTimesteps(numTimesteps: number, respacing: string): Readonl
     }
     start += size
   })
+  if (kept.size === 0) throw fail("keeps no timestep; sample with at least one")
   return [...kept].sort((a, b) => a - b)
 }

@@ -5,9 +5,9 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { ArtifactStore, Checkpoint, Manifest, Stage } from "@tinyfusion/core"
-import { Dataset, Png, Stages } from "@tinyfusion/data"
-import { Config, Fixtures, MarArtifact, MarCheckpoint } from "@tinyfusion/models"
-import { Compute, HostTensor, ParamTree, Rng } from "@tinyfusion/tensor"
+import { Dataset, Npz, Png, Stages } from "@tinyfusion/data"
+import { Config, Fixtures, MarArtifact, MarCheckpoint, ModelArtifact } from "@tinyfusion/models"
+import { Compute, HostTensor, ParamTree, Rng, Safetensors } from "@tinyfusion/tensor"
 import * as Evaluation from "./Evaluation.ts"
 import * as Tiny from "./fixtures/Tiny.ts"
 import * as Features from "./Features.ts"
@@ -49,6 +49,17 @@ const pooledOf = (artifact: Stage.Artifact<Evaluation.EvaluationOutput>) =>
     Effect.map(Features.decode(bytes, { count: artifact.output.samples, poolDim: 8, classes: 3 }, { key: artifact.key, path: Features.file }), (set) => set.pooled.data))
 
 describe("Evaluation", () => {
+  it.effect("sampleBatch writes samples.npz, ADM's arr_0 of exactly the samples scored (their features match the stored ones)", () =>
+    Effect.gen(function*() {
+      const { autoencoder, reference, model, featureNet } = yield* upstream
+      const done = yield* Stage.run(EvaluateTiny, { ...evaluation, sampleBatch: true }, { model, autoencoder, reference })
+      assert.include(done.manifest.files.map((f) => f.name), Evaluation.files.sampleBatch)
+      const arr = yield* Effect.scoped(Effect.flatMap(Npz.open(done.path(Evaluation.files.sampleBatch)), (npz) => npz.read("arr_0")))
+      assert.deepStrictEqual([arr.dtype, arr.shape], ["uint8", [20, 8, 8, 1]])
+      const features = yield* Features.ofPixels(arr.data as Uint8Array, 20).pipe(Effect.provide(Stages.featureExtractor(featureNet)))
+      assert.deepStrictEqual([...features.pooled.data], [...(yield* pooledOf(done))])
+    }).pipe(Effect.provide(layers), Effect.provide(Compute.wasm)), 120_000)
+
   it.effect("the reference images fed through the samples' path score FID 0 against the stored reference", () =>
     Effect.gen(function*() {
       const { featureNet, reference } = yield* upstream
@@ -142,7 +153,8 @@ describe("Evaluation", () => {
         pooled: new Float32Array(rows * 8).fill(0.5),
         spatial: Rng.normal(Rng.stream(0, "test/spatial"), 0, rows * 112),
         probabilities: new Float32Array(rows * 3).fill(1 / 3),
-        images: new Uint8Array(images * 64)
+        images: new Uint8Array(images * 64),
+        timing: { batches: Math.ceil(rows / 8), images: rows, ms: 1000 }
       })
       yield* parts.write(0, Evaluation.encodePart(made(16, 6), 16, dims, [8, 8, 1]))
       yield* parts.write(1, Evaluation.encodePart(made(3, 0), 3, dims, [8, 8, 1]))
@@ -155,8 +167,56 @@ describe("Evaluation", () => {
       const cleanPooled = yield* pooledOf(clean)
       assert.deepStrictEqual([...pooled.subarray(0, 16 * 8)], new Array(16 * 8).fill(0.5))
       assert.deepStrictEqual([...pooled.subarray(16 * 8)], [...cleanPooled.subarray(16 * 8)])
-      // Only the sampled batch counts towards the measured speed: 4 samples of one batch.
-      assert.isTrue(Number.isFinite(resumed.manifest.metrics["sampling_it_per_s"]))
+      // The speed counts every part, the kept one by the time it carries: 3 batches of 4 steps per 20 images.
+      const { sampling_it_per_s: itPerS, images_per_s: imagesPerS } = resumed.manifest.metrics
+      assert.closeTo(itPerS! / imagesPerS!, (3 * 4) / 20, 1e-9)
+
+      // Killed after its last part: the rerun samples nothing and records the speed the parts carry.
+      const done = { ...evaluation, splitSize: 4 }
+      const doneKey = yield* Stage.key(EvaluateTiny, done, { model: model.key, autoencoder: autoencoder.key, reference: reference.key })
+      const doneParts = yield* Checkpoint.parts({ key: doneKey, stage: EvaluateTiny.name, version: EvaluateTiny.version }, Evaluation.partFile)
+      yield* doneParts.write(0, Evaluation.encodePart(made(16, 6), 16, dims, [8, 8, 1]))
+      yield* doneParts.write(1, Evaluation.encodePart({ ...made(4, 0), timing: { batches: 1, images: 4, ms: 250 } }, 4, dims, [8, 8, 1]))
+      const finished = yield* Stage.run(EvaluateTiny, done, inputs)
+      assert.closeTo(finished.manifest.metrics["sampling_it_per_s"]!, (3 * 4 * 1000) / 1250, 1e-9)
+      assert.closeTo(finished.manifest.metrics["images_per_s"]!, (20 * 1000) / 1250, 1e-9)
+      // A part from before parts carried their time is sampled again.
+      const old = { ...evaluation, splitSize: 2 }
+      const oldKey = yield* Stage.key(EvaluateTiny, old, { model: model.key, autoencoder: autoencoder.key, reference: reference.key })
+      const oldParts = yield* Checkpoint.parts({ key: oldKey, stage: EvaluateTiny.name, version: EvaluateTiny.version }, Evaluation.partFile)
+      const timed = yield* Safetensors.decode(Evaluation.encodePart(made(16, 6), 16, dims, [8, 8, 1]))
+      yield* oldParts.write(0, Safetensors.encode(timed.tensors, { metadata: { format: "tinyfusion/evaluation-part" } }))
+      logs.length = 0
+      yield* Stage.run(EvaluateTiny, old, inputs)
+      assert.isTrue(logs.some((line) => /part 0 does not fit \(no sampling time\); sampling it again/.test(line)))
+    }).pipe(Effect.provide(layers), Effect.provide(Compute.wasm)), 120_000)
+
+  it.effect("a model with non-finite weights, or whose samples are not finite, is refused", () =>
+    Effect.gen(function*() {
+      const { autoencoder, reference, model } = yield* upstream
+      const Broken = Stage.make({
+        name: "broken-model",
+        version: 1,
+        config: Schema.Struct({ poison: Schema.Literals(["nan", "huge"]) }),
+        output: ModelArtifact.Output,
+        run: (config, _inputs, ctx) =>
+          Effect.gen(function*() {
+            const read = yield* ModelArtifact.read(model, { ema: true })
+            const params = ParamTree.map(read.params, HostTensor.isHostTensor, (t) =>
+              HostTensor.float32(t.shape, Float32Array.from(t.data, (v) => (config.poison === "nan" ? Number.NaN : v * 1e30))))
+            return yield* ModelArtifact.write(ctx, { family: read.family, config: read.config, params })
+          })
+      })
+      const EvaluateBroken = Evaluation.make(Broken)
+      for (const [poison, message] of [
+        ["nan", /^the raw weights of broken-model-\w+: 1[\d]+ of 1[\d]+ values are not finite \(the first in pos_embed\); no metric of them means anything$/],
+        ["huge", /^the decoded samples of batch 0: \d+ of 512 values are not finite \(the first in samples\)/]
+      ] as const) {
+        const broken = yield* Stage.run(Broken, { poison }, {})
+        const refused = yield* Effect.flip(Stage.run(EvaluateBroken, evaluation, { model: broken, autoencoder, reference }))
+        assert.strictEqual(refused._tag, "NonFiniteValues", poison)
+        assert.match(refused.message, message, poison)
+      }
     }).pipe(Effect.provide(layers), Effect.provide(Compute.wasm)), 120_000)
 
   it.effect("a sampler of the other family, guidance without a null class and bad configs are typed errors", () =>

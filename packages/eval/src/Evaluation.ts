@@ -8,18 +8,22 @@
  *            reference    a `reference` artifact; its feature network (an
  *                         input of it) is opened by key
  *   files    samples.png            a grid of the first `gridImages` samples
+ *            samples.npz            with `sampleBatch`: every sample as an ADM sample batch
  *            pooled.safetensors     the samples' float64 statistics (FID)
  *            spatial.safetensors    the same of spatial features (sFID)
  *            features.safetensors   pooled features, class probabilities and
  *                                   the label of every sample
  *   metrics  fid, sfid, inception_score, precision, recall; and the speed of
- *            the sampling this run did, decoding included:
+ *            the sampling, decoding included, timed as each part was made:
  *            sampling_it_per_s (network evaluations of a batch per second,
  *            guidance doubling included) and images_per_s
  *
+ * Weights or samples that are not finite numbers are an error
+ * (NonFiniteValues): no metric of them means anything.
+ *
  * Resumable: samples are made in parts of `partBatches` batches, and each
- * part's features (with its grid images) are committed as a checkpoint as
- * soon as it is done (Checkpoint.parts). A rerun after a kill reads the
+ * part's features (with its grid images and its sampling time) are committed
+ * as a checkpoint as soon as it is done (Checkpoint.parts). A rerun after a kill reads the
  * finished parts and samples only the rest. Every batch is a pure function
  * of (config, batch index) and the collector is fed batch by batch from the
  * parts, in order, whether read or just computed, so a resumed evaluation
@@ -28,7 +32,7 @@
  */
 import { Effect, Schema } from "effect"
 import { Checkpoint, Progress, Stage } from "@tinyfusion/core"
-import { Autoencoder, FeatureExtractor, Images, Png, Stages } from "@tinyfusion/data"
+import { Codec, FeatureExtractor, Images, Npz, Png, Stages } from "@tinyfusion/data"
 import { MarArtifact, MarConfig, ModelArtifact } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree, Safetensors, tf } from "@tinyfusion/tensor"
 import * as FeatureStatistics from "./FeatureStatistics.ts"
@@ -58,7 +62,12 @@ export const EvaluationConfig = Schema.Struct({
   /** Batches per checkpointed part. */
   partBatches: PositiveInt,
   /** How a MAR samples: required for a MAR model, refused for a DiT or SiT (whose sampler is `sampling`). */
-  mar: Schema.optional(MarSampling.Options)
+  mar: Schema.optional(MarSampling.Options),
+  /**
+   * Also write samples.npz: every sample as ADM's evaluator reads a sample
+   * batch (arr_0, N × H × W × C uint8), for the official evaluator.py.
+   */
+  sampleBatch: Schema.optionalKey(Schema.Boolean)
 })
 export type EvaluationConfig = typeof EvaluationConfig.Type
 
@@ -92,6 +101,7 @@ export const miniEvaluation: EvaluationConfig = {
 
 export const files = {
   grid: "samples.png",
+  sampleBatch: "samples.npz",
   pooled: "pooled.safetensors",
   spatial: "spatial.safetensors",
   features: Features.file
@@ -106,12 +116,52 @@ export class IncompatibleInputs extends Schema.TaggedError<IncompatibleInputs>()
   }
 }
 
-/** One checkpointed part: the features of its samples and the grid images among them (8-bit values). */
+/** Weights or samples that are not finite numbers. */
+export class NonFiniteValues extends Schema.TaggedError<NonFiniteValues>()("NonFiniteValues", {
+  what: Schema.String,
+  count: Schema.Int,
+  total: Schema.Int,
+  first: Schema.String
+}) {
+  override get message(): string {
+    return `${this.what}: ${this.count} of ${this.total} values are not finite (the first in ${this.first}); no metric of them means anything`
+  }
+}
+
+/** Fails when any of the named arrays holds a NaN or an infinity. */
+const checkFinite = (what: string, arrays: ReadonlyArray<readonly [string, ArrayLike<number>]>) =>
+  Effect.suspend(() => {
+    let count = 0
+    let total = 0
+    let first: string | undefined
+    for (const [name, data] of arrays) {
+      total += data.length
+      for (let i = 0; i < data.length; i++) {
+        if (!Number.isFinite(data[i]!)) {
+          count++
+          first ??= name
+        }
+      }
+    }
+    return first === undefined ? Effect.void : Effect.fail(new NonFiniteValues({ what, count, total, first }))
+  })
+
+/** One checkpointed part: the features of its samples, the grid images among them (8-bit values), how long sampling it took. */
 export interface Part {
   readonly pooled: Float32Array
   readonly spatial: Float32Array
   readonly probabilities: Float32Array
   readonly images: Uint8Array
+  readonly timing: Timing
+  /** Every sample's 8-bit pixels (when the config asks for a sample batch). */
+  readonly samples?: Uint8Array
+}
+
+/** Sampling time of a part, decoding included: batches, images, milliseconds. */
+export interface Timing {
+  readonly batches: number
+  readonly images: number
+  readonly ms: number
 }
 
 /** The file of part `index` in its checkpoint. */
@@ -125,14 +175,35 @@ export const encodePart = (part: Part, rows: number, dims: Metrics.Dimensions, i
       ["pooled", HostTensor.float32([rows, dims.pooled], part.pooled)],
       ["spatial", HostTensor.float32([rows, dims.spatial], part.spatial)],
       ["probabilities", HostTensor.float32([rows, dims.classes], part.probabilities)],
-      ["images", HostTensor.float32([part.images.length / per, ...imageShape], Float32Array.from(part.images))]
+      ["images", HostTensor.float32([part.images.length / per, ...imageShape], Float32Array.from(part.images))],
+      // Bytes packed four to an int32 (safetensors as written here has no uint8).
+      ...(part.samples === undefined ? [] : [["samples", HostTensor.int32([Math.ceil(part.samples.length / 4)], packed(part.samples))] as const])
     ],
-    { metadata: { format: "tinyfusion/evaluation-part" } }
+    { metadata: { format: "tinyfusion/evaluation-part", timing: JSON.stringify(part.timing) } }
   )
 }
 
+const decodeTiming = Schema.decodeUnknownOption(Schema.fromJsonString(Schema.Struct({
+  batches: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)),
+  images: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)),
+  ms: Schema.Finite.check(Schema.isGreaterThan(0))
+})))
+
+const packed = (bytes: Uint8Array): Int32Array => {
+  const out = new Uint8Array(Math.ceil(bytes.length / 4) * 4)
+  out.set(bytes)
+  return new Int32Array(out.buffer)
+}
+
 /** A stored part, or the reason it does not fit what this part must hold. */
-const decodePart = (bytes: Uint8Array, rows: number, gridRows: number, dims: Metrics.Dimensions, imageShape: readonly [number, number, number]) =>
+const decodePart = (
+  bytes: Uint8Array,
+  rows: number,
+  gridRows: number,
+  dims: Metrics.Dimensions,
+  imageShape: readonly [number, number, number],
+  sampleBatch: boolean
+) =>
   Effect.gen(function*() {
     const file = yield* Effect.result(Safetensors.decode(bytes))
     if (file._tag === "Failure") return file.failure.reason
@@ -147,14 +218,27 @@ const decodePart = (bytes: Uint8Array, rows: number, gridRows: number, dims: Met
       if (t === undefined) return `no tensor ${name}`
       if (t.shape.length !== shape.length || t.shape.some((n, i) => n !== shape[i])) return `${name} is [${t.shape}], expected [${shape}]`
     }
+    const timing = decodeTiming(file.success.metadata["timing"])
+    if (timing._tag === "None") return "no sampling time"
     const data = (name: string) => file.success.tensors.get(name)!.data as Float32Array
+    const sampleBytes = rows * imageShape[0] * imageShape[1] * imageShape[2]
+    const samples = file.success.tensors.get("samples")
+    if (sampleBatch && (samples === undefined || samples.data.length !== Math.ceil(sampleBytes / 4))) return "no samples of all its rows"
     return {
       pooled: data("pooled"),
       spatial: data("spatial"),
       probabilities: data("probabilities"),
-      images: Uint8Array.from(data("images"))
+      images: Uint8Array.from(data("images")),
+      timing: timing.value,
+      ...(sampleBatch ? { samples: new Uint8Array(samples!.data.buffer, samples!.data.byteOffset, sampleBytes) } : {})
     } satisfies Part
   })
+
+const concatBytes = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+  parts.reduce((at, p) => (out.set(p, at), at + p.length), 0)
+  return out
+}
 
 const concat = (parts: ReadonlyArray<Float32Array>): Float32Array => {
   const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0))
@@ -206,12 +290,19 @@ const generatorOf = (config: EvaluationConfig, modelArtifact: Stage.Artifact<unk
       new IncompatibleInputs({ reason: `input model (${modelArtifact.manifest.stage} ${modelArtifact.key}) is not a model artifact: ${e.message}` })
     const upload = (host: HostTensor.HostTree) =>
       Effect.acquireRelease(Effect.sync(() => HostTensor.treeToTensors(host)), (p) => Effect.sync(() => ParamTree.dispose(p)))
-    const warnRaw = (ema: boolean) =>
-      config.weights === "ema" && !ema ? Effect.logWarning("the model artifact holds no EMA weights: sampling its raw weights") : Effect.void
+    /** Warns when the EMA was asked for and is missing; fails on weights that are not all finite. */
+    const checkWeights = (ema: boolean, params: HostTensor.HostTree) =>
+      Effect.andThen(
+        config.weights === "ema" && !ema ? Effect.logWarning("the model artifact holds no EMA weights: sampling its raw weights") : Effect.void,
+        checkFinite(
+          `the ${ema ? "EMA" : "raw"} weights of ${modelArtifact.key}`,
+          ParamTree.flatten(params, HostTensor.isHostTensor).map(([key, t]) => [key, t.data] as const)
+        )
+      )
     const mar = Schema.decodeUnknownOption(MarArtifact.Output)(modelArtifact.output)
     if (mar._tag === "Some") {
       const loaded = yield* MarArtifact.read({ ...modelArtifact, output: mar.value }, { ema: config.weights === "ema" })
-      yield* warnRaw(loaded.ema)
+      yield* checkWeights(loaded.ema, loaded.params)
       if (config.mar === undefined) return yield* new IncompatibleInputs({ reason: "the model is a MAR: the config needs `mar` sampling options" })
       const sampler = yield* MarSampling.make(loaded.config, config.mar)
       const params = yield* upload(loaded.params)
@@ -228,7 +319,7 @@ const generatorOf = (config: EvaluationConfig, modelArtifact: Stage.Artifact<unk
     }
     const fields = yield* Schema.decodeUnknownEffect(ModelArtifact.Output)(modelArtifact.output).pipe(Effect.mapError(notModel))
     const loaded = yield* ModelArtifact.read({ ...modelArtifact, output: fields }, { ema: config.weights === "ema" })
-    yield* warnRaw(loaded.ema)
+    yield* checkWeights(loaded.ema, loaded.params)
     if (config.mar !== undefined) return yield* new IncompatibleInputs({ reason: `MAR sampling options given for a ${loaded.family}` })
     yield* Sampling.check(loaded, config.sampling)
     const sampler = yield* Sampling.make(config.sampling)
@@ -249,7 +340,8 @@ const generatorOf = (config: EvaluationConfig, modelArtifact: Stage.Artifact<unk
 const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, featureNet: Stage.Artifact<unknown>) =>
   Effect.gen(function*() {
     const loaded = yield* generatorOf(config, inputs.model)
-    const latent = Autoencoder.latentShape(inputs.autoencoder.output.model)
+    const codecShapes = Codec.shapes(inputs.autoencoder.output.model)
+    const latent = codecShapes.latentShape
     const { inputSize, inChannels } = loaded.config
     if (latent[0] !== inputSize || latent[1] !== inputSize || latent[2] !== inChannels) {
       return yield* new IncompatibleInputs({
@@ -262,10 +354,10 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     const extractor = yield* FeatureExtractor
     const dims = { pooled: extractor.poolDim, spatial: extractor.spatialDim, classes: extractor.classes }
     const imageShape = extractor.imageShape
-    const decoded = inputs.autoencoder.output.model
-    if (decoded.imageSize !== imageShape[0] || decoded.imageSize !== imageShape[1] || decoded.imageChannels !== imageShape[2]) {
+    const decoded = codecShapes.imageShape
+    if (decoded.some((n, i) => n !== imageShape[i])) {
       return yield* new IncompatibleInputs({
-        reason: `the autoencoder makes ${decoded.imageSize}×${decoded.imageSize}×${decoded.imageChannels} images, the feature network takes ${imageShape.join("×")}`
+        reason: `the autoencoder makes ${decoded.join("×")} images, the feature network takes ${imageShape.join("×")}`
       })
     }
     const perImage = imageShape[0] * imageShape[1] * imageShape[2]
@@ -280,22 +372,19 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     const collector = Metrics.collector(dims, "samples")
     const gridImages = new Uint8Array(gridCount * perImage)
     const evaluations = loaded.evaluations
-    let sampledBatches = 0
-    let samplingMs = 0
-    let sampledImages = 0
+    const sampled = { batches: 0, images: 0, ms: 0 }
     const progress = yield* Progress.make(ctx.stage, batches)
 
-    /** Samples batch `batch`: 8-bit images, decoded from latents by the autoencoder. */
+    /** Samples batch `batch`: 8-bit images, decoded from latents by the autoencoder, and the milliseconds it took. */
     const sampleBatch = (batch: number) =>
       compute.scoped(Effect.gen(function*() {
         const start = performance.now()
         const batchLabels = Array.from(labels.subarray(batch * b, Math.min(n, (batch + 1) * b)))
         const latents = loaded.sample(batch, batchLabels)
-        const pixels = yield* compute.read(Autoencoder.decode(ae.params, tf.div(latents, ae.scale) as tf.Tensor4D))
-        samplingMs += performance.now() - start
-        sampledBatches++
-        sampledImages += batchLabels.length
-        return Images.toBytes(pixels)
+        const pixels = yield* compute.read(ae.codec.decode(tf.div(latents, ae.scale) as tf.Tensor4D))
+        const ms = performance.now() - start
+        yield* checkFinite(`the decoded samples of batch ${batch}`, [["samples", pixels]])
+        return { bytes: Images.toBytes(pixels), ms }
       }))
 
     const computePart = (first: number, end: number) =>
@@ -304,20 +393,29 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
         const spatial: Array<Float32Array> = []
         const probabilities: Array<Float32Array> = []
         const images: Array<Uint8Array> = []
+        const samples: Array<Uint8Array> = []
+        let ms = 0
         for (let batch = first; batch < end; batch++) {
           const rows = Math.min(n, (batch + 1) * b) - batch * b
-          const bytes = yield* sampleBatch(batch)
+          const { bytes, ms: took } = yield* sampleBatch(batch)
+          ms += took
           const f = yield* Features.ofPixels(bytes, rows)
           pooled.push(f.pooled.data as Float32Array)
           spatial.push(f.spatial.data as Float32Array)
           probabilities.push(f.probabilities.data as Float32Array)
           const inGrid = Math.max(0, Math.min(rows, gridCount - batch * b))
           images.push(bytes.subarray(0, inGrid * perImage))
+          if (config.sampleBatch === true) samples.push(bytes)
           yield* progress.update(batch + 1)
         }
-        const imageBytes = new Uint8Array(images.reduce((k, x) => k + x.length, 0))
-        images.reduce((at, x) => (imageBytes.set(x, at), at + x.length), 0)
-        return { pooled: concat(pooled), spatial: concat(spatial), probabilities: concat(probabilities), images: imageBytes } satisfies Part
+        return {
+          pooled: concat(pooled),
+          spatial: concat(spatial),
+          probabilities: concat(probabilities),
+          images: concatBytes(images),
+          timing: { batches: end - first, images: Math.min(n, end * b) - first * b, ms },
+          ...(config.sampleBatch === true ? { samples: concatBytes(samples) } : {})
+        } satisfies Part
       })
 
     for (let index = 0; index < partCount; index++) {
@@ -327,7 +425,7 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
       const rows = Math.min(n, end * b) - firstSample
       const gridRows = Math.max(0, Math.min(rows, gridCount - firstSample))
       const stored = yield* parts.read(index)
-      const kept = stored === undefined ? undefined : yield* decodePart(stored, rows, gridRows, dims, imageShape)
+      const kept = stored === undefined ? undefined : yield* decodePart(stored, rows, gridRows, dims, imageShape, config.sampleBatch === true)
       if (typeof kept === "string") yield* Effect.logWarning(`part ${index} does not fit (${kept}); sampling it again`)
       let part: Part
       if (kept !== undefined && typeof kept !== "string") {
@@ -338,6 +436,9 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
         part = yield* computePart(first, end)
         yield* parts.write(index, encodePart(part, rows, dims, imageShape))
       }
+      sampled.batches += part.timing.batches
+      sampled.images += part.timing.images
+      sampled.ms += part.timing.ms
       for (let batch = first; batch < end; batch++) {
         const from = batch * b - firstSample
         const to = Math.min(n, (batch + 1) * b) - firstSample
@@ -359,6 +460,27 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
       splitSize: config.splitSize
     })
     if (gridCount > 0) yield* ctx.writeBytes(files.grid, grid(gridImages, gridCount, imageShape))
+    if (config.sampleBatch === true) {
+      // The parts are read back one at a time: a 50,000-image batch (9.8 GB at 256²) never sits in memory.
+      yield* ctx.writeFile(files.sampleBatch, (at) =>
+        Npz.write(at, [{
+          name: "arr_0",
+          dtype: "uint8",
+          shape: [n, ...imageShape],
+          fill: (push) =>
+            Effect.gen(function*() {
+              for (let index = 0; index < partCount; index++) {
+                const first = index * config.partBatches
+                const rows = Math.min(n, Math.min(batches, first + config.partBatches) * b) - first * b
+                const gridRows = Math.max(0, Math.min(rows, gridCount - first * b))
+                const stored = yield* parts.read(index)
+                const part = stored === undefined ? "missing" : yield* decodePart(stored, rows, gridRows, dims, imageShape, true)
+                if (typeof part === "string") return yield* Effect.die(new Error(`part ${index} vanished or changed before the sample batch was written (${part})`))
+                yield* push(part.samples!)
+              }
+            })
+        }]))
+    }
     yield* ctx.writeBytes(files.pooled, FeatureStatistics.encode(summary.pooled))
     yield* ctx.writeBytes(files.spatial, FeatureStatistics.encode(summary.spatial))
     yield* ctx.writeBytes(files.features, Features.encode({ pooled: summary.pooledFeatures, probabilities: summary.probabilities, labels }))
@@ -367,10 +489,9 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     yield* ctx.metric("inception_score", results.inceptionScore)
     yield* ctx.metric("precision", results.precision)
     yield* ctx.metric("recall", results.recall)
-    if (sampledBatches > 0) {
-      yield* ctx.metric("sampling_it_per_s", (sampledBatches * evaluations * 1000) / samplingMs)
-      yield* ctx.metric("images_per_s", (sampledImages * 1000) / samplingMs)
-    }
+    // Every part, kept or sampled now, carries its time: a resumed run records what an uninterrupted one does.
+    yield* ctx.metric("sampling_it_per_s", (sampled.batches * evaluations * 1000) / sampled.ms)
+    yield* ctx.metric("images_per_s", (sampled.images * 1000) / sampled.ms)
     yield* Effect.logInfo(`FID ${results.fid.toFixed(3)} against ${featureNet.key}'s features of ${reference.summary.pooled.count} reference images`)
     return {
       samples: n,

@@ -15,9 +15,11 @@
  */
 import { Effect, Schema } from "effect"
 import { CorruptArtifact, Stage } from "@tinyfusion/core"
-import { FeatureExtractor, Images, Stages } from "@tinyfusion/data"
+import { FeatureExtractor, Images, Npz, Stages } from "@tinyfusion/data"
+import { WeightsFile } from "@tinyfusion/tensor"
 import * as FeatureStatistics from "./FeatureStatistics.ts"
 import * as Features from "./Features.ts"
+import * as FrechetDistance from "./FrechetDistance.ts"
 import * as InceptionScore from "./InceptionScore.ts"
 import * as Metrics from "./Metrics.ts"
 import * as PrecisionRecall from "./PrecisionRecall.ts"
@@ -104,6 +106,111 @@ export const ReferenceStage = Stage.make({
       }
     }).pipe(Effect.provide(Stages.featureExtractor(featureNet)))
 })
+
+// ---------------------------------------------------------------- ADM reference batches
+
+export const BatchConfig = Schema.Struct({
+  /** The .npz's sha256 (the key covers the contents, not the path). */
+  sha256: Schema.String,
+  batchSize: PositiveInt,
+  k: PositiveInt,
+  splitSize: PositiveInt
+})
+export type BatchConfig = typeof BatchConfig.Type
+
+/** A reference batch that does not fit the feature network, or is no ADM batch. */
+export class BatchMismatch extends Schema.TaggedError<BatchMismatch>()("BatchMismatch", {
+  path: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `reference batch ${this.path}: ${this.reason}`
+  }
+}
+
+const statisticsNames = ["mu", "sigma", "mu_s", "sigma_s"] as const
+
+/**
+ * Checks an ADM reference batch (VIRTUAL_imagenet256_labeled.npz: arr_0,
+ * N × H × W × 3 uint8, and optionally mu, sigma, mu_s, sigma_s in float64)
+ * against the images and feature dimensions it must have, reading headers only.
+ */
+export const inspectBatch = Effect.fn("Reference.inspectBatch")(function*(
+  path: string,
+  expected: { readonly imageShape: readonly [number, number, number]; readonly poolDim: number; readonly spatialDim: number }
+) {
+  const fail = (reason: string) => new BatchMismatch({ path, reason })
+  return yield* Effect.scoped(Effect.gen(function*() {
+    const npz = yield* Npz.open(path)
+    if (!npz.names.includes("arr_0")) return yield* fail(`no arr_0 (it holds ${npz.names.join(", ") || "nothing"})`)
+    const images = yield* npz.header("arr_0")
+    const [n, ...shape] = images.shape
+    if (images.dtype !== "uint8" || shape.length !== 3 || shape.some((d, i) => d !== expected.imageShape[i])) {
+      return yield* fail(`arr_0 is ${images.dtype}[${images.shape.join(", ")}], expected uint8[N, ${expected.imageShape.join(", ")}]`)
+    }
+    if (n! < 2) return yield* fail(`arr_0 holds ${n} images; statistics need at least 2`)
+    const present = statisticsNames.filter((s) => npz.names.includes(s))
+    if (present.length > 0 && present.length < 4) return yield* fail(`holds ${present.join(", ")} but not all of mu, sigma, mu_s, sigma_s`)
+    if (present.length === 4) {
+      const dims = { mu: [expected.poolDim], sigma: [expected.poolDim, expected.poolDim], mu_s: [expected.spatialDim], sigma_s: [expected.spatialDim, expected.spatialDim] }
+      for (const name of statisticsNames) {
+        const h = yield* npz.header(name)
+        if (h.dtype !== "float64" || h.shape.join() !== dims[name].join()) {
+          return yield* fail(`${name} is ${h.dtype}[${h.shape.join(", ")}], the feature network needs float64[${dims[name].join(", ")}]`)
+        }
+      }
+    }
+    return { count: n!, statistics: present.length === 4, sha256: yield* WeightsFile.fileSha256(path) }
+  }))
+})
+
+/**
+ * The `reference` stage for an ADM reference batch at `path`: the same role and
+ * output as the dataset-split reference. The images go through the feature
+ * network for precision/recall's features and radii and the IS; the FID and
+ * sFID statistics are the batch's own mu/sigma and mu_s/sigma_s when it has
+ * them, as ADM's evaluator reads them (the FID between those and the ones
+ * recomputed here is the metric `fid_batch_vs_recomputed`: how far this
+ * feature network is from the TF graph on these images).
+ */
+export const fromBatch = (path: string) =>
+  Stage.make({
+    name: "reference",
+    version: 1,
+    config: BatchConfig,
+    output: ReferenceOutput,
+    inputs: { featureNet: Stages.FeatureNetStage },
+    run: (config, { featureNet }, ctx) =>
+      Effect.gen(function*() {
+        const extractor = yield* FeatureExtractor
+        const dims = { pooled: extractor.poolDim, spatial: extractor.spatialDim, classes: extractor.classes }
+        const checked = yield* inspectBatch(path, { imageShape: extractor.imageShape, poolDim: dims.pooled, spatialDim: dims.spatial })
+        if (checked.sha256 !== config.sha256) return yield* new BatchMismatch({ path, reason: `sha256 ${checked.sha256}, the stage config names ${config.sha256}` })
+        const collector = Metrics.collector(dims, "reference")
+        const npz = yield* Npz.open(path)
+        const rows = yield* npz.rows("arr_0")
+        for (let start = 0; start < checked.count; start += config.batchSize) {
+          const n = Math.min(config.batchSize, checked.count - start)
+          yield* collector.add(yield* Features.ofPixels((yield* rows.next(n)) as Uint8Array, n))
+        }
+        const summary = yield* collector.result
+        const given = (mu: string, sigma: string) =>
+          Effect.gen(function*() {
+            const mean = (yield* npz.read(mu)).data as Float64Array
+            return { count: checked.count, mean, covariance: (yield* npz.read(sigma)).data as Float64Array }
+          })
+        const pooled = checked.statistics ? yield* given("mu", "sigma") : summary.pooled
+        const spatial = checked.statistics ? yield* given("mu_s", "sigma_s") : summary.spatial
+        if (checked.statistics) yield* ctx.metric("fid_batch_vs_recomputed", yield* FrechetDistance.compute(pooled, summary.pooled))
+        const radii = yield* PrecisionRecall.radii("reference", summary.pooledFeatures, { k: config.k })
+        const inceptionScore = yield* InceptionScore.compute(summary.probabilities, { splitSize: config.splitSize })
+        yield* ctx.writeBytes(files.pooled, FeatureStatistics.encode(pooled))
+        yield* ctx.writeBytes(files.spatial, FeatureStatistics.encode(spatial))
+        yield* ctx.writeBytes(files.features, Features.encode({ pooled: summary.pooledFeatures, probabilities: summary.probabilities, radii }))
+        yield* ctx.metric("inception_score", inceptionScore)
+        return { count: checked.count, poolDim: dims.pooled, spatialDim: dims.spatial, classes: dims.classes, k: config.k, inceptionScore }
+      }).pipe(Effect.scoped, Effect.provide(Stages.featureExtractor(featureNet)))
+  })
 
 export interface Loaded {
   readonly summary: Metrics.Summary

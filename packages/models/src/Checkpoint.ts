@@ -54,14 +54,16 @@ export function referenceShapes(config: Config.Config): Array<readonly [string, 
 
 const shapeText = (shape: ReadonlyArray<number>) => `[${shape.join(", ")}]`
 
-/** Mismatches between tensors and the config, in reference key order, then unexpected keys. */
-export const mismatches = (config: Config.Config, tensors: ReadonlyMap<string, HostTensor.HostTensor>): Array<string> =>
-  mismatchesOf(referenceShapes(config), tensors)
+/** Mismatches between tensors and expected keys and shapes, in the expected order, then unexpected keys. */
+/** What a check needs of a tensor: a host tensor, or a file's listing of one. */
+export interface Shaped {
+  readonly shape: ReadonlyArray<number>
+  readonly dtype: string
+}
 
-/** Mismatches between tensors and expected (key, shape) pairs, in their order, then unexpected keys. */
 export function mismatchesOf(
   expected: ReadonlyArray<readonly [string, ReadonlyArray<number>]>,
-  tensors: ReadonlyMap<string, HostTensor.HostTensor>
+  tensors: ReadonlyMap<string, Shaped>
 ): Array<string> {
   const known = new Set(expected.map(([k]) => k))
   const out: Array<string> = []
@@ -77,19 +79,29 @@ export function mismatchesOf(
   return out
 }
 
-/** Fails with the first mismatches unless the tensors fit the config exactly. */
-export const check = Effect.fn("Checkpoint.check")(function*(
-  config: Config.Config,
-  tensors: ReadonlyMap<string, HostTensor.HostTensor>
+/** Mismatches between tensors and a DiT config. */
+export const mismatches = (config: Config.Config, tensors: ReadonlyMap<string, Shaped>): Array<string> =>
+  mismatchesOf(referenceShapes(config), tensors)
+
+/** Fails with the first mismatches unless the tensors are exactly the expected keys and shapes; `model` names them. */
+export const checkShapes = Effect.fn("Checkpoint.checkShapes")(function*(
+  model: string,
+  expected: ReadonlyArray<readonly [string, ReadonlyArray<number>]>,
+  tensors: ReadonlyMap<string, Shaped>
 ) {
-  const found = mismatches(config, tensors)
-  if (found.length > 0) {
-    return yield* new CheckpointMismatch({ model: Config.describe(config), mismatches: found.slice(0, listed), count: found.length })
-  }
+  const found = mismatchesOf(expected, tensors)
+  if (found.length > 0) return yield* new CheckpointMismatch({ model, mismatches: found.slice(0, listed), count: found.length })
 })
+
+/** Fails with the first mismatches unless the tensors fit the config exactly. */
+export const check = (config: Config.Config, tensors: ReadonlyMap<string, Shaped>) =>
+  checkShapes(Config.describe(config), referenceShapes(config), tensors)
 
 /** Metadata key of our files: the config as JSON. */
 export const configKey = "tinyfusion.dit"
+
+/** Metadata key of our files: the network family ("dit" or "sit"), where it is known. */
+export const familyKey = "tinyfusion.family"
 
 /** The config stored in a file's metadata, if any. */
 export const storedConfig = Effect.fn("Checkpoint.storedConfig")(function*(metadata: Readonly<Record<string, string>>) {
@@ -122,19 +134,20 @@ export const fromFile = Effect.fn("Checkpoint.fromFile")(function*(
   options: { readonly prefix?: string } = {}
 ) {
   const prefix = options.prefix ?? ""
-  const tensors = new Map<string, HostTensor.HostTensor>()
-  const dtypes = new Set<string>()
-  for (const [key, t] of file.tensors) {
-    if (!key.startsWith(prefix)) continue
-    tensors.set(key.slice(prefix.length), t)
-    dtypes.add(file.dtypes.get(key)!)
-  }
+  const dtypes = new Set([...file.dtypes].filter(([key]) => key.startsWith(prefix)).map(([, d]) => d))
+  return { ...(yield* fromTensors(config, file.tensors, options)), metadata: file.metadata, dtypes: [...dtypes].sort() } satisfies Loaded
+})
+
+/** The parameter tree for `config` from a state_dict (keys under `prefix` only, the prefix removed), checked key by key. */
+export const fromTensors = Effect.fn("Checkpoint.fromTensors")(function*(
+  config: Config.Config,
+  all: ReadonlyMap<string, HostTensor.HostTensor>,
+  options: { readonly prefix?: string } = {}
+) {
+  const prefix = options.prefix ?? ""
+  const tensors = new Map([...all].filter(([key]) => key.startsWith(prefix)).map(([key, t]) => [key.slice(prefix.length), t] as const))
   yield* check(config, tensors)
-  return {
-    params: ParamTree.unflatten(referenceShapes(config).map(([key]) => [key, tensors.get(key)!] as const)),
-    metadata: file.metadata,
-    dtypes: [...dtypes].sort()
-  } satisfies Loaded
+  return { params: ParamTree.unflatten(referenceShapes(config).map(([key]) => [key, tensors.get(key)!] as const)) as HostTensor.HostTree }
 })
 
 /** Parses safetensors bytes and reads them as `fromFile` does. */

@@ -118,3 +118,83 @@ export const describe = (c: Config): string =>
   `DiT(depth ${c.depth}, hidden ${c.hiddenSize}, heads ${c.numHeads}${c.headDim === undefined ? "" : ` × ${c.headDim}`}, ` +
   `${c.mlpHidden === undefined ? "" : `MLP ${c.mlpHidden}, `}patch ${c.patchSize}, ` +
   `${c.inputSize}×${c.inputSize}×${c.inChannels}, ${c.numClasses} classes${c.learnSigma ? ", learn_sigma" : ""})`
+
+/** Attention heads of the widths DiT (and this project's mini teacher) use: the one fact shapes cannot tell. */
+export const knownHeads: ReadonlyMap<number, number> = new Map([[1152, 16], [1024, 16], [768, 12], [384, 6], [128, 4]])
+
+export interface InferOptions {
+  /** Required when the width names no known model. */
+  readonly heads?: number
+  /** Label dropout of training; > 0 means the label table has a null-class row (default 0.1, DiT's). */
+  readonly classDropoutProb?: number
+}
+
+export interface Inferred {
+  readonly config: Config
+  /** What was not read from a shape, in words (for the import's report). */
+  readonly assumed: ReadonlyArray<string>
+}
+
+/**
+ * The config whose reference state_dict these shapes are: depth (blocks
+ * present), width and patch and latent channels (x_embedder), input size
+ * (pos_embed's tokens), learn_sigma (final layer's outputs), classes (the
+ * label table, less the null-class row when label dropout is on), MLP ratio.
+ * Heads are not in any shape: `heads`, or the width's known model.
+ */
+export const infer = Effect.fn("Config.infer")(function*(
+  shapes: ReadonlyMap<string, ReadonlyArray<number>>,
+  options: InferOptions = {}
+) {
+  const fail = (reason: string) => new InvalidConfig({ reason })
+  const shape = (key: string, rank: number) => {
+    const s = shapes.get(key)
+    if (s === undefined) return Effect.fail(fail(`no ${key}: not a DiT/SiT state_dict (its keys start ${[...shapes.keys()].slice(0, 3).join(", ")})`))
+    if (s.length !== rank) return Effect.fail(fail(`${key} is [${s.join(", ")}], a DiT's has rank ${rank}`))
+    return Effect.succeed(s)
+  }
+  const [hidden, inChannels, patch] = yield* shape("x_embedder.proj.weight", 4)
+  const tokens = (yield* shape("pos_embed", 3))[1]!
+  const [outs] = yield* shape("final_layer.linear.weight", 2)
+  const [rows] = yield* shape("y_embedder.embedding_table.weight", 2)
+  const [mlp] = yield* shape("blocks.0.mlp.fc1.weight", 2)
+  let depth = 0
+  while (shapes.has(`blocks.${depth}.attn.qkv.weight`)) depth++
+  const side = Math.round(Math.sqrt(tokens)) * patch!
+  if ((side / patch!) ** 2 !== tokens) return yield* fail(`pos_embed has ${tokens} tokens, not a square grid`)
+  const outChannels = outs! / (patch! * patch!)
+  if (outChannels !== inChannels && outChannels !== 2 * inChannels!) {
+    return yield* fail(`final_layer.linear.weight has ${outs} outputs: ${outChannels} channels per pixel, neither ${inChannels} nor ${2 * inChannels!} (learn_sigma)`)
+  }
+  const assumed: Array<string> = []
+  const heads = options.heads ?? knownHeads.get(hidden!)
+  if (heads === undefined) {
+    return yield* fail(
+      `hidden width ${hidden} names no known model (${[...knownHeads].map(([w, h]) => `${w}: ${h} heads`).join(", ")}); give --heads`
+    )
+  }
+  if (options.heads === undefined) assumed.push(`${heads} heads, as every model of width ${hidden}`)
+  const dropout = options.classDropoutProb ?? 0.1
+  if (options.classDropoutProb === undefined) {
+    assumed.push(`class dropout 0.1 (DiT's): the last of the ${rows} label rows is the null class; --class-dropout 0 reads ${rows} classes`)
+  }
+  return {
+    config: yield* decode({
+      inputSize: side,
+      patchSize: patch,
+      inChannels,
+      hiddenSize: hidden,
+      depth,
+      numHeads: heads,
+      mlpRatio: mlp! / hidden!,
+      numClasses: dropout > 0 ? rows! - 1 : rows,
+      classDropoutProb: dropout,
+      learnSigma: outChannels === 2 * inChannels!
+    }),
+    assumed
+  } satisfies Inferred
+})
+
+/** The preset a config is, if any ("DiT-XL/2", "TinyDiT-D14"). */
+export const presetOf = (c: Config): PresetName | undefined =>
+  presetNames.find((name) => (Object.keys(c) as Array<keyof Config>).every((k) => presets[name][k] === c[k]))

@@ -2,12 +2,10 @@ import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Schema } from "effect"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
-import { HostTensor, ParamTree, Safetensors } from "@tinyfusion/tensor"
-import * as Checkpoint from "./Checkpoint.ts"
+import { HostTensor, ParamTree } from "@tinyfusion/tensor"
 import * as Config from "./Config.ts"
 import * as Init from "./Init.ts"
 import * as ModelArtifact from "./ModelArtifact.ts"
-import * as ModelFile from "./ModelFile.ts"
 
 const Tiny = Stage.make({
   name: "tiny-model",
@@ -68,26 +66,5 @@ describe("ModelArtifact", () => {
       // An artifact whose output is not a model's.
       assert.match((yield* Effect.flip(ModelArtifact.open(depth.key))).message, /no depth artifact .*: output does not decode/)
       assert.match((yield* Effect.flip(ModelArtifact.open("a/b"))).message, /not a key/)
-    }).pipe(Effect.provide(ArtifactStore.layerTemp), Effect.provide(Layer.mergeAll(NodeServices.layer))))
-
-  it.effect("model-file: our checkpoint file becomes a model artifact keyed by its contents, not its path", () =>
-    Effect.gen(function*() {
-      const model = yield* Config.make("mini", { depth: 1, hiddenSize: 16, numHeads: 2, inputSize: 4 })
-      const bytes = yield* Checkpoint.encode(model, Init.host(model, 2))
-      const { stage, config } = yield* ModelFile.describe(bytes, "dit", "d1.safetensors")
-      assert.deepStrictEqual(config.config, model)
-      const imported = yield* Stage.run(stage, config, {})
-      assert.deepStrictEqual(imported.output, { family: "dit", config: model, parameters: ModelArtifact.parameterCount(model) })
-      const read = yield* ModelArtifact.read(imported, { ema: true })
-      assert.isFalse(read.ema)
-      const again = yield* ModelFile.describe(Uint8Array.from(bytes), "dit", "elsewhere.safetensors")
-      assert.isTrue((yield* Stage.run(again.stage, again.config, {})).cached)
-      // Other bytes under the same config: the stage refuses them.
-      const other = yield* Checkpoint.encode(model, Init.host(model, 3))
-      const sit: ModelFile.ModelFileConfig = { ...config, family: "sit" }
-      const changed = yield* Effect.flip(Stage.run(ModelFile.stage(other), sit, {}))
-      assert.match(changed.message, /sha256 is [0-9a-f]{64}, the stage config names/)
-      const bare = Safetensors.encode(ParamTree.flatten(Init.host(model, 2), HostTensor.isHostTensor))
-      assert.match((yield* Effect.flip(ModelFile.describe(bare, "dit", "bare.safetensors"))).message, /bare.safetensors carries no tinyfusion.dit metadata/)
     }).pipe(Effect.provide(ArtifactStore.layerTemp), Effect.provide(Layer.mergeAll(NodeServices.layer))))
 })

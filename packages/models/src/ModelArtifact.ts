@@ -4,7 +4,9 @@
  * family, its config and parameter count in the manifest's output, and the
  * weights as reference-keyed safetensors — `model.safetensors` (raw) and
  * `ema.safetensors` (the EMA, used for sampling) — that the reference code
- * can load (see `tinyfusion checkpoint export`).
+ * can load (see `tinyfusion checkpoint export`), with the config and the
+ * family in their metadata, so that a file taken out of the store says
+ * what it holds.
  *
  * A stage that reads a model takes the producing stage as a parameter (any
  * stage with this output); `open` finds a model artifact by key alone.
@@ -47,8 +49,9 @@ export const write = Effect.fn("ModelArtifact.write")(function*(
     readonly ema?: HostTensor.HostTree
   }
 ) {
-  yield* ctx.writeBytes(files.raw, yield* Checkpoint.encode(model.config, model.params))
-  if (model.ema !== undefined) yield* ctx.writeBytes(files.ema, yield* Checkpoint.encode(model.config, model.ema))
+  const metadata = { [Checkpoint.familyKey]: model.family }
+  yield* ctx.writeBytes(files.raw, yield* Checkpoint.encode(model.config, model.params, { metadata }))
+  if (model.ema !== undefined) yield* ctx.writeBytes(files.ema, yield* Checkpoint.encode(model.config, model.ema, { metadata }))
   return { family: model.family, config: model.config, parameters: parameterCount(model.config) } satisfies Output
 })
 

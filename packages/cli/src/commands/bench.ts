@@ -9,11 +9,12 @@ import { dit } from "./bench/dit.ts"
 import { fid } from "./bench/fid.ts"
 import { mar } from "./bench/mar.ts"
 import { matmul } from "./bench/matmul.ts"
+import { paper } from "./bench/paper.ts"
 import { prune } from "./bench/prune.ts"
 import { store } from "./bench/store.ts"
 import { train } from "./bench/train.ts"
 
 export const bench = Command.make("bench").pipe(
   Command.withDescription("Speed benchmarks (figures only; nothing is asserted)"),
-  Command.withSubcommands([compute, depth, dit, fid, mar, matmul, prune, store, train])
+  Command.withSubcommands([compute, depth, dit, fid, mar, matmul, paper, prune, store, train])
 )

@@ -1,6 +1,7 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, FileSystem, Layer, Logger } from "effect"
+import { Console, Effect, FileSystem, Layer, Logger } from "effect"
+import { fileURLToPath } from "node:url"
 import { Command } from "effect/cli"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { Checkpoint, Config, Init, ModelArtifact } from "@tinyfusion/models"
@@ -42,6 +43,29 @@ describe("tinyfusion checkpoint", () => {
       const noConfig = yield* Effect.flip(run(["export", `${dir}/plain.safetensors`, "--out", `${dir}/x.safetensors`]))
       assert.strictEqual(noConfig._tag, "InvalidConfig")
       assert.match(noConfig.message, /no tinyfusion\.dit metadata; name its shape with --model/)
+    }).pipe(Effect.scoped, Effect.provide(NodeServices.layer)))
+
+  it.effect("import of DiT's .pt files: the config from the shapes, --heads asked for an unknown width, the ema entry of a training checkpoint", () =>
+    Effect.gen(function*() {
+      const fs = yield* FileSystem.FileSystem
+      const dir = yield* fs.makeTempDirectoryScoped()
+      const lines: Array<string> = []
+      const quiet = Effect.provideService(Console.Console, Object.assign(Object.create(console), { log: (...xs: Array<unknown>) => lines.push(xs.join(" ")) }))
+      const bare = fileURLToPath(new URL("../../../models/src/fixtures/torch/dit-bare.pt", import.meta.url))
+      const train = fileURLToPath(new URL("../../../models/src/fixtures/torch/dit-train.pt", import.meta.url))
+      const asked = yield* Effect.flip(run(["import", bare, "--out", `${dir}/a.safetensors`]).pipe(quiet))
+      assert.match(asked.message, /hidden width 16 names no known model .*; give --heads/)
+      assert.isFalse(yield* fs.exists(`${dir}/a.safetensors`))
+      yield* run(["import", train, "--out", `${dir}/b.safetensors`, "--heads", "2"]).pipe(quiet)
+      assert.match(lines.join("\n"), /imported .*dit-train\.pt \(torch, entry ema of model, ema, opt, args, train_steps; left unread: model, opt, args, train_steps\)/)
+      assert.match(lines.join("\n"), /config inferred from the tensor shapes; assumed class dropout 0\.1/)
+      const ours = yield* Safetensors.decode(yield* fs.readFile(`${dir}/b.safetensors`))
+      assert.deepStrictEqual(JSON.parse(ours.metadata[Checkpoint.configKey]!), {
+        inputSize: 8, patchSize: 2, inChannels: 4, hiddenSize: 16, depth: 2, numHeads: 2, mlpRatio: 4, numClasses: 10, classDropoutProb: 0.1, learnSigma: true
+      })
+      yield* run(["import", train, "--out", `${dir}/c.safetensors`, "--heads", "2", "--weights", "model", "--class-dropout", "0"]).pipe(quiet)
+      const raw = yield* Safetensors.decode(yield* fs.readFile(`${dir}/c.safetensors`))
+      assert.strictEqual(JSON.parse(raw.metadata[Checkpoint.configKey]!).numClasses, 11)
     }).pipe(Effect.scoped, Effect.provide(NodeServices.layer)))
 
   it.live("a pruned model from the prune-export stage exports with exactly the reference keys of its depth", () =>

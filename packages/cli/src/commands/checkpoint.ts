@@ -1,21 +1,25 @@
 /**
- * `tinyfusion checkpoint import|export`: reference DiT checkpoints (converted
- * to safetensors, PyTorch layouts, F32/F16/BF16) in and out. `import` checks
- * every key and shape against a config and writes our float32 file with the
- * config in its metadata; `export` writes exactly the reference keys, so a
- * (pruned) model loads in the reference code with load_state_dict.
+ * `tinyfusion checkpoint import|export`: reference DiT/SiT checkpoints in and
+ * out. `import` reads a file as it is published (a torch.save .pt — DiT's bare
+ * state_dict or a training checkpoint's ema/model entry — or safetensors in
+ * F32/F16/BF16), takes its config from --model or else from the tensor shapes
+ * (asking for --heads only when the width names no known model, and saying
+ * what it assumed), checks every key and shape, and writes our float32 file
+ * with the config in its metadata; `export` writes exactly the reference
+ * keys, so a (pruned) model loads in the reference code with load_state_dict.
  */
 import { Console, Effect, FileSystem, Option } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
-import { Checkpoint, Config } from "@tinyfusion/models"
+import { Checkpoint, Config, ModelFile } from "@tinyfusion/models"
 import { HostTensor, ParamTree, Safetensors } from "@tinyfusion/tensor"
+import * as CheckedFlags from "../CheckedFlags.ts"
 
 const model = Flag.Literals("model", Config.presetNames).pipe(
   Flag.withDescription("Preset the file is checked against (DiT-XL/2 … DiT-S/8, TinyDiT-D19/D14/D7, mini)"),
   Flag.optional
 )
 
-const int = (name: string, description: string) => Flag.Int(name).pipe(Flag.withDescription(description), Flag.optional)
+const int = (name: string, description: string) => CheckedFlags.count(name).pipe(Flag.withDescription(description), Flag.optional)
 
 /** Flags that override single fields of the preset (a pruned depth, a mini width…). */
 const overrides = {
@@ -53,29 +57,60 @@ export const writeAtomic = Effect.fn("checkpoint.writeAtomic")(function*(path: s
 
 const summary = (config: Config.Config, params: HostTensor.HostTree) => {
   const count = ParamTree.flatten(params, HostTensor.isHostTensor).reduce((n, [, t]) => n + HostTensor.numel(t.shape), 0)
-  return `${Config.describe(config)}: ${count.toLocaleString("en-US")} parameters`
+  return `${ModelFile.describeModel("dit", config)}: ${count.toLocaleString("en-US")} parameters`
 }
 
 const importCommand = Command.make(
   "import",
   {
-    input: Argument.String("reference").pipe(Argument.withDescription("Reference checkpoint as .safetensors")),
+    input: Argument.String("reference").pipe(Argument.withDescription("Reference checkpoint: a torch.save file (.pt, .pth) or .safetensors")),
     out: Flag.String("out").pipe(Flag.withDescription("Where to write our checkpoint (float32 safetensors)")),
-    model,
+    model: Flag.Literals("model", Config.presetNames).pipe(
+      Flag.withDescription("Check against this preset instead of reading the config from the tensor shapes"),
+      Flag.optional
+    ),
+    weights: Flag.Literals("weights", ["ema", "model"]).pipe(
+      Flag.withDescription("A training checkpoint's state_dict to read (default: ema, as DiT's find_model)"),
+      Flag.optional
+    ),
+    classDropout: CheckedFlags.fraction("class-dropout").pipe(
+      Flag.withDescription("Label dropout the model was trained with (default 0.1, DiT's: the label table's last row is the null class)"),
+      Flag.optional
+    ),
     prefix: Flag.String("prefix").pipe(
-      Flag.withDescription("Read only keys under this prefix, e.g. ema. for a training checkpoint holding model and EMA"),
+      Flag.withDescription("Read only keys under this prefix, e.g. ema. for a safetensors conversion of a whole training checkpoint"),
       Flag.withDefault("")
+    ),
+    family: Flag.Literals("family", ["dit", "sit"]).pipe(
+      Flag.withDescription("The network family, recorded in the file (DiT and SiT checkpoints share a layout; checked against one the file records; without either, eval and sample take the file as a DiT unless told)"),
+      Flag.optional
     ),
     ...overrides
   },
   Effect.fn(function*(o) {
-    const fs = yield* FileSystem.FileSystem
-    const config = yield* Config.make(Option.getOrElse(o.model, () => "DiT-XL/2" as const), overridden(o))
-    const loaded = yield* Checkpoint.decode(config, yield* fs.readFile(o.input), { prefix: o.prefix })
-    yield* writeAtomic(o.out, yield* Checkpoint.encode(config, loaded.params, { metadata: { "tinyfusion.source": o.input } }))
-    yield* Console.log(`imported ${o.input} (${loaded.dtypes.join(", ")}) → ${o.out}\n${summary(config, loaded.params)}`)
+    const { numHeads: heads, ...rest } = overridden(o)
+    const loaded = yield* ModelFile.read(o.input, {
+      family: Option.getOrUndefined(o.family),
+      prefix: o.prefix,
+      ...(Option.isSome(o.weights) ? { entry: o.weights.value } : {}),
+      ...(Option.isSome(o.model)
+        ? { preset: o.model.value, overrides: overridden(o) }
+        : {
+          overrides: rest,
+          infer: { ...(heads === undefined ? {} : { heads }), ...(Option.isSome(o.classDropout) ? { classDropoutProb: o.classDropout.value } : {}) }
+        })
+    })
+    // The family goes in when it is known: given, or recorded by the file read.
+    const known = Option.orElse(o.family, () => Option.fromUndefinedOr(loaded.weights.metadata[Checkpoint.familyKey]))
+    const family = Option.match(known, { onNone: () => ({}), onSome: (f) => ({ [Checkpoint.familyKey]: f }) })
+    yield* writeAtomic(o.out, yield* Checkpoint.encode(loaded.config, loaded.params, { metadata: { "tinyfusion.source": o.input, ...family } }))
+    const unread = loaded.weights.unread.length > 0 ? `; left unread: ${loaded.weights.unread.join(", ")}` : ""
+    yield* Console.log(
+      `imported ${o.input} (${loaded.weights.format}, ${loaded.weights.source}${unread}) → ${o.out}\n` +
+        `config ${loaded.configFrom}\n${summary(loaded.config, loaded.params)}`
+    )
   })
-).pipe(Command.withDescription("Read a reference DiT checkpoint (safetensors) into our float32 params, checking every key and shape"))
+).pipe(Command.withDescription("Read a reference DiT/SiT checkpoint (.pt or safetensors) into our float32 params, checking every key and shape"))
 
 const exportCommand = Command.make(
   "export",
@@ -99,12 +134,15 @@ const exportCommand = Command.make(
     const config = yield* Config.decode({ ...base.value, ...overridden(o) })
     const loaded = yield* Checkpoint.fromFile(config, file)
     const dtype = ({ f32: "F32", f16: "F16", bf16: "BF16" } as const)[o.dtype]
-    yield* writeAtomic(o.out, yield* Checkpoint.encode(config, loaded.params, { dtype }))
+    // The family goes along where the file records it (the reference code ignores metadata).
+    const family = file.metadata[Checkpoint.familyKey]
+    const metadata = family === undefined ? {} : { [Checkpoint.familyKey]: family }
+    yield* writeAtomic(o.out, yield* Checkpoint.encode(config, loaded.params, { dtype, metadata }))
     yield* Console.log(`exported ${o.input} → ${o.out} (${dtype}, reference keys)\n${summary(config, loaded.params)}`)
   })
 ).pipe(Command.withDescription("Write our checkpoint with exactly the reference state_dict keys (F32, F16 or BF16)"))
 
 export const checkpoint = Command.make("checkpoint").pipe(
-  Command.withDescription("Import and export reference DiT checkpoints (safetensors)"),
+  Command.withDescription("Import and export reference DiT/SiT checkpoints (.pt, safetensors)"),
   Command.withSubcommands([importCommand, exportCommand])
 )

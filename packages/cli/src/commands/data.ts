@@ -12,20 +12,21 @@ import { Command, Flag } from "effect/cli"
 import { Stage } from "@tinyfusion/core"
 import { Dataset, defaultFashionMnistDir, Stages } from "@tinyfusion/data"
 import { Reference } from "@tinyfusion/eval"
+import * as CheckedFlags from "../CheckedFlags.ts"
 import * as GlobalFlags from "../GlobalFlags.ts"
 import * as Table from "../Table.ts"
 
 export const dataFlag = Flag.String("data").pipe(
-  Flag.withDescription("Folder with the four Fashion-MNIST IDX .gz files"),
+  Flag.withDescription("Folder with the four Fashion-MNIST IDX .gz files (read only when a data stage has to run)"),
   Flag.withDefault(defaultFashionMnistDir)
 )
-export const seedFlag = Flag.Int("seed").pipe(Flag.withDescription("Seed of initialisation, batches and noise"), Flag.withDefault(0))
+export const seedFlag = CheckedFlags.natural("seed").pipe(Flag.withDescription("Seed of initialisation, batches and noise"), Flag.withDefault(0))
 
 export const autoencoderFlags = {
   data: dataFlag,
   seed: seedFlag,
-  steps: Flag.Int("ae-steps").pipe(Flag.withDescription("Autoencoder training steps"), Flag.withDefault(Stages.miniAutoencoder.training.steps)),
-  batchSize: Flag.Int("ae-batch-size").pipe(Flag.withDescription("Autoencoder batch size"), Flag.withDefault(Stages.miniAutoencoder.training.batchSize))
+  steps: CheckedFlags.count("ae-steps").pipe(Flag.withDescription("Autoencoder training steps"), Flag.withDefault(Stages.miniAutoencoder.training.steps)),
+  batchSize: CheckedFlags.count("ae-batch-size").pipe(Flag.withDescription("Autoencoder batch size"), Flag.withDefault(Stages.miniAutoencoder.training.batchSize))
 }
 
 const autoencoderConfig = (o: { readonly seed: number; readonly steps: number; readonly batchSize: number }): Stages.AutoencoderConfig => ({
@@ -33,19 +34,31 @@ const autoencoderConfig = (o: { readonly seed: number; readonly steps: number; r
   training: { ...Stages.miniAutoencoder.training, seed: o.seed, steps: o.steps, batchSize: o.batchSize }
 })
 
-/** Runs a stage program with the dataset of --data, the backend of --backend and the store of --store. */
-export const withData = <A, E, R>(dir: string, self: Effect.Effect<A, E, R>) =>
-  GlobalFlags.withCompute(Effect.provide(self, Dataset.fashionMnist({ dir })))
+/**
+ * The stages that read the dataset, reading the Fashion-MNIST of `dir`: it
+ * is opened once, and only when one of them must compute, so a store whose
+ * data stages are cached needs no dataset on disk.
+ */
+export const dataStages = Effect.fn("data.dataStages")(function*(dir: string) {
+  const dataset = yield* Effect.cached(Effect.provide(Effect.service(Dataset), Dataset.fashionMnist({ dir })))
+  return {
+    autoencoder: Stage.provideWhenComputing(Stages.AutoencoderStage, Dataset, dataset),
+    latents: Stage.provideWhenComputing(Stages.LatentsStage, Dataset, dataset),
+    featureNet: Stage.provideWhenComputing(Stages.FeatureNetStage, Dataset, dataset),
+    reference: Stage.provideWhenComputing(Reference.ReferenceStage, Dataset, dataset)
+  }
+})
+export type DataStages = Effect.Success<ReturnType<typeof dataStages>>
 
-const trainAutoencoder = (o: { readonly seed: number; readonly steps: number; readonly batchSize: number }) =>
+const trainAutoencoder = (stages: DataStages, o: { readonly seed: number; readonly steps: number; readonly batchSize: number }) =>
   Effect.gen(function*() {
     const config = yield* Stage.decodeConfig(Stages.AutoencoderStage, autoencoderConfig(o))
-    return yield* Stage.run(Stages.AutoencoderStage, config, {})
+    return yield* Stage.run(stages.autoencoder, config, {})
   })
 
 const autoencoder = Command.make("autoencoder", autoencoderFlags, (o) =>
-  withData(o.data, Effect.gen(function*() {
-    const ae = yield* trainAutoencoder(o)
+  GlobalFlags.withCompute(Effect.gen(function*() {
+    const ae = yield* trainAutoencoder(yield* dataStages(o.data), o)
     yield* Console.log(Table.render(["stage", "key", "PSNR (dB)", "images", "scale factor", "reconstructions"], [[
       "autoencoder",
       ae.key,
@@ -59,20 +72,23 @@ const autoencoder = Command.make("autoencoder", autoencoderFlags, (o) =>
 
 export const latentFlags = {
   ...autoencoderFlags,
-  shardSize: Flag.Int("shard-size").pipe(Flag.withDescription("Images per latent shard"), Flag.withDefault(Stages.miniLatents.shardSize))
+  shardSize: CheckedFlags.count("shard-size").pipe(Flag.withDescription("Images per latent shard"), Flag.withDefault(Stages.miniLatents.shardSize))
 }
 
 /** The autoencoder and the latents of the training split, as the flags say (cache hits once extracted). */
-export const extractLatents = (o: { readonly seed: number; readonly steps: number; readonly batchSize: number; readonly shardSize: number }) =>
+export const extractLatents = (
+  stages: DataStages,
+  o: { readonly seed: number; readonly steps: number; readonly batchSize: number; readonly shardSize: number }
+) =>
   Effect.gen(function*() {
-    const ae = yield* trainAutoencoder(o)
     const config = yield* Stage.decodeConfig(Stages.LatentsStage, { ...Stages.miniLatents, seed: o.seed, shardSize: o.shardSize })
-    return yield* Stage.run(Stages.LatentsStage, config, { autoencoder: ae })
+    const ae = yield* trainAutoencoder(stages, o)
+    return yield* Stage.run(stages.latents, config, { autoencoder: ae })
   })
 
 const latents = Command.make("latents", latentFlags, (o) =>
-  withData(o.data, Effect.gen(function*() {
-    const extracted = yield* extractLatents(o)
+  GlobalFlags.withCompute(Effect.gen(function*() {
+    const extracted = yield* extractLatents(yield* dataStages(o.data), o)
     yield* Console.log(Table.render(["stage", "key", "images", "latents each", "shards", "scale factor", "folder"], [[
       "latents",
       extracted.key,
@@ -88,16 +104,17 @@ const latents = Command.make("latents", latentFlags, (o) =>
 const features = Command.make("features", {
   data: dataFlag,
   seed: seedFlag,
-  steps: Flag.Int("steps").pipe(Flag.withDescription("Training steps"), Flag.withDefault(Stages.miniFeatureNet.training.steps)),
-  batchSize: Flag.Int("batch-size").pipe(Flag.withDescription("Batch size"), Flag.withDefault(Stages.miniFeatureNet.training.batchSize))
+  steps: CheckedFlags.count("steps").pipe(Flag.withDescription("Training steps"), Flag.withDefault(Stages.miniFeatureNet.training.steps)),
+  batchSize: CheckedFlags.count("batch-size").pipe(Flag.withDescription("Batch size"), Flag.withDefault(Stages.miniFeatureNet.training.batchSize))
 }, (o) =>
-  withData(o.data, Effect.gen(function*() {
+  GlobalFlags.withCompute(Effect.gen(function*() {
     const config = yield* Stage.decodeConfig(Stages.FeatureNetStage, {
       ...Stages.miniFeatureNet,
       training: { ...Stages.miniFeatureNet.training, seed: o.seed, steps: o.steps, batchSize: o.batchSize }
     })
-    const net = yield* Stage.run(Stages.FeatureNetStage, config, {})
-    const reference = yield* Stage.run(Reference.ReferenceStage, Reference.miniReference, { featureNet: net })
+    const stages = yield* dataStages(o.data)
+    const net = yield* Stage.run(stages.featureNet, config, {})
+    const reference = yield* Stage.run(stages.reference, Reference.miniReference, { featureNet: net })
     yield* Console.log(Table.render(["stage", "key", "figures"], [
       ["feature-net", net.key, `test accuracy ${Table.fixed(100 * net.output.accuracy, 2)}% on ${net.output.testImages} images; pool / spatial dims ${net.output.poolDim} / ${net.output.spatialDim}`],
       ["reference", reference.key, `${reference.output.count} test images; their IS ${Table.fixed(reference.output.inceptionScore, 3)}; statistics in ${reference.dir}`]

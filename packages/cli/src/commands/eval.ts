@@ -16,11 +16,13 @@
 import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { Stage } from "@tinyfusion/core"
-import { Dataset, defaultFashionMnistDir, Stages } from "@tinyfusion/data"
+import { Stages } from "@tinyfusion/data"
 import { Evaluation, Reference } from "@tinyfusion/eval"
+import * as CheckedFlags from "../CheckedFlags.ts"
 import * as GlobalFlags from "../GlobalFlags.ts"
 import * as ModelFlags from "../ModelFlags.ts"
 import * as Table from "../Table.ts"
+import { dataFlag, dataStages } from "./data.ts"
 
 const defaults = Evaluation.miniEvaluation
 
@@ -40,12 +42,9 @@ export const flags = {
     "reference",
     "Key of a reference artifact (replaces --feature-net; default: the feature network's statistics of the Fashion-MNIST test split)"
   ),
-  data: Flag.String("data").pipe(
-    Flag.withDescription("Fashion-MNIST folder, read only when a data stage has to run"),
-    Flag.withDefault(defaultFashionMnistDir)
-  ),
-  n: Flag.Int("n").pipe(Flag.withDescription("Samples (paper: 50,000; Table 4: 10,000)"), Flag.withDefault(defaults.samples)),
-  batchSize: Flag.Int("batch-size").pipe(Flag.withDescription("Samples per batch (doubled in the network under guidance)"), Flag.withDefault(defaults.batchSize)),
+  data: dataFlag,
+  n: CheckedFlags.count("n").pipe(Flag.withDescription("Samples (paper: 50,000; Table 4: 10,000)"), Flag.withDefault(defaults.samples)),
+  batchSize: CheckedFlags.count("batch-size").pipe(Flag.withDescription("Samples per batch (doubled in the network under guidance)"), Flag.withDefault(defaults.batchSize)),
   sampler: Flag.Literals("sampler", ["ddpm", "ddim", "ode", "sde"]).pipe(
     Flag.withDescription("Sampler (default: ddpm for a DiT, ode for a SiT)"),
     Flag.optional
@@ -54,25 +53,24 @@ export const flags = {
     Flag.withDescription("ddpm/ddim: timestep respacing (250, ddim50, …); ode/sde: grid points"),
     Flag.withDefault(defaults.sampling.steps)
   ),
-  cfg: Flag.Finite("cfg").pipe(Flag.withDescription("Classifier-free guidance scale (1: none)"), Flag.withDefault(defaults.sampling.cfgScale)),
+  cfg: CheckedFlags.guidance("cfg").pipe(Flag.withDescription("Classifier-free guidance scale (1: none)"), Flag.withDefault(defaults.sampling.cfgScale)),
   guidedChannels: Flag.Literals("guided-channels", ["first-3", "all"]).pipe(
     Flag.withDescription("Channels guidance moves: the reference code's first 3, or all"),
     Flag.withDefault(defaults.sampling.guidedChannels)
   ),
-  seed: Flag.Int("seed").pipe(Flag.withDescription("Seed of labels and noise"), Flag.withDefault(defaults.sampling.seed)),
+  seed: CheckedFlags.natural("seed").pipe(Flag.withDescription("Seed of labels and noise"), Flag.withDefault(defaults.sampling.seed)),
   weights: Flag.Literals("weights", ["ema", "raw"]).pipe(Flag.withDescription("EMA or raw weights"), Flag.withDefault(defaults.weights)),
   labels: Flag.Literals("labels", ["random", "balanced"]).pipe(
     Flag.withDescription("Class labels: uniform draws, or classes in turn"),
     Flag.withDefault(defaults.labels)
   ),
-  splitSize: Flag.Int("split-size").pipe(Flag.withDescription("Samples per Inception Score split"), Flag.withDefault(defaults.splitSize)),
-  grid: Flag.Int("grid").pipe(Flag.withDescription("Samples in samples.png"), Flag.withDefault(defaults.gridImages)),
-  partBatches: Flag.Int("part-batches").pipe(Flag.withDescription("Batches per checkpointed part"), Flag.withDefault(defaults.partBatches))
+  splitSize: CheckedFlags.count("split-size").pipe(Flag.withDescription("Samples per Inception Score split"), Flag.withDefault(defaults.splitSize)),
+  grid: CheckedFlags.natural("grid").pipe(Flag.withDescription("Samples in samples.png"), Flag.withDefault(defaults.gridImages)),
+  partBatches: CheckedFlags.count("part-batches").pipe(Flag.withDescription("Batches per checkpointed part"), Flag.withDefault(defaults.partBatches))
 }
 
 export const evaluate = Command.make("eval", flags, (o) =>
   GlobalFlags.withCompute(Effect.gen(function*() {
-    const withData = Effect.provide(Dataset.fashionMnist({ dir: o.data }))
     const model = yield* ModelFlags.resolve(o)
     const stage = Evaluation.make(model.stage)
     const family = model.artifact.output.family
@@ -92,20 +90,21 @@ export const evaluate = Command.make("eval", flags, (o) =>
       gridImages: o.grid,
       partBatches: o.partBatches
     })
+    const stages = yield* dataStages(o.data)
     const autoencoder = yield* Option.match(o.autoencoder, {
       onSome: (key) => Stage.open(Stages.AutoencoderStage, key),
-      onNone: () => withData(Stage.run(Stages.AutoencoderStage, Stages.miniAutoencoder, {}))
+      onNone: () => Stage.run(stages.autoencoder, Stages.miniAutoencoder, {})
     })
     const reference = yield* Option.match(o.reference, {
       onSome: (key) => Stage.open(Reference.ReferenceStage, key),
       onNone: () =>
-        withData(Effect.gen(function*() {
+        Effect.gen(function*() {
           const featureNet = yield* Option.match(o.featureNet, {
             onSome: (key) => Stage.open(Stages.FeatureNetStage, key),
-            onNone: () => Stage.run(Stages.FeatureNetStage, Stages.miniFeatureNet, {})
+            onNone: () => Stage.run(stages.featureNet, Stages.miniFeatureNet, {})
           })
-          return yield* Stage.run(Reference.ReferenceStage, Reference.miniReference, { featureNet })
-        }))
+          return yield* Stage.run(stages.reference, Reference.miniReference, { featureNet })
+        })
     })
     const result = yield* Stage.run(stage, config, { model: model.artifact, autoencoder, reference })
     const out = result.output

@@ -13,10 +13,12 @@ import { Command, Flag } from "effect/cli"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { Stages } from "@tinyfusion/data"
 import { Pretrain, Trainer } from "@tinyfusion/diffusion"
-import { Config } from "@tinyfusion/models"
+import { Config, ModelArtifact } from "@tinyfusion/models"
 import { Recovery, RecoveryStage } from "@tinyfusion/recovery"
+import * as CheckedFlags from "../CheckedFlags.ts"
+import * as GlobalFlags from "../GlobalFlags.ts"
 import * as Table from "../Table.ts"
-import { dataFlag, withData } from "./data.ts"
+import { dataFlag, dataStages, type DataStages } from "./data.ts"
 
 export class FinetuneInput extends Schema.TaggedError<FinetuneInput>()("FinetuneInput", {
   input: Schema.String,
@@ -40,13 +42,21 @@ const manifestOf = Effect.fn("finetune.manifestOf")(function*(key: string | unde
   return seen.manifest
 })
 
-/** The teacher artifact and the latents it was trained on, reopened from the store (cache hits). */
-export const reopen = Effect.fn("finetune.reopen")(function*(teacherKey: string) {
+/** The family and config of the teacher of that key, from its manifest: what flags are checked against before anything runs. */
+export const teacherModel = Effect.fn("finetune.teacherModel")(function*(teacherKey: string) {
+  const manifest = yield* manifestOf(teacherKey, Pretrain.PretrainStage.name, "--teacher")
+  return yield* Schema.decodeUnknownEffect(ModelArtifact.Identity)(manifest.output).pipe(
+    Effect.mapError(() => new FinetuneInput({ input: "--teacher", reason: `${teacherKey} holds no model` }))
+  )
+})
+
+/** The teacher artifact and the latents it was trained on, reopened from the store (cache hits; data read only to recompute a corrupt one). */
+export const reopen = Effect.fn("finetune.reopen")(function*(teacherKey: string, stages: DataStages) {
   const teacherManifest = yield* manifestOf(teacherKey, Pretrain.PretrainStage.name, "--teacher")
   const latentsManifest = yield* manifestOf(teacherManifest.inputs["latents"], Stages.LatentsStage.name, "the teacher's latents")
   const aeManifest = yield* manifestOf(latentsManifest.inputs["autoencoder"], Stages.AutoencoderStage.name, "the latents' autoencoder")
-  const ae = yield* Stage.run(Stages.AutoencoderStage, yield* Stage.decodeConfig(Stages.AutoencoderStage, aeManifest.config), {})
-  const latents = yield* Stage.run(Stages.LatentsStage, yield* Stage.decodeConfig(Stages.LatentsStage, latentsManifest.config), { autoencoder: ae })
+  const ae = yield* Stage.run(stages.autoencoder, yield* Stage.decodeConfig(Stages.AutoencoderStage, aeManifest.config), {})
+  const latents = yield* Stage.run(stages.latents, yield* Stage.decodeConfig(Stages.LatentsStage, latentsManifest.config), { autoencoder: ae })
   const teacher = yield* Stage.run(Pretrain.PretrainStage, yield* Stage.decodeConfig(Pretrain.PretrainStage, teacherManifest.config), { latents })
   return { latents, teacher }
 })
@@ -55,17 +65,31 @@ export const reopen = Effect.fn("finetune.reopen")(function*(teacherKey: string)
 export const evenly = (depth: number, keep: number): Array<number> =>
   keep === 1 ? [0] : Array.from({ length: keep }, (_, i) => Math.round((i * (depth - 1)) / (keep - 1)))
 
-const list = (text: string, flag: string) =>
-  Effect.gen(function*() {
-    const values = text.split(",").map((s) => Number(s.trim()))
-    if (values.some((v) => !Number.isInteger(v) || v < 0)) return yield* new FinetuneInput({ input: flag, reason: `${text} is not a list of block indices` })
-    return values
-  })
+/** The student's blocks and the decision's groups, checked against the teacher's depth. */
+const studentOf = Effect.fn("finetune.studentOf")(function*(depth: number, o: {
+  readonly kept: Option.Option<ReadonlyArray<number>>
+  readonly keep: Option.Option<number>
+  readonly groupSize: Option.Option<number>
+  readonly alignment: "decision" | "fixed"
+}) {
+  const refuse = (input: string, reason: string) => new FinetuneInput({ input, reason })
+  if (Option.isSome(o.kept) && o.kept.value.at(-1)! >= depth) {
+    return yield* refuse("--kept", `block ${o.kept.value.at(-1)} is not one of the teacher's ${depth} blocks (0..${depth - 1})`)
+  }
+  if (Option.isSome(o.keep) && o.keep.value > depth) return yield* refuse("--keep", `${o.keep.value} blocks of a ${depth}-block teacher`)
+  const kept = Option.getOrElse(o.kept, () => evenly(depth, Option.getOrElse(o.keep, () => Math.floor(depth / 2))))
+  if (Option.isNone(o.groupSize)) return { kept, groups: Option.none<Array<Array<number>>>() }
+  const m = o.groupSize.value
+  if (o.alignment === "fixed") return yield* refuse("--group-size", "the decision's groups do not apply to --alignment fixed")
+  if (depth % m !== 0) return yield* refuse("--group-size", `${m} does not divide the teacher's ${depth} blocks into groups`)
+  const groups = Array.from({ length: depth / m }, (_, g) => Array.from({ length: m }, (_, i) => g * m + i))
+  return { kept, groups: Option.some(groups) }
+})
 
 /** 4 significant digits; small values in exponent form. */
 const figure = (x: number | null) => (x === null ? "-" : Math.abs(x) < 1e-3 && x !== 0 ? x.toExponential(3) : x.toPrecision(4))
 
-const optionalFinite = (name: string, description: string) => Flag.Finite(name).pipe(Flag.withDescription(description), Flag.optional)
+const optionalWeight = (name: string, description: string) => CheckedFlags.nonNegative(name).pipe(Flag.withDescription(description), Flag.optional)
 const some = <K extends string, A>(key: K, value: Option.Option<A>) =>
   Option.match(value, { onNone: () => ({}), onSome: (v) => ({ [key]: v }) as { [P in K]: A } })
 
@@ -74,45 +98,44 @@ export const finetune = Command.make(
   {
     data: dataFlag,
     teacher: Flag.String("teacher").pipe(Flag.withDescription("Key of the teacher's pretrain artifact (tinyfusion pretrain prints it)")),
-    kept: Flag.String("kept").pipe(Flag.withDescription("Teacher blocks the student keeps, e.g. 1,3,5 (default: --keep of them, evenly)"), Flag.optional),
-    keep: Flag.Int("keep").pipe(Flag.withDescription("Blocks kept when --kept is not given (default: half)"), Flag.optional),
+    kept: CheckedFlags.indices("kept", { increasing: true }).pipe(Flag.withDescription("Teacher blocks the student keeps, e.g. 1,3,5 (default: --keep of them, evenly)"), Flag.optional),
+    keep: CheckedFlags.count("keep").pipe(Flag.withDescription("Blocks kept when --kept is not given (default: half)"), Flag.optional),
     strategy: Flag.Literals("strategy", Recovery.Strategy.literals).pipe(
       Flag.withDescription("finetune, logits-kd, repkd or masked-kd"),
       Flag.withDefault("masked-kd" as const)
     ),
-    k: Flag.Finite("k").pipe(Flag.withDescription("Masked KD threshold: ignore |x − μ| ≥ kσ"), Flag.withDefault(2)),
+    k: CheckedFlags.positive("k").pipe(Flag.withDescription("Masked KD threshold: ignore |x − μ| ≥ kσ"), Flag.withDefault(2)),
     alignment: Flag.Literals("alignment", ["decision", "fixed"]).pipe(
       Flag.withDescription("RepKD pairs: from the kept blocks (and --group-size), or the reference's fixed mapping"),
       Flag.withDefault("decision" as const)
     ),
-    groupSize: Flag.Int("group-size").pipe(Flag.withDescription("The decision's N:M groups: M consecutive teacher blocks each"), Flag.optional),
-    alphaKd: optionalFinite("alpha-kd", "Weight of the output KD term (default 0.9)"),
-    alphaGt: optionalFinite("alpha-gt", "Weight of the diffusion loss (default 0.1)"),
-    beta: optionalFinite("beta", "Rep weight at step 0, decayed linearly to 0 (default 1e-2; SiT 2e-4)"),
-    steps: Flag.Int("steps").pipe(Flag.withDescription("Recovery steps"), Flag.withDefault(2000)),
-    batchSize: Flag.Int("batch-size").pipe(Flag.withDescription("Latents per batch"), Flag.withDefault(256)),
-    seed: Flag.Int("seed").pipe(Flag.withDescription("Seed of batches and draws"), Flag.withDefault(0)),
-    lr: Flag.Finite("lr").pipe(Flag.withDescription("AdamW learning rate (cosine down to --lr-floor)"), Flag.withDefault(2e-4)),
-    lrFloor: Flag.Finite("lr-floor").pipe(Flag.withDescription("Learning rate at the last step"), Flag.withDefault(1e-4)),
-    emaDecay: Flag.Finite("ema-decay").pipe(Flag.withDescription("EMA decay (the paper: 0.9999, for 100K steps)"), Flag.withDefault(0.999)),
-    clip: Flag.Finite("clip").pipe(Flag.withDescription("Global gradient-norm clip"), Flag.withDefault(1)),
-    checkpointEvery: Flag.Int("checkpoint-every").pipe(Flag.withDescription("Steps between checkpoints"), Flag.withDefault(500)),
-    curveEvery: Flag.Int("curve-every").pipe(Flag.withDescription("Steps between loss-curve points"), Flag.withDefault(25)),
+    groupSize: CheckedFlags.count("group-size").pipe(
+      Flag.withDescription("The decision's N:M groups: M consecutive teacher blocks each (M divides the depth)"),
+      Flag.optional
+    ),
+    alphaKd: optionalWeight("alpha-kd", "Weight of the output KD term (default 0.9)"),
+    alphaGt: optionalWeight("alpha-gt", "Weight of the diffusion loss (default 0.1)"),
+    beta: optionalWeight("beta", "Rep weight at step 0, decayed linearly to 0 (default 1e-2; SiT 2e-4)"),
+    steps: CheckedFlags.count("steps").pipe(Flag.withDescription("Recovery steps"), Flag.withDefault(2000)),
+    batchSize: CheckedFlags.count("batch-size").pipe(Flag.withDescription("Latents per batch"), Flag.withDefault(256)),
+    seed: CheckedFlags.natural("seed").pipe(Flag.withDescription("Seed of batches and draws"), Flag.withDefault(0)),
+    lr: CheckedFlags.positive("lr").pipe(Flag.withDescription("AdamW learning rate (cosine down to --lr-floor)"), Flag.withDefault(2e-4)),
+    lrFloor: CheckedFlags.nonNegative("lr-floor").pipe(Flag.withDescription("Learning rate at the last step"), Flag.withDefault(1e-4)),
+    emaDecay: CheckedFlags.fraction("ema-decay").pipe(Flag.withDescription("EMA decay (the paper: 0.9999, for 100K steps)"), Flag.withDefault(0.999)),
+    clip: CheckedFlags.positive("clip").pipe(Flag.withDescription("Global gradient-norm clip"), Flag.withDefault(1)),
+    checkpointEvery: CheckedFlags.natural("checkpoint-every").pipe(Flag.withDescription("Steps between checkpoints (0: none)"), Flag.withDefault(500)),
+    curveEvery: CheckedFlags.count("curve-every").pipe(Flag.withDescription("Steps between loss-curve points"), Flag.withDefault(25)),
     nonFinite: Flag.Literals("non-finite", ["skip", "rollback", "fail"]).pipe(
       Flag.withDescription("A non-finite loss: skip the step, roll back, or end the run as diverged"),
       Flag.withDefault("fail" as const)
     )
   },
   (o) =>
-    withData(o.data, Effect.gen(function*() {
-      const { latents, teacher } = yield* reopen(o.teacher)
-      const depth = teacher.output.config.depth
-      const kept = Option.isSome(o.kept) ? yield* list(o.kept.value, "--kept") : evenly(depth, Option.getOrElse(o.keep, () => Math.floor(depth / 2)))
-      const student = yield* Stage.run(Select, { kept }, { teacher })
-      const groups = Option.map(o.groupSize, (m) =>
-        Array.from({ length: Math.floor(depth / m) }, (_, g) => Array.from({ length: m }, (_, i) => g * m + i)))
+    GlobalFlags.withCompute(Effect.gen(function*() {
+      const model = yield* teacherModel(o.teacher)
+      const { kept, groups } = yield* studentOf(model.config.depth, o)
       const alignment: Recovery.AlignmentConfig = o.alignment === "fixed" ? "fixed" : { kept, ...some("groups", groups) }
-      const paper = Recovery.paper(teacher.output.family, o.strategy, alignment, o.k)
+      const paper = Recovery.paper(model.family, o.strategy, alignment, o.k)
       const config = yield* Stage.decodeConfig(Recover, {
         loss: { ...paper, ...some("alphaKd", o.alphaKd), ...some("alphaGt", o.alphaGt), ...some("beta", o.beta) },
         training: {
@@ -126,6 +149,8 @@ export const finetune = Command.make(
           nonFinite: o.nonFinite
         }
       })
+      const { latents, teacher } = yield* reopen(o.teacher, yield* dataStages(o.data))
+      const student = yield* Stage.run(Select, { kept }, { teacher })
       const recovered = yield* Stage.run(Recover, config, { teacher, student, latents })
       const out = recovered.output
       const metric = (name: string, digits: number) => {

@@ -11,26 +11,28 @@ import { Command, Flag } from "effect/cli"
 import { Stage } from "@tinyfusion/core"
 import { Pretrain, Trainer } from "@tinyfusion/diffusion"
 import { Config } from "@tinyfusion/models"
+import * as CheckedFlags from "../CheckedFlags.ts"
+import * as GlobalFlags from "../GlobalFlags.ts"
 import * as Table from "../Table.ts"
-import { extractLatents, latentFlags, withData } from "./data.ts"
+import { dataStages, extractLatents, latentFlags } from "./data.ts"
 
 const defaults = Pretrain.mini.training
 
 const trainingFlags = {
-  steps: Flag.Int("steps").pipe(Flag.withDescription("Training steps"), Flag.withDefault(defaults.steps)),
-  batchSize: Flag.Int("batch-size").pipe(Flag.withDescription("Latents per batch"), Flag.withDefault(defaults.batchSize)),
-  lr: Flag.Finite("lr").pipe(Flag.withDescription("AdamW learning rate"), Flag.withDefault(defaults.lr)),
-  emaDecay: Flag.Finite("ema-decay").pipe(Flag.withDescription("EMA decay (DiT: 0.9999; short runs want less)"), Flag.withDefault(defaults.emaDecay)),
-  clip: Flag.Finite("clip").pipe(Flag.withDescription("Global gradient-norm clip (default: none, as DiT)"), Flag.optional),
-  checkpointEvery: Flag.Int("checkpoint-every").pipe(Flag.withDescription("Steps between checkpoints"), Flag.withDefault(defaults.checkpointEvery)),
-  curveEvery: Flag.Int("curve-every").pipe(Flag.withDescription("Steps between loss-curve points"), Flag.withDefault(defaults.curveEvery)),
+  steps: CheckedFlags.count("steps").pipe(Flag.withDescription("Training steps"), Flag.withDefault(defaults.steps)),
+  batchSize: CheckedFlags.count("batch-size").pipe(Flag.withDescription("Latents per batch"), Flag.withDefault(defaults.batchSize)),
+  lr: CheckedFlags.positive("lr").pipe(Flag.withDescription("AdamW learning rate"), Flag.withDefault(defaults.lr)),
+  emaDecay: CheckedFlags.fraction("ema-decay").pipe(Flag.withDescription("EMA decay (DiT: 0.9999; short runs want less)"), Flag.withDefault(defaults.emaDecay)),
+  clip: CheckedFlags.positive("clip").pipe(Flag.withDescription("Global gradient-norm clip (default: none, as DiT)"), Flag.optional),
+  checkpointEvery: CheckedFlags.natural("checkpoint-every").pipe(Flag.withDescription("Steps between checkpoints (0: none)"), Flag.withDefault(defaults.checkpointEvery)),
+  curveEvery: CheckedFlags.count("curve-every").pipe(Flag.withDescription("Steps between loss-curve points"), Flag.withDefault(defaults.curveEvery)),
   nonFinite: Flag.Literals("non-finite", ["skip", "rollback", "fail"]).pipe(
     Flag.withDescription("A non-finite loss: skip the step, roll back to the last checkpoint, or stop"),
     Flag.withDefault(defaults.nonFinite)
   )
 }
 
-const int = (name: string, description: string) => Flag.Int(name).pipe(Flag.withDescription(description), Flag.optional)
+const int = (name: string, description: string) => CheckedFlags.count(name).pipe(Flag.withDescription(description), Flag.optional)
 
 /** The pretrain stage's config from the flags. */
 const configOf = (o: {
@@ -82,8 +84,8 @@ const dataFlags = {
 }
 
 /** The latents artifact the data flags name. */
-const latentsOf = (o: { readonly seed: number; readonly aeSteps: number; readonly aeBatchSize: number; readonly shardSize: number }) =>
-  extractLatents({ seed: o.seed, steps: o.aeSteps, batchSize: o.aeBatchSize, shardSize: o.shardSize })
+const latentsOf = (o: { readonly data: string; readonly seed: number; readonly aeSteps: number; readonly aeBatchSize: number; readonly shardSize: number }) =>
+  Effect.flatMap(dataStages(o.data), (stages) => extractLatents(stages, { seed: o.seed, steps: o.aeSteps, batchSize: o.aeBatchSize, shardSize: o.shardSize }))
 
 export const pretrain = Command.make(
   "pretrain",
@@ -96,9 +98,9 @@ export const pretrain = Command.make(
     ...trainingFlags
   },
   (o) =>
-    withData(o.data, Effect.gen(function*() {
-      const latents = yield* latentsOf(o)
+    GlobalFlags.withCompute(Effect.gen(function*() {
       const config = yield* configOf(o)
+      const latents = yield* latentsOf(o)
       const trained = yield* Stage.run(Pretrain.PretrainStage, config, { latents })
       const out = trained.output
       const metric = (name: string, digits: number) => {

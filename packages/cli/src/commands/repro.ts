@@ -4,36 +4,44 @@
  * rerunning the same command after a kill reuses what finished (the log
  * says "cache hit") and ends with the same report.
  */
-import { Console, Effect, FileSystem, Option, Path } from "effect"
+import { Console, Effect, Option, Path } from "effect"
 import { Command, Flag } from "effect/cli"
 import { ArtifactStore } from "@tinyfusion/core"
 import { Claims, Presets, Report, Suite } from "@tinyfusion/experiments"
+import * as CheckedFlags from "../CheckedFlags.ts"
 import * as GlobalFlags from "../GlobalFlags.ts"
 
 export const repro = Command.make(
   "repro",
   {
     preset: Flag.Literals("preset", Presets.presetNames).pipe(
-      Flag.withDescription("quick (CPU, minutes; plumbing), mini (Fashion-MNIST, the reproduction), paper (DiT-XL/2; needs --data and --teacher)"),
+      Flag.withDescription("quick (CPU, minutes; plumbing), mini (Fashion-MNIST, the reproduction), paper (DiT-XL/2; needs --data, --teacher, --vae, --inception, --reference)"),
       Flag.withDefault("quick" as const)
     ),
-    tables: Flag.String("tables").pipe(
+    tables: CheckedFlags.namesOf("tables", ["all", ...Suite.tableIds]).pipe(
       Flag.withDescription(`Comma-separated grids: ${Suite.tableIds.join(", ")} (default: all)`),
-      Flag.withDefault("all")
+      Flag.withDefault(["all"])
     ),
     data: Flag.String("data").pipe(
-      Flag.withDescription("Fashion-MNIST folder (quick, mini), or a folder with train/ and val/ class folders (paper)"),
+      Flag.withDescription(
+        "Fashion-MNIST folder (quick, mini; refused if it lacks the files), or a folder with train/ and val/ class folders (paper). " +
+          "Without it, quick uses /usr/share/datasets/fashion-mnist, or else says so and runs on the synthetic dataset"
+      ),
       Flag.optional
     ),
     synthetic: Flag.Boolean("synthetic").pipe(
       Flag.withDescription("quick: run on the built-in synthetic dataset even where Fashion-MNIST is present"),
       Flag.withDefault(false)
     ),
-    teacher: Flag.String("teacher").pipe(
-      Flag.withDescription("paper: the DiT-XL/2 checkpoint as safetensors with its config (`tinyfusion checkpoint import`)"),
+    teacher: Flag.String("teacher").pipe(Flag.withDescription("paper: DiT-XL-2-256x256.pt (any DiT checkpoint, .pt or safetensors)"), Flag.optional),
+    sitTeacher: Flag.String("sit-teacher").pipe(
+      Flag.withDescription("paper: SiT-XL-2-256x256.pt for Table 2's SiT rows (default: train a SiT teacher)"),
       Flag.optional
     ),
-    concurrency: Flag.Int("concurrency").pipe(
+    vae: Flag.String("vae").pipe(Flag.withDescription("paper: sd-vae-ft-ema's diffusion_pytorch_model.safetensors (or -mse, or latent-diffusion's kl-f8)"), Flag.optional),
+    inception: Flag.String("inception").pipe(Flag.withDescription("paper: pytorch-fid's pt_inception-2015-12-05-6726825d.pth"), Flag.optional),
+    reference: Flag.String("reference").pipe(Flag.withDescription("paper: ADM's VIRTUAL_imagenet256_labeled.npz"), Flag.optional),
+    concurrency: CheckedFlags.count("concurrency").pipe(
       Flag.withDescription("Cells run at once (they share the one compute backend)"),
       Flag.withDefault(1)
     ),
@@ -41,18 +49,26 @@ export const repro = Command.make(
   },
   (o) =>
     GlobalFlags.withCompute(Effect.gen(function*() {
-      const fs = yield* FileSystem.FileSystem
       const path = yield* Path.Path
       const store = yield* ArtifactStore
-      if (o.concurrency < 1) return yield* new Presets.PresetInput({ preset: o.preset, reason: `--concurrency ${o.concurrency} is not a positive count` })
-      const resolved = yield* Presets.resolve(o.preset, { data: Option.getOrUndefined(o.data), synthetic: o.synthetic })
-      if (o.preset === "paper" && Option.isNone(o.teacher)) {
-        return yield* new Presets.PresetInput({ preset: o.preset, reason: "needs --teacher FILE, the DiT-XL/2 checkpoint converted with `tinyfusion checkpoint import`" })
+      const files = {
+        teacher: Option.getOrUndefined(o.teacher),
+        sitTeacher: Option.getOrUndefined(o.sitTeacher),
+        vae: Option.getOrUndefined(o.vae),
+        inception: Option.getOrUndefined(o.inception),
+        reference: Option.getOrUndefined(o.reference)
       }
-      const teacherFile = Option.isSome(o.teacher) ? { bytes: yield* fs.readFile(o.teacher.value), name: o.teacher.value } : undefined
-      const tables = o.tables === "all" ? Suite.tableIds : o.tables.split(",").map((t) => t.trim()).filter((t) => t !== "")
+      const given = Object.entries(files).filter(([, f]) => f !== undefined).map(([k]) => k)
+      if (o.preset !== "paper" && given.length > 0) {
+        return yield* new Presets.PresetInput({ preset: o.preset, reason: `--${given.join(", --").replace("sitTeacher", "sit-teacher")} belong to the paper preset` })
+      }
+      const resolved = yield* Presets.resolve(o.preset, { data: Option.getOrUndefined(o.data), synthetic: o.synthetic, files })
+      // One clear error now rather than one per cell.
+      yield* store.writable
+      const all = o.tables.includes("all")
+      const tables = all ? Suite.tableIds : [...new Set(o.tables)]
       // A run of some tables reports beside, not over, the run of all of them.
-      const named = o.tables === "all" ? o.preset : `${o.preset}-tables-${tables.join("_")}`
+      const named = all ? o.preset : `${o.preset}-tables-${tables.join("_")}`
       const out = Option.getOrElse(o.out, () => path.join(store.root, "reports", named))
       const started = Date.now()
       const summary = yield* Suite.run({
@@ -61,7 +77,7 @@ export const repro = Command.make(
         out,
         dataset: resolved.dataset,
         concurrency: o.concurrency,
-        ...(teacherFile === undefined ? {} : { teacherFile })
+        ...(resolved.imported === undefined ? {} : { imported: resolved.imported })
       }).pipe(Effect.provide(resolved.data))
       const verdicts = Report.verdictLine(Claims.claims.map((c) => c.judge(summary.results)))
       yield* Console.log(

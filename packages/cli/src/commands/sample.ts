@@ -14,8 +14,9 @@ import { Command, Flag } from "effect/cli"
 import { ArtifactStore } from "@tinyfusion/core"
 import { Autoencoder, Images, Png, Stages } from "@tinyfusion/data"
 import { Sampling } from "@tinyfusion/eval"
-import { Checkpoint, Config, ModelArtifact } from "@tinyfusion/models"
+import { Checkpoint, Config, ModelArtifact, ModelFile } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree, Safetensors, tf } from "@tinyfusion/tensor"
+import * as CheckedFlags from "../CheckedFlags.ts"
 import * as GlobalFlags from "../GlobalFlags.ts"
 import { writeAtomic } from "./checkpoint.ts"
 
@@ -50,8 +51,9 @@ const loadModel = Effect.fn("sample.loadModel")(function*(name: string, options:
     if (Option.isNone(config)) {
       return yield* new SampleInput({ input: name, reason: `carries no ${Checkpoint.configKey} metadata; convert it with tinyfusion checkpoint import` })
     }
+    const family = yield* ModelFile.family(file.metadata, Option.getOrUndefined(options.family), name)
     const loaded = yield* Checkpoint.fromFile(config.value, file)
-    return { family: Option.getOrElse(options.family, () => "dit" as const), config: config.value, params: loaded.params, weights: "file" }
+    return { family, config: config.value, params: loaded.params, weights: "file" }
   }
   const output = yield* Schema.decodeUnknownEffect(ModelArtifact.Identity)(source.manifest.output).pipe(
     Effect.mapError(() => new SampleInput({ input: name, reason: `an artifact of stage ${source.manifest.stage} holds no model` }))
@@ -105,23 +107,25 @@ const pictures = (latents: Float32Array, shape: ReadonlyArray<number>): Array<Pn
   })
 }
 
-const parseClasses = (text: string, classes: number) =>
+const classesOf = (given: Option.Option<ReadonlyArray<number>>, classes: number) =>
   Effect.gen(function*() {
-    if (text === "") return Array.from({ length: classes }, (_, i) => i)
-    const list = text.split(",").map((s) => Number(s.trim()))
-    const bad = list.find((y) => !Number.isInteger(y) || y < 0 || y >= classes)
+    if (Option.isNone(given)) return Array.from({ length: classes }, (_, i) => i)
+    const bad = given.value.find((y) => y >= classes)
     if (bad !== undefined) return yield* new SampleInput({ input: "--classes", reason: `${bad} is not a class of 0..${classes - 1}` })
-    return list
+    return given.value
   })
 
 export const sample = Command.make(
   "sample",
   {
     model: Flag.String("model").pipe(Flag.withDescription("Checkpoint file (.safetensors with our config) or model artifact key")),
-    family: Flag.Literals("family", ["dit", "sit"]).pipe(Flag.withDescription("Network family of a checkpoint file (default dit)"), Flag.optional),
+    family: Flag.Literals("family", ["dit", "sit"]).pipe(
+      Flag.withDescription("The model's family: checked against the one its file or artifact records; needed only for a file that records none (default dit)"),
+      Flag.optional
+    ),
     raw: Flag.Boolean("raw").pipe(Flag.withDescription("Sample an artifact's raw weights rather than its EMA"), Flag.withDefault(false)),
-    classes: Flag.String("classes").pipe(Flag.withDescription("Comma-separated classes, one row each (default: every class)"), Flag.withDefault("")),
-    perClass: Flag.Int("per-class").pipe(Flag.withDescription("Samples per class (the columns)"), Flag.withDefault(8)),
+    classes: CheckedFlags.indices("classes", { increasing: false }).pipe(Flag.withDescription("Comma-separated classes, one row each (default: every class)"), Flag.optional),
+    perClass: CheckedFlags.count("per-class").pipe(Flag.withDescription("Samples per class (the columns)"), Flag.withDefault(8)),
     sampler: Flag.Literals("sampler", ["ddpm", "ddim", "ode", "sde"]).pipe(
       Flag.withDescription("DiT: ddpm or ddim; SiT: ode (Heun) or sde (Euler–Maruyama). Default ddpm / ode"),
       Flag.optional
@@ -130,14 +134,14 @@ export const sample = Command.make(
       Flag.withDescription("ddpm/ddim: timestep respacing (\"250\", \"ddim50\"); ode/sde: grid points"),
       Flag.withDefault("250")
     ),
-    cfgScale: Flag.Finite("cfg-scale").pipe(Flag.withDescription("Classifier-free guidance scale (1: none)"), Flag.withDefault(4)),
+    cfgScale: CheckedFlags.guidance("cfg-scale").pipe(Flag.withDescription("Classifier-free guidance scale (1: none)"), Flag.withDefault(4)),
     guided: Flag.Literals("guided-channels", ["first-3", "all"]).pipe(
       Flag.withDescription("Latent channels guidance moves (the reference: the first 3)"),
       Flag.withDefault("first-3")
     ),
-    seed: Flag.Int("seed").pipe(Flag.withDescription("Seed of the sampling noise"), Flag.withDefault(0)),
+    seed: CheckedFlags.natural("seed").pipe(Flag.withDescription("Seed of the sampling noise"), Flag.withDefault(0)),
     autoencoder: Flag.String("autoencoder").pipe(Flag.withDescription("Autoencoder artifact key or params file to decode through"), Flag.optional),
-    latentScale: Flag.Finite("latent-scale").pipe(Flag.withDescription("Scale factor the latents were multiplied by (for an autoencoder file)"), Flag.optional),
+    latentScale: CheckedFlags.positive("latent-scale").pipe(Flag.withDescription("Scale factor the latents were multiplied by (for an autoencoder file)"), Flag.optional),
     out: Flag.String("out").pipe(Flag.withDescription("PNG to write"), Flag.withDefault("samples.png"))
   },
   (o) =>
@@ -145,8 +149,7 @@ export const sample = Command.make(
       const compute = yield* Compute
       const model = yield* loadModel(o.model, { family: o.family, raw: o.raw })
       const decoder = Option.isSome(o.autoencoder) ? yield* loadDecoder(o.autoencoder.value, o.latentScale, model.config.inChannels) : undefined
-      const classes = yield* parseClasses(o.classes, model.config.numClasses)
-      if (o.perClass < 1) return yield* new SampleInput({ input: "--per-class", reason: `${o.perClass} is not a positive count` })
+      const classes = yield* classesOf(o.classes, model.config.numClasses)
       const options = yield* Schema.decodeUnknownEffect(Sampling.Options)({
         sampler: Option.getOrElse(o.sampler, () => (model.family === "sit" ? "ode" : "ddpm")),
         steps: o.steps,

@@ -69,8 +69,8 @@ describe("tinyfusion store", () => {
       yield* fs.writeFile(tensorFile, bytes)
       yield* fs.truncate(`${root}/artifacts/${keys.down}/manifest.json`, 30)
       const bad = yield* cli(["store", "verify", "--store", root])
-      assert.isFalse(bad.ok)
-      assert.match(bad.failure, /StoreCorrupt/)
+      assert.strictEqual(bad.code, 1)
+      assert.strictEqual(bad.message, `2 corrupt in the store: ${keys.down}, ${keys.up}`)
       assert.include(bad.lines, `BAD ${keys.up}: file w.safetensors has the wrong sha256`)
       assert.isTrue(bad.lines.some((l) => l.startsWith(`BAD ${keys.down}: manifest.json does not decode`)))
 

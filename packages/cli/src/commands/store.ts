@@ -3,8 +3,8 @@
  *   ls      every artifact (stage, status, size, runs keeping it), unfinished
  *           stages' checkpoints and the kept runs; checks manifests and sizes
  *           only, so it stays fast on large stores
- *   verify  checks every manifest, file size and sha256; exits non-zero when
- *           anything is corrupt
+ *   verify  checks every manifest (Schema, digest, the key its fields give),
+ *           file size and sha256; exits non-zero when anything is corrupt
  *   gc      removes what no kept run references (`--dry-run` only lists it)
  * A run keeps artifacts through a run record (runs/<name>.json, written by
  * `ArtifactStore.keep`): its keys and, transitively, their inputs survive gc.
@@ -37,6 +37,7 @@ const size = (bytes: number): string =>
 const ls = Command.make("ls", {}, () =>
   Effect.gen(function*() {
     const store = yield* ArtifactStore
+    yield* store.readable
     const artifacts = yield* store.list({ hash: false })
     const checkpoints = yield* store.listCheckpoints({ hash: false })
     const runs = yield* store.runs
@@ -66,6 +67,7 @@ const ls = Command.make("ls", {}, () =>
 const verify = Command.make("verify", {}, () =>
   Effect.gen(function*() {
     const store = yield* ArtifactStore
+    yield* store.readable
     const artifacts = yield* store.list({ hash: true })
     const checkpoints = yield* store.listCheckpoints({ hash: true })
     const bad: Array<string> = []
@@ -81,7 +83,7 @@ const verify = Command.make("verify", {}, () =>
     yield* Console.log(`\n${artifacts.length} artifacts and ${checkpoints.length} checkpoints checked, ${bad.length} corrupt`)
     if (bad.length > 0) return yield* new StoreCorrupt({ bad })
   })
-).pipe(Command.withDescription("Check every manifest, file size and sha256; exit non-zero if anything is corrupt"))
+).pipe(Command.withDescription("Check every manifest (its Schema, digest and key), file size and sha256; exit non-zero if anything is corrupt"))
 
 const gc = Command.make(
   "gc",
@@ -89,6 +91,7 @@ const gc = Command.make(
   ({ dryRun }) =>
     Effect.gen(function*() {
       const store = yield* ArtifactStore
+      yield* store.readable
       const removed = yield* store.gc({ dryRun })
       for (const r of removed) yield* Console.log(`${dryRun ? "would remove" : "removed"} ${r.what} ${r.path}`)
       yield* Console.log(`${removed.length} ${dryRun ? "to remove (dry run: nothing removed)" : "removed"}`)

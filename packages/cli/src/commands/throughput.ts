@@ -13,6 +13,7 @@ import { Command, Flag } from "effect/cli"
 import { Config, Init, ModelArtifact } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree } from "@tinyfusion/tensor"
 import { Sampling, Throughput } from "@tinyfusion/eval"
+import * as CheckedFlags from "../CheckedFlags.ts"
 import * as GlobalFlags from "../GlobalFlags.ts"
 import * as ModelFlags from "../ModelFlags.ts"
 import * as Table from "../Table.ts"
@@ -25,18 +26,18 @@ export const throughput = Command.make(
       Flag.withDescription("Time a preset shape (reference initialisation) instead of --model-key/--model-file"),
       Flag.optional
     ),
-    depth: Flag.Int("depth").pipe(Flag.withDescription("Blocks of the --preset shape (a pruned depth)"), Flag.optional),
-    batch: Flag.Int("batch").pipe(Flag.withDescription("Images per batch (the network sees twice as many under guidance)"), Flag.withDefault(64)),
+    depth: CheckedFlags.count("depth").pipe(Flag.withDescription("Blocks of the --preset shape (a pruned depth)"), Flag.optional),
+    batch: CheckedFlags.count("batch").pipe(Flag.withDescription("Images per batch (the network sees twice as many under guidance)"), Flag.withDefault(64)),
     sampler: Flag.Literals("sampler", ["ddpm", "ddim", "ode", "sde"]).pipe(
       Flag.withDescription("Sampler whose evaluations per image give images/s (default: ddpm for a DiT, ode for a SiT)"),
       Flag.optional
     ),
     steps: Flag.String("steps").pipe(Flag.withDescription("Sampler steps (ddpm/ddim: respacing; ode/sde: grid points)"), Flag.withDefault("250")),
-    cfg: Flag.Finite("cfg").pipe(Flag.withDescription("Guidance scale (above 1 doubles the batch)"), Flag.withDefault(1.5)),
+    cfg: CheckedFlags.guidance("cfg").pipe(Flag.withDescription("Guidance scale (above 1 doubles the batch)"), Flag.withDefault(1.5)),
     guidedChannels: Flag.Literals("guided-channels", ["first-3", "all"]).pipe(Flag.withDefault("first-3" as const)),
     weights: Flag.Literals("weights", ["ema", "raw"]).pipe(Flag.withDescription("Weights of a model artifact"), Flag.withDefault("ema" as const)),
-    warmup: Flag.Int("warmup").pipe(Flag.withDescription("Untimed passes first (kernel compilation)"), Flag.withDefault(2)),
-    repetitions: Flag.Int("repetitions").pipe(Flag.withDescription("Timed passes (the median is reported)"), Flag.withDefault(10))
+    warmup: CheckedFlags.natural("warmup").pipe(Flag.withDescription("Untimed passes first (kernel compilation)"), Flag.withDefault(2)),
+    repetitions: CheckedFlags.count("repetitions").pipe(Flag.withDescription("Timed passes (the median is reported)"), Flag.withDefault(10))
   },
   (o) =>
     GlobalFlags.withCompute(Effect.gen(function*() {
@@ -47,7 +48,7 @@ export const throughput = Command.make(
               return yield* new ModelFlags.ModelChoice({ reason: "give --preset or --model-key/--model-file, not both" })
             }
             const config = yield* Config.make(preset, Option.match(o.depth, { onNone: () => ({}), onSome: (depth) => ({ depth }) }))
-            return { name: `${preset} (reference init)`, family: o.family, config, params: Init.host(config, 0) }
+            return { name: `${preset} (reference init)`, family: Option.getOrElse(o.family, () => "dit" as const), config, params: Init.host(config, 0) }
           }),
         onNone: () =>
           Effect.gen(function*() {

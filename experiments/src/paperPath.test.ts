@@ -15,7 +15,7 @@ import * as path from "node:path"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { Dataset, Inception, Npz, Png, Stages } from "@tinyfusion/data"
 import { Reference } from "@tinyfusion/eval"
-import { Checkpoint, Config, Init, SdVae } from "@tinyfusion/models"
+import { StateDict, Config, Init, SdVae } from "@tinyfusion/models"
 import { Compute, Hashed, HostTensor, Safetensors } from "@tinyfusion/tensor"
 import * as Presets from "./presets.ts"
 import * as Suite from "./runner.ts"
@@ -53,7 +53,7 @@ const makeFiles = (root: string) => {
   const teacher: Config.Config = { ...Config.presets.mini, hiddenSize: 32, numHeads: 2, inputSize: 4, numClasses: 2 }
   const images = Uint8Array.from([0, 1, 2].flatMap((i) => [0, 1].flatMap((c) => [...picture(c, i + 10)])))
   return {
-    teacher: write(path.join(root, "DiT-toy.safetensors"), Effect.runSync(Checkpoint.encode(teacher, Init.host(teacher, 0)))),
+    teacher: write(path.join(root, "DiT-toy.safetensors"), Effect.runSync(StateDict.encode(teacher, Init.host(teacher, 0)))),
     vae: write(path.join(root, "diffusion_pytorch_model.safetensors"), Safetensors.encode(weights(SdVae.referenceShapes(vae)))),
     inception: write(path.join(root, "pt_inception-toy.safetensors"), Safetensors.encode(weights(Inception.referenceShapes(inception)))),
     images

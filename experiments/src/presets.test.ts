@@ -4,7 +4,7 @@ import { Effect, Logger } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { MarCheckpoint, MarConfig } from "@tinyfusion/models"
+import { MarStateDict, MarConfig } from "@tinyfusion/models"
 import * as Presets from "./presets.ts"
 
 describe("presets", () => {
@@ -57,6 +57,6 @@ describe("presets", () => {
       // At paper scale the MARs take the suite's 32×32×4 latents in 2×2 patches: MAR's 256 tokens of 16 features, its parameter count.
       const paperMar = Presets.paper("images:/x").mar.large.model
       assert.deepStrictEqual([MarConfig.tokens(paperMar), MarConfig.tokenDim(paperMar)], [256, 16])
-      assert.strictEqual(MarCheckpoint.parameterCount(paperMar), MarCheckpoint.parameterCount(MarConfig.presets["MAR-L"]))
+      assert.strictEqual(MarStateDict.parameterCount(paperMar), MarStateDict.parameterCount(MarConfig.presets["MAR-L"]))
     }).pipe(Effect.provide(NodeServices.layer)))
 })

@@ -42,14 +42,12 @@ export interface Preset {
     readonly seed: number
     /** Samples in the fixed calibration set. */
     readonly calibration: number
-    /** Mask-learning iterations of the learnable method. */
-    readonly iterations: number
-    /** Learnable options besides the ΔW kind (Learnable.Options). */
-    readonly learnable: { readonly [name: string]: Schema.Json }
-    /** Random masks sampled by the random-search pruners (paper: 100,000). */
-    readonly randomSamples: number
-    /** Diff-Pruning's options besides the ratio (DiffPruning.Options; the reference visits every timestep: stride 1). */
-    readonly diffPruning: { readonly [name: string]: Schema.Json }
+    /**
+     * Per method, the options that scale it (the learnable method's iterations and batch, the random
+     * search's sample count; paper: 100,000; Diff-Pruning's stride, where the reference visits every
+     * timestep); a cell's own options go over them, a method's defaults under.
+     */
+    readonly options: { readonly [method: string]: { readonly [name: string]: Schema.Json } }
   }
   readonly recovery: {
     readonly batchSize: number
@@ -121,10 +119,11 @@ export const quick = (dataset: string): Preset => ({
   prune: {
     seed: 0,
     calibration: 16,
-    iterations: 10,
-    learnable: { batchSize: 8, logEvery: 2, checkpointEvery: 5 },
-    randomSamples: 16,
-    diffPruning: { stride: 50, batchSize: 16 }
+    options: {
+      learnable: { iterations: 10, batchSize: 8, logEvery: 2, checkpointEvery: 5 },
+      random: { samples: 16 },
+      "diff-pruning": { stride: 50, batchSize: 16 }
+    }
   },
   recovery: { batchSize: 8, seed: 0, steps: { "100K": 6, "500K": 12, "10K": 3, "40ep": 6 }, emaDecay: 0.5, checkpointEvery: 3, curveEvery: 1 },
   evaluation: {
@@ -154,13 +153,14 @@ export const mini: Preset = {
   prune: {
     seed: 0,
     calibration: 256,
-    // One epoch of the 120,000 latents, as the paper's one epoch of mask learning: fewer leave the
-    // 0.999 EMA of the gates near its uniform start (400 iterations gave confidence 0.57 for 1:2).
-    iterations: 1875,
-    learnable: { batchSize: 64, logEvery: 25, checkpointEvery: 250 },
-    randomSamples: 1000,
-    // At most 100 timesteps of the 256-sample calibration set (the threshold usually ends the sweep sooner).
-    diffPruning: { stride: 10, batchSize: 64, checkpointEvery: 20 }
+    options: {
+      // One epoch of the 120,000 latents, as the paper's one epoch of mask learning: fewer leave the
+      // 0.999 EMA of the gates near its uniform start (400 iterations gave confidence 0.57 for 1:2).
+      learnable: { iterations: 1875, batchSize: 64, logEvery: 25, checkpointEvery: 250 },
+      random: { samples: 1000 },
+      // At most 100 timesteps of the 256-sample calibration set (the threshold usually ends the sweep sooner).
+      "diff-pruning": { stride: 10, batchSize: 64, checkpointEvery: 20 }
+    }
   },
   // MAR's 40 epochs are 10% of its teacher's pre-training: 500 of the mini MAR-L's 5,000 steps.
   recovery: { batchSize: 64, seed: 0, steps: { "100K": 2000, "500K": 4000, "10K": 500, "40ep": 500 }, emaDecay: 0.999, checkpointEvery: 500, curveEvery: 50 },
@@ -219,7 +219,11 @@ export const paper = (dataset: string): Preset => ({
     { ...MarConfig.presets["MAR-B"], inputSize: 32, patchSize: 2, inChannels: 4 },
     { full: 256, short: 64 }
   ),
-  prune: { seed: 0, calibration: 1024, iterations: 10_000, learnable: { batchSize: 128 }, randomSamples: 100_000, diffPruning: { stride: 1, batchSize: 64 } },
+  prune: {
+    seed: 0,
+    calibration: 1024,
+    options: { learnable: { iterations: 10_000, batchSize: 128 }, random: { samples: 100_000 }, "diff-pruning": { stride: 1, batchSize: 64 } }
+  },
   recovery: {
     batchSize: 256,
     seed: 0,

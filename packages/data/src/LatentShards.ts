@@ -117,7 +117,7 @@ const validate = (bytes: Uint8Array | undefined, expected: Expected) =>
   })
 
 /** Encodes the images [first, first + count) and their mirrors: latents [count, 2, h, w, c]. */
-const encodeShard = Effect.fnUntraced(function*(options: Options, index: number, first: number, count: number) {
+const encodeImages = Effect.fnUntraced(function*(options: Options, index: number, first: number, count: number) {
   const compute = yield* Compute
   const [h, w, c] = options.latentShape
   const per = h * w * c
@@ -146,6 +146,17 @@ const encodeShard = Effect.fnUntraced(function*(options: Options, index: number,
   return latents
 })
 
+/** A shard's file: latents [count, 2, h, w, c] (each image and its mirror) and labels, with the fingerprint of what made them. */
+export const encodeShard = (
+  shard: { readonly latents: Float32Array; readonly labels: Int32Array; readonly first: number },
+  latentShape: readonly [number, number, number],
+  fingerprint: string
+): Uint8Array =>
+  Safetensors.encode([
+    ["latents", HostTensor.float32([shard.labels.length, 2, ...latentShape], shard.latents)],
+    ["labels", HostTensor.int32([shard.labels.length], shard.labels)]
+  ], { metadata: { fingerprint, first: String(shard.first) } })
+
 /** Extracts (or finishes extracting) the latent shards of a set into a shard store; returns their manifest. */
 export const extract = Effect.fn("LatentShards.extract")(function*<E>(
   options: Options,
@@ -157,12 +168,8 @@ export const extract = Effect.fn("LatentShards.extract")(function*<E>(
     const count = Math.min(options.shardSize, options.set.count - first)
     const existing = yield* validate(yield* store.read(index), { count, latentShape: options.latentShape, fingerprint: options.fingerprint })
     if (existing === undefined) {
-      const latents = yield* encodeShard(options, index, first, count)
-      const bytes = Safetensors.encode([
-        ["latents", HostTensor.float32([count, 2, h, w, c], latents)],
-        ["labels", HostTensor.int32([count], options.set.labels.slice(first, first + count))]
-      ], { metadata: { fingerprint: options.fingerprint, first: String(first) } })
-      yield* store.write(index, bytes)
+      const latents = yield* encodeImages(options, index, first, count)
+      yield* store.write(index, encodeShard({ latents, labels: options.set.labels.slice(first, first + count), first }, options.latentShape, options.fingerprint))
     }
     if (options.onShard) yield* options.onShard(index, existing === undefined)
     shards.push({ file: shardFile(index), first, count })

@@ -48,28 +48,35 @@ export const checkDataset = (expected: string) =>
 
 const AdamData = Schema.Struct({ adamStep: Schema.Int })
 
-/** A training loop state as the checkpointed loop holds it. */
-const toLoop = (state: { readonly params: ParamTree.ParamTree; readonly optimiser: AdamW.State }): Checkpoint.State<{ readonly adamStep: number }> => ({
+/** A net's training state: its parameters (of its own tree type P) and AdamW's. */
+interface NetState<P extends ParamTree.ParamTree> {
+  readonly step: number
+  readonly params: P
+  readonly optimiser: AdamW.State
+}
+
+type NetTensors<P extends ParamTree.ParamTree> = { readonly params: P; readonly m: ParamTree.ParamTree; readonly v: ParamTree.ParamTree }
+
+/** A training state as the checkpointed loop holds it, and back. */
+const toLoop = <P extends ParamTree.ParamTree>(state: NetState<P>): Checkpoint.State<{ readonly adamStep: number }, NetTensors<P>> => ({
   tensors: { params: state.params, m: state.optimiser.m, v: state.optimiser.v },
   data: { adamStep: state.optimiser.step }
 })
-const fromLoop = (state: Checkpoint.State<{ readonly adamStep: number }>, step: number) => {
-  const t = state.tensors as { params: ParamTree.ParamTree; m: ParamTree.ParamTree; v: ParamTree.ParamTree }
-  return { step, params: t.params, optimiser: { step: state.data.adamStep, m: t.m, v: t.v } }
+const fromLoop = <P extends ParamTree.ParamTree>(state: Checkpoint.State<{ readonly adamStep: number }, NetTensors<P>>, step: number): NetState<P> => {
+  const { params, m, v } = state.tensors
+  return { step, params, optimiser: { step: state.data.adamStep, m, v } }
 }
-
-type NetState = ReturnType<typeof fromLoop>
 
 /**
  * A net trained by `step` (one AdamW step on batch `state.step`) on the
  * checkpointed loop, from `init`. `step` returns the next state and its loss
  * tensors, the first the loss logged; they are read and disposed here.
  */
-const train = (ctx: Stage.Context, options: {
+const train = <P extends ParamTree.ParamTree>(ctx: Stage.Context, options: {
   readonly steps: number
   readonly every: number
-  readonly init: () => NetState
-  readonly step: (state: NetState) => { readonly state: NetState; readonly losses: readonly [tf.Scalar, ...Array<tf.Scalar>] }
+  readonly init: () => NetState<P>
+  readonly step: (state: NetState<P>) => { readonly state: NetState<P>; readonly losses: readonly [tf.Scalar, ...Array<tf.Scalar>] }
 }) =>
   Effect.gen(function*() {
     const compute = yield* Compute
@@ -87,7 +94,7 @@ const train = (ctx: Stage.Context, options: {
         }),
       nonFinite: "skip"
     })
-    return { ...done, params: (done.state.tensors as { params: ParamTree.ParamTree }).params }
+    return { ...done, params: done.state.tensors.params }
   })
 
 // ---------------------------------------------------------------- autoencoder
@@ -138,7 +145,7 @@ const comparison = (originals: Float32Array, reconstructions: Float32Array, set:
 
 export const AutoencoderStage = Stage.make({
   name: "autoencoder",
-  version: 1,
+  module: import.meta.url,
   config: AutoencoderConfig,
   output: AutoencoderOutput,
   run: (config, _inputs, ctx) =>
@@ -164,7 +171,7 @@ export const AutoencoderStage = Stage.make({
       yield* ctx.writeBytes("reconstructions.png", Png.encode(comparison(originals, reconstructions, data.test, Math.min(32, evalCount), 8)))
       yield* ctx.metric("psnr", psnr)
       yield* ctx.metric("scale", scale)
-      yield* ctx.metric("final_loss", done.lastLoss)
+      yield* ctx.metric("finalLoss", done.lastLoss)
       ParamTree.dispose(done.state.tensors)
       return { model: config.model, scale, psnr, psnrImages: evalCount, psnrCrop: crop }
     })
@@ -243,7 +250,7 @@ export const inspectSdVae = Effect.fn("Stages.inspectSdVae")(function*(path: str
 export const importedAutoencoder = (path: string) =>
   Stage.make({
     name: "autoencoder",
-    version: 1,
+    module: import.meta.url,
     config: ImportedAutoencoderConfig,
     output: AutoencoderOutput,
     run: (config, _inputs, ctx) =>
@@ -290,10 +297,10 @@ export const miniLatents: LatentsConfig = { dataset: "fashion-mnist", seed: 0, s
 
 export const LatentsStage = Stage.make({
   name: "latents",
-  version: 1,
+  module: import.meta.url,
   config: LatentsConfig,
   output: LatentsOutput,
-  inputs: { autoencoder: AutoencoderStage },
+  inputs: { autoencoder: AutoencoderOutput },
   run: (config, { autoencoder }, ctx) =>
     Effect.gen(function*() {
       const data = yield* checkDataset(config.dataset)
@@ -373,7 +380,7 @@ export const miniFeatureNet: FeatureNetConfig = {
 
 export const FeatureNetStage = Stage.make({
   name: "feature-net",
-  version: 1,
+  module: import.meta.url,
   config: FeatureNetConfig,
   output: FeatureNetOutput,
   run: (config, _inputs, ctx) =>
@@ -395,7 +402,7 @@ export const FeatureNetStage = Stage.make({
       const features = yield* extract(test.images, data.test.count, 500).pipe(Effect.provide(FeatureExtractor.featureNet(config.model, host)))
       const accuracy = topOneAccuracy(features.probs, data.test.labels, config.model.classes)
       yield* ctx.metric("accuracy", accuracy)
-      yield* ctx.metric("final_loss", done.lastLoss)
+      yield* ctx.metric("finalLoss", done.lastLoss)
       return {
         model: config.model,
         accuracy,
@@ -436,7 +443,7 @@ export const inspectInception = Effect.fn("Stages.inspectInception")(function*(p
 export const importedFeatureNet = (path: string) =>
   Stage.make({
     name: "feature-net",
-    version: 1,
+    module: import.meta.url,
     config: ImportedFeatureNetConfig,
     output: FeatureNetOutput,
     run: (config, _inputs, ctx) =>

@@ -8,7 +8,7 @@
 import { Effect, Schema } from "effect"
 import { Stage } from "@tinyfusion/core"
 import { Stages } from "@tinyfusion/data"
-import { MarArtifact, MarCheckpoint, MarConfig } from "@tinyfusion/models"
+import { MarArtifact, MarStateDict, MarConfig } from "@tinyfusion/models"
 import * as DiffLoss from "./DiffLoss.ts"
 import * as MarTraining from "./MarTraining.ts"
 import * as Trainer from "./Trainer.ts"
@@ -52,23 +52,28 @@ export const mini: MarPretrainConfig = {
 
 export const MarPretrainStage = Stage.make({
   name: "mar-pretrain",
-  version: 1,
+  module: import.meta.url,
   config: MarPretrainConfig,
   output: MarPretrainOutput,
-  inputs: { latents: Stages.LatentsStage },
+  inputs: { latents: Stages.LatentsOutput },
   run: (config, { latents }, ctx) =>
     Effect.gen(function*() {
       const diffloss = yield* DiffLoss.make(config.model.numSamplingSteps)
-      const task = MarTraining.task(diffloss, config.model, MarCheckpoint.init(config.model, config.training.seed))
+      const task = MarTraining.task(diffloss, config.model, MarStateDict.init(config.model, config.training.seed))
       const outcome = yield* Trainer.run(ctx, config.training, task).pipe(Effect.provide(Stages.latentDataset(latents)))
-      yield* ctx.metric("resumed_from", outcome.resumedFrom)
+      yield* ctx.metric("resumedFrom", outcome.resumedFrom)
       if (outcome._tag === "Diverged") {
         return yield* new Trainer.Diverged({ stage: ctx.stage, step: outcome.step, loss: outcome.loss })
       }
       yield* Trainer.writeCurve(ctx, outcome.curve, `mar-pretrain: ${MarConfig.describe(config.model)}`)
       const model = yield* MarArtifact.write(ctx, { config: config.model, params: outcome.params, ema: outcome.ema })
-      yield* ctx.metric("final_loss", outcome.lastLoss)
-      if (outcome.stepsRun > 0) yield* ctx.metric("ms_per_step", (1000 * outcome.seconds) / outcome.stepsRun)
-      return { ...model, steps: config.training.steps, finalLoss: Number.isFinite(outcome.lastLoss) ? outcome.lastLoss : null, skipped: outcome.skipped }
+      const finalLoss = Number.isFinite(outcome.lastLoss) ? outcome.lastLoss : null
+      yield* ctx.metric("finalLoss", outcome.lastLoss)
+      yield* ctx.metric("steps", config.training.steps)
+      if (outcome.stepsRun > 0) {
+        yield* ctx.metric("samplesPerSecond", (outcome.stepsRun * config.training.batchSize) / outcome.seconds)
+        yield* ctx.metric("msPerStep", (1000 * outcome.seconds) / outcome.stepsRun)
+      }
+      return { ...model, steps: config.training.steps, finalLoss, skipped: outcome.skipped }
     })
 })

@@ -209,13 +209,15 @@ export const step = Effect.fnUntraced(function*(
 const LoopData = Schema.Struct({ adamStep: Count, curve: Curve })
 type LoopData = typeof LoopData.Type
 
-const toLoop = (s: Training.State, curve: Curve): Checkpoint.State<LoopData> => ({
+type LoopTensors = Readonly<Record<"params" | "ema" | "m" | "v", ParamTree.ParamTree>>
+
+const toLoop = (s: Training.State, curve: Curve): Checkpoint.State<LoopData, LoopTensors> => ({
   tensors: { params: s.params, ema: s.ema, m: s.optimiser.m, v: s.optimiser.v },
   data: { adamStep: s.optimiser.step, curve }
 })
 
-const fromLoop = (s: Checkpoint.State<LoopData>): Training.State => {
-  const t = s.tensors as Record<"params" | "ema" | "m" | "v", ParamTree.ParamTree>
+const fromLoop = (s: Checkpoint.State<LoopData, LoopTensors>): Training.State => {
+  const t = s.tensors
   return { params: t.params, ema: t.ema, optimiser: { step: s.data.adamStep, m: t.m, v: t.v } }
 }
 

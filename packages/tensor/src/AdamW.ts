@@ -44,8 +44,8 @@ export interface State {
 /** Zero moments shaped like the trainable tree. */
 export const init = (params: ParamTree.ParamTree): State => ({
   step: 0,
-  m: ParamTree.mapTensors(params, (p) => tf.zerosLike(p)) as ParamTree.ParamTree,
-  v: ParamTree.mapTensors(params, (p) => tf.zerosLike(p)) as ParamTree.ParamTree
+  m: ParamTree.mapLeaves(params, (p) => tf.zerosLike(p)),
+  v: ParamTree.mapLeaves(params, (p) => tf.zerosLike(p))
 })
 
 export const groupOf = (config: Config, key: string): Group => {
@@ -58,13 +58,13 @@ export const groupOf = (config: Config, key: string): Group => {
  * One update. `lrScale` multiplies every group's learning rate (the value of a
  * schedule at this step, relative to the base rates).
  */
-export function update(
+export function update<T extends ParamTree.ParamTree>(
   config: Config,
   state: State,
-  params: ParamTree.ParamTree,
-  grads: ParamTree.ParamTree,
+  params: T,
+  grads: T,
   lrScale = 1
-): { readonly params: ParamTree.ParamTree; readonly state: State } {
+): { readonly params: T; readonly state: State } {
   const t = state.step + 1
   const bc1 = 1 - config.beta1 ** t
   const bc2 = 1 - config.beta2 ** t
@@ -112,5 +112,5 @@ export function update(
     v1s.push([key, v1])
   }
   const tree = (entries: Array<[string, tf.Tensor]>) => ParamTree.unflatten(entries) as ParamTree.ParamTree
-  return { params: tree(next), state: { step: t, m: tree(m1s), v: tree(v1s) } }
+  return { params: ParamTree.rebuild(params, next), state: { step: t, m: tree(m1s), v: tree(v1s) } }
 }

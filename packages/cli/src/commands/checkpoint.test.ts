@@ -4,8 +4,8 @@ import { Console, Effect, FileSystem, Layer, Logger } from "effect"
 import { fileURLToPath } from "node:url"
 import { Command } from "effect/cli"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
-import { Checkpoint, Config, Init, ModelArtifact } from "@tinyfusion/models"
-import { Fixtures } from "@tinyfusion/pruning"
+import { Config, Init, ModelArtifact, StateDict } from "@tinyfusion/models"
+import { Fixtures, PruneStage } from "@tinyfusion/pruning"
 import { Compute, HostTensor, ParamTree, Safetensors } from "@tinyfusion/tensor"
 import { checkpoint } from "./checkpoint.ts"
 
@@ -18,13 +18,13 @@ describe("tinyfusion checkpoint", () => {
       const dir = yield* fs.makeTempDirectoryScoped()
       const config = yield* Config.make("mini", { depth: 2, hiddenSize: 16 })
       const params = Init.host(config, 4)
-      const reference = yield* Checkpoint.encode(config, params, { dtype: "BF16" })
+      const reference = yield* StateDict.encode(config, params, { dtype: "BF16" })
       yield* fs.writeFile(`${dir}/ref.safetensors`, reference)
 
       yield* run(["import", `${dir}/ref.safetensors`, "--out", `${dir}/ours.safetensors`, "--model", "mini", "--depth", "2", "--hidden", "16"])
       const ours = yield* Safetensors.decode(yield* fs.readFile(`${dir}/ours.safetensors`))
       assert.deepStrictEqual([...new Set(ours.dtypes.values())], ["F32"])
-      assert.deepStrictEqual(JSON.parse(ours.metadata[Checkpoint.configKey]!), config)
+      assert.deepStrictEqual(JSON.parse(ours.metadata[StateDict.configKey]!), config)
 
       yield* run(["export", `${dir}/ours.safetensors`, "--out", `${dir}/back.safetensors`, "--dtype", "bf16"])
       assert.deepStrictEqual(yield* fs.readFile(`${dir}/back.safetensors`), reference)
@@ -35,7 +35,7 @@ describe("tinyfusion checkpoint", () => {
       for (const [key, t] of back.tensors) assert.isTrue(HostTensor.bitEqual(t, ours.tensors.get(key)!), key)
 
       const wrong = yield* Effect.flip(run(["import", `${dir}/ref.safetensors`, "--out", `${dir}/bad.safetensors`, "--model", "mini", "--depth", "3", "--hidden", "16"]))
-      assert.strictEqual(wrong._tag, "CheckpointMismatch")
+      assert.strictEqual(wrong._tag, "StateDictMismatch")
       assert.match(wrong.message, /10 mismatches:\n  missing blocks\.2\.attn\.qkv\.weight \[48, 16\]/)
       assert.isFalse(yield* fs.exists(`${dir}/bad.safetensors`))
       const bare = yield* Safetensors.decode(reference)
@@ -60,12 +60,12 @@ describe("tinyfusion checkpoint", () => {
       assert.match(lines.join("\n"), /imported .*dit-train\.pt \(torch, entry ema of model, ema, opt, args, train_steps; left unread: model, opt, args, train_steps\)/)
       assert.match(lines.join("\n"), /config inferred from the tensor shapes; assumed class dropout 0\.1/)
       const ours = yield* Safetensors.decode(yield* fs.readFile(`${dir}/b.safetensors`))
-      assert.deepStrictEqual(JSON.parse(ours.metadata[Checkpoint.configKey]!), {
+      assert.deepStrictEqual(JSON.parse(ours.metadata[StateDict.configKey]!), {
         inputSize: 8, patchSize: 2, inChannels: 4, hiddenSize: 16, depth: 2, numHeads: 2, mlpRatio: 4, numClasses: 10, classDropoutProb: 0.1, learnSigma: true
       })
       yield* run(["import", train, "--out", `${dir}/c.safetensors`, "--heads", "2", "--weights", "model", "--class-dropout", "0"]).pipe(quiet)
       const raw = yield* Safetensors.decode(yield* fs.readFile(`${dir}/c.safetensors`))
-      assert.strictEqual(JSON.parse(raw.metadata[Checkpoint.configKey]!).numClasses, 11)
+      assert.strictEqual(JSON.parse(raw.metadata[StateDict.configKey]!).numClasses, 11)
     }).pipe(Effect.scoped, Effect.provide(NodeServices.layer)))
 
   it.live("a pruned model from the prune-export stage exports with exactly the reference keys of its depth", () =>
@@ -75,14 +75,11 @@ describe("tinyfusion checkpoint", () => {
       const config = Fixtures.tiny(6)
       const teacher = yield* Stage.run(Fixtures.Teacher, { family: "dit", config, weights: { random: 0 } }, {})
       const data = yield* Stage.run(Fixtures.Latents, { count: 4, shape: [4, 4, 4], classes: 3, seed: 0 }, {})
-      const pruned = yield* Stage.run(Fixtures.stages.prune, { method: "oracle", keep: 3, seed: 0, calibration: 4, iterations: 0, options: {} }, {
-        teacher,
-        data
-      })
-      const exported = yield* Stage.run(Fixtures.stages.export, {}, { decision: pruned, teacher })
+      const pruned = yield* Fixtures.prune({ method: "oracle", keep: 3, seed: 0, calibration: 4 }, { teacher, data })
+      const exported = yield* Stage.run(PruneStage.ExportStage, {}, { decision: pruned, teacher })
       yield* run(["export", exported.path(ModelArtifact.files.raw), "--out", `${dir}/ref.safetensors`])
       const ref = yield* Safetensors.decode(yield* fs.readFile(`${dir}/ref.safetensors`))
-      const shapes = Checkpoint.referenceShapes({ ...config, depth: 3 })
+      const shapes = StateDict.referenceShapes({ ...config, depth: 3 })
       assert.deepStrictEqual([...ref.tensors.keys()].sort(), shapes.map(([k]) => k).sort())
       const model = yield* Safetensors.decode(yield* fs.readFile(exported.path(ModelArtifact.files.raw)))
       for (const [key, t] of ref.tensors) assert.isTrue(HostTensor.bitEqual(t, model.tensors.get(key)!), key)

@@ -10,7 +10,7 @@
  */
 import { Console, Effect, FileSystem, Option } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
-import { Checkpoint, Config, ModelFile } from "@tinyfusion/models"
+import { Config, ModelFile, StateDict } from "@tinyfusion/models"
 import { HostTensor, ParamTree, Safetensors } from "@tinyfusion/tensor"
 import * as CheckedFlags from "../CheckedFlags.ts"
 
@@ -101,9 +101,9 @@ const importCommand = Command.make(
         })
     })
     // The family goes in when it is known: given, or recorded by the file read.
-    const known = Option.orElse(o.family, () => Option.fromUndefinedOr(loaded.weights.metadata[Checkpoint.familyKey]))
-    const family = Option.match(known, { onNone: () => ({}), onSome: (f) => ({ [Checkpoint.familyKey]: f }) })
-    yield* writeAtomic(o.out, yield* Checkpoint.encode(loaded.config, loaded.params, { metadata: { "tinyfusion.source": o.input, ...family } }))
+    const known = Option.orElse(o.family, () => Option.fromUndefinedOr(loaded.weights.metadata[StateDict.familyKey]))
+    const family = Option.match(known, { onNone: () => ({}), onSome: (f) => ({ [StateDict.familyKey]: f }) })
+    yield* writeAtomic(o.out, yield* StateDict.encode(loaded.config, loaded.params, { metadata: { "tinyfusion.source": o.input, ...family } }))
     const unread = loaded.weights.unread.length > 0 ? `; left unread: ${loaded.weights.unread.join(", ")}` : ""
     yield* Console.log(
       `imported ${o.input} (${loaded.weights.format}, ${loaded.weights.source}${unread}) → ${o.out}\n` +
@@ -127,17 +127,17 @@ const exportCommand = Command.make(
   Effect.fn(function*(o) {
     const fs = yield* FileSystem.FileSystem
     const file = yield* Safetensors.decode(yield* fs.readFile(o.input))
-    const base = Option.isSome(o.model) ? Option.some(yield* Config.make(o.model.value)) : yield* Checkpoint.storedConfig(file.metadata)
+    const base = Option.isSome(o.model) ? Option.some(yield* Config.make(o.model.value)) : yield* StateDict.storedConfig(file.metadata)
     if (Option.isNone(base)) {
-      return yield* new Config.InvalidConfig({ reason: `${o.input} carries no ${Checkpoint.configKey} metadata; name its shape with --model` })
+      return yield* new Config.InvalidConfig({ reason: `${o.input} carries no ${StateDict.configKey} metadata; name its shape with --model` })
     }
     const config = yield* Config.decode({ ...base.value, ...overridden(o) })
-    const loaded = yield* Checkpoint.fromFile(config, file)
+    const loaded = yield* StateDict.fromFile(config, file)
     const dtype = ({ f32: "F32", f16: "F16", bf16: "BF16" } as const)[o.dtype]
     // The family goes along where the file records it (the reference code ignores metadata).
-    const family = file.metadata[Checkpoint.familyKey]
-    const metadata = family === undefined ? {} : { [Checkpoint.familyKey]: family }
-    yield* writeAtomic(o.out, yield* Checkpoint.encode(config, loaded.params, { dtype, metadata }))
+    const family = file.metadata[StateDict.familyKey]
+    const metadata = family === undefined ? {} : { [StateDict.familyKey]: family }
+    yield* writeAtomic(o.out, yield* StateDict.encode(config, loaded.params, { dtype, metadata }))
     yield* Console.log(`exported ${o.input} → ${o.out} (${dtype}, reference keys)\n${summary(config, loaded.params)}`)
   })
 ).pipe(Command.withDescription("Write our checkpoint with exactly the reference state_dict keys (F32, F16 or BF16)"))

@@ -43,7 +43,7 @@ describe("tinyfusion eval and throughput", () => {
       assert.isFalse(neither.ok)
       assert.match(neither.failure, /which model\? give either --model-key KEY or --model-file FILE/)
       const wrongKey = yield* cli(["--log-level", "error", "eval", "--model-key", up.reference.key, ...common])
-      assert.match(wrongKey.failure, /no reference artifact reference-[0-9a-f]+: output does not decode/)
+      assert.match(wrongKey.failure, /input --model-key \(reference artifact reference-[0-9a-f]+\) does not fit: .*\["family"\]/)
 
       const speed = yield* cli(["--log-level", "error", "throughput", "--backend", "wasm", "--preset", "mini", "--depth", "2", "--batch", "2", "--warmup", "0", "--repetitions", "2"])
       assert.isTrue(speed.ok, speed.failure)

@@ -15,7 +15,7 @@
  */
 import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import { Stage } from "@tinyfusion/core"
+import { Graph, Stage } from "@tinyfusion/core"
 import { Stages } from "@tinyfusion/data"
 import { Evaluation, Interval, Reference } from "@tinyfusion/eval"
 import * as CheckedFlags from "../CheckedFlags.ts"
@@ -75,10 +75,10 @@ export const flags = {
 
 export const evaluate = Command.make("eval", flags, (o) =>
   GlobalFlags.withCompute(Effect.gen(function*() {
-    const model = yield* ModelFlags.resolve(o)
-    const stage = Evaluation.make(model.stage)
-    const family = model.artifact.output.family
-    const config = yield* Stage.decodeConfig(stage, {
+    const runner = yield* Graph.runner
+    const model = yield* ModelFlags.artifact(o)
+    const family = model.output.family
+    const config = yield* Stage.decodeConfig(Evaluation.EvaluationStage, {
       samples: o.n,
       batchSize: o.batchSize,
       sampling: {
@@ -95,35 +95,33 @@ export const evaluate = Command.make("eval", flags, (o) =>
       partBatches: o.partBatches,
       bootstrap: { ...defaults.bootstrap, replicates: o.replicates, spatialReplicates: Math.min(o.replicates, defaults.bootstrap.spatialReplicates) }
     })
+    // Inputs given by key need no data; the mini data stages read the dataset only when they must run.
     const stages = yield* dataStages(o.data)
-    const autoencoder = yield* Option.match(o.autoencoder, {
-      onSome: (key) => Stage.open(Stages.AutoencoderStage, key),
-      onNone: () => Stage.run(stages.autoencoder, Stages.miniAutoencoder, {})
-    })
-    const reference = yield* Option.match(o.reference, {
-      onSome: (key) => Stage.open(Reference.ReferenceStage, key),
-      onNone: () =>
-        Effect.gen(function*() {
-          const featureNet = yield* Option.match(o.featureNet, {
-            onSome: (key) => Stage.open(Stages.FeatureNetStage, key),
-            onNone: () => Stage.run(stages.featureNet, Stages.miniFeatureNet, {})
-          })
-          return yield* Stage.run(stages.reference, Reference.miniReference, { featureNet })
-        })
-    })
-    const result = yield* Stage.run(stage, config, { model: model.artifact, autoencoder, reference })
+    const input = <A, E, R>(key: Option.Option<string>, node: () => Graph.Node<A, E, R>) =>
+      Option.match(key, { onSome: (k) => runner.artifact(Graph.existing(k)), onNone: () => runner.run(node()) })
+    const autoencoder = yield* input(o.autoencoder, () => Graph.node(stages.autoencoder, Stages.miniAutoencoder, {}))
+    const reference = yield* input(o.reference, () =>
+      Graph.node(stages.reference, Reference.miniReference, {
+        featureNet: Option.match(o.featureNet, { onSome: Graph.existing, onNone: () => Graph.node(stages.featureNet, Stages.miniFeatureNet, {}) })
+      }))
+    const result = yield* runner.run(Graph.node(Evaluation.EvaluationStage, config, {
+      model: Graph.existing(model.key),
+      autoencoder: Graph.existing(autoencoder.key),
+      reference: Graph.existing(reference.key)
+    }))
+    const referenceKey = reference.key
     const out = result.output
     const boot = out.bootstrap
     // ± the 95% half-width: t(0.975, B − 1) standard errors of the bootstrap.
     const half = (se: number | null | undefined, replicates: number, digits: number) =>
       se == null ? "–" : `± ${Table.fixed(se * Interval.studentTQuantile(0.975, replicates - 1), digits)}`
     yield* Console.log(Table.render(["", "FID", "sFID", "IS", "precision", "recall"], [
-      ["value", Table.fixed(out.fid, 3), Table.fixed(out.sfid, 3), Table.fixed(out.inceptionScore, 3), Table.fixed(out.precision, 4), Table.fixed(out.recall, 4)],
+      ["value", Table.fixed(out.fid, 3), Table.fixed(out.sfid, 3), Table.fixed(out.is, 3), Table.fixed(out.precision, 4), Table.fixed(out.recall, 4)],
       ...(boot === null ? [] : [[
         "95%",
         half(boot.standardErrors.fid, boot.replicates, 3),
         half(boot.standardErrors.sfid, boot.spatialReplicates, 3),
-        half(boot.standardErrors.inceptionScore, boot.replicates, 3),
+        half(boot.standardErrors.is, boot.replicates, 3),
         half(boot.standardErrors.precision, boot.replicates, 4),
         half(boot.standardErrors.recall, boot.replicates, 4)
       ]])
@@ -131,12 +129,12 @@ export const evaluate = Command.make("eval", flags, (o) =>
     const s = config.sampling
     yield* Console.log([
       `evaluation ${result.key}${result.cached ? " (cached)" : ""}`,
-      `  ${out.samples} samples of ${model.artifact.key} (${out.family}, depth ${out.depth}, ${out.parameters.toLocaleString("en-US")} parameters, ${out.weights} weights)`,
+      `  ${out.samples} samples of ${model.key} (${out.family}, depth ${out.depth}, ${out.parameters.toLocaleString("en-US")} parameters, ${out.weights} weights)`,
       `  ${s.sampler} ${s.steps} steps, cfg ${s.cfgScale} (${s.guidedChannels}), seed ${s.seed}`,
-      `  against ${out.referenceImages} reference images (${reference.key})`,
-      ...(result.manifest.metrics["sampling_it_per_s"] == null ? [] : [
-        `  sampling on ${result.manifest.backend?.device ?? "?"}: ${Table.fixed(result.manifest.metrics["sampling_it_per_s"], 2)} it/s, ${
-          Table.fixed(result.manifest.metrics["images_per_s"] ?? Number.NaN, 3)
+      `  against ${out.referenceImages} reference images (${referenceKey})`,
+      ...(result.manifest.metrics["itPerS"] == null ? [] : [
+        `  sampling on ${result.manifest.backend?.device ?? "?"}: ${Table.metric(result.manifest)("itPerS", 2)} it/s, ${
+          Table.metric(result.manifest)("imagesPerS", 3)
         } images/s`
       ]),
       ...(result.manifest.files.some((f) => f.name === Evaluation.files.grid) ? [`  samples: ${result.path(Evaluation.files.grid)}`] : []),

@@ -2,14 +2,16 @@
  * `tinyfusion repro`: the paper's tables as grids on the store (experiments/),
  * then the report beside the paper's numbers. Every stage is an artifact, so
  * rerunning the same command after a kill reuses what finished (the log
- * says "cache hit") and ends with the same report.
+ * says "cache hit") and ends with the same report. `--plan` prints the
+ * cells' graph instead: every stage, its key, and whether the store holds it.
  */
 import { Console, Effect, Option, Path } from "effect"
 import { Command, Flag } from "effect/cli"
-import { ArtifactStore } from "@tinyfusion/core"
+import { ArtifactStore, type Graph } from "@tinyfusion/core"
 import { Presets, Report, Suite } from "@tinyfusion/experiments"
 import * as CheckedFlags from "../CheckedFlags.ts"
 import * as GlobalFlags from "../GlobalFlags.ts"
+import * as Table from "../Table.ts"
 
 export const repro = Command.make(
   "repro",
@@ -45,7 +47,11 @@ export const repro = Command.make(
       Flag.withDescription("Cells run at once (they share the one compute backend)"),
       Flag.withDefault(1)
     ),
-    out: Flag.String("out").pipe(Flag.withDescription("Report directory (default: <store>/reports/<preset>, or <preset>-tables-<ids> for some tables)"), Flag.optional)
+    out: Flag.String("out").pipe(Flag.withDescription("Report directory (default: <store>/reports/<preset>, or <preset>-tables-<ids> for some tables)"), Flag.optional),
+    plan: Flag.Boolean("plan").pipe(
+      Flag.withDescription("Print the stages the selected cells run, their keys and which the store holds; run nothing"),
+      Flag.withDefault(false)
+    )
   },
   (o) =>
     GlobalFlags.withCompute(Effect.gen(function*() {
@@ -63,10 +69,21 @@ export const repro = Command.make(
         return yield* new Presets.PresetInput({ preset: o.preset, reason: `--${given.join(", --").replace("sitTeacher", "sit-teacher")} belong to the paper preset` })
       }
       const resolved = yield* Presets.resolve(o.preset, { data: Option.getOrUndefined(o.data), synthetic: o.synthetic, files })
-      // One clear error now rather than one per cell.
-      yield* store.writable
       const all = o.tables.includes("all")
       const tables = all ? Suite.tableIds : [...new Set(o.tables)]
+      // --plan reads the store and writes nothing.
+      if (o.plan) {
+        const steps = yield* Suite.plan({ preset: resolved.preset, tables, imported: resolved.imported })
+        const status = (s: Graph.Step["status"]) =>
+          s._tag === "Stored" ? "stored" : s._tag === "Partial" ? `resumes at step ${s.step}` : s._tag === "Missing" ? "MISSING" : "to run"
+        const cells = (labels: ReadonlyArray<string>) => (labels.length <= 2 ? labels.join(", ") : `${labels[0]} and ${labels.length - 1} more`)
+        yield* Console.log(Table.render(["stage", "key", "status", "cells"], steps.map((s) => [s.stage, s.key, status(s.status), cells(s.labels)])))
+        const count = (tag: string) => steps.filter((s) => s.status._tag === tag).length
+        yield* Console.log(`${steps.length} stages: ${count("Stored")} stored, ${count("ToRun") + count("Partial")} to run (${count("Partial")} partly done)`)
+        return
+      }
+      // One clear error now rather than one per cell.
+      yield* store.writable
       // A run of some tables reports beside, not over, the run of all of them.
       const named = all ? o.preset : `${o.preset}-tables-${tables.join("_")}`
       const out = Option.getOrElse(o.out, () => path.join(store.root, "reports", named))

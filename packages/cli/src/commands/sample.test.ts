@@ -3,7 +3,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, FileSystem, Schema } from "effect"
 import { Stage } from "@tinyfusion/core"
 import { Png, Stages } from "@tinyfusion/data"
-import { Checkpoint, type Config, Fixtures, Init, ModelArtifact } from "@tinyfusion/models"
+import { type Config, Fixtures, Init, ModelArtifact, StateDict } from "@tinyfusion/models"
 import { Safetensors } from "@tinyfusion/tensor"
 import { cli, tinyAutoencoder, tinyStore } from "../fixtures/Commands.ts"
 
@@ -11,9 +11,9 @@ const model: Config.Config = { ...Fixtures.tiny, hiddenSize: 16, depth: 2 }
 
 const Tiny = Stage.make({
   name: "tiny-model",
-  version: 1,
+  module: import.meta.url,
   config: Schema.Struct({ seed: Schema.Int }),
-  output: ModelArtifact.Output,
+  output: ModelArtifact.Model,
   run: (config, _inputs, ctx) =>
     ModelArtifact.write(ctx, { family: "dit", config: model, params: Init.host(model, config.seed), ema: Init.host(model, config.seed + 1) })
 })
@@ -31,10 +31,15 @@ describe("tinyfusion sample", () => {
         yield* fs.writeFile(`${root}/ae.safetensors`, yield* ae.bytes("params.safetensors"))
         return { ae: ae.key, model: tiny.key }
       }).pipe(Effect.provide(tinyStore(root)))
-      yield* fs.writeFile(`${root}/model.safetensors`, yield* Checkpoint.encode(model, Init.host(model, 3)))
-      // The model has 2 latent channels: guidance moves all of them unless a case says otherwise.
+      yield* fs.writeFile(`${root}/model.safetensors`, yield* StateDict.encode(model, Init.host(model, 3)))
+      // The model has 2 latent channels: guidance moves all of them unless a case says otherwise; a run without
+      // its own --out writes in the temporary folder (a flag is given once).
       const run = (args: ReadonlyArray<string>) =>
-        cli(["sample", "--backend", "wasm", "--store", root, "--steps", "3", ...args, ...(args.includes("--guided-channels") ? [] : ["--guided-channels", "all"])])
+        cli([
+          "sample", "--backend", "wasm", "--store", root, "--steps", "3", ...args,
+          ...(args.includes("--guided-channels") ? [] : ["--guided-channels", "all"]),
+          ...(args.includes("--out") ? [] : ["--out", `${root}/default.png`])
+        ])
 
       // Artifact key, decoded through the autoencoder artifact: 2 rows of 3 tiles of 8×8 with 2-pixel gaps.
       const decoded = yield* run(["--model", keys.model, "--autoencoder", keys.ae, "--classes", "0,2", "--per-class", "3", "--out", `${root}/a.png`])

@@ -11,10 +11,10 @@
  */
 import { Console, Effect, FileSystem, Option, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
-import { ArtifactStore } from "@tinyfusion/core"
+import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { Autoencoder, Images, Png, Stages } from "@tinyfusion/data"
 import { Sampling } from "@tinyfusion/eval"
-import { Checkpoint, Config, ModelArtifact, ModelFile } from "@tinyfusion/models"
+import { Config, ModelArtifact, ModelFile, StateDict } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree, Safetensors, tf } from "@tinyfusion/tensor"
 import * as CheckedFlags from "../CheckedFlags.ts"
 import * as GlobalFlags from "../GlobalFlags.ts"
@@ -29,30 +29,28 @@ export class SampleInput extends Schema.TaggedError<SampleInput>()("SampleInput"
   }
 }
 
-/** A file of that name, else the verified artifact of that key: its manifest and a reader of its files. */
+/** A file of that name, else the verified artifact of that key (as any stage's input is opened by key). */
 const open = Effect.fn("sample.open")(function*(name: string) {
   const fs = yield* FileSystem.FileSystem
   if (yield* fs.exists(name)) return { _tag: "File", bytes: yield* fs.readFile(name) } as const
   const store = yield* ArtifactStore
-  const seen = yield* store.inspect(name, { hash: false })
-  if (seen._tag === "Missing") {
+  if ((yield* store.inspect(name, { hash: false }))._tag === "Missing") {
     return yield* new SampleInput({ input: name, reason: `neither a file nor an artifact of the store ${store.root}` })
   }
-  if (seen._tag === "Corrupt") return yield* new SampleInput({ input: name, reason: `artifact is corrupt: ${seen.reason}` })
-  const dir = store.artifactDir(name)
-  return { _tag: "Artifact", manifest: seen.manifest, read: (file: string) => store.readFile(dir, seen.manifest, file) } as const
+  const artifact = yield* Stage.open(name).pipe(Effect.mapError((e) => new SampleInput({ input: name, reason: `artifact is corrupt: ${e.reason}` })))
+  return { _tag: "Artifact", manifest: artifact.manifest, read: artifact.bytes } as const
 })
 
 const loadModel = Effect.fn("sample.loadModel")(function*(name: string, options: { readonly family: Option.Option<ModelArtifact.Family>; readonly raw: boolean }) {
   const source = yield* open(name)
   if (source._tag === "File") {
     const file = yield* Safetensors.decode(source.bytes)
-    const config = yield* Checkpoint.storedConfig(file.metadata)
+    const config = yield* StateDict.storedConfig(file.metadata)
     if (Option.isNone(config)) {
-      return yield* new SampleInput({ input: name, reason: `carries no ${Checkpoint.configKey} metadata; convert it with tinyfusion checkpoint import` })
+      return yield* new SampleInput({ input: name, reason: `carries no ${StateDict.configKey} metadata; convert it with tinyfusion checkpoint import` })
     }
     const family = yield* ModelFile.family(file.metadata, Option.getOrUndefined(options.family), name)
-    const loaded = yield* Checkpoint.fromFile(config.value, file)
+    const loaded = yield* StateDict.fromFile(config.value, file)
     return { family, config: config.value, params: loaded.params, weights: "file" }
   }
   const output = yield* Schema.decodeUnknownEffect(ModelArtifact.Identity)(source.manifest.output).pipe(
@@ -63,7 +61,7 @@ const loadModel = Effect.fn("sample.loadModel")(function*(name: string, options:
   }
   const hasEma = source.manifest.files.some((f) => f.name === ModelArtifact.files.ema)
   const file = !options.raw && hasEma ? ModelArtifact.files.ema : ModelArtifact.files.raw
-  const loaded = yield* Checkpoint.decode(output.config, yield* source.read(file))
+  const loaded = yield* StateDict.decode(output.config, yield* source.read(file))
   return { family: output.family, config: output.config, params: loaded.params, weights: file }
 })
 

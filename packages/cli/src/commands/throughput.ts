@@ -52,7 +52,7 @@ export const throughput = Command.make(
           }),
         onNone: () =>
           Effect.gen(function*() {
-            const { artifact } = yield* ModelFlags.resolve(o)
+            const artifact = yield* ModelFlags.artifact(o)
             const read = yield* ModelArtifact.read(artifact, { ema: o.weights === "ema" })
             return { name: `${artifact.key} (${read.ema ? "ema" : "raw"})`, family: read.family, config: read.config, params: read.params }
           })
@@ -77,9 +77,9 @@ export const throughput = Command.make(
         [[
           t.parameters.toLocaleString("en-US"),
           `${t.batch} (${t.forwardBatch})`,
-          Table.fixed(t.msPerIteration, 1),
-          Table.fixed(t.iterationsPerSecond, 2),
-          Table.fixed(t.imagesPerSecond, 3),
+          Table.fixed(t.msPerIt, 1),
+          Table.fixed(t.itPerS, 2),
+          Table.fixed(t.imagesPerS, 3),
           String(t.repetitions)
         ]]
       ))

@@ -23,7 +23,7 @@ const stepTiming = (config: Config.Config, options: Learnable.Options, scheme: S
     const shape = [count, config.inputSize, config.inputSize, config.inChannels] as const
     const latents = Rng.normal(Rng.stream(0, "bench/latents"), 0, shape.reduce((a, b) => a * b, 1))
     const source = LatentSource.fromArrays(latents, Int32Array.from({ length: count }, (_, i) => i % config.numClasses), shape)
-    const run = yield* Learnable.session({ stack, params, scheme, options, iterations: repetitions + 1, seed: 0, source })
+    const run = yield* Learnable.session({ stack, params, scheme, options: { ...options, iterations: repetitions + 1 }, seed: 0, source })
     let state = yield* run.init
     let index = 0
     const once = Effect.gen(function*() {

@@ -112,6 +112,8 @@ describe("tinyfusion: bad input is refused with one line and a non-zero exit", (
         [["store", "verify", "--store", noData], failed, `read the store ${noData} failed: it holds none of artifacts/, checkpoints/, runs/, so it is not a store`],
         [["eval", ...store, "--model-file", nanFile, ...evalFlags, "--n", "4", "--steps", "2"], failed,
           /^the raw weights of model-file-[0-9a-f]+: \d+ of \d+ values are not finite \(the first in pos_embed\); no metric of them means anything$/],
+        [["sample", ...store, "--model", nanFile, "--steps", "2", "--out", `${root}/nan.png`], failed,
+          new RegExp(`^the weights of ${nanFile}: \\d+ of \\d+ values are not finite \\(the first in pos_embed\\); no metric of them means anything$`)],
         [["eval", ...store, "--model-file", ditFile, "--family", "sit", ...evalFlags, "--n", "4", "--steps", "2"], failed,
           `${ditFile} holds a dit model (its metadata records the family), not a sit one`],
         [["eval", ...store, "--model-key", up.model.key, "--family", "sit", ...evalFlags, "--n", "4", "--steps", "2"], failed, `which model? ${up.model.key} holds a dit model, not a sit one`],
@@ -154,7 +156,7 @@ describe("tinyfusion: bad input is refused with one line and a non-zero exit", (
         [["repro", "--backend", "wasm", "--store", `${root}/ro`, "--synthetic"], failed, new RegExp(`^write to the store ${root}/ro failed: it is not writable \\(EROFS: `)]
       ]
       const readOnlyCount = yield* check(readOnlyCases, (args) => Effect.provide(cli(args), readOnly))
-      assert.strictEqual(counted + readOnlyCount, 44)
+      assert.strictEqual(counted + readOnlyCount, 45)
 
       // Nothing above computed anything but the NaN file's model-file artifact (its evaluation was refused):
       // the teacher's 3 artifacts and the evaluation fixtures' 4, and that one.

@@ -220,8 +220,12 @@ export const ImportedAutoencoderConfig = Schema.Struct({
 })
 export type ImportedAutoencoderConfig = typeof ImportedAutoencoderConfig.Type
 
-/** A published SD-VAE file: its layout, config and hash, every key and shape checked, no tensor data read. */
-export const inspectSdVae = Effect.fn("Stages.inspectSdVae")(function*(path: string, imageSize: number) {
+/**
+ * A published SD-VAE file: its layout, config and hash, every key and shape
+ * checked, no tensor data read; for images of side `size.image`, or for the
+ * latents of side `size.latent` (images of that times the VAE's factor).
+ */
+export const inspectSdVae = Effect.fn("Stages.inspectSdVae")(function*(path: string, size: { readonly image: number } | { readonly latent: number }) {
   const listing = yield* WeightsFile.inspect(path)
   const layout = SdVae.detectLayout(listing.shapes.keys())
   if (layout === undefined) {
@@ -235,10 +239,19 @@ export const inspectSdVae = Effect.fn("Stages.inspectSdVae")(function*(path: str
   const mapped = SdVae.fromLayout(layout, listing.shapes, (t) => ({ ...t, shape: t.shape.slice(0, 2) }))
   const config = SdVae.inferConfig(mapped.tensors) ?? SdVae.klF8
   yield* SdVae.check(config, mapped.tensors)
+  const imageSize = "image" in size ? size.image : size.latent * SdVae.factor(config)
   if (imageSize % SdVae.factor(config) !== 0) {
     return yield* new DatasetError({ dataset: "SD-VAE", path, reason: `images of side ${imageSize} are not a multiple of ${SdVae.factor(config)}`, hint: "Use 256 × 256 images" })
   }
   return { layout, model: { kind: "sd-vae" as const, config, imageSize }, sha256: yield* WeightsFile.fileSha256(path), ignored: mapped.ignored }
+})
+
+/** An inspected SD-VAE file's weights in diffusers' keys, every key and shape checked. */
+export const readSdVae = Effect.fn("Stages.readSdVae")(function*(path: string, inspected: { readonly layout: SdVae.Layout; readonly model: Codec.SdVaeModel }) {
+  const weights = yield* WeightsFile.read(path)
+  const { tensors } = SdVae.fromLayout(inspected.layout, weights.tensors, SdVae.squeezeHost)
+  yield* SdVae.check(inspected.model.config, tensors)
+  return tensors
 })
 
 /**
@@ -260,9 +273,7 @@ export const importedAutoencoder = (path: string) =>
         if (found !== config.sha256) {
           return yield* new DatasetError({ dataset: "SD-VAE", path, reason: `sha256 ${found}, the stage config names ${config.sha256}`, hint: "Pass the file the run was started with" })
         }
-        const weights = yield* WeightsFile.read(path)
-        const { tensors } = SdVae.fromLayout(config.layout, weights.tensors, SdVae.squeezeHost)
-        yield* SdVae.check(config.model.config, tensors)
+        const tensors = yield* readSdVae(path, config)
         yield* ctx.writeTensors("params.safetensors", tensors)
         const params = HostTensor.treeToTensors(ParamTree.unflatten([...tensors]))
         const count = Math.min(config.evalImages, data.test.count)

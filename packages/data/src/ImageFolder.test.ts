@@ -39,7 +39,23 @@ const recorded = (source: Images.Source) => {
 }
 
 const config: Autoencoder.Config = { imageSize: 8, imageChannels: 3, channels: [4, 8], latentChannels: 2, klWeight: 1e-4 }
+/** Extraction of a source in shards of 3, batches of 2, through an untrained tiny autoencoder. */
+const extraction = (set: Images.Source, params: ParamTree.ParamTree, onShard?: LatentShards.Options["onShard"]): LatentShards.Options => ({
+  set,
+  classes: 2,
+  shardSize: 3,
+  batchSize: 2,
+  seed: 4,
+  scale: 0.7,
+  latentShape: Autoencoder.latentShape(config),
+  fingerprint: "tiny-ae",
+  encode: (x) => Autoencoder.encode(params, x),
+  ...(onShard ? { onShard } : {})
+})
 const shardFiles = (dir: string) => fs.readdirSync(dir).filter((f) => f.startsWith("shard-")).sort()
+/** The files of `a` that differ from `b`'s, byte for byte. */
+const differing = (a: string, b: string, files: ReadonlyArray<string>) =>
+  files.filter((file) => !fs.readFileSync(path.join(a, file)).equals(fs.readFileSync(path.join(b, file))))
 
 describe("ImageFolder.open: a folder read in batches", () => {
   it.effect("latents from the streamed folder are the in-memory set's bit for bit; reads never exceed the batch; a resumed extraction reads only what it encodes", () =>
@@ -58,27 +74,14 @@ describe("ImageFolder.open: a folder read in batches", () => {
       assert.deepStrictEqual([...again.labels], [0, 1, 1])
 
       const params = Autoencoder.init(config, 0)
-      const options = (set: Images.Source, onShard?: LatentShards.Options["onShard"]): LatentShards.Options => ({
-        set,
-        classes: 2,
-        shardSize: 3,
-        batchSize: 2,
-        seed: 4,
-        scale: 0.7,
-        latentShape: Autoencoder.latentShape(config),
-        fingerprint: "tiny-ae",
-        encode: (x) => Autoencoder.encode(params, x),
-        ...(onShard ? { onShard } : {})
-      })
+      const options = (set: Images.Source, onShard?: LatentShards.Options["onShard"]) => extraction(set, params, onShard)
       const inMemory = fs.mkdtempSync(path.join(os.tmpdir(), "latents-held-"))
       yield* LatentShards.extractTo(inMemory, options(Images.fromSet(whole)))
       const streamed = fs.mkdtempSync(path.join(os.tmpdir(), "latents-streamed-"))
       const { spy, reads } = recorded(source)
       yield* LatentShards.extractTo(streamed, options(spy))
       assert.deepStrictEqual(shardFiles(streamed), ["shard-00000.safetensors", "shard-00001.safetensors", "shard-00002.safetensors"])
-      for (const file of [...shardFiles(inMemory), LatentShards.manifestFile]) {
-        assert.isTrue(fs.readFileSync(path.join(inMemory, file)).equals(fs.readFileSync(path.join(streamed, file))), file)
-      }
+      assert.deepStrictEqual(differing(inMemory, streamed, [...shardFiles(inMemory), LatentShards.manifestFile]), [])
       // Shards of 3, 3 and 1 in batches of 2: every image read once, in order, at most 2 at a time.
       assert.deepStrictEqual(reads, [[0, 2, 2], [2, 1, 1], [3, 2, 2], [5, 1, 1], [6, 1, 1]])
 
@@ -89,9 +92,7 @@ describe("ImageFolder.open: a folder read in batches", () => {
       const second = recorded(source)
       yield* LatentShards.extractTo(resumed, options(second.spy))
       assert.deepStrictEqual(second.reads, [[3, 2, 2], [5, 1, 1], [6, 1, 1]])
-      for (const file of shardFiles(inMemory)) {
-        assert.isTrue(fs.readFileSync(path.join(inMemory, file)).equals(fs.readFileSync(path.join(resumed, file))), file)
-      }
+      assert.deepStrictEqual(differing(inMemory, resumed, shardFiles(inMemory)), [])
       ParamTree.dispose(params)
     }).pipe(Effect.provide(Compute.wasm)))
 
@@ -101,17 +102,7 @@ describe("ImageFolder.open: a folder read in batches", () => {
       fs.writeFileSync(path.join(root, "dog", "1.jpg"), "truncated")
       const { source } = yield* ImageFolder.open({ root, size: 8 })
       const params = Autoencoder.init(config, 1)
-      const options: LatentShards.Options = {
-        set: source,
-        classes: 2,
-        shardSize: 3,
-        batchSize: 2,
-        seed: 0,
-        scale: 1,
-        latentShape: Autoencoder.latentShape(config),
-        fingerprint: "tiny-ae",
-        encode: (x) => Autoencoder.encode(params, x)
-      }
+      const options = extraction(source, params)
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), "latents-corrupt-"))
       const failed = yield* Effect.flip(LatentShards.extractTo(dir, options))
       assert.strictEqual(failed._tag, "DatasetError")

@@ -11,6 +11,13 @@ import { checkpoint } from "./checkpoint.ts"
 
 const run = Command.runWith(checkpoint, { version: "test" })
 
+/** What the command prints, kept in `lines` rather than shown. */
+const captured = () => {
+  const lines: Array<string> = []
+  const quiet = Effect.provideService(Console.Console, Object.assign(Object.create(console), { log: (...xs: Array<unknown>) => lines.push(xs.join(" ")) }))
+  return { lines, quiet }
+}
+
 describe("tinyfusion checkpoint", () => {
   it.effect("import of a BF16 reference file, then export, reproduces the file; mismatches fail and write nothing", () =>
     Effect.gen(function*() {
@@ -49,8 +56,7 @@ describe("tinyfusion checkpoint", () => {
     Effect.gen(function*() {
       const fs = yield* FileSystem.FileSystem
       const dir = yield* fs.makeTempDirectoryScoped()
-      const lines: Array<string> = []
-      const quiet = Effect.provideService(Console.Console, Object.assign(Object.create(console), { log: (...xs: Array<unknown>) => lines.push(xs.join(" ")) }))
+      const { lines, quiet } = captured()
       const bare = fileURLToPath(new URL("../../../models/src/fixtures/torch/dit-bare.pt", import.meta.url))
       const train = fileURLToPath(new URL("../../../models/src/fixtures/torch/dit-train.pt", import.meta.url))
       const asked = yield* Effect.flip(run(["import", bare, "--out", `${dir}/a.safetensors`]).pipe(quiet))
@@ -72,8 +78,7 @@ describe("tinyfusion checkpoint", () => {
     Effect.gen(function*() {
       const fs = yield* FileSystem.FileSystem
       const dir = yield* fs.makeTempDirectoryScoped()
-      const lines: Array<string> = []
-      const quiet = Effect.provideService(Console.Console, Object.assign(Object.create(console), { log: (...xs: Array<unknown>) => lines.push(xs.join(" ")) }))
+      const { lines, quiet } = captured()
       // Width 32 (4 heads of 8) narrowed to 20: 3 whole heads of 8 (24 ≠ 20 wide) and MLP 80 (4 × 20, the default).
       const pruned = Width.narrowed(yield* Config.make("mini", { depth: 2, hiddenSize: 32 }), 20)
       assert.deepStrictEqual([pruned.hiddenSize, pruned.numHeads, pruned.headDim, pruned.mlpHidden], [20, 3, 8, 80])

@@ -8,7 +8,7 @@
 import { Console, Effect, Option, Path } from "effect"
 import { Command, Flag } from "effect/cli"
 import { ArtifactStore, type Graph } from "@tinyfusion/core"
-import { Claims, Presets, Report, Suite } from "@tinyfusion/experiments"
+import { Presets, Report, Suite } from "@tinyfusion/experiments"
 import * as CheckedFlags from "../CheckedFlags.ts"
 import * as GlobalFlags from "../GlobalFlags.ts"
 import * as Table from "../Table.ts"
@@ -96,7 +96,7 @@ export const repro = Command.make(
         concurrency: o.concurrency,
         ...(resolved.imported === undefined ? {} : { imported: resolved.imported })
       }).pipe(Effect.provide(resolved.data))
-      const verdicts = Report.verdictLine(Claims.claims.map((c) => c.judge(summary.results)))
+      const verdicts = Report.verdictLine(summary.judged.map((j) => j.judgement), summary.instrument)
       yield* Console.log(
         `${path.join(out, "report.md")}, report.html: ${summary.results.size} cells, ${summary.failures.length} failed; claims: ${verdicts} ` +
           `Wall time ${((Date.now() - started) / 60000).toFixed(1)} min.`

@@ -313,7 +313,7 @@ export const checkPaperFiles = Effect.fn("Presets.checkPaperFiles")(function*(
   const vaeFile = required("vae", "Stable Diffusion's VAE (sd-vae-ft-ema's diffusion_pytorch_model.safetensors)")
   const inceptionFile = required("inception", "pytorch-fid's FID Inception weights (pt_inception-2015-12-05-6726825d.pth)")
   const referenceFile = required("reference", "ADM's reference batch (VIRTUAL_imagenet256_labeled.npz)")
-  const vae = vaeFile === undefined ? undefined : yield* attempt("vae", Stages.inspectSdVae(vaeFile, sizes.imageSize))
+  const vae = vaeFile === undefined ? undefined : yield* attempt("vae", Stages.inspectSdVae(vaeFile, { image: sizes.imageSize }))
   const latent = vae === undefined ? undefined : Codec.shapes(vae.model).latentShape
   const teacher = (flag: string, file: string | undefined, family: "dit" | "sit") =>
     Effect.gen(function*() {

@@ -112,6 +112,8 @@ describe("tinyfusion: bad input is refused with one line and a non-zero exit", (
         [["store", "verify", "--store", noData], failed, `read the store ${noData} failed: it holds none of artifacts/, checkpoints/, runs/, so it is not a store`],
         [["eval", ...store, "--model-file", nanFile, ...evalFlags, "--n", "4", "--steps", "2"], failed,
           /^the raw weights of model-file-[0-9a-f]+: \d+ of \d+ values are not finite \(the first in pos_embed\); no metric of them means anything$/],
+        [["sample", ...store, "--model", nanFile, "--steps", "2", "--out", `${root}/nan.png`], failed,
+          new RegExp(`^the weights of ${nanFile}: \\d+ of \\d+ values are not finite \\(the first in pos_embed\\); no metric of them means anything$`)],
         [["eval", ...store, "--model-file", ditFile, "--family", "sit", ...evalFlags, "--n", "4", "--steps", "2"], failed,
           `${ditFile} holds a dit model (its metadata records the family), not a sit one`],
         [["eval", ...store, "--model-key", up.model.key, "--family", "sit", ...evalFlags, "--n", "4", "--steps", "2"], failed, `which model? ${up.model.key} holds a dit model, not a sit one`],
@@ -142,6 +144,20 @@ describe("tinyfusion: bad input is refused with one line and a non-zero exit", (
         [["eval", ...store, "--model-key", up.model.key, ...evalFlags, "--n", "4", "--replicates", "-1"], refused, flag("replicates", "-1", "an integer ≥ 0")],
         [["bench", "depth", "--rounds", "0"], refused, flag("rounds", "0", "an integer ≥ 1")],
         [["throughput", ...store, "--preset", "mini", "--repetitions", "0"], refused, flag("repetitions", "0", "an integer ≥ 1")],
+        // Every numeric flag of every bench, checked as the others are.
+        [["bench", "dit", "--batch", "-4"], refused, flag("batch", "-4", "an integer ≥ 1")],
+        [["bench", "dit", "--profile", "-1"], refused, flag("profile", "-1", "an integer ≥ 0")],
+        [["bench", "fid", "--dim", "0"], refused, flag("dim", "0", "an integer ≥ 1")],
+        [["bench", "mar", "--cfg", "0.5"], refused, flag("cfg", "0.5", "a number ≥ 1 (1: no guidance)")],
+        [["bench", "prune", "--scheme", "3:2"], refused, flag("scheme", "3:2", "an N:M scheme with 1 ≤ N ≤ M, e.g. 1:2")],
+        [["bench", "prune", "--updates", "lora,none"], refused, flag("updates", "lora,none", "comma-separated names out of lora, frozen, full")],
+        [["bench", "depth", "--depths", "28,0"], refused, flag("depths", "28,0", "comma-separated integers ≥ 1, e.g. 28,14")],
+        [["bench", "depth", "--widths", "0.5,1"], refused, flag("widths", "0.5,1", "comma-separated numbers between 0 and 1, e.g. 0.25,0.5, or none")],
+        [["bench", "store", "--mib", "0"], refused, flag("mib", "0", "an integer ≥ 1")],
+        [["bench", "train", "--keep", "0"], refused, flag("keep", "0", "an integer ≥ 1")],
+        [["bench", "compute", "--budget-s", "0"], refused, flag("budget-s", "0", "an integer ≥ 1")],
+        [["bench", "paper", "--repetitions", "-2"], refused, flag("repetitions", "-2", "an integer ≥ 1")],
+        [["bench", "matmul", "--repetitions", "0"], refused, flag("repetitions", "0", "an integer ≥ 1")],
         [["checkpoint", "import", ditFile, "--out", `${root}/x.safetensors`, "--depth", "0"], refused, flag("depth", "0", "an integer ≥ 1")],
         [["repro", ...store, "--concurrency", "0"], refused, flag("concurrency", "0", "an integer ≥ 1")],
         [["repro", ...store, "--tables", "1,6"], refused, flag("tables", "1,6", "comma-separated names out of all, 1, 2, 3, 4, 5, 7, 8, F4, X, I")],
@@ -156,7 +172,7 @@ describe("tinyfusion: bad input is refused with one line and a non-zero exit", (
         [["repro", "--backend", "wasm", "--store", `${root}/ro`, "--synthetic"], failed, new RegExp(`^write to the store ${root}/ro failed: it is not writable \\(EROFS: `)]
       ]
       const readOnlyCount = yield* check(readOnlyCases, (args) => Effect.provide(cli(args), readOnly))
-      assert.strictEqual(counted + readOnlyCount, 46)
+      assert.strictEqual(counted + readOnlyCount, 60)
 
       // Nothing above computed anything but the NaN file's model-file artifact (its evaluation was refused):
       // the teacher's 3 artifacts and the evaluation fixtures' 4, and that one.

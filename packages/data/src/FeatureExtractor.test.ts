@@ -6,6 +6,7 @@ import { Dataset } from "./Dataset.ts"
 import * as Extraction from "./FeatureExtractor.ts"
 import { FeatureExtractor } from "./FeatureExtractor.ts"
 import * as FeatureNet from "./FeatureNet.ts"
+import * as Images from "./Images.ts"
 
 const tiny: FeatureNet.Config = { imageSize: 8, imageChannels: 1, channels: [8, 16], classes: 3, hidden: 16, spatialChannels: 7 }
 
@@ -20,10 +21,11 @@ describe("FeatureExtractor", () => {
     Effect.gen(function*() {
       const compute = yield* Compute
       const data = yield* Dataset
+      const [train, testSet] = [yield* Images.load(data.train), yield* Images.load(data.test)]
       const training: FeatureNet.TrainConfig = { seed: 0, steps: 150, batchSize: 16, lr: 1e-2, weightDecay: 0, clip: 1 }
       let end = FeatureNet.initialState(tiny, training)
       while (end.step < training.steps) {
-        const next = FeatureNet.step(tiny, training, end, data.train)
+        const next = FeatureNet.step(tiny, training, end, train)
         next.loss.dispose()
         FeatureNet.disposeState(end)
         end = next.state
@@ -31,7 +33,7 @@ describe("FeatureExtractor", () => {
       const host = yield* HostTensor.treeFromTensors(end.params)
       FeatureNet.disposeState(end)
       const before = (yield* compute.memory).tensors
-      const test = Batches.range(data.test, 0, data.test.count)
+      const test = Batches.range(testSet, 0, testSet.count)
       // Batches of 20 over 48 images: the last one is short.
       const features = yield* Extraction.extract(test.images, 48, 20).pipe(Effect.provide(FeatureExtractor.featureNet(tiny, host)))
       // The layer's weights are released with it.

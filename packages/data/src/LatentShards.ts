@@ -17,6 +17,7 @@ import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { Compute, type ComputeError, HostTensor, Rng, Safetensors, tf } from "@tinyfusion/tensor"
 import type * as Autoencoder from "./Autoencoder.ts"
+import type { DatasetError } from "./Dataset.ts"
 import * as Batches from "./Batches.ts"
 import * as Images from "./Images.ts"
 
@@ -44,7 +45,8 @@ export const manifestFile = "latents.json"
 export const shardFile = (index: number): string => `shard-${String(index).padStart(5, "0")}.safetensors`
 
 export interface Options {
-  readonly set: Images.ImageSet
+  /** Read `batchSize` images at a time: an extraction holds one batch of images and one shard of latents. */
+  readonly set: Images.Source
   readonly classes: number
   readonly shardSize: number
   readonly batchSize: number
@@ -117,7 +119,7 @@ const validate = (bytes: Uint8Array | undefined, expected: Expected) =>
   })
 
 /** Encodes the images [first, first + count) and their mirrors: latents [count, 2, h, w, c]. */
-const encodeImages = Effect.fnUntraced(function*(options: Options, index: number, first: number, count: number) {
+const encodeImages = Effect.fnUntraced(function*(options: Options, index: number, first: number, count: number): Effect.fn.Return<Float32Array, DatasetError | ComputeError, Compute> {
   const compute = yield* Compute
   const [h, w, c] = options.latentShape
   const per = h * w * c
@@ -126,7 +128,7 @@ const encodeImages = Effect.fnUntraced(function*(options: Options, index: number
   const imageShape = [options.set.height, options.set.width, options.set.channels] as const
   for (let start = 0; start < count; start += options.batchSize) {
     const n = Math.min(options.batchSize, count - start)
-    const batch = Batches.range(options.set, first + start, n)
+    const batch = Batches.range(yield* options.set.read(first + start, n), 0, n)
     const mirrored = Images.flipHorizontal(batch.images, batch.shape)
     // Rows 0..n−1 originals, n..2n−1 mirrors; noise in the stored [image, copy] order.
     const eps = new Float32Array(2 * n * per)
@@ -161,7 +163,7 @@ export const encodeShard = (
 export const extract = Effect.fn("LatentShards.extract")(function*<E>(
   options: Options,
   store: ShardStore<E>
-): Effect.fn.Return<Manifest, E | ComputeError, Compute> {
+): Effect.fn.Return<Manifest, E | DatasetError | ComputeError, Compute> {
   const shards: Array<Manifest["shards"][number]> = []
   const [h, w, c] = options.latentShape
   for (let index = 0, first = 0; first < options.set.count; index++, first += options.shardSize) {

@@ -76,7 +76,7 @@ describe("Evaluation", () => {
       const data = yield* Dataset
       const samples = yield* Effect.gen(function*() {
         const collector = Metrics.collector({ pooled: 8, spatial: 112, classes: 3 }, "samples")
-        for (let start = 0; start < 16; start += 8) yield* collector.add(yield* Features.ofPixels(data.test.pixels.subarray(start * 64, (start + 8) * 64), 8))
+        for (let start = 0; start < 16; start += 8) yield* collector.add(yield* Features.ofPixels((yield* data.test.read(start, 8)).pixels, 8))
         return yield* collector.result
       }).pipe(Effect.provide(Stages.featureExtractor(featureNet)))
       const results = yield* Metrics.evaluate(samples, loaded.summary, { referenceRadii: loaded.radii, k: loaded.k, splitSize: 8 })

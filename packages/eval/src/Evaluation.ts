@@ -142,7 +142,7 @@ export class NonFiniteValues extends Schema.TaggedError<NonFiniteValues>()("NonF
 }
 
 /** Fails when any of the named arrays holds a NaN or an infinity. */
-const checkFinite = (what: string, arrays: ReadonlyArray<readonly [string, ArrayLike<number>]>) =>
+export const checkFinite = (what: string, arrays: ReadonlyArray<readonly [string, ArrayLike<number>]>) =>
   Effect.suspend(() => {
     let count = 0
     let total = 0
@@ -158,6 +158,10 @@ const checkFinite = (what: string, arrays: ReadonlyArray<readonly [string, Array
     }
     return first === undefined ? Effect.void : Effect.fail(new NonFiniteValues({ what, count, total, first }))
   })
+
+/** Fails when any weight of the tree is not finite, naming the first key that holds one. */
+export const checkWeights = (what: string, params: HostTensor.HostTree) =>
+  checkFinite(what, ParamTree.flatten(params, HostTensor.isHostTensor).map(([key, t]) => [key, t.data] as const))
 
 /** One checkpointed part: the features of its samples, the grid images among them (8-bit values), how long sampling it took. */
 export interface Part {
@@ -304,10 +308,7 @@ const generatorOf = (config: EvaluationConfig, modelArtifact: Stage.Artifact<Mod
     const loaded = yield* Models.read(modelArtifact, { ema: config.weights === "ema" })
     // Warns when the EMA was asked for and is missing; fails on weights that are not all finite.
     if (config.weights === "ema" && !loaded.ema) yield* Effect.logWarning("the model artifact holds no EMA weights: sampling its raw weights")
-    yield* checkFinite(
-      `the ${loaded.ema ? "EMA" : "raw"} weights of ${modelArtifact.key}`,
-      ParamTree.flatten(loaded.params, HostTensor.isHostTensor).map(([key, t]) => [key, t.data] as const)
-    )
+    yield* checkWeights(`the ${loaded.ema ? "EMA" : "raw"} weights of ${modelArtifact.key}`, loaded.params)
     const common = { family: loaded.family, depth: Models.depth(loaded), parameters: modelArtifact.output.parameters, ema: loaded.ema, config: loaded.config }
     if (loaded.family === "mar") {
       if (config.mar === undefined) return yield* new IncompatibleInputs({ reason: "the model is a MAR: the config needs `mar` sampling options" })

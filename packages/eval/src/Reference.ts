@@ -17,7 +17,7 @@
  */
 import { Effect, Schema } from "effect"
 import { CorruptArtifact, Stage } from "@tinyfusion/core"
-import { FeatureExtractor, Images, Npz, Stages } from "@tinyfusion/data"
+import { FeatureExtractor, Npz, Stages } from "@tinyfusion/data"
 import { WeightsFile } from "@tinyfusion/tensor"
 import * as FeatureStatistics from "./FeatureStatistics.ts"
 import * as Features from "./Features.ts"
@@ -97,10 +97,9 @@ export const ReferenceStage = Stage.make({
       const collector = Metrics.collector({ pooled: extractor.poolDim, spatial: extractor.spatialDim, classes: extractor.classes }, "reference", {
         keepSpatial: true
       })
-      const per = Images.imageSize(set)
       for (let start = 0; start < count; start += config.batchSize) {
         const n = Math.min(config.batchSize, count - start)
-        yield* collector.add(yield* Features.ofPixels(set.pixels.subarray(start * per, (start + n) * per), n))
+        yield* collector.add(yield* Features.ofPixels((yield* set.read(start, n)).pixels, n))
       }
       const summary = yield* collector.result
       const radii = yield* PrecisionRecall.radii("reference", summary.pooledFeatures, { k: config.k })

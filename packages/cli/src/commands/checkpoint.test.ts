@@ -5,11 +5,18 @@ import { fileURLToPath } from "node:url"
 import { Command } from "effect/cli"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { Config, Init, ModelArtifact, StateDict } from "@tinyfusion/models"
-import { Fixtures, PruneStage } from "@tinyfusion/pruning"
-import { Compute, HostTensor, ParamTree, Safetensors } from "@tinyfusion/tensor"
+import { Fixtures, PruneStage, Width } from "@tinyfusion/pruning"
+import { Compute, Hashed, HostTensor, ParamTree, Safetensors } from "@tinyfusion/tensor"
 import { checkpoint } from "./checkpoint.ts"
 
 const run = Command.runWith(checkpoint, { version: "test" })
+
+/** What the command prints, kept in `lines` rather than shown. */
+const captured = () => {
+  const lines: Array<string> = []
+  const quiet = Effect.provideService(Console.Console, Object.assign(Object.create(console), { log: (...xs: Array<unknown>) => lines.push(xs.join(" ")) }))
+  return { lines, quiet }
+}
 
 describe("tinyfusion checkpoint", () => {
   it.effect("import of a BF16 reference file, then export, reproduces the file; mismatches fail and write nothing", () =>
@@ -49,8 +56,7 @@ describe("tinyfusion checkpoint", () => {
     Effect.gen(function*() {
       const fs = yield* FileSystem.FileSystem
       const dir = yield* fs.makeTempDirectoryScoped()
-      const lines: Array<string> = []
-      const quiet = Effect.provideService(Console.Console, Object.assign(Object.create(console), { log: (...xs: Array<unknown>) => lines.push(xs.join(" ")) }))
+      const { lines, quiet } = captured()
       const bare = fileURLToPath(new URL("../../../models/src/fixtures/torch/dit-bare.pt", import.meta.url))
       const train = fileURLToPath(new URL("../../../models/src/fixtures/torch/dit-train.pt", import.meta.url))
       const asked = yield* Effect.flip(run(["import", bare, "--out", `${dir}/a.safetensors`]).pipe(quiet))
@@ -66,6 +72,44 @@ describe("tinyfusion checkpoint", () => {
       yield* run(["import", train, "--out", `${dir}/c.safetensors`, "--heads", "2", "--weights", "model", "--class-dropout", "0"]).pipe(quiet)
       const raw = yield* Safetensors.decode(yield* fs.readFile(`${dir}/c.safetensors`))
       assert.strictEqual(JSON.parse(raw.metadata[StateDict.configKey]!).numClasses, 11)
+    }).pipe(Effect.scoped, Effect.provide(NodeServices.layer)))
+
+  it.effect("a width-pruned DiT (Diff-Pruning's shape) imports without our metadata: head and MLP widths from the shapes", () =>
+    Effect.gen(function*() {
+      const fs = yield* FileSystem.FileSystem
+      const dir = yield* fs.makeTempDirectoryScoped()
+      const { lines, quiet } = captured()
+      // Width 32 (4 heads of 8) narrowed to 20: 3 whole heads of 8 (24 ≠ 20 wide) and MLP 80 (4 × 20, the default).
+      const pruned = Width.narrowed(yield* Config.make("mini", { depth: 2, hiddenSize: 32 }), 20)
+      assert.deepStrictEqual([pruned.hiddenSize, pruned.numHeads, pruned.headDim, pruned.mlpHidden], [20, 3, 8, 80])
+      const params = Init.host(pruned, 5)
+      yield* fs.writeFile(`${dir}/ours.safetensors`, yield* StateDict.encode(pruned, params))
+      yield* run(["export", `${dir}/ours.safetensors`, "--out", `${dir}/ref.safetensors`]).pipe(quiet)
+      // The reference code loads it and saves its state_dict again: our metadata is gone.
+      const exported = yield* Safetensors.decode(yield* fs.readFile(`${dir}/ref.safetensors`))
+      yield* fs.writeFile(`${dir}/plain.safetensors`, Safetensors.encode(exported.tensors))
+      const asked = yield* Effect.flip(run(["import", `${dir}/plain.safetensors`, "--out", `${dir}/a.safetensors`]).pipe(quiet))
+      assert.match(asked.message, /hidden width 20 names no known model .*; give --heads/)
+      yield* run(["import", `${dir}/plain.safetensors`, "--out", `${dir}/back.safetensors`, "--heads", "3"]).pipe(quiet)
+      const back = yield* Safetensors.decode(yield* fs.readFile(`${dir}/back.safetensors`))
+      const { mlpHidden: _, ...withoutMlp } = pruned
+      assert.deepStrictEqual(JSON.parse(back.metadata[StateDict.configKey]!), withoutMlp)
+      for (const [key, t] of ParamTree.flatten(params, HostTensor.isHostTensor)) assert.isTrue(HostTensor.bitEqual(t, back.tensors.get(key)!), key)
+      // A heads count the qkv rows do not split into is refused, naming them.
+      const odd = yield* Effect.flip(run(["import", `${dir}/plain.safetensors`, "--out", `${dir}/b.safetensors`, "--heads", "5"]).pipe(quiet))
+      assert.match(odd.message, /blocks\.0\.attn\.qkv\.weight has 72 rows, not 3 × 5 heads × a head width/)
+
+      // torch.save of a width-pruned state_dict (parity/write_fixtures.py): 3 heads of 8 in a 16-wide stream, MLP 40.
+      const torchFile = fileURLToPath(new URL("../../../models/src/fixtures/torch/dit-width.pt", import.meta.url))
+      yield* run(["import", torchFile, "--out", `${dir}/c.safetensors`, "--heads", "3"]).pipe(quiet)
+      assert.match(lines.join("\n"), /DiT\(depth 2, hidden 16, heads 3 × 8, MLP 40, patch 2, 8×8×4, 10 classes, learn_sigma\): [\d,]+ parameters/)
+      const fromTorch = yield* Safetensors.decode(yield* fs.readFile(`${dir}/c.safetensors`))
+      assert.deepStrictEqual(JSON.parse(fromTorch.metadata[StateDict.configKey]!), {
+        inputSize: 8, patchSize: 2, inChannels: 4, hiddenSize: 16, depth: 2, numHeads: 3, mlpRatio: 4, headDim: 8, mlpHidden: 40,
+        numClasses: 10, classDropoutProb: 0.1, learnSigma: true
+      })
+      assert.deepStrictEqual([...fromTorch.tensors.get("blocks.1.mlp.fc2.weight")!.data], [...Hashed.values("width/blocks.1.mlp.fc2.weight", 16 * 40, -1, 1)])
+      assert.deepStrictEqual(fromTorch.tensors.get("blocks.0.attn.proj.weight")!.shape, [16, 24])
     }).pipe(Effect.scoped, Effect.provide(NodeServices.layer)))
 
   it.live("a pruned model from the prune-export stage exports with exactly the reference keys of its depth", () =>

@@ -4,6 +4,7 @@ import { Command, Flag } from "effect/cli"
 import { GaussianDiffusion, Training } from "@tinyfusion/diffusion"
 import { Config, DiT, Init, StateDict } from "@tinyfusion/models"
 import { AdamW, Benchmark, Compute, KernelProfile, ParamTree, Rng, tf } from "@tinyfusion/tensor"
+import * as CheckedFlags from "../../CheckedFlags.ts"
 import * as Table from "../../Table.ts"
 import { backendsFlag, eachBackend, fusedFlag, matmulFlag, withFused, withMatMul } from "./compute.ts"
 
@@ -161,17 +162,17 @@ const renderProfile = (p: KernelProfile.Profile, top: number): string => {
 export const dit = Command.make(
   "dit",
   {
-    depth: Flag.Int("depth").pipe(Flag.withDefault(28), Flag.withDescription("Mini teacher depth")),
-    hidden: Flag.Int("hidden").pipe(Flag.withDefault(128), Flag.withDescription("Mini teacher width (4 heads, 8×8×4 latents, patch 2)")),
-    batch: Flag.Int("batch").pipe(Flag.withDefault(32), Flag.withDescription("Mini teacher batch")),
-    xlBatch: Flag.Int("xl-batch").pipe(Flag.withDefault(32), Flag.withDescription("DiT-XL/2 and D14 batch on a hardware GPU (CPU backends: forward at batch 1)")),
-    repetitions: Flag.Int("repetitions").pipe(Flag.withDefault(5), Flag.withDescription("Timed calls per figure")),
-    budget: Flag.Int("budget-s").pipe(Flag.withDefault(60), Flag.withDescription("Seconds per figure; an XL forward estimated above it is skipped")),
-    profile: Flag.Int("profile").pipe(
+    depth: CheckedFlags.count("depth").pipe(Flag.withDefault(28), Flag.withDescription("Mini teacher depth")),
+    hidden: CheckedFlags.count("hidden").pipe(Flag.withDefault(128), Flag.withDescription("Mini teacher width (4 heads, 8×8×4 latents, patch 2)")),
+    batch: CheckedFlags.count("batch").pipe(Flag.withDefault(32), Flag.withDescription("Mini teacher batch")),
+    xlBatch: CheckedFlags.count("xl-batch").pipe(Flag.withDefault(32), Flag.withDescription("DiT-XL/2 and D14 batch on a hardware GPU (CPU backends: forward at batch 1)")),
+    repetitions: CheckedFlags.count("repetitions").pipe(Flag.withDefault(5), Flag.withDescription("Timed calls per figure")),
+    budget: CheckedFlags.count("budget-s").pipe(Flag.withDefault(60), Flag.withDescription("Seconds per figure; an XL forward estimated above it is skipped")),
+    profile: CheckedFlags.natural("profile").pipe(
       Flag.withDefault(0),
       Flag.withDescription("Also print the per-kernel profile of the mini training step (mean of this many steps): phases and the slowest kernels")
     ),
-    top: Flag.Int("top").pipe(Flag.withDefault(25), Flag.withDescription("Kernels listed in the profile")),
+    top: CheckedFlags.count("top").pipe(Flag.withDefault(25), Flag.withDescription("Kernels listed in the profile")),
     matmul: matmulFlag,
     fused: fusedFlag,
     backends: backendsFlag

@@ -12,6 +12,7 @@ import { DiffLoss, MarTraining, Pretrain, Trainer } from "@tinyfusion/diffusion"
 import { MarSampling, Sampling, Throughput } from "@tinyfusion/eval"
 import { Config, Init, Mar, MarStateDict, MarConfig, ModelArtifact } from "@tinyfusion/models"
 import { Benchmark, Compute, HostTensor, ParamTree, Rng, tf } from "@tinyfusion/tensor"
+import * as CheckedFlags from "../../CheckedFlags.ts"
 import * as Table from "../../Table.ts"
 import { backendsFlag, eachBackend } from "./compute.ts"
 import { latents, timeSteps } from "./train.ts"
@@ -19,13 +20,13 @@ import { latents, timeSteps } from "./train.ts"
 export const mar = Command.make(
   "mar",
   {
-    depth: Flag.Int("depth").pipe(Flag.withDefault(32), Flag.withDescription("Blocks (MAR: half encoder, half decoder; mini MAR-L: 32)")),
-    hidden: Flag.Int("hidden").pipe(Flag.withDefault(128), Flag.withDescription("Width of both (4 heads)")),
-    batch: Flag.Int("batch").pipe(Flag.withDefault(32), Flag.withDescription("Latents per training step and images per sampling batch")),
-    iterations: Flag.Int("iterations").pipe(Flag.withDefault(16), Flag.withDescription("MAR's autoregressive steps per sample")),
-    ddpmSteps: Flag.Int("ddpm-steps").pipe(Flag.withDefault(250), Flag.withDescription("DiT's DDPM steps per sample")),
-    cfg: Flag.Finite("cfg").pipe(Flag.withDefault(1.5), Flag.withDescription("Guidance scale of both (above 1 doubles the network batch)")),
-    repetitions: Flag.Int("repetitions").pipe(Flag.withDefault(3), Flag.withDescription("Timed repetitions per figure")),
+    depth: CheckedFlags.count("depth").pipe(Flag.withDefault(32), Flag.withDescription("Blocks (MAR: half encoder, half decoder; mini MAR-L: 32)")),
+    hidden: CheckedFlags.count("hidden").pipe(Flag.withDefault(128), Flag.withDescription("Width of both (4 heads)")),
+    batch: CheckedFlags.count("batch").pipe(Flag.withDefault(32), Flag.withDescription("Latents per training step and images per sampling batch")),
+    iterations: CheckedFlags.count("iterations").pipe(Flag.withDefault(16), Flag.withDescription("MAR's autoregressive steps per sample")),
+    ddpmSteps: CheckedFlags.count("ddpm-steps").pipe(Flag.withDefault(250), Flag.withDescription("DiT's DDPM steps per sample")),
+    cfg: CheckedFlags.guidance("cfg").pipe(Flag.withDefault(1.5), Flag.withDescription("Guidance scale of both (above 1 doubles the network batch)")),
+    repetitions: CheckedFlags.count("repetitions").pipe(Flag.withDefault(3), Flag.withDescription("Timed repetitions per figure")),
     backends: backendsFlag
   },
   (o) =>

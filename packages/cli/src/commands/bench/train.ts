@@ -13,6 +13,7 @@ import { Config, DiT, Init } from "@tinyfusion/models"
 import { Scheme, Selection } from "@tinyfusion/pruning"
 import { Recovery, Strategies } from "@tinyfusion/recovery"
 import { Benchmark, Compute, HostTensor, ParamTree, Rng } from "@tinyfusion/tensor"
+import * as CheckedFlags from "../../CheckedFlags.ts"
 import * as Table from "../../Table.ts"
 import { backendsFlag, eachBackend } from "./compute.ts"
 
@@ -50,11 +51,11 @@ export const timeSteps = (settings: Trainer.Settings, task: Trainer.Task, repeti
 export const train = Command.make(
   "train",
   {
-    depth: Flag.Int("depth").pipe(Flag.withDefault(28), Flag.withDescription("Teacher depth (mini: 28)")),
-    hidden: Flag.Int("hidden").pipe(Flag.withDefault(128), Flag.withDescription("Width (mini: 128)")),
-    batch: Flag.Int("batch").pipe(Flag.withDefault(32), Flag.withDescription("Latents per step")),
-    keep: Flag.Int("keep").pipe(Flag.withDefault(14), Flag.withDescription("Student blocks (kept evenly, 1:2 groups for RepKD)")),
-    repetitions: Flag.Int("repetitions").pipe(Flag.withDefault(5), Flag.withDescription("Timed steps per figure")),
+    depth: CheckedFlags.count("depth").pipe(Flag.withDefault(28), Flag.withDescription("Teacher depth (mini: 28)")),
+    hidden: CheckedFlags.count("hidden").pipe(Flag.withDefault(128), Flag.withDescription("Width (mini: 128)")),
+    batch: CheckedFlags.count("batch").pipe(Flag.withDefault(32), Flag.withDescription("Latents per step")),
+    keep: CheckedFlags.count("keep").pipe(Flag.withDefault(14), Flag.withDescription("Student blocks (kept evenly, 1:2 groups for RepKD)")),
+    repetitions: CheckedFlags.count("repetitions").pipe(Flag.withDefault(5), Flag.withDescription("Timed steps per figure")),
     backends: backendsFlag
   },
   (o) =>

@@ -1,6 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
-import { AdamW } from "@tinyfusion/tensor"
-import { Fixtures, MarStateDict } from "@tinyfusion/models"
+import { Effect } from "effect"
+import { fileURLToPath } from "node:url"
+import { AdamW, Compute, HostTensor, ParamTree, TorchFile, tidy } from "@tinyfusion/tensor"
+import { Fixtures, MarFile, MarReference, MarStateDict } from "@tinyfusion/models"
 import * as MarPretrain from "./MarPretrain.ts"
 import * as Trainer from "./Trainer.ts"
 
@@ -56,4 +58,41 @@ describe("MAR's pre-training recipe", () => {
     assert.closeTo(c(1250 + 1875), 5e-5, 1e-18)
     assert.closeTo(c(4999), 1e-4 * 0.5 * (1 + Math.cos((Math.PI * 3749) / 3750)), 1e-18)
   })
+
+  it.effect("the partition and one AdamW step equal the reference's own (misc.add_weight_decay, torch.optim.AdamW) on its checkpoint", () =>
+    Effect.gen(function*() {
+      const fixture = yield* MarReference.load
+      const optimiser = Trainer.optimiser({ ...MarPretrain.mini.training, lr: 1e-2 })
+      const shapes = MarStateDict.referenceShapes(fixture.config)
+      const exempt = shapes.filter(([key, shape]) => AdamW.groupOf(optimiser, key, shape).weightDecay === 0).map(([key]) => key)
+      assert.deepStrictEqual(exempt, fixture.noDecay)
+      // The optimizer's groups list add_weight_decay's no-decay parameters, then the decayed, each in named_parameters order.
+      const order = [...fixture.noDecay, ...fixture.order.filter((k) => !fixture.noDecay.includes(k))]
+      const path = fileURLToPath(MarReference.checkpoint)
+      const grads = yield* Effect.scoped(Effect.gen(function*() {
+        const file = yield* TorchFile.open(path)
+        const entry = (value: TorchFile.Value, key: TorchFile.Value) => (value as TorchFile.Dict).get(key)!
+        const state = entry(entry(file.root, "optimizer"), "state") as TorchFile.Dict
+        const out: Array<readonly [string, HostTensor.HostTensor]> = []
+        for (const [i, key] of order.entries()) {
+          // After one step exp_avg = (1 − β1)·g: the clipped gradient the reference stepped with.
+          const m = yield* file.load(entry(entry(state, i), "exp_avg") as TorchFile.TensorRef)
+          out.push([key, HostTensor.float32(m.shape, Float32Array.from(m.data, (x) => x / 0.1))])
+        }
+        return out
+      }))
+      const after = yield* MarFile.read(path, { entry: "model", infer: { heads: 2 } })
+      const stepped = tidy(() => {
+        const params = HostTensor.treeToTensors(fixture.params)
+        const next = AdamW.update(optimiser, AdamW.init(params), params, HostTensor.treeToTensors(ParamTree.unflatten(grads) as HostTensor.HostTree))
+        return ParamTree.flattenTensors(next.params).map(([k, t]) => [k, t.dataSync()] as const)
+      })
+      const expected = new Map(ParamTree.flatten(after.params, HostTensor.isHostTensor))
+      let worst = 0
+      for (const [key, values] of stepped) {
+        const reference = expected.get(key)!.data
+        for (let i = 0; i < values.length; i++) worst = Math.max(worst, Math.abs(values[i]! - reference[i]!))
+      }
+      assert.isBelow(worst, 2e-6)
+    }).pipe(Effect.provide(Compute.cpu)))
 })

@@ -7,15 +7,20 @@
  * or the tensor shapes with the checkpoint's args (`MarConfig.infer`).
  * Every key and shape is then checked against that config.
  */
-import { Effect, Option } from "effect"
+import { Effect, Option, Schema } from "effect"
+import { Stage } from "@tinyfusion/core"
 import { type HostTensor, ParamTree, WeightsFile } from "@tinyfusion/tensor"
+import * as MarArtifact from "./MarArtifact.ts"
 import * as MarConfig from "./MarConfig.ts"
+import * as ModelFile from "./ModelFile.ts"
 import * as MarStateDict from "./MarStateDict.ts"
 import * as StateDict from "./StateDict.ts"
 
 export interface ReadOptions {
   /** A training checkpoint's state_dict to read (default: the EMA, model_ema, when present). */
   readonly entry?: WeightsFile.Entry | undefined
+  /** Check against this config (one decided before, as the stage's) instead of deciding it. */
+  readonly config?: MarConfig.MarConfig
   /** Check against this preset (with `overrides`) instead of inferring the config. */
   readonly preset?: MarConfig.PresetName | undefined
   readonly overrides?: Partial<MarConfig.MarConfig>
@@ -26,6 +31,7 @@ export interface ReadOptions {
 
 export interface Loaded {
   readonly path: string
+  readonly prefix: string
   readonly config: MarConfig.MarConfig
   readonly weights: Omit<WeightsFile.Weights, "tensors">
   /** Where the config came from, in words, with what was assumed. */
@@ -42,7 +48,10 @@ export const read = Effect.fn("MarFile.read")(function*(path: string, options: R
   const overridden = Object.keys(options.overrides ?? {}).length > 0 ? " with overrides" : ""
   let config: MarConfig.MarConfig
   let configFrom: string
-  if (options.preset !== undefined) {
+  if (options.config !== undefined) {
+    config = options.config
+    configFrom = "as given"
+  } else if (options.preset !== undefined) {
     config = yield* MarConfig.make(options.preset, options.overrides)
     configFrom = `checked against ${options.preset}${overridden}`
   } else if (Option.isSome(stored)) {
@@ -57,5 +66,42 @@ export const read = Effect.fn("MarFile.read")(function*(path: string, options: R
   }
   yield* StateDict.checkShapes(MarConfig.describe(config), MarStateDict.referenceShapes(config), tensors)
   const params = ParamTree.unflatten(MarStateDict.referenceShapes(config).map(([key]) => [key, tensors.get(key)!] as const)) as HostTensor.HostTree
-  return { path, config, weights, configFrom, params } satisfies Loaded
+  return { path, prefix, config, weights, configFrom, params } satisfies Loaded
+})
+
+export const MarFileConfig = Schema.Struct({
+  config: MarConfig.MarConfig,
+  sha256: Schema.String.check(Schema.isPattern(/^[0-9a-f]{64}$/)),
+  /** The training checkpoint's state_dict that was read (absent: the file is one state_dict). */
+  entry: Schema.optionalKey(WeightsFile.Entry)
+})
+export type MarFileConfig = typeof MarFileConfig.Type
+
+/**
+ * The stage that stores a read MAR file as a MAR artifact (ModelFile's
+ * `model-file` for a MAR): keyed by the file's sha256, config and entry, not
+ * its path; it reads the file again only when it runs.
+ */
+export const stage = (loaded: Loaded) =>
+  Stage.make({
+    name: "mar-file",
+    module: import.meta.url,
+    config: MarFileConfig,
+    output: MarArtifact.Model,
+    run: (config, _inputs, ctx) =>
+      Effect.gen(function*() {
+        const found = yield* WeightsFile.fileSha256(loaded.path)
+        if (config.sha256 !== found) return yield* new ModelFile.ModelFileChanged({ expected: config.sha256, found })
+        const again = yield* read(loaded.path, { ...(config.entry === undefined ? {} : { entry: config.entry }), config: config.config, prefix: loaded.prefix })
+        return yield* MarArtifact.write(ctx, { config: config.config, params: again.params })
+      })
+  })
+
+/** The stage config of a read MAR file. */
+export const stageConfig = Effect.fn("MarFile.stageConfig")(function*(loaded: Loaded) {
+  return {
+    config: loaded.config,
+    sha256: yield* WeightsFile.fileSha256(loaded.path),
+    ...(loaded.weights.entry === undefined ? {} : { entry: loaded.weights.entry })
+  } satisfies MarFileConfig
 })

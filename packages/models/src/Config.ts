@@ -49,7 +49,7 @@ export class InvalidConfig extends Schema.TaggedError<InvalidConfig>()("InvalidC
   reason: Schema.String
 }) {
   override get message(): string {
-    return `invalid DiT config: ${this.reason}`
+    return `invalid model config: ${this.reason}`
   }
 }
 

@@ -123,7 +123,7 @@ export const inspect = Effect.fn("ModelFile.inspect")(function*(path: string, op
     configFrom = `inferred from the tensor shapes${inferred.assumed.length > 0 ? `; assumed ${inferred.assumed.join("; ")}` : ""}`
   }
   yield* StateDict.check(config, shapes)
-  const entry = /^entry (ema|model) /.exec(weights.source)?.[1] as WeightsFile.Entry | undefined
+  const { entry } = weights
   return {
     path,
     family: yield* family(weights.metadata, options.family, path),

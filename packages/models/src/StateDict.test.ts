@@ -129,6 +129,6 @@ describe("StateDict", () => {
       const corrupt = yield* Effect.flip(StateDict.decode(tiny, bytes.subarray(0, bytes.length - 4)))
       assert.strictEqual(corrupt._tag, "SafetensorsError")
       const badMeta = yield* Effect.flip(StateDict.storedConfig({ [StateDict.configKey]: "{\"depth\": 0}" }))
-      assert.match(badMeta.message, /invalid DiT config/)
+      assert.match(badMeta.message, /invalid model config/)
     }))
 })

@@ -4,9 +4,9 @@ import { Console, Effect, FileSystem, Layer, Logger } from "effect"
 import { fileURLToPath } from "node:url"
 import { Command } from "effect/cli"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
-import { Config, Init, ModelArtifact, StateDict } from "@tinyfusion/models"
+import { Config, Init, MarReference, MarStateDict, ModelArtifact, StateDict } from "@tinyfusion/models"
 import { Fixtures, PruneStage, Width } from "@tinyfusion/pruning"
-import { Compute, Hashed, HostTensor, ParamTree, Safetensors } from "@tinyfusion/tensor"
+import { Compute, Hashed, HostTensor, ParamTree, Safetensors, WeightsFile } from "@tinyfusion/tensor"
 import { checkpoint } from "./checkpoint.ts"
 
 const run = Command.runWith(checkpoint, { version: "test" })
@@ -110,6 +110,37 @@ describe("tinyfusion checkpoint", () => {
       })
       assert.deepStrictEqual([...fromTorch.tensors.get("blocks.1.mlp.fc2.weight")!.data], [...Hashed.values("width/blocks.1.mlp.fc2.weight", 16 * 40, -1, 1)])
       assert.deepStrictEqual(fromTorch.tensors.get("blocks.0.attn.proj.weight")!.shape, [16, 24])
+    }).pipe(Effect.scoped, Effect.provide(NodeServices.layer)))
+
+  it.effect("import --family mar of main_mar.py's checkpoint-last.pth (model_ema, config from shapes and args), export to the reference keys; misfit flags refused", () =>
+    Effect.gen(function*() {
+      const fs = yield* FileSystem.FileSystem
+      const dir = yield* fs.makeTempDirectoryScoped()
+      const { lines, quiet } = captured()
+      const pth = fileURLToPath(MarReference.checkpoint)
+      const fixture = yield* MarReference.load
+      yield* run(["import", pth, "--family", "mar", "--heads", "2", "--out", `${dir}/ours.safetensors`]).pipe(quiet)
+      assert.match(lines.join("\n"), /entry model_ema of model, model_ema, optimizer, epoch, scaler, args; left unread: model, optimizer, epoch, scaler, args\)/)
+      assert.match(lines.join("\n"), /config inferred from the tensor shapes and the checkpoint's args\nMAR\(encoder 2×16, decoder 2×12, .*\): 16,080 parameters/)
+      const ours = yield* Safetensors.decode(yield* fs.readFile(`${dir}/ours.safetensors`))
+      assert.deepStrictEqual(JSON.parse(ours.metadata[MarStateDict.configKey]!), fixture.config)
+      assert.strictEqual(ours.metadata[StateDict.familyKey], "mar")
+
+      yield* run(["export", `${dir}/ours.safetensors`, "--out", `${dir}/back.safetensors`]).pipe(quiet)
+      const back = yield* Safetensors.decode(yield* fs.readFile(`${dir}/back.safetensors`))
+      const ema = yield* WeightsFile.read(pth)
+      assert.deepStrictEqual([...back.tensors.keys()].sort(), [...fixture.order].sort())
+      for (const [key, t] of back.tensors) assert.isTrue(HostTensor.bitEqual(t, ema.tensors.get(key)!), key)
+
+      const depth = yield* Effect.flip(run(["import", pth, "--family", "mar", "--depth", "2", "--out", `${dir}/x.safetensors`]).pipe(quiet))
+      assert.match(depth.message, /a MAR takes its shape from the file \(or --model, --heads, --patch\); not --depth/)
+      const dit = yield* Effect.flip(run(["import", pth, "--family", "mar", "--model", "DiT-S/2", "--out", `${dir}/x.safetensors`]).pipe(quiet))
+      assert.match(dit.message, /--model DiT-S\/2 is not a MAR preset \(MAR-B, MAR-L, MAR-H, TinyMAR-D16, mini, mini-base\)/)
+      const base = yield* Effect.flip(run(["import", pth, "--family", "mar", "--model", "mini-base", "--out", `${dir}/x.safetensors`]).pipe(quiet))
+      assert.strictEqual(base._tag, "StateDictMismatch")
+      const asDit = yield* Effect.flip(run(["import", pth, "--out", `${dir}/x.safetensors`]).pipe(quiet))
+      assert.match(asDit.message, /no x_embedder\.proj\.weight: not a DiT\/SiT state_dict/)
+      assert.isFalse(yield* fs.exists(`${dir}/x.safetensors`))
     }).pipe(Effect.scoped, Effect.provide(NodeServices.layer)))
 
   it.live("a pruned model from the prune-export stage exports with exactly the reference keys of its depth", () =>

@@ -7,7 +7,10 @@
  * resumes from its finished parts.
  *
  * The model: --model-key (an artifact of the store) or --model-file (a
- * checkpoint file, brought into the store by the `model-file` stage). The
+ * checkpoint file, brought into the store by the `model-file` stage; with
+ * --family mar, a MAR's by `mar-file`). A MAR samples by iterative unmasking
+ * (--iterations, --temperature, --cfg-schedule; --cfg and --seed as for a
+ * DiT), a DiT or SiT with --sampler and --steps. The
  * autoencoder and the reference: by key, or else the mini preset's data
  * stages run from the store — `data autoencoder` and `data features` at their
  * defaults (cache hits once those commands have run) and the reference
@@ -16,6 +19,7 @@
 import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { Graph, Stage } from "@tinyfusion/core"
+import { MarConfig } from "@tinyfusion/models"
 import { Stages } from "@tinyfusion/data"
 import { Evaluation, Interval, Reference } from "@tinyfusion/eval"
 import * as CheckedFlags from "../CheckedFlags.ts"
@@ -58,6 +62,18 @@ export const flags = {
     Flag.withDescription("Channels guidance moves: the reference code's first 3, or all"),
     Flag.withDefault(defaults.sampling.guidedChannels)
   ),
+  iterations: CheckedFlags.count("iterations").pipe(
+    Flag.withDescription("MAR: autoregressive steps (num_iter; default one token per step, as the reference's 256 for 256 tokens)"),
+    Flag.optional
+  ),
+  temperature: CheckedFlags.positive("temperature").pipe(
+    Flag.withDescription("MAR: the head sampler's noise scale (the reference: 1.0 with guidance)"),
+    Flag.withDefault(1)
+  ),
+  cfgSchedule: Flag.Literals("cfg-schedule", ["linear", "constant"]).pipe(
+    Flag.withDescription("MAR: guidance rising linearly with the tokens made (the reference's) or constant"),
+    Flag.withDefault("linear" as const)
+  ),
   seed: CheckedFlags.natural("seed").pipe(Flag.withDescription("Seed of labels and noise"), Flag.withDefault(defaults.sampling.seed)),
   weights: Flag.Literals("weights", ["ema", "raw"]).pipe(Flag.withDescription("EMA or raw weights"), Flag.withDefault(defaults.weights)),
   labels: Flag.Literals("labels", ["random", "balanced"]).pipe(
@@ -77,8 +93,21 @@ export const evaluate = Command.make("eval", flags, (o) =>
   GlobalFlags.withCompute(Effect.gen(function*() {
     const runner = yield* Graph.runner
     const model = yield* ModelFlags.artifact(o)
-    const family = model.output.family
+    const output = model.output
+    const family = output.family
+    const mar = output.family === "mar"
+      ? {
+        mar: {
+          iterations: Option.getOrElse(o.iterations, () => MarConfig.tokens(output.config)),
+          cfgScale: o.cfg,
+          cfgSchedule: o.cfgSchedule,
+          temperature: o.temperature,
+          seed: o.seed
+        }
+      }
+      : {}
     const config = yield* Stage.decodeConfig(Evaluation.EvaluationStage, {
+      ...mar,
       samples: o.n,
       batchSize: o.batchSize,
       sampling: {
@@ -127,10 +156,13 @@ export const evaluate = Command.make("eval", flags, (o) =>
       ]])
     ]))
     const s = config.sampling
+    const m = config.mar
     yield* Console.log([
       `evaluation ${result.key}${result.cached ? " (cached)" : ""}`,
       `  ${out.samples} samples of ${model.key} (${out.family}, depth ${out.depth}, ${out.parameters.toLocaleString("en-US")} parameters, ${out.weights} weights)`,
-      `  ${s.sampler} ${s.steps} steps, cfg ${s.cfgScale} (${s.guidedChannels}), seed ${s.seed}`,
+      m === undefined
+        ? `  ${s.sampler} ${s.steps} steps, cfg ${s.cfgScale} (${s.guidedChannels}), seed ${s.seed}`
+        : `  ${m.iterations} unmasking steps, cfg ${m.cfgScale} (${m.cfgSchedule}), temperature ${m.temperature}, seed ${m.seed}`,
       `  against ${out.referenceImages} reference images (${referenceKey})`,
       ...(result.manifest.metrics["itPerS"] == null ? [] : [
         `  sampling on ${result.manifest.backend?.device ?? "?"}: ${Table.metric(result.manifest)("itPerS", 2)} it/s, ${

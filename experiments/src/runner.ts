@@ -16,6 +16,7 @@ import { Evaluation } from "@tinyfusion/eval"
 import { type Decision, Learnable, RandomSearch, Scheme } from "@tinyfusion/pruning"
 import { Compute } from "@tinyfusion/tensor"
 import * as Cells from "./cells.ts"
+import * as Executor from "./executors/Executor.ts"
 import type { Results } from "./claims.ts"
 import * as Figures from "./figures.ts"
 import { type Cell, grids, type Source } from "./grids.ts"
@@ -73,7 +74,8 @@ export interface RunOptions extends Options {
   readonly out: string
   /** What the data is, for the report ("Fashion-MNIST", "the synthetic fixture"). */
   readonly dataset: string
-  readonly concurrency: number
+  /** Cells in flight at once: with workers, every cell, so that each node is submitted as soon as its inputs are committed. */
+  readonly concurrency: number | "unbounded"
 }
 
 export interface Summary {
@@ -108,8 +110,9 @@ export const run = Effect.fn("Suite.run")(function*(options: RunOptions) {
   const { preset } = options
   const { cells, graphs } = yield* graph(options)
   const compute = yield* Compute
-  yield* Effect.logInfo(`preset ${preset.name}: ${cells.length} cells of tables ${options.tables.join(", ")} on ${options.dataset}, ${compute.backend}`)
-  const runner = yield* Graph.runner
+  const executor = yield* Executor.Executor
+  yield* Effect.logInfo(`preset ${preset.name}: ${cells.length} cells of tables ${options.tables.join(", ")} on ${options.dataset}, ${compute.backend}, ${executor.name}`)
+  const runner = yield* Executor.runner(cells.flatMap((c) => Cells.nodes(graphs.get(c.id)!)))
   const exits = yield* Effect.forEach(
     cells,
     (cell) =>

@@ -4,16 +4,18 @@
  *
  *   shared    autoencoder → latents, feature-net → reference, one
  *             teacher per family (pre-trained, or the paper preset's
- *             imported DiT; MAR-L for MAR) and the models trained from
- *             scratch at a teacher's budget (Table 2's MAR-B): nodes every
- *             cell reads
+ *             imported DiT; MAR-L for MAR), the models trained from
+ *             scratch at a teacher's budget (Table 2's MAR-B), the DiT
+ *             teacher's network untrained (the instrument check), and one
+ *             sampling-speed node timing every distinct shape of the
+ *             selected cells in interleaved rounds: nodes every cell reads
  *   a cell    prune (its source: the teacher or another cell's model) →
- *             prune-export → recovery (its teacher likewise) → evaluation;
- *             a teacher cell evaluates the teacher; a speed cell is one
- *             sampling-speed node, on the teacher's shape at a depth or
- *             width-pruned as Diff-Pruning would. A model of any family
- *             (DiT, SiT, MAR) flows through the same prune, export,
- *             recovery and evaluation stages (their ports take Models.Any)
+ *             prune-export → per recovery seed of its grid: recovery (its
+ *             teacher likewise) → evaluation; a teacher cell evaluates the
+ *             teacher; a speed cell reads its shape's figure. A model of
+ *             any family (DiT, SiT, MAR) flows through the same prune,
+ *             export, recovery and evaluation stages (their ports take
+ *             Models.Any)
  *
  * Nodes are values with keys, so cells that share a pruning decision (Table
  * 1's D14 and Table 5's strategies) share its node and artifact, a plan can
@@ -21,20 +23,21 @@
  * — can be run by id in another process on the same store. `run` turns a
  * cell's artifacts into its metrics under the report's names.
  */
-import { Effect, type FileSystem, type Path, Schema } from "effect"
+import { Effect, Exit, type FileSystem, type Path, Schema } from "effect"
 import { type ArtifactStore, Graph, Stage } from "@tinyfusion/core"
 import { type Dataset, Stages } from "@tinyfusion/data"
 import { MarPretrain, Pretrain } from "@tinyfusion/diffusion"
-import { Evaluation, Metrics, Reference } from "@tinyfusion/eval"
-import { type ModelArtifact, ModelFile, type Models } from "@tinyfusion/models"
+import { Bootstrap, Evaluation, Metrics, Reference } from "@tinyfusion/eval"
+import { type Config, type ModelArtifact, ModelFile, type Models } from "@tinyfusion/models"
 import { type Decision, PruneStage, Width } from "@tinyfusion/pruning"
 import { Recovery, RecoveryStage } from "@tinyfusion/recovery"
 import type { Compute } from "@tinyfusion/tensor"
-import type { Cell, Source } from "./grids.ts"
+import type * as Estimates from "./estimates.ts"
+import { type Cell, seedsOf, type Source } from "./grids.ts"
 import type * as Paper from "./paper.ts"
 import type * as Presets from "./presets.ts"
 import type { Preset } from "./presets.ts"
-import { SpeedStage } from "./speed.ts"
+import * as Speed from "./speed.ts"
 
 /** The services a cell's stages use. */
 export type Needs = ArtifactStore | Compute | Dataset | FileSystem.FileSystem | Path.Path
@@ -59,17 +62,22 @@ export const stages = [
   PruneStage.ExportStage,
   RecoveryStage.RecoveryStage,
   Evaluation.EvaluationStage,
-  SpeedStage
+  Speed.SpeedStage
 ] as const
 
 /** The nodes every cell reads. */
 export interface Shared {
   readonly autoencoder: Node<typeof Stages.AutoencoderOutput.Type>
   readonly latents: Node<typeof Stages.LatentsOutput.Type>
+  readonly featureNet: Node<typeof Stages.FeatureNetOutput.Type>
   readonly reference: Node<Reference.ReferenceOutput>
   readonly teachers: { readonly [F in Cell["family"]]: Node<Models.Any> }
+  /** The teachers' architectures: the preset's, or an imported checkpoint's own. */
+  readonly architectures: { readonly [F in ModelArtifact.Family]: Config.Config }
   /** Models trained from scratch at a teacher's budget, by name (Table 2's MAR-B). */
   readonly scratch: { readonly [S in NonNullable<Cell["scratch"]>]: Node<Models.Any> }
+  /** The DiT teacher's network as initialised: pre-training of no steps (the instrument check's bad model). */
+  readonly untrained: Node<Models.Any>
 }
 
 /**
@@ -84,50 +92,102 @@ export const shared = Effect.fn("Cells.shared")(function*(preset: Preset, import
     ? Graph.node(Stages.AutoencoderStage, preset.autoencoder, {}, "shared")
     : Graph.node(Stages.importedAutoencoder(imported.autoencoder.path), imported.autoencoder.config, {}, "shared")
   const latents = Graph.node(Stages.LatentsStage, preset.latents, { autoencoder }, "shared")
+  const featureNet: Node<typeof Stages.FeatureNetOutput.Type> = imported === undefined
+    ? Graph.node(Stages.FeatureNetStage, preset.featureNet, {}, "shared")
+    : Graph.node(Stages.importedFeatureNet(imported.featureNet.path), imported.featureNet.config, {}, "shared")
   const reference: Node<Reference.ReferenceOutput> = imported === undefined
-    ? Graph.node(Reference.ReferenceStage, preset.reference, { featureNet: Graph.node(Stages.FeatureNetStage, preset.featureNet, {}, "shared") }, "shared")
-    : Graph.node(Reference.fromBatch(imported.reference.path), imported.reference.config, {
-      featureNet: Graph.node(Stages.importedFeatureNet(imported.featureNet.path), imported.featureNet.config, {}, "shared")
-    }, "shared")
+    ? Graph.node(Reference.ReferenceStage, preset.reference, { featureNet }, "shared")
+    : Graph.node(Reference.fromBatch(imported.reference.path), imported.reference.config, { featureNet }, "shared")
   const teacher = (family: ModelArtifact.Family) =>
     Effect.gen(function*() {
       const file = imported?.teachers[family]
-      if (file === undefined) return Graph.node(Pretrain.PretrainStage, preset.teacher[family], { latents }, "shared") as Node<Models.Any>
+      if (file === undefined) {
+        const node: Node<Models.Any> = Graph.node(Pretrain.PretrainStage, preset.teacher[family], { latents }, "shared")
+        return { node, architecture: preset.teacher[family].model }
+      }
       const described = yield* ModelFile.inspect(file, { family })
-      return Graph.node(ModelFile.stage(described), ModelFile.stageConfig(described), {}, "shared") as Node<Models.Any>
+      const node: Node<Models.Any> = Graph.node(ModelFile.stage(described), ModelFile.stageConfig(described), {}, "shared")
+      return { node, architecture: described.config }
     })
+  const dit = yield* teacher("dit")
+  const sit = yield* teacher("sit")
+  const untrained = { ...preset.teacher.dit, model: dit.architecture, training: { ...preset.teacher.dit.training, steps: 0 } }
   return {
     autoencoder,
     latents,
+    featureNet,
     reference,
-    teachers: {
-      dit: yield* teacher("dit"),
-      sit: yield* teacher("sit"),
-      mar: Graph.node(MarPretrain.MarPretrainStage, preset.mar.large, { latents }, "shared")
-    },
-    scratch: { "mar-base": Graph.node(MarPretrain.MarPretrainStage, preset.mar.base, { latents }, "shared") }
+    teachers: { dit: dit.node, sit: sit.node, mar: Graph.node(MarPretrain.MarPretrainStage, preset.mar.large, { latents }, "shared") },
+    architectures: { dit: dit.architecture, sit: sit.architecture },
+    scratch: { "mar-base": Graph.node(MarPretrain.MarPretrainStage, preset.mar.base, { latents }, "shared") },
+    untrained: Graph.node(Pretrain.PretrainStage, untrained, { latents }, "shared")
   } satisfies Shared
 })
 
-/** A cell's nodes; `model` is what a later cell starting from it reads. */
+/** A recovery seed's nodes, or the one evaluation of a cell that recovers nothing. */
+export interface SeedNodes {
+  readonly seed?: number
+  readonly recovery?: Node<RecoveryStage.RecoveryOutput>
+  readonly evaluation: Node<Evaluation.EvaluationOutput>
+}
+
+/** A cell's nodes; `model` is what a later cell starting from it reads (its first seed's). */
 export interface CellGraph {
   readonly cell: Cell
   readonly prune?: Node<PruneStage.PruneSummary>
   readonly export?: Node<typeof PruneStage.ExportOutput.Type>
-  readonly recovery?: Node<RecoveryStage.RecoveryOutput>
-  readonly evaluation?: Node<Evaluation.EvaluationOutput>
-  readonly speed?: Node<typeof SpeedStage.output.Type>
+  /** One per recovery seed (none for a speed cell). */
+  readonly seeds: ReadonlyArray<SeedNodes>
   readonly model?: Node<Models.Any> | Node<RecoveryStage.RecoveryOutput>
+  /** The run's one sampling-speed node, and the shape of this cell's model in it (none for a MAR). */
+  readonly speed?: { readonly node: Node<typeof Speed.SpeedOutput.Type>; readonly shape: Speed.Shape }
 }
 
 /** Every node of a cell, in the order it runs them. */
 export const nodes = (g: CellGraph): ReadonlyArray<Node<unknown>> =>
-  [g.speed, g.prune, g.export, g.recovery, g.evaluation].filter((n): n is Node<any> => n !== undefined)
+  [g.speed?.node, g.prune, g.export, ...g.seeds.flatMap((s) => [s.recovery, s.evaluation])].filter((n): n is Node<any> => n !== undefined)
+
+/** A width-pruning cell's share of parameters removed (its pruner's `ratio` option). */
+const ratioOf = (cell: Cell): number | undefined => {
+  const ratio = cell.prune?.options?.["ratio"]
+  return typeof ratio === "number" ? ratio : undefined
+}
+
+/**
+ * The architecture a cell's model has: the teacher's at the cell's depth, or
+ * at Diff-Pruning's uniform widths (Width.forRatio, what its export keeps). A
+ * MAR is not timed.
+ */
+export const shapeOf = (architectures: Shared["architectures"], cell: Cell): Speed.Shape | undefined => {
+  if (cell.family === "mar") return undefined
+  const teacher = architectures[cell.family]
+  const ratio = cell.speedWidth ?? ratioOf(cell)
+  if (ratio !== undefined) return { family: cell.family, model: Width.forRatio(teacher, ratio).config }
+  return { family: cell.family, model: { ...teacher, depth: cell.speedDepth ?? cell.prune?.keep ?? teacher.depth } }
+}
+
+/** The recovery seeds a cell runs with: its grid's count, cut to the preset's most. */
+export const recoverySeeds = (preset: Preset, cell: Cell): ReadonlyArray<number> =>
+  Array.from({ length: Math.min(seedsOf(cell.id), preset.maxSeeds) }, (_, i) => preset.recovery.seed + i)
 
 /** The graphs of `cells` (each cell's sources among them), by id. */
 export const graphs = Effect.fn("Cells.graphs")(function*(cells: ReadonlyArray<Cell>, preset: Preset, s: Shared) {
   const byId = new Map(cells.map((c) => [c.id, c]))
   const built = new Map<string, CellGraph>()
+
+  // Every distinct shape of the cells, timed together in interleaved rounds (speed belongs to a shape, not a cell).
+  const shapes = Speed.roundOrder(cells.flatMap((c) => shapeOf(s.architectures, c) ?? []))
+  const speedNode: Node<typeof Speed.SpeedOutput.Type> | undefined = shapes.length === 0 ? undefined : Graph.node(Speed.SpeedStage, {
+    shapes,
+    sampling: preset.speed.sampling,
+    batch: preset.speed.batch,
+    warmup: preset.speed.warmup,
+    rounds: preset.speed.rounds
+  }, {}, "shared")
+  const speedOf = (cell: Cell) => {
+    const shape = shapeOf(s.architectures, cell)
+    return shape === undefined || speedNode === undefined ? {} : { speed: { node: speedNode, shape } }
+  }
 
   const evaluation = (cell: Cell, model: Node<unknown>, ema: boolean) => {
     const protocol = preset.evaluation[cell.protocol]
@@ -153,21 +213,12 @@ export const graphs = Effect.fn("Cells.graphs")(function*(cells: ReadonlyArray<C
       let graph: CellGraph
       if (cell.speedDepth !== undefined || cell.speedWidth !== undefined) {
         if (cell.family === "mar") return yield* new CellFailed({ cell: cell.id, reason: "speed cells time a DiT or SiT shape" })
-        const shape = preset.teacher[cell.family].model
-        graph = {
-          cell,
-          speed: Graph.node(SpeedStage, {
-            family: cell.family,
-            // The teacher's shape at a depth, or width-pruned as Diff-Pruning would (Width.forRatio).
-            model: cell.speedWidth === undefined ? { ...shape, depth: cell.speedDepth! } : Width.forRatio(shape, cell.speedWidth).config,
-            sampling: preset.speed.sampling,
-            batch: preset.speed.batch,
-            repetitions: preset.speed.repetitions
-          }, {}, cell.id)
-        }
+        graph = { cell, seeds: [], ...speedOf(cell) }
+      } else if (cell.untrained === true) {
+        graph = { cell, seeds: [{ evaluation: evaluation(cell, s.untrained, true) }], model: s.untrained, ...speedOf(cell) }
       } else if (cell.prune === undefined) {
         const teacher = cell.scratch === undefined ? s.teachers[cell.family] : s.scratch[cell.scratch]
-        graph = { cell, evaluation: evaluation(cell, teacher, true), model: teacher }
+        graph = { cell, seeds: [{ evaluation: evaluation(cell, teacher, true) }], model: teacher, ...speedOf(cell) }
       } else {
         const source = (yield* modelOf(cell.prune.from)) as Node<Models.Any>
         const config = yield* Stage.decodeConfig(PruneStage.PruneStage, {
@@ -182,26 +233,31 @@ export const graphs = Effect.fn("Cells.graphs")(function*(cells: ReadonlyArray<C
         const exported = Graph.node(PruneStage.ExportStage, {}, { decision: prune, teacher: source }, cell.id)
         const r = cell.recovery
         if (r === undefined) {
-          graph = { cell, prune, export: exported, evaluation: evaluation(cell, exported, true), model: exported }
+          graph = { cell, prune, export: exported, seeds: [{ evaluation: evaluation(cell, exported, true) }], model: exported, ...speedOf(cell) }
         } else {
-          const paper = Recovery.paperTraining(preset.recovery.steps[r.budget], preset.recovery.batchSize, preset.recovery.seed)
-          const lr = r.lr ?? paper.lr
-          const recovery = Graph.node(RecoveryStage.RecoveryStage, {
-            strategy: r.strategy,
-            options: r.options ?? {},
-            training: {
-              ...paper,
-              // A learning rate of Table 8 keeps the paper's ratio of floor to rate. (The DiT and SiT cells have
-              // always scaled the floor, even at the paper's rate, where 1e-4·2e-4/2e-4 rounds to 0.99999…e-4;
-              // the MAR cells take the paper's floor. Both are kept, so the stored numbers stay as they are.)
-              lr,
-              lrFloor: r.lr === undefined && cell.family === "mar" ? paper.lrFloor! : (paper.lrFloor! * lr) / paper.lr,
-              emaDecay: preset.recovery.emaDecay,
-              checkpointEvery: preset.recovery.checkpointEvery,
-              curveEvery: preset.recovery.curveEvery
-            }
-          }, { teacher: (yield* modelOf(r.teacher ?? "teacher")) as Node<Models.Any>, student: exported, latents: s.latents }, cell.id)
-          graph = { cell, prune, export: exported, recovery, evaluation: evaluation(cell, recovery, r.ema ?? true), model: recovery }
+          const teacher = (yield* modelOf(r.teacher ?? "teacher")) as Node<Models.Any>
+          // Every seed samples with the same noise (the protocol's): seeds differ by recovery alone.
+          const seeds = recoverySeeds(preset, cell).map((seed): SeedNodes => {
+            const paper = Recovery.paperTraining(preset.recovery.steps[r.budget], preset.recovery.batchSize, seed)
+            const lr = r.lr ?? paper.lr
+            const recovery = Graph.node(RecoveryStage.RecoveryStage, {
+              strategy: r.strategy,
+              options: r.options ?? {},
+              training: {
+                ...paper,
+                // A learning rate of Table 8 keeps the paper's ratio of floor to rate. (The DiT and SiT cells have
+                // always scaled the floor, even at the paper's rate, where 1e-4·2e-4/2e-4 rounds to 0.99999…e-4;
+                // the MAR cells take the paper's floor. Both are kept, so the stored numbers stay as they are.)
+                lr,
+                lrFloor: r.lr === undefined && cell.family === "mar" ? paper.lrFloor! : (paper.lrFloor! * lr) / paper.lr,
+                emaDecay: preset.recovery.emaDecay,
+                checkpointEvery: preset.recovery.checkpointEvery,
+                curveEvery: preset.recovery.curveEvery
+              }
+            }, { teacher, student: exported, latents: s.latents }, cell.id)
+            return { seed, recovery, evaluation: evaluation(cell, recovery, r.ema ?? true) }
+          })
+          graph = { cell, prune, export: exported, seeds, model: seeds[0]!.recovery!, ...speedOf(cell) }
         }
       }
       built.set(cell.id, graph)
@@ -222,46 +278,80 @@ export class CellFailed extends Schema.TaggedError<CellFailed>()("CellFailed", {
   }
 }
 
-/** What a cell produced: its metrics, the artifacts behind them, and what the figures draw. */
-export interface CellRun {
-  readonly cell: Cell
-  readonly metrics: Paper.Metrics
+/** What one run of a cell (one recovery seed) produced: its numbers, the artifacts behind them. */
+export interface SeedRun {
+  readonly run: Estimates.Run
   readonly artifacts: ReadonlyArray<Stage.Artifact<unknown>>
-  readonly decision?: Decision.PruneDecision
   readonly evaluation?: Stage.Artifact<Evaluation.EvaluationOutput>
 }
 
-/** The evaluation's scores under their names, and its sampling speed. */
-const scores = (e: Stage.Artifact<Evaluation.EvaluationOutput>): Paper.Metrics => {
-  const itPerS = e.manifest.metrics["itPerS"]
-  return {
-    ...Object.fromEntries(Object.keys(Metrics.Scores.fields).map((name) => [name, e.output[name as keyof Metrics.Results]])),
-    ...(typeof itPerS === "number" ? { itPerS } : {})
-  }
+/** What a cell produced: a run per seed, its shape's speed, and what the figures draw. */
+export interface CellRun {
+  readonly cell: Cell
+  readonly runs: ReadonlyArray<SeedRun>
+  readonly speed?: Estimates.Speed
+  readonly decision?: Decision.PruneDecision
 }
 
-/** Runs a cell's nodes on a runner (shared keys run once) and reads its metrics from their outputs. */
+/** The evaluation's scores under their names (eval Metrics.Scores). */
+const scores = (e: Stage.Artifact<Evaluation.EvaluationOutput>): Paper.Metrics =>
+  Object.fromEntries(Object.keys(Metrics.Scores.fields).map((name) => [name, e.output[name as keyof Metrics.Results]]))
+
+/** A stored evaluation's bootstrap replicates, under the scores' names. */
+const replicatesOf = (e: Stage.Artifact<Evaluation.EvaluationOutput>) =>
+  e.output.bootstrap === null ? Effect.succeed(undefined) : Effect.flatMap(e.bytes(Evaluation.files.bootstrap), Bootstrap.decode)
+
+/** A run whose model is evaluated: its metrics with the scores, and their bootstrap replicates. */
+const evaluated = (
+  evaluation: Stage.Artifact<Evaluation.EvaluationOutput>,
+  artifacts: ReadonlyArray<Stage.Artifact<unknown>>,
+  seed: number | undefined,
+  metrics: Paper.Metrics
+) =>
+  Effect.map(replicatesOf(evaluation), (replicates): SeedRun => ({
+    run: { ...(seed === undefined ? {} : { seed }), metrics: { ...metrics, ...scores(evaluation) }, ...(replicates === undefined ? {} : { replicates }) },
+    artifacts: [...artifacts, evaluation],
+    evaluation
+  }))
+
+/** The it/s of a cell's shape in the run's speed measurement (none when it was not measured). */
+const speedOf = (g: CellGraph, runner: Graph.Runner) =>
+  Effect.gen(function*() {
+    if (g.speed === undefined) return { artifact: undefined, speed: undefined }
+    const timed = yield* Effect.exit(runner.run(g.speed.node))
+    if (Exit.isFailure(timed)) {
+      // A speed cell is nothing but its figure; another cell goes on without it.
+      if (g.seeds.length === 0) return yield* Effect.failCause(timed.cause)
+      return { artifact: undefined, speed: undefined }
+    }
+    const shape = timed.value.output.shapes.find((x) => Speed.sameShape(x, g.speed!.shape))
+    const speed: Estimates.Speed | undefined = shape === undefined ? undefined : { itPerS: shape.itPerS, parameters: shape.parameters }
+    return { artifact: timed.value, speed }
+  })
+
+/** Runs a cell's nodes on a runner (shared keys run once) and reads its runs from their outputs. */
 export const run = (g: CellGraph, all: ReadonlyMap<string, CellGraph>, runner: Graph.Runner) =>
   Effect.gen(function*() {
     const { cell } = g
-    // A cell starting from another's model needs that model: a diverged recovery has none.
+    // A cell starting from another's model needs that model (its first seed's): a diverged recovery has none.
     const requireModel = (source: Source | undefined, role: string) =>
       Effect.gen(function*() {
         if (source === undefined || source === "teacher") return
-        const upstream = all.get(source.cell)?.recovery
+        const upstream = all.get(source.cell)?.seeds[0]?.recovery
         if (upstream === undefined) return
         if ("diverged" in (yield* runner.run(upstream)).output) {
           return yield* new CellFailed({ cell: source.cell, reason: `its recovery diverged, so it is no ${role}` })
         }
       })
-    if (g.speed !== undefined) {
-      const speed = yield* runner.run(g.speed)
-      return { cell, metrics: { itPerS: speed.output.itPerS, parameters: speed.output.parameters }, artifacts: [speed] } satisfies CellRun
+    const timed = yield* speedOf(g, runner)
+    const speed = timed.speed === undefined ? {} : { speed: timed.speed }
+    if (g.seeds.length === 0) {
+      return { cell, runs: [{ run: { metrics: {} }, artifacts: timed.artifact === undefined ? [] : [timed.artifact] }], ...speed } satisfies CellRun
     }
     if (g.prune === undefined || g.export === undefined) {
-      const teacher = yield* runner.run(g.model as Node<unknown>)
-      const evaluation = yield* runner.run(g.evaluation!)
-      return { cell, metrics: scores(evaluation), artifacts: [teacher, evaluation], evaluation } satisfies CellRun
+      const model = yield* runner.run(g.model as Node<unknown>)
+      const only = yield* evaluated(yield* runner.run(g.seeds[0]!.evaluation), [model], undefined, {})
+      return { cell, runs: [only], ...speed } satisfies CellRun
     }
     yield* requireModel(cell.prune?.from, "model to prune")
     const pruned = yield* runner.run(g.prune)
@@ -271,22 +361,20 @@ export const run = (g: CellGraph, all: ReadonlyMap<string, CellGraph>, runner: G
       ...(pruned.output.calibrationLoss === undefined ? {} : { calibrationLoss: pruned.output.calibrationLoss }),
       ...pruned.output.headline
     }
-    if (g.recovery === undefined) {
-      const evaluation = yield* runner.run(g.evaluation!)
-      return { cell, decision, metrics: { ...pruneMetrics, ...scores(evaluation) }, artifacts: [pruned, exported, evaluation], evaluation } satisfies CellRun
-    }
     yield* requireModel(cell.recovery?.teacher, "teacher")
-    const recovered = yield* runner.run(g.recovery)
-    const recoveryMetrics: Paper.Metrics = { ...pruneMetrics, ...recovered.output.headline }
-    if ("diverged" in recovered.output) {
-      return { cell, decision, metrics: { ...recoveryMetrics, diverged: true }, artifacts: [pruned, exported, recovered] } satisfies CellRun
+    const runs: Array<SeedRun> = []
+    for (const s of g.seeds) {
+      if (s.recovery === undefined) {
+        runs.push(yield* evaluated(yield* runner.run(s.evaluation), [pruned, exported], undefined, pruneMetrics))
+        continue
+      }
+      const recovered = yield* runner.run(s.recovery)
+      const metrics: Paper.Metrics = { ...pruneMetrics, ...recovered.output.headline }
+      if ("diverged" in recovered.output) {
+        runs.push({ run: { ...(s.seed === undefined ? {} : { seed: s.seed }), metrics: { ...metrics, diverged: true } }, artifacts: [pruned, exported, recovered] })
+        continue
+      }
+      runs.push(yield* evaluated(yield* runner.run(s.evaluation), [pruned, exported, recovered], s.seed, metrics))
     }
-    const evaluation = yield* runner.run(g.evaluation!)
-    return {
-      cell,
-      decision,
-      metrics: { ...recoveryMetrics, ...scores(evaluation) },
-      artifacts: [pruned, exported, recovered, evaluation],
-      evaluation
-    } satisfies CellRun
+    return { cell, decision, runs, ...speed } satisfies CellRun
   })

@@ -1,52 +1,69 @@
 /**
  * The paper's figures redrawn from our numbers (rendered by @tinyfusion/plots).
  */
+import type { Interval } from "@tinyfusion/eval"
 import { Plot } from "@tinyfusion/plots"
 import * as Paper from "./paper.ts"
 
-/** A shape Figure 4 timed: depth- or width-pruned (or the teacher), its parameters and sampling it/s. */
+/**
+ * A shape Figure 4 timed: depth- or width-pruned (or the teacher), its
+ * parameters and its speed-up over the teacher (the median of per-round
+ * ratios, with its interval).
+ */
 export interface SpeedPoint {
   readonly pruning: "depth" | "width"
   readonly parameters: number
-  readonly itPerS: number
+  readonly speedup: Interval.Interval
 }
 
 /**
  * Figure 4: sampling speed-up against the share of parameters removed, by
- * depth and by width pruning; ours, the paper's and the linear speed-up
- * (parameters of the teacher / parameters). Both series start at the teacher
- * (the shape with the most parameters).
+ * depth and by width pruning; ours (with 95% intervals as error bars), the
+ * paper's and the linear speed-up (parameters of the teacher / parameters).
+ * Both series start at the teacher (the shape with the most parameters).
  */
 export const speedup = (ours: ReadonlyArray<SpeedPoint>): Promise<Plot.Figure> => {
-  const line = (series: string, points: ReadonlyArray<SpeedPoint>) => {
-    const full = [...points].sort((a, b) => b.parameters - a.parameters)[0]
-    return full === undefined ? [] : points.map((p) => ({ series, removed: 1 - p.parameters / full.parameters, speedup: p.itPerS / full.itPerS }))
+  const paperLine = (series: string, points: ReadonlyArray<{ readonly parameters: number; readonly itPerS: number }>) => {
+    const full = [...points].sort((a, b) => b.parameters - a.parameters)[0]!
+    return points.map((p) => ({ series, removed: 1 - p.parameters / full.parameters, speedup: p.itPerS / full.itPerS }))
   }
-  const paperFull = { pruning: "depth" as const, ...Paper.figure4.itPerS[0] }
-  const paperDepth = Paper.figure4.itPerS.map((p) => ({ pruning: "depth" as const, ...p }))
-  const paperWidth = [paperFull, ...Paper.figure4.width.map((p) => ({ pruning: "width" as const, ...p }))]
-  const teacher = ours.filter((p) => p.pruning === "depth").sort((a, b) => b.parameters - a.parameters).slice(0, 1)
+  const paperFull = Paper.figure4.itPerS[0]
+  const teacher = ours.filter((p) => p.pruning === "depth").sort((a, b) => b.parameters - a.parameters)[0]
+  const mine = teacher === undefined ? [] : [
+    ...ours.filter((p) => p.pruning === "depth").map((p) => ({ ...p, series: "ours, depth" })),
+    ...[teacher, ...ours.filter((p) => p.pruning === "width")].map((p) => ({ ...p, series: "ours, width" }))
+  ].map((p) => ({ series: p.series, removed: 1 - p.parameters / teacher.parameters, speedup: p.speedup.value, lo: p.speedup.lo, hi: p.speedup.hi }))
   const linear = [0, 0.25, 0.5, 0.75].map((removed) => ({ series: "linear", removed, speedup: 1 / (1 - removed) }))
+  const x = { field: "removed", type: "quantitative", title: "share of parameters removed", axis: { format: "%" } } as const
+  const color = { field: "series", type: "nominal", title: null, legend: { labelLimit: 240 } } as const
   return Plot.render("figure4-speedup", "Figure 4: sampling speed-up of depth and width pruning", {
     $schema: Plot.schema,
     width: 360,
     height: 240,
-    data: {
-      values: [
-        ...linear,
-        ...line("paper, depth (DiT-XL/2)", paperDepth),
-        ...line("paper, width (Diff-Pruning)", paperWidth),
-        ...line("ours, depth", ours.filter((p) => p.pruning === "depth")),
-        ...(teacher.length === 0 ? [] : line("ours, width", [...teacher, ...ours.filter((p) => p.pruning === "width")]))
-      ]
-    },
-    mark: { type: "line", point: true },
-    encoding: {
-      x: { field: "removed", type: "quantitative", title: "share of parameters removed", axis: { format: "%" } },
-      y: { field: "speedup", type: "quantitative", title: "sampling speed-up (×)" },
-      color: { field: "series", type: "nominal", title: null, legend: { labelLimit: 240 } },
-      strokeDash: { condition: { test: "datum.series === 'linear'", value: [4, 4] }, value: [1, 0] }
-    }
+    layer: [
+      {
+        data: {
+          values: [
+            ...linear,
+            ...paperLine("paper, depth (DiT-XL/2)", Paper.figure4.itPerS),
+            ...paperLine("paper, width (Diff-Pruning)", [paperFull, ...Paper.figure4.width]),
+            ...mine
+          ]
+        },
+        mark: { type: "line", point: true },
+        encoding: {
+          x,
+          y: { field: "speedup", type: "quantitative", title: "sampling speed-up (×)" },
+          color,
+          strokeDash: { condition: { test: "datum.series === 'linear'", value: [4, 4] }, value: [1, 0] }
+        }
+      },
+      {
+        data: { values: mine },
+        mark: { type: "rule" },
+        encoding: { x, y: { field: "lo", type: "quantitative" }, y2: { field: "hi" }, color }
+      }
+    ]
   })
 }
 

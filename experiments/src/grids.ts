@@ -2,7 +2,10 @@
  * The paper's tables as grids: data listing each cell's pruning, recovery and
  * evaluation choices. Step counts are named by the paper's budgets ("100K",
  * "500K", "10K") and resolved to numbers by the preset, so one grid serves
- * the quick, mini and paper scales.
+ * the quick, mini and paper scales. A grid declares how many recovery seeds
+ * its cells run with (the key claims' Tables 3, 4 and 5: three); a preset may
+ * run fewer (`Preset.maxSeeds`), and the statistics combine the seeds
+ * (estimates.ts).
  */
 import { Schema } from "effect"
 
@@ -58,7 +61,9 @@ export const Cell = Schema.Struct({
   /** Only timed (Figure 4): the teacher's shape at this depth, sampling speed only. */
   speedDepth: Schema.optional(Schema.Int),
   /** Only timed (Figure 4): the teacher's shape width-pruned to remove this share of parameters (Diff-Pruning's widths). */
-  speedWidth: Schema.optional(Schema.Finite)
+  speedWidth: Schema.optional(Schema.Finite),
+  /** The teacher's network at its initialisation, evaluated untrained (the instrument check's bad model). */
+  untrained: Schema.optional(Schema.Boolean)
 })
 export type Cell = typeof Cell.Type
 
@@ -66,6 +71,8 @@ export interface Grid {
   readonly table: string
   readonly title: string
   readonly cells: ReadonlyArray<Cell>
+  /** Recovery seeds each cell runs with (default 1): its evaluations are combined over them. */
+  readonly seeds?: number
 }
 
 const teacher = "teacher" as const
@@ -126,6 +133,7 @@ const random = (pick: "min" | "median" | "max"): Prune => ({ ...baseline("random
 export const table3: Grid = {
   table: "3",
   title: "Calibration loss after pruning vs FID after fine-tuning (no KD)",
+  seeds: 3,
   cells: [
     { id: "t3/max-loss", family: "dit", prune: random("max"), recovery: finetune, protocol: "full" },
     { id: "t3/median-loss", family: "dit", prune: random("median"), recovery: finetune, protocol: "full" },
@@ -141,6 +149,7 @@ export const table3: Grid = {
 export const table4: Grid = {
   table: "4",
   title: "Pruning scheme × recoverability estimate (10K-step fine-tuning, short protocol)",
+  seeds: 3,
   cells: (["lora", "full", "frozen"] as const).flatMap((update) =>
     (["1:2", "2:4", "7:14"] as const).map((scheme): Cell => ({
       id: `t4/${scheme}-${update}`,
@@ -155,6 +164,7 @@ export const table4: Grid = {
 export const table5: Grid = {
   table: "5",
   title: "Fine-tuning strategies for TinyDiT-D14",
+  seeds: 3,
   cells: [
     { id: "t5/finetune", family: "dit", prune: learnable12, recovery: finetune, protocol: "full" },
     { id: "t5/logits-kd", family: "dit", prune: learnable12, recovery: { strategy: "logits-kd", budget: "100K" }, protocol: "full" },
@@ -221,4 +231,18 @@ export const extras: Grid = {
   cells: [{ id: "x/weight-norm-d14", family: "dit", prune: baseline("weight-norm"), recovery: finetune, protocol: "full" }]
 }
 
-export const grids: ReadonlyArray<Grid> = [table1, table2, table3, table4, table5, table7, table8, figure4, extras]
+/**
+ * The instrument check: the teacher's network untrained, whose FID the
+ * teacher's must be clearly below for the metrics to count as evidence.
+ * Every run includes it, with Table 1's teacher.
+ */
+export const instrument: Grid = {
+  table: "I",
+  title: "Instrument check",
+  cells: [{ id: "i/untrained", family: "dit", protocol: "full", untrained: true }]
+}
+
+export const grids: ReadonlyArray<Grid> = [table1, table2, table3, table4, table5, table7, table8, figure4, extras, instrument]
+
+/** Recovery seeds a cell's grid declares. */
+export const seedsOf = (cell: string): number => grids.find((g) => g.cells.some((c) => c.id === cell))?.seeds ?? 1

@@ -1,4 +1,5 @@
 export * as Claims from "./claims.ts"
+export * as Estimates from "./estimates.ts"
 export * as Figures from "./figures.ts"
 export * as Cells from "./cells.ts"
 export * as Grids from "./grids.ts"

@@ -81,8 +81,16 @@ describe("the paper path at toy sizes", () => {
       const preset = { ...Presets.quick(dataset), name: "paper" as const }
       const summary = yield* Suite.run({ preset, tables: ["4"], out: path.join(root, "report"), dataset: "toy images", concurrency: 1, imported })
       assert.deepStrictEqual(summary.failures, [])
-      assert.strictEqual(summary.results.size, 9)
-      for (const [, metrics] of summary.results) assert.isTrue(Number.isFinite(metrics.fid!) && Number.isFinite(metrics.is!))
+      // Table 4's 9 cells, and the instrument check's teacher and untrained network (the imported teacher's shape).
+      assert.strictEqual(summary.results.size, 11)
+      for (const [cell, result] of summary.results) {
+        const [run] = result.runs
+        assert.isTrue(Number.isFinite(run!.metrics.fid!) && Number.isFinite(run!.metrics.is!), cell)
+        // The bootstrap resamples the batch's recomputed features, spatial rows included (sFID's replicates).
+        assert.deepStrictEqual([run!.replicates?.fid?.length, run!.replicates?.sfid?.length], [30, 10], cell)
+        assert.isDefined(result.speed, cell)
+      }
+      assert.include(summary.instrument.summary, "The feature network is the FID Inception-V3 (pytorch-fid's weights), published and not trained here")
 
       const ae = yield* Stage.run(Stages.importedAutoencoder(files.vae), imported.autoencoder.config, {})
       assert.isTrue(ae.cached)

@@ -22,6 +22,10 @@ export type PresetName = (typeof presetNames)[number]
 
 export interface Preset {
   readonly name: PresetName
+  /** Whether the preset is sized for its verdicts to be evidence (quick is not, and its report says so first). */
+  readonly evidence: boolean
+  /** The most recovery seeds a cell runs with: a grid's declared seeds (Grid.seeds) are cut to this. */
+  readonly maxSeeds: number
   readonly autoencoder: Stages.AutoencoderConfig
   readonly latents: Stages.LatentsConfig
   readonly featureNet: Stages.FeatureNetConfig
@@ -56,8 +60,8 @@ export interface Preset {
     readonly curveEvery: number
   }
   readonly evaluation: { readonly full: Evaluation.EvaluationConfig; readonly short: Evaluation.EvaluationConfig }
-  /** Figure 4: sampling it/s of the teacher's shape at each depth. */
-  readonly speed: { readonly batch: number; readonly repetitions: number; readonly sampling: Sampling.Options }
+  /** Sampling it/s of every shape of the run, in interleaved rounds (speed.ts). */
+  readonly speed: { readonly batch: number; readonly warmup: number; readonly rounds: number; readonly sampling: Sampling.Options }
 }
 
 const guided = (steps: string): Sampling.Options => ({ sampler: "ddpm", steps, cfgScale: 1.5, guidedChannels: "first-3", seed: 0 })
@@ -75,9 +79,14 @@ const mars = (large: MarPretrain.MarPretrainConfig, base: MarConfig.MarConfig, i
 /** The teachers of both families on one shape and loop. */
 const teachers = (dit: Pretrain.PretrainConfig) => ({ dit, sit: { ...dit, family: "sit" as const } })
 
+/** Every sample its own group (32 or 16), the reference in 32; few replicates of sFID, the costly ones. */
+const quickBootstrap = { replicates: 30, spatialReplicates: 10, groups: 32, seed: 0 }
+
 /** The quick preset on a dataset of 32×32 single-channel images named `dataset` (a Fashion-MNIST subset, or the synthetic fixture). */
 export const quick = (dataset: string): Preset => ({
   name: "quick",
+  evidence: false,
+  maxSeeds: 1,
   autoencoder: {
     dataset,
     model: { ...Autoencoder.mini, channels: [8, 16, 32] },
@@ -118,10 +127,11 @@ export const quick = (dataset: string): Preset => ({
   },
   recovery: { batchSize: 8, seed: 0, steps: { "100K": 6, "500K": 12, "10K": 3, "40ep": 6 }, emaDecay: 0.5, checkpointEvery: 3, curveEvery: 1 },
   evaluation: {
-    full: { ...Evaluation.miniEvaluation, samples: 32, batchSize: 16, sampling: guided("8"), splitSize: 16, gridImages: 16, partBatches: 1 },
-    short: { ...Evaluation.miniEvaluation, samples: 16, batchSize: 16, sampling: guided("4"), splitSize: 16, gridImages: 16, partBatches: 1 }
+    full: { ...Evaluation.miniEvaluation, samples: 32, batchSize: 16, sampling: guided("8"), splitSize: 16, gridImages: 16, partBatches: 1, bootstrap: quickBootstrap },
+    short: { ...Evaluation.miniEvaluation, samples: 16, batchSize: 16, sampling: guided("4"), splitSize: 16, gridImages: 16, partBatches: 1, bootstrap: quickBootstrap }
   },
-  speed: { batch: 8, repetitions: 2, sampling: guided("250") }
+  // Six rounds: the fewest whose median interval reaches 95% (96.9%).
+  speed: { batch: 8, warmup: 1, rounds: 6, sampling: guided("250") }
 })
 
 /**
@@ -131,6 +141,8 @@ export const quick = (dataset: string): Preset => ({
  */
 export const mini: Preset = {
   name: "mini",
+  evidence: true,
+  maxSeeds: 3,
   autoencoder: Stages.miniAutoencoder,
   latents: Stages.miniLatents,
   featureNet: Stages.miniFeatureNet,
@@ -156,8 +168,14 @@ export const mini: Preset = {
     full: { ...Evaluation.miniEvaluation, samples: 5000, sampling: guided("50"), splitSize: 2500 },
     short: { ...Evaluation.miniEvaluation, samples: 2000, sampling: guided("25"), splitSize: 1000 }
   },
-  speed: { batch: 64, repetitions: 5, sampling: guided("250") }
+  speed: { batch: 64, warmup: 1, rounds: 9, sampling: guided("250") }
 }
+
+/**
+ * At Inception's 2048 dimensions a replicate costs seconds (an eigendecomposition) and a group
+ * 16 MB a feature kind, so fewer of both, and no interval for sFID (2023 dimensions).
+ */
+const paperBootstrap = { replicates: 50, spatialReplicates: 0, groups: 10, seed: 0 }
 
 /**
  * DiT-XL/2 at the paper's settings on a class-per-folder image set named
@@ -167,6 +185,8 @@ export const mini: Preset = {
  */
 export const paper = (dataset: string): Preset => ({
   name: "paper",
+  evidence: true,
+  maxSeeds: 1,
   autoencoder: {
     dataset,
     model: { imageSize: 256, imageChannels: 3, channels: [128, 256, 512, 512], latentChannels: 4, klWeight: 1e-6 },
@@ -215,10 +235,10 @@ export const paper = (dataset: string): Preset => ({
   },
   evaluation: {
     // The 50K samples also as an ADM sample batch (samples.npz), for the official evaluator.
-    full: { ...Evaluation.miniEvaluation, samples: 50_000, sampling: guided("250"), splitSize: 5000, sampleBatch: true },
-    short: { ...Evaluation.miniEvaluation, samples: 10_000, sampling: guided("64"), splitSize: 5000 }
+    full: { ...Evaluation.miniEvaluation, samples: 50_000, sampling: guided("250"), splitSize: 5000, bootstrap: paperBootstrap, sampleBatch: true },
+    short: { ...Evaluation.miniEvaluation, samples: 10_000, sampling: guided("64"), splitSize: 5000, bootstrap: paperBootstrap }
   },
-  speed: { batch: 64, repetitions: 10, sampling: guided("250") }
+  speed: { batch: 64, warmup: 1, rounds: 9, sampling: guided("250") }
 })
 
 /** The quick preset's share of Fashion-MNIST, and the synthetic fixture it falls back to. */

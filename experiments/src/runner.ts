@@ -6,20 +6,25 @@
  * Every node is keyed by its stage's code, config and inputs, so cells that
  * share a node share its artifact, `plan` says what is stored before
  * anything runs, and rerunning after a kill turns every finished stage into
- * a cache hit. A cell that fails is reported and leaves the others running.
- * The report reads nothing but the stage outputs: the numbers beside the
- * paper's are the ones in the manifests.
+ * a cache hit. The run's one sampling-speed node runs first (every shape
+ * timed together, before the cells load the machine); then the cells, each
+ * with a run per recovery seed of its grid. A cell that fails is reported
+ * and leaves the others running. The report reads nothing but the stage
+ * outputs: the numbers beside the paper's, and their intervals, come from
+ * the manifests and the stored bootstrap replicates.
  */
 import { Cause, Effect, Exit, FileSystem, Path, Schema } from "effect"
 import { ArtifactStore, Graph, type Stage } from "@tinyfusion/core"
+import type { Stages } from "@tinyfusion/data"
 import { Evaluation } from "@tinyfusion/eval"
 import { type Decision, Learnable, RandomSearch, Scheme } from "@tinyfusion/pruning"
 import { Compute } from "@tinyfusion/tensor"
 import * as Cells from "./cells.ts"
+import * as Claims from "./claims.ts"
+import * as Estimates from "./estimates.ts"
 import * as Executor from "./executors/Executor.ts"
-import type { Results } from "./claims.ts"
 import * as Figures from "./figures.ts"
-import { type Cell, grids, type Source } from "./grids.ts"
+import { type Cell, grids, instrument, type Source } from "./grids.ts"
 import * as Methods from "./methods.ts"
 import type * as Presets from "./presets.ts"
 import type { Preset } from "./presets.ts"
@@ -35,7 +40,11 @@ export class UnknownTable extends Schema.TaggedError<UnknownTable>()("UnknownTab
   }
 }
 
-/** The cells of the selected tables, then every cell they start from that no selected table lists. */
+/**
+ * The cells of the selected tables, then every cell they start from that no
+ * selected table lists, then the instrument check's (the teacher and the
+ * untrained network: every run says whether its metrics are evidence).
+ */
 export const selectCells = (tables: ReadonlyArray<string>): Effect.Effect<ReadonlyArray<Cell>, UnknownTable> =>
   Effect.gen(function*() {
     const byId = new Map(grids.flatMap((g) => g.cells.map((c) => [c.id, c] as const)))
@@ -52,6 +61,10 @@ export const selectCells = (tables: ReadonlyArray<string>): Effect.Effect<Readon
         const needed = byId.get(source.cell)!
         if (!chosen.includes(needed)) chosen.push(needed)
       }
+    }
+    for (const id of [Claims.instrumentCells.teacher, ...instrument.cells.map((c) => c.id)]) {
+      const cell = byId.get(id)!
+      if (!chosen.includes(cell)) chosen.push(cell)
     }
     return chosen
   })
@@ -79,15 +92,17 @@ export interface RunOptions extends Options {
 }
 
 export interface Summary {
-  readonly results: Results
+  readonly results: Estimates.Results
   readonly failures: ReadonlyArray<Cells.CellFailed>
+  readonly judged: ReadonlyArray<Claims.Judged>
+  readonly instrument: Claims.Instrument
 }
 
-/** The selected cells as graphs: what runs, plans and jobs read. */
+/** The selected cells as graphs, and the shared nodes: what runs, plans and jobs read. */
 export const graph = Effect.fn("Suite.graph")(function*(options: Options) {
   const cells = yield* selectCells(options.tables)
   const shared = yield* Cells.shared(options.preset, options.imported)
-  return { cells, graphs: yield* Cells.graphs(cells, options.preset, shared) }
+  return { cells, shared, graphs: yield* Cells.graphs(cells, options.preset, shared) }
 })
 
 /** Every node of the selected cells, inputs first, with its key and whether the store holds it. */
@@ -102,17 +117,27 @@ const reasonOf = (cause: Cause.Cause<unknown>): string => {
   return error instanceof Error ? error.message : String(error)
 }
 
-/** Samples drawn in the report: the teachers and the paper's headline models. */
-const shownSamples = ["t1/teacher", "t1/tinydit-d14-kd", "t1/tinydit-d7-kd", "t2/sit-teacher", "t2/tinysit-d14"]
+/** Samples drawn in the report: the teachers, the paper's headline models and the untrained network. */
+const shownSamples = ["t1/teacher", "t1/tinydit-d14-kd", "t1/tinydit-d7-kd", "t2/sit-teacher", "t2/tinysit-d14", "i/untrained"]
+
+/** The feature network as the instrument check sees it: trained here with its test accuracy, or the published FID Inception. */
+const featureNetOf = (out: typeof Stages.FeatureNetOutput.Type): Claims.FeatureNet | Claims.PublishedFeatureNet =>
+  "kind" in out.model
+    ? { published: "the FID Inception-V3 (pytorch-fid's weights)" }
+    : { accuracy: out.accuracy, testImages: out.testImages, classes: out.model.classes }
 
 /** The selected grids on the store: stages run or reused, then the report written to `options.out`. */
 export const run = Effect.fn("Suite.run")(function*(options: RunOptions) {
   const { preset } = options
-  const { cells, graphs } = yield* graph(options)
+  const { cells, shared, graphs } = yield* graph(options)
   const compute = yield* Compute
   const executor = yield* Executor.Executor
   yield* Effect.logInfo(`preset ${preset.name}: ${cells.length} cells of tables ${options.tables.join(", ")} on ${options.dataset}, ${compute.backend}, ${executor.name}`)
-  const runner = yield* Executor.runner(cells.flatMap((c) => Cells.nodes(graphs.get(c.id)!)))
+  const runner = yield* Executor.runner
+  // The speed measurement first, on a machine the cells do not load yet; its failure fails the speed cells only.
+  const speed = [...graphs.values()].find((g) => g.speed !== undefined)?.speed?.node
+  const timed = speed === undefined ? undefined : yield* Effect.exit(runner.run(speed))
+  yield* Executor.start(runner, cells.flatMap((c) => Cells.nodes(graphs.get(c.id)!)))
   const exits = yield* Effect.forEach(
     cells,
     (cell) =>
@@ -140,10 +165,14 @@ export const run = Effect.fn("Suite.run")(function*(options: RunOptions) {
     }
   })
   for (const f of failures) yield* Effect.logWarning(f.message)
+  if (timed !== undefined && Exit.isFailure(timed)) failures.push(new Cells.CellFailed({ cell: "sampling-speed", reason: reasonOf(timed.cause) }))
 
-  const results: Results = new Map(done.map((r) => [r.cell.id, r.metrics]))
-  const artifacts = new Map(done.flatMap((r) => r.artifacts.map((a) => [a.key, a] as const)))
-  return yield* writeReport(options, { done, failures, results, artifacts, backend: `${compute.backend} (${compute.device})` })
+  const results: Estimates.Results = new Map(done.map((r) => [r.cell.id, { runs: r.runs.map((x) => x.run), ...(r.speed === undefined ? {} : { speed: r.speed }) }] as const))
+  const artifacts = new Map(done.flatMap((r) => r.runs.flatMap((x) => x.artifacts.map((a) => [a.key, a] as const))))
+  if (timed !== undefined && Exit.isSuccess(timed)) artifacts.set(timed.value.key, timed.value)
+  const featureNet = yield* Effect.exit(runner.run(shared.featureNet))
+  const net = Exit.isSuccess(featureNet) ? featureNetOf(featureNet.value.output) : undefined
+  return yield* writeReport(options, { done, failures, results, artifacts, featureNet: net, backend: `${compute.backend} (${compute.device})` })
 }, Effect.provide(Methods.layer))
 
 const writeReport = Effect.fn("Suite.writeReport")(function*(
@@ -151,8 +180,9 @@ const writeReport = Effect.fn("Suite.writeReport")(function*(
   run: {
     readonly done: ReadonlyArray<Cells.CellRun>
     readonly failures: ReadonlyArray<Cells.CellFailed>
-    readonly results: Results
+    readonly results: Estimates.Results
     readonly artifacts: ReadonlyMap<string, Stage.Artifact<unknown>>
+    readonly featureNet: Claims.FeatureNet | Claims.PublishedFeatureNet | undefined
     readonly backend: string
   }
 ) {
@@ -181,21 +211,29 @@ const writeReport = Effect.fn("Suite.writeReport")(function*(
       figures.push({ title: figure.title, file: `figures/${figure.name}.png` })
     })
 
-  const speed = run.done.flatMap((r): Array<Figures.SpeedPoint> =>
-    (r.cell.speedDepth !== undefined || r.cell.speedWidth !== undefined) && r.metrics.itPerS !== undefined && r.metrics.parameters !== undefined
-      ? [{ pruning: r.cell.speedWidth === undefined ? "depth" : "width", parameters: r.metrics.parameters, itPerS: r.metrics.itPerS }]
-      : []
-  )
-  if (speed.length > 0) yield* addFigure(Figures.speedup(speed))
+  const speedups = run.done.flatMap((r): Array<Figures.SpeedPoint> => {
+    if (r.cell.speedDepth === undefined && r.cell.speedWidth === undefined) return []
+    try {
+      const parameters = run.results.get(r.cell.id)?.speed?.parameters
+      if (parameters === undefined) return []
+      const speedup = Estimates.speedup(run.results, r.cell.id, "f4/depth-28")
+      return [{ pruning: r.cell.speedWidth === undefined ? "depth" : "width", parameters, speedup }]
+    } catch (e) {
+      if (e instanceof Estimates.Missing) return []
+      throw e
+    }
+  })
+  if (speedups.length > 0) yield* addFigure(Figures.speedup(speedups))
   // The figures read the evidence of the methods that report it, decoded with their Schemas.
   const evidence = <V>(d: Decision.PruneDecision | undefined, method: string, schema: Schema.Codec<V, any>) =>
     d?.method === method ? Schema.decodeUnknownEffect(schema)(d.evidence).pipe(Effect.orDie) : Effect.succeed(undefined)
   const random = run.done.find((r) => r.decision?.method === RandomSearch.method.name)
   const search = yield* evidence(random?.decision, RandomSearch.method.name, RandomSearch.Evidence)
   if (search !== undefined) {
-    const marks = run.done.flatMap((r) =>
-      r.cell.id.startsWith("t3/") && r.metrics.calibrationLoss !== undefined ? [{ label: r.cell.id.slice(3), loss: r.metrics.calibrationLoss }] : []
-    )
+    const marks = run.done.flatMap((r) => {
+      const loss = r.runs[0]?.run.metrics.calibrationLoss
+      return r.cell.id.startsWith("t3/") && loss !== undefined ? [{ label: r.cell.id.slice(3), loss }] : []
+    })
     yield* addFigure(Figures.calibrationHistogram(search.losses, marks))
   }
   const learned = new Map<string, Learnable.Evidence>()
@@ -211,7 +249,7 @@ const writeReport = Effect.fn("Suite.writeReport")(function*(
 
   const samples: Array<{ cell: string; file: string }> = []
   for (const id of shownSamples) {
-    const evaluation = run.done.find((r) => r.cell.id === id)?.evaluation
+    const evaluation = run.done.find((r) => r.cell.id === id)?.runs[0]?.evaluation
     if (evaluation === undefined) continue
     const file = `samples/${id.replace("/", "-")}.png`
     yield* write(file, yield* evaluation.bytes(Evaluation.files.grid))
@@ -219,11 +257,21 @@ const writeReport = Effect.fn("Suite.writeReport")(function*(
   }
 
   const computeSeconds = [...run.artifacts.values()].reduce((s, a) => s + a.manifest.timings.seconds, 0)
+  const preset = options.preset
+  const manySeeds = grids.flatMap((g) => {
+    const seeds = Math.min(g.seeds ?? 1, preset.maxSeeds)
+    return seeds > 1 && g.cells.some((c) => run.results.has(c.id)) ? [{ table: g.table, seeds }] : []
+  })
   const blocks = Report.document({
-    preset: options.preset.name,
+    preset: preset.name,
+    evidence: preset.evidence,
+    // The project's committed reproduction (experiments/results/), as a link from the report.
+    committedResults: path.relative(options.out, path.join(import.meta.dirname, "..", "results")) + "/",
     dataset: options.dataset,
     backend: run.backend,
     results: run.results,
+    ...(run.featureNet === undefined ? {} : { featureNet: run.featureNet }),
+    method: { ...preset.evaluation.full.bootstrap, seeds: manySeeds },
     figures,
     samples,
     computeSeconds,
@@ -232,16 +280,26 @@ const writeReport = Effect.fn("Suite.writeReport")(function*(
   const markdown = Report.markdown(blocks)
   const html = Report.html(blocks, (file) => files.get(file)!)
   const keys = [...run.artifacts.keys()].sort()
+  const instrumentCheck = Claims.instrument(run.results, run.featureNet)
+  const judged = Claims.judgeAll(run.results, instrumentCheck)
+  const estimated = (cell: string) =>
+    Object.fromEntries(Estimates.summary(run.results, cell).map(([metric, e]) => [metric, { value: e.value, lo: e.lo, hi: e.hi }]))
   const resultsJson = {
-    preset: options.preset.name,
+    preset: preset.name,
     dataset: options.dataset,
-    cells: Object.fromEntries(run.done.map((r) => [r.cell.id, { metrics: r.metrics, artifacts: r.artifacts.map((a) => a.key) }])),
+    cells: Object.fromEntries(run.done.map((r) => [r.cell.id, {
+      estimates: estimated(r.cell.id),
+      runs: r.runs.map((x) => ({ ...(x.run.seed === undefined ? {} : { seed: x.run.seed }), metrics: x.run.metrics, artifacts: x.artifacts.map((a) => a.key) })),
+      ...(run.results.get(r.cell.id)?.speed === undefined ? {} : { itPerSRounds: run.results.get(r.cell.id)!.speed!.itPerS })
+    }])),
+    instrument: instrumentCheck,
+    claims: judged.map(({ claim, judgement }) => ({ id: claim.id, ...judgement })),
     failures: run.failures.map((f) => ({ cell: f.cell, reason: f.reason }))
   }
   yield* write("results.json", text(JSON.stringify(resultsJson, null, 2) + "\n"))
   yield* write("report.md", text(markdown))
   yield* write("report.html", text(html))
-  yield* store.keep(`repro-${options.preset.name}`, keys)
+  yield* store.keep(`repro-${preset.name}`, keys)
   yield* Effect.logInfo(`report: ${path.join(options.out, "report.md")} and report.html (${run.done.length} cells, ${run.failures.length} failed)`)
-  return { results: run.results, failures: run.failures } satisfies Summary
+  return { results: run.results, failures: run.failures, judged, instrument: instrumentCheck } satisfies Summary
 })

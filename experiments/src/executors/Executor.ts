@@ -46,19 +46,16 @@ const known = new Set<unknown>(Cells.stages)
 
 /**
  * A runner on the executor: each node whose inputs are committed is sent to
- * a worker unless the store holds it, then opened here (a cache hit). With
- * workers, every node of `roots` is started at once in the background, so
- * each is submitted as soon as its inputs are committed, whichever cell
- * reads it; the cells' own runs of the same nodes wait for those.
+ * a worker unless the store holds it, then opened here (a cache hit).
  */
-export const runner = Effect.fn("Executor.runner")(function*<R>(roots: ReadonlyArray<Graph.Node<unknown, unknown, R>>) {
+export const runner = Effect.gen(function*() {
   const executor = yield* Executor
   const submit = executor.submit
   if (submit === undefined) return yield* Graph.runner
   const store = yield* ArtifactStore
   let running = 0
   let done = 0
-  const runner = yield* Graph.runnerWith((node, { key, description, inputs }, here) =>
+  return yield* Graph.runnerWith((node, { key, description, inputs }, here) =>
     Effect.gen(function*() {
       if (!known.has(node.stage)) return yield* here
       // What fits the ports is checked here, as an in-process run would, before a worker is asked.
@@ -86,6 +83,16 @@ export const runner = Effect.fn("Executor.runner")(function*<R>(roots: ReadonlyA
       return yield* here
     })
   )
+})
+
+/**
+ * With workers, starts every node `roots` reach in the background, so that
+ * each is submitted as soon as its own inputs are committed, whichever cell
+ * reads it; the cells' runs of the same nodes (on the same runner) wait for
+ * those. In-process, nothing: the cells run their nodes in turn.
+ */
+export const start = Effect.fn("Executor.start")(function*<R>(runner: Graph.Runner, roots: ReadonlyArray<Graph.Node<unknown, unknown, R>>) {
+  if ((yield* Executor).submit === undefined) return
   // Every node the roots reach, so that a node waits for its own inputs only (not for the inputs listed before
   // them); failures are the cells' to report: each reads the nodes it needs again.
   const reached = new Set<Graph.Node<unknown, unknown, R>>()
@@ -96,5 +103,4 @@ export const runner = Effect.fn("Executor.runner")(function*<R>(roots: ReadonlyA
   }
   roots.forEach(reach)
   yield* Effect.forkChild(Effect.forEach(reached, (node) => Effect.exit(runner.run(node)), { concurrency: "unbounded", discard: true }))
-  return runner
 })

@@ -105,7 +105,7 @@ describe("tinyfusion: bad input is refused with one line and a non-zero exit", (
         [["finetune", ...store, ...teacher, "--group-size", "5"], failed, "--group-size: 5 does not divide the teacher's 4 blocks into groups"],
         [["prune", ...store, ...teacher, "--scheme", "1:3"], failed,
           "--scheme: 1:3 on 4 blocks leaves the last 1 in no group (always kept: 2 blocks in all); give --keep 2 to prune so"],
-        [["repro", ...store, "--tables", ""], refused, "Missing value for flag --tables. Expected: comma-separated names out of all, 1, 2, 3, 4, 5, 7, 8, F4, X"],
+        [["repro", ...store, "--tables", ""], refused, "Missing value for flag --tables. Expected: comma-separated names out of all, 1, 2, 3, 4, 5, 7, 8, F4, X, I"],
         [["repro", ...store, "--data", missing], failed, new RegExp(`^preset quick: --data ${missing} does not hold Fashion-MNIST \\(missing train-images-idx3-ubyte.gz, `)],
         [["repro", ...store, "--data", noData], failed, new RegExp(`^preset quick: --data ${noData} does not hold Fashion-MNIST`)],
         [["store", "verify", "--store", missing], failed, `read the store ${missing} failed: no such directory`],
@@ -139,10 +139,12 @@ describe("tinyfusion: bad input is refused with one line and a non-zero exit", (
         [["sample", ...store, "--model", `${root}/tiny.safetensors`, "--classes", "1,x"], refused, flag("classes", "1,x", "comma-separated integers ≥ 0, e.g. 1,3,5")],
         [["eval", ...store, "--model-key", up.model.key, ...evalFlags, "--n", "0"], refused, flag("n", "0", "an integer ≥ 1")],
         [["eval", ...store, "--model-key", up.model.key, ...evalFlags, "--n", "4", "--cfg", "0.5"], refused, flag("cfg", "0.5", "a number ≥ 1 (1: no guidance)")],
+        [["eval", ...store, "--model-key", up.model.key, ...evalFlags, "--n", "4", "--replicates", "-1"], refused, flag("replicates", "-1", "an integer ≥ 0")],
+        [["bench", "depth", "--rounds", "0"], refused, flag("rounds", "0", "an integer ≥ 1")],
         [["throughput", ...store, "--preset", "mini", "--repetitions", "0"], refused, flag("repetitions", "0", "an integer ≥ 1")],
         [["checkpoint", "import", ditFile, "--out", `${root}/x.safetensors`, "--depth", "0"], refused, flag("depth", "0", "an integer ≥ 1")],
         [["repro", ...store, "--concurrency", "0"], refused, flag("concurrency", "0", "an integer ≥ 1")],
-        [["repro", ...store, "--tables", "1,6"], refused, flag("tables", "1,6", "comma-separated names out of all, 1, 2, 3, 4, 5, 7, 8, F4, X")],
+        [["repro", ...store, "--tables", "1,6"], refused, flag("tables", "1,6", "comma-separated names out of all, 1, 2, 3, 4, 5, 7, 8, F4, X, I")],
         [["repro", ...store, "--synthetic", "--data", noData], failed, "preset quick: --synthetic and --data: give one (the synthetic dataset needs no folder)"],
         [["repro", ...store, "--preset", "mini", "--data", noData], failed, new RegExp(`^preset mini: --data ${noData} does not hold Fashion-MNIST`)],
         [["eval", ...store, "--model-key", up.model.key, ...evalFlags, "--steps", "4", "--steps", "0"], refused, "--steps is given more than once; give it once"]
@@ -154,7 +156,7 @@ describe("tinyfusion: bad input is refused with one line and a non-zero exit", (
         [["repro", "--backend", "wasm", "--store", `${root}/ro`, "--synthetic"], failed, new RegExp(`^write to the store ${root}/ro failed: it is not writable \\(EROFS: `)]
       ]
       const readOnlyCount = yield* check(readOnlyCases, (args) => Effect.provide(cli(args), readOnly))
-      assert.strictEqual(counted + readOnlyCount, 44)
+      assert.strictEqual(counted + readOnlyCount, 46)
 
       // Nothing above computed anything but the NaN file's model-file artifact (its evaluation was refused):
       // the teacher's 3 artifacts and the evaluation fixtures' 4, and that one.

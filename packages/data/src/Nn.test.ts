@@ -1,6 +1,6 @@
-import { assert, describe, it } from "@effect/vitest"
+import { assert, beforeEach, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { Compute, Rng, tf } from "@tinyfusion/tensor"
+import { Compute, Rng, tf, WebGpuFixture } from "@tinyfusion/tensor"
 import * as Nn from "./Nn.ts"
 
 const s = Rng.stream(0, "nn-test")
@@ -82,4 +82,31 @@ describe("Nn", () => {
       assert.deepStrictEqual(w, values(b.weight))
       assert.notDeepEqual(values(a.bias), values(Nn.init(Rng.stream(1, "init"), "other", [8, 4, 3, 3], 8).bias))
     }).pipe(Effect.provide(Compute.cpu)))
+
+  describe("on webgpu", () => {
+    beforeEach(WebGpuFixture.required)
+
+    it.effect("conv2d, down and up train there: values and gradients of input, weight and bias match cpu", () =>
+      Effect.gen(function*() {
+        const run = Effect.gen(function*() {
+          const compute = yield* Compute
+          return yield* compute.scoped(Effect.gen(function*() {
+            const x = normal(20, [2, 4, 6, 3])
+            const layers = {
+              conv: { weight: normal(21, [5, 3, 3, 3]), bias: normal(22, [5]) },
+              down: { weight: normal(23, [4, 5, 2, 2]), bias: normal(24, [4]) },
+              up: { weight: normal(25, [4, 3, 2, 2]), bias: normal(26, [3]) }
+            }
+            const loss = (xx: tf.Tensor, ...w: Array<tf.Tensor>) =>
+              tf.sum(tf.square(Nn.up(Nn.down(Nn.conv2d(xx, { weight: w[0]!, bias: w[1]! }), { weight: w[2]!, bias: w[3]! }), { weight: w[4]!, bias: w[5]! })))
+            const params = [layers.conv.weight, layers.conv.bias, layers.down.weight, layers.down.bias, layers.up.weight, layers.up.bias]
+            const { value, grads } = tf.valueAndGrads(loss)([x, ...params])
+            return [yield* compute.read(value), ...(yield* Effect.forEach(grads, compute.read))]
+          }))
+        })
+        const gpu = yield* run.pipe(Effect.provide(Compute.webgpu))
+        const cpu = yield* run.pipe(Effect.provide(Compute.cpu))
+        cpu.forEach((expected, i) => expected.forEach((v, j) => assert.closeTo(gpu[i]![j]!, v, 1e-4 * Math.max(1, Math.abs(v)), `tensor ${i}[${j}]`)))
+      }), 60_000)
+  })
 })

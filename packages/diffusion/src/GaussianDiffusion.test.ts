@@ -1,8 +1,10 @@
-import { assert, describe, it } from "@effect/vitest"
+import { assert, beforeEach, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { Compute, Rng, tf, tidy } from "@tinyfusion/tensor"
+import { Config, DiT, Fixtures, Init } from "@tinyfusion/models"
+import { Compute, type MemoryFigures, ParamTree, Rng, tf, tidy, WebGpuFixture } from "@tinyfusion/tensor"
 import * as GaussianDiffusion from "./GaussianDiffusion.ts"
 import * as Likelihood from "./Likelihood.ts"
+import * as Network from "./Network.ts"
 import * as Respacing from "./Respacing.ts"
 
 /** DDPM's schedule in float64, from the paper's formulas rather than the module's tables. */
@@ -14,6 +16,43 @@ const reference = (() => {
   const tildeBeta = (t: number) => ((1 - prev(t)) / (1 - alphaBar[t]!)) * beta[t]!
   return { beta, alphaBar, prev, tildeBeta }
 })()
+
+/** DDPM over 100 respaced steps with a guided one-block DiT: memory as each step calls the network. */
+const hundredSamplingSteps = Effect.gen(function*() {
+  const compute = yield* Compute
+  const config: Config.Config = { ...Fixtures.tiny, hiddenSize: 8, depth: 1 }
+  const params = Init.params(config, 0)
+  const d = yield* GaussianDiffusion.make({ respacing: "100", learnSigma: true })
+  const labels = [0, 1]
+  const guided = Network.denoiser((x, t, y) => DiT.infer(config, params, { x, t, y }), labels, {
+    scale: 1.5,
+    nullClass: Config.nullClass(config),
+    channels: "all",
+    inChannels: config.inChannels
+  })
+  const seen: Array<MemoryFigures> = []
+  const denoiser: Network.Denoiser = (x, t) => {
+    seen.push(Effect.runSync(compute.memory))
+    return guided(x, t)
+  }
+  const xT = Rng.normalTensor(Rng.stream(0, "test/x_T"), 0, [2, 4, 4, 2]) as tf.Tensor4D
+  const x0 = GaussianDiffusion.ddpmSample(d, denoiser, xT, { noise: Rng.stream(0, "test/noise") })
+  yield* compute.read(x0)
+  tf.dispose([x0, xT])
+  ParamTree.dispose(params)
+  return seen
+})
+
+const assertFlat = (seen: ReadonlyArray<MemoryFigures>) => {
+  assert.strictEqual(seen.length, 100)
+  // From the second step on, the chain's current x is one more tensor than x_T alone.
+  seen.slice(1).forEach((m, i) => assert.deepStrictEqual([m.tensors, m.bytes], [seen[1]!.tensors, seen[1]!.bytes], `step ${i + 1}`))
+  // The device's allocation (wasm's heap; webgpu's buffers, with those tfjs pools for reuse) never passes the
+  // peak of the first 50 steps: on webgpu it cycles with the batching of submissions, and does not grow.
+  const peak = (ms: ReadonlyArray<MemoryFigures>) => Math.max(...ms.map((m) => m.deviceBytes!))
+  assert.isAbove(peak(seen.slice(0, 50)), 0)
+  assert.isAtMost(peak(seen.slice(50)), peak(seen.slice(0, 50)))
+}
 
 const values = (t: tf.Tensor) => Array.from(t.dataSync())
 const shape: [number, number, number, number] = [4, 2, 2, 3]
@@ -150,11 +189,12 @@ describe("GaussianDiffusion", () => {
       })
     }).pipe(Effect.provide(Compute.wasm)))
 
-  it.effect("discretised Gaussian log-likelihood: bin mass inside, tails at the edges", () =>
+  it.effect("discretised Gaussian log-likelihood: bin mass inside, tails at the edges, far tails to float64's digits", () =>
     Effect.gen(function*() {
-      const xs = [-1, -0.5, 0, 0.3, 1]
-      const means = [-0.9, -0.49, 0.1, 0.3, 0.95]
-      const logScales = [-1, -3, -2, -4, -0.5]
+      // The last two bins lie 5σ above and below the mean: masses of 4e-8, which Φ̃(b) − Φ̃(a) near 1 loses in float32.
+      const xs = [-1, -0.5, 0, 0.3, 1, 0.5, -0.5]
+      const means = [-0.9, -0.49, 0.1, 0.3, 0.95, 0, 0]
+      const logScales = [-1, -3, -2, -4, -0.5, Math.log(0.1), Math.log(0.1)]
       const got = values(Likelihood.discretizedGaussianLogLikelihood(tf.tensor1d(xs), tf.tensor1d(means), tf.tensor1d(logScales)))
       const cdf = (z: number) => 0.5 * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (z + 0.044715 * z ** 3)))
       xs.forEach((x, i) => {
@@ -225,4 +265,14 @@ describe("GaussianDiffusion", () => {
         xT.dispose()
       }
     }).pipe(Effect.provide(Compute.wasm)))
+
+  it.effect("guided DDPM over 100 steps: every step releases what the one before made; the device's allocation stays flat", () =>
+    hundredSamplingSteps.pipe(Effect.map(assertFlat), Effect.provide(Compute.wasm)), 60_000)
+
+  describe("on webgpu", () => {
+    beforeEach(WebGpuFixture.required)
+
+    it.effect("guided DDPM over 100 steps releases its GPU buffers: tensors, bytes and the device's allocation flat", () =>
+      hundredSamplingSteps.pipe(Effect.map(assertFlat), Effect.provide(Compute.webgpu)), 300_000)
+  })
 })

@@ -1,7 +1,7 @@
-import { assert, describe, it } from "@effect/vitest"
+import { assert, beforeEach, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { Fixtures, Mar, MarStateDict, type MarConfig, MarReference } from "@tinyfusion/models"
-import { AdamW, Compute, HostTensor, ParamTree, Rng, tf, tidy } from "@tinyfusion/tensor"
+import { Fixtures, Mar, type MarConfig, MarReference, MarStateDict } from "@tinyfusion/models"
+import { AdamW, Compute, HostTensor, ParamTree, Rng, tf, tidy, WebGpuFixture } from "@tinyfusion/tensor"
 import * as DiffLoss from "./DiffLoss.ts"
 import * as MarTraining from "./MarTraining.ts"
 import * as Training from "./Training.ts"
@@ -29,6 +29,31 @@ const latentsOf = (fixture: Effect.Success<typeof MarReference.load>) => {
   return tf.tensor4d(l.data, l.shape as [number, number, number, number])
 }
 
+/** MAR's loss rows, its masked loss and the guided head on the reference fixture, on the layer's backend, against PyTorch's float64 values. */
+const lossParity = Effect.gen(function*() {
+  const compute = yield* Compute
+  const fixture = yield* MarReference.load
+  const config = fixture.config
+  const diffloss = yield* DiffLoss.make(config.numSamplingSteps)
+  const params = HostTensor.treeToTensors(fixture.params)
+  const d = fixtureDraws(fixture)
+  const terms = tidy(() => MarTraining.loss(diffloss, config, params, latentsOf(fixture), d))
+  const perRow = yield* compute.read(terms.perRow)
+  const expected = fixture.exact("out.loss")
+  assert.isBelow(maxDiff(perRow, expected), 1e-4 * Math.max(...expected), "loss per row")
+  const loss = (yield* compute.read(terms.loss))[0]!
+  const reference = fixture.exact("out.masked_loss")[0]!
+  assert.isBelow(Math.abs(loss - reference), 1e-5 * reference, `masked loss ${loss} vs ${reference}`)
+
+  // forward_with_cfg at 2.5 on the first half of the rows, conditions [z rows; the next z rows].
+  const zRows = tf.tile(tf.tensor2d(Float32Array.from(fixture.exact("out.z")), [12, 12]), [2, 1]) as tf.Tensor2D
+  const xt = tf.tensor2d(fixture.tensor("in.x_t").data, [24, 8])
+  const guided = tidy(() => DiffLoss.guided((x, t) => Mar.head(params, x, t, zRows), 2.5)(tf.slice(xt, [0, 0], [12, 8]), d.t.slice(0, 12)))
+  const cfg = fixture.exact("out.head_cfg").slice(0, 12 * 16)
+  assert.isBelow(maxDiff(yield* compute.read(guided), cfg), 1e-4 * Math.max(...cfg.map(Math.abs)), "guided head")
+  ParamTree.dispose(params)
+})
+
 describe("MAR training", () => {
   it.effect("DiffLoss's cosine schedules and the respaced generation steps are the reference's", () =>
     Effect.gen(function*() {
@@ -40,29 +65,7 @@ describe("MAR training", () => {
       assert.strictEqual(d.train.betas[999], 0.999)
     }))
 
-  it.effect("the loss rows, the masked loss and guided head outputs equal the reference (PyTorch, float64)", () =>
-    Effect.gen(function*() {
-      const fixture = yield* MarReference.load
-      const config = fixture.config
-      const diffloss = yield* DiffLoss.make(config.numSamplingSteps)
-      const params = HostTensor.treeToTensors(fixture.params)
-      const d = fixtureDraws(fixture)
-      const terms = tidy(() => MarTraining.loss(diffloss, config, params, latentsOf(fixture), d))
-      const perRow = terms.perRow.dataSync()
-      const expected = fixture.exact("out.loss")
-      assert.isBelow(maxDiff(perRow, expected), 1e-4 * Math.max(...expected), "loss per row")
-      const loss = terms.loss.dataSync()[0]!
-      const reference = fixture.exact("out.masked_loss")[0]!
-      assert.isBelow(Math.abs(loss - reference), 1e-5 * reference, `masked loss ${loss} vs ${reference}`)
-
-      // forward_with_cfg at 2.5 on the first half of the rows, conditions [z rows; the next z rows].
-      const zRows = tf.tile(tf.tensor2d(Float32Array.from(fixture.exact("out.z")), [12, 12]), [2, 1]) as tf.Tensor2D
-      const xt = tf.tensor2d(fixture.tensor("in.x_t").data, [24, 8])
-      const guided = tidy(() => DiffLoss.guided((x, t) => Mar.head(params, x, t, zRows), 2.5)(tf.slice(xt, [0, 0], [12, 8]), d.t.slice(0, 12)))
-      const cfg = fixture.exact("out.head_cfg").slice(0, 12 * 16)
-      assert.isBelow(maxDiff(guided.dataSync(), cfg), 1e-4 * Math.max(...cfg.map(Math.abs)), "guided head")
-      ParamTree.dispose(params)
-    }).pipe(Effect.provide(Compute.wasm)))
+  it.effect("the loss rows, the masked loss and guided head outputs equal the reference (PyTorch, float64)", () => lossParity.pipe(Effect.provide(Compute.wasm)))
 
   it.effect("the masked loss ignores exactly the unmasked tokens' rows", () =>
     Effect.gen(function*() {
@@ -135,4 +138,11 @@ describe("MAR training", () => {
       const last = Math.min(...losses.slice(-10))
       assert.isBelow(last, losses[0]! / 10, `loss ${losses[0]} → ${last}`)
     }).pipe(Effect.provide(Compute.wasm)), { timeout: 120_000 })
+
+  describe("on webgpu", () => {
+    beforeEach(WebGpuFixture.required)
+
+    it.effect("the loss rows, the masked loss and guided head outputs equal the reference there too", () =>
+      lossParity.pipe(Effect.provide(Compute.webgpu)), 60_000)
+  })
 })

@@ -1,7 +1,7 @@
-import { assert, describe, it } from "@effect/vitest"
+import { assert, beforeEach, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { type Config, Fixtures, Init } from "@tinyfusion/models"
-import { AdamW, Compute, HostTensor, ParamTree, Rng, tf } from "@tinyfusion/tensor"
+import { AdamW, Compute, HostTensor, ParamTree, Rng, tf, WebGpuFixture } from "@tinyfusion/tensor"
 import * as GaussianDiffusion from "./GaussianDiffusion.ts"
 import * as Training from "./Training.ts"
 
@@ -14,6 +14,39 @@ const batch = () => ({
   x: tf.tensor4d(Rng.uniform(Rng.stream(0, "test/batch"), 0, 4 * 4 * 4 * 2).map((u) => 2 * u - 1), [4, 4, 4, 2]),
   labels: [0, 1, 2, 1]
 })
+
+/** The smallest DiT: one block 8 wide, 4 tokens (what a step costs on lavapipe is its ~800 kernel launches). */
+const smallest: Config.Config = { ...Fixtures.tiny, hiddenSize: 8, depth: 1 }
+
+/** 100 training steps: memory before, and after each step once its loss is read. */
+const hundredSteps = Effect.gen(function*() {
+  const compute = yield* Compute
+  const objective = { _tag: "ddpm", diffusion: yield* GaussianDiffusion.make() } as const
+  const { x, labels } = batch()
+  let state = Training.init(Init.params(smallest, 0))
+  const before = yield* compute.memory
+  const after: Array<{ readonly tensors: number; readonly bytes: number; readonly deviceBytes: number | undefined }> = []
+  for (let i = 0; i < 100; i++) {
+    const next = Training.trainStep(objective, smallest, hyper, state, { x, labels }, { seed: 0, step: i })
+    yield* compute.read(next.loss)
+    Training.dispose(state)
+    tf.dispose([next.loss, next.gradNorm])
+    state = next.state
+    after.push(yield* compute.memory)
+  }
+  Training.dispose(state)
+  x.dispose()
+  return { before, after }
+})
+
+const assertFlat = ({ before, after }: Effect.Success<typeof hundredSteps>) => {
+  after.forEach((m, i) => assert.deepStrictEqual([m.tensors, m.bytes], [before.tensors, before.bytes], `after step ${i}`))
+  // The device's allocation (wasm's heap; webgpu's buffers, with those tfjs pools for reuse) never passes the
+  // peak of the first 50 steps.
+  const peak = (ms: ReadonlyArray<{ readonly deviceBytes: number | undefined }>) => Math.max(...ms.map((m) => m.deviceBytes!))
+  assert.isAbove(peak(after.slice(0, 50)), 0)
+  assert.isAtMost(peak(after.slice(50)), peak(after.slice(0, 50)))
+}
 
 /** Trains on one batch with the draws of step 0 repeated; the losses at every step. */
 const overfit = (objective: Training.Objective, steps: number) =>
@@ -110,4 +143,37 @@ describe("Training", () => {
       const last = Math.min(...losses.slice(-10))
       assert.isBelow(last, losses[0]! / 10, `loss ${losses[0]} → ${last}`)
     }).pipe(Effect.provide(Compute.wasm)), 60_000)
+
+  it.effect("100 steps release every tensor; the device's allocation stays flat", () =>
+    hundredSteps.pipe(Effect.map(assertFlat), Effect.provide(Compute.wasm)), 60_000)
+
+  describe("on webgpu", () => {
+    beforeEach(WebGpuFixture.required)
+
+    it.effect("100 steps release their GPU buffers: tensors, bytes and the device's allocation flat", () =>
+      hundredSteps.pipe(Effect.map(assertFlat), Effect.provide(Compute.webgpu)), 300_000)
+
+    it.effect("a step over 2,048 tokens (weight gradients tfjs would split with float atomics) gives the same bits twice", () =>
+      Effect.gen(function*() {
+        const compute = yield* Compute
+        const objective = { _tag: "ddpm", diffusion: yield* GaussianDiffusion.make() } as const
+        // 512 latents of 4 tokens: every Linear's weight gradient sums over 2,048 rows.
+        const x = tf.tensor4d(Rng.uniform(Rng.stream(0, "test/large-batch"), 0, 512 * 4 * 4 * 2).map((u) => 2 * u - 1), [512, 4, 4, 2])
+        const labels = Array.from({ length: 512 }, (_, i) => i % 3)
+        const start = Training.init(Init.params(smallest, 0))
+        const bits: Array<Array<string>> = []
+        for (let run = 0; run < 2; run++) {
+          const next = Training.trainStep(objective, smallest, hyper, start, { x, labels }, { seed: 0, step: 3 })
+          const leaves = ParamTree.flattenTensors(next.state.params)
+          const read: Array<string> = []
+          for (const [key, t] of leaves) read.push(`${key} ${Buffer.from((yield* compute.read(t)).buffer).toString("base64")}`)
+          bits.push(read)
+          Training.dispose(next.state)
+          tf.dispose([next.loss, next.gradNorm])
+        }
+        assert.deepStrictEqual(bits[1], bits[0])
+        Training.dispose(start)
+        x.dispose()
+      }).pipe(Effect.provide(Compute.webgpu)), 120_000)
+  })
 })

@@ -8,6 +8,7 @@ import { ArtifactStore, Checkpoint, Manifest, Stage } from "@tinyfusion/core"
 import { Dataset, Npz, Png, Stages } from "@tinyfusion/data"
 import { Config, Fixtures, MarArtifact, MarStateDict, ModelArtifact } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree, Rng, Safetensors } from "@tinyfusion/tensor"
+import * as Bootstrap from "./Bootstrap.ts"
 import * as Evaluation from "./Evaluation.ts"
 import * as Tiny from "./fixtures/Tiny.ts"
 import * as Features from "./Features.ts"
@@ -26,7 +27,9 @@ const evaluation: Evaluation.EvaluationConfig = {
   splitSize: 10,
   gridImages: 6,
   // Batches of 8, 8 and 4 samples: part 0 holds the first two, part 1 the last.
-  partBatches: 2
+  partBatches: 2,
+  // 8 groups of the 20 samples (2 or 3 rows) and of the 16 reference images (2 rows).
+  bootstrap: { replicates: 20, spatialReplicates: 10, groups: 8, seed: 0 }
 }
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "evaluation-test-"))
@@ -101,6 +104,13 @@ describe("Evaluation", () => {
         assert.isTrue(Number.isFinite(first.manifest.metrics[name]), name)
       }
       assert.strictEqual(first.manifest.metrics["fid"], out.fid)
+      // The bootstrap: replicates stored, their spread in the output.
+      const boot = yield* Bootstrap.decode(yield* first.bytes(Evaluation.files.bootstrap))
+      assert.deepStrictEqual([boot.fid.length, boot.sfid.length, boot.precision.length], [20, 10, 20])
+      assert.deepStrictEqual(out.bootstrap?.groups, { samples: 8, reference: 8 })
+      assert.strictEqual(out.bootstrap?.standardErrors.fid, Bootstrap.standardError(boot.fid))
+      assert.isAbove(out.bootstrap!.standardErrors.fid!, 0)
+      assert.isAbove(out.bootstrap!.standardErrors.sfid!, 0)
       // 6 tiles of 8×8 in 3 columns and 2 rows, 2-pixel gaps.
       const picture = yield* Png.decode(yield* first.bytes(Evaluation.files.grid), Evaluation.files.grid)
       assert.deepStrictEqual([picture.width, picture.height], [3 * 8 + 4 * 2, 2 * 8 + 3 * 2])

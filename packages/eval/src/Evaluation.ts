@@ -13,6 +13,9 @@
  *            spatial.safetensors    the same of spatial features (sFID)
  *            features.safetensors   pooled features, class probabilities and
  *                                   the label of every sample
+ *            bootstrap.safetensors  the bootstrap replicates of the five
+ *                                   numbers (Bootstrap), whose spread the
+ *                                   output states as standard errors
  *   metrics  fid, sfid, is, precision, recall (the output's names); and the
  *            speed of the sampling, decoding included, timed as each part
  *            was made: itPerS (network evaluations of a batch per second,
@@ -30,11 +33,12 @@
  * ends with the same bits as an uninterrupted one. The collector's float64
  * state is not stored: replaying the parts rebuilds it exactly.
  */
-import { Effect, Schema } from "effect"
+import { Effect, Schema, Struct } from "effect"
 import { Checkpoint, Progress, Stage } from "@tinyfusion/core"
 import { Codec, FeatureExtractor, Images, Npz, Png, Stages } from "@tinyfusion/data"
 import { ModelArtifact, Models } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree, Safetensors, tf } from "@tinyfusion/tensor"
+import * as Bootstrap from "./Bootstrap.ts"
 import * as FeatureStatistics from "./FeatureStatistics.ts"
 import * as Features from "./Features.ts"
 import * as MarSampling from "./MarSampling.ts"
@@ -61,6 +65,8 @@ export const EvaluationConfig = Schema.Struct({
   gridImages: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)),
   /** Batches per checkpointed part. */
   partBatches: PositiveInt,
+  /** The uncertainty of the five numbers: resampling samples and reference (Bootstrap). */
+  bootstrap: Bootstrap.Settings,
   /** How a MAR samples: required for a MAR model, refused for a DiT or SiT (whose sampler is `sampling`). */
   mar: Schema.optional(MarSampling.Options),
   /**
@@ -79,7 +85,15 @@ export const EvaluationOutput = Schema.Struct({
   parameters: Schema.Int,
   /** The weights sampled. */
   weights: Schema.Literals(["ema", "raw"]),
-  referenceImages: Schema.Int
+  referenceImages: Schema.Int,
+  /** The bootstrap run (null: none): its replicates, the groups each set was cut into, each number's standard error. */
+  bootstrap: Schema.NullOr(Schema.Struct({
+    replicates: Schema.Int,
+    spatialReplicates: Schema.Int,
+    groups: Schema.Struct({ samples: Schema.Int, reference: Schema.Int }),
+    /** Under the scores' names (Metrics.Scores); null where fewer than two replicates were drawn. */
+    standardErrors: Metrics.Scores.mapFields(Struct.map(Schema.NullOr))
+  }))
 })
 export type EvaluationOutput = typeof EvaluationOutput.Type
 
@@ -92,7 +106,9 @@ export const miniEvaluation: EvaluationConfig = {
   labels: "random",
   splitSize: 5000,
   gridImages: 64,
-  partBatches: 10
+  partBatches: 10,
+  // sFID's replicates cost an eigendecomposition at 448 dimensions each (~0.4 s on one core).
+  bootstrap: { replicates: 200, spatialReplicates: 50, groups: 50, seed: 0 }
 }
 
 export const files = {
@@ -100,7 +116,8 @@ export const files = {
   sampleBatch: "samples.npz",
   pooled: "pooled.safetensors",
   spatial: "spatial.safetensors",
-  features: Features.file
+  features: Features.file,
+  bootstrap: Bootstrap.file
 } as const
 
 /** Inputs that do not fit together (the model's latents and the autoencoder's, a model that is not one). */
@@ -349,7 +366,7 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     const partCount = Math.ceil(batches / config.partBatches)
     const gridCount = Math.min(config.gridImages, n)
     const parts = yield* Checkpoint.parts(ctx, partFile)
-    const collector = Metrics.collector(dims, "samples")
+    const collector = Metrics.collector(dims, "samples", { keepSpatial: config.bootstrap.spatialReplicates > 0 })
     const gridImages = new Uint8Array(gridCount * perImage)
     const evaluations = loaded.evaluations
     const sampled = { batches: 0, images: 0, ms: 0 }
@@ -434,11 +451,20 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     yield* progress.finish
 
     const summary = yield* collector.result
-    const results = yield* Metrics.evaluate(summary, reference.summary, {
+    const boot = config.bootstrap
+    const groups = boot.replicates === 0 ? undefined : {
+      samples: Bootstrap.groups(n, boot.groups),
+      reference: Bootstrap.groups(reference.summary.pooled.count, boot.groups)
+    }
+    const { results, coverage } = yield* Metrics.score(summary, reference.summary, {
       referenceRadii: reference.radii,
       k: reference.k,
-      splitSize: config.splitSize
+      splitSize: config.splitSize,
+      ...(groups === undefined ? {} : { groups })
     })
+    const replicates = groups === undefined
+      ? undefined
+      : yield* Bootstrap.replicates(summary, reference.summary, coverage, boot, { splitSize: config.splitSize })
     if (gridCount > 0) yield* ctx.writeBytes(files.grid, grid(gridImages, gridCount, imageShape))
     if (config.sampleBatch === true) {
       // The parts are read back one at a time: a 50,000-image batch (9.8 GB at 256²) never sits in memory.
@@ -464,6 +490,7 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     yield* ctx.writeBytes(files.pooled, FeatureStatistics.encode(summary.pooled))
     yield* ctx.writeBytes(files.spatial, FeatureStatistics.encode(summary.spatial))
     yield* ctx.writeBytes(files.features, Features.encode({ pooled: summary.pooledFeatures, probabilities: summary.probabilities, labels }))
+    if (replicates !== undefined) yield* ctx.writeBytes(files.bootstrap, Bootstrap.encode(replicates))
     for (const [name, value] of Object.entries(results)) yield* ctx.metric(name, value)
     // Every part, kept or sampled now, carries its time: a resumed run records what an uninterrupted one does.
     yield* ctx.metric("itPerS", (sampled.batches * evaluations * 1000) / sampled.ms)
@@ -476,7 +503,13 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
       depth: loaded.depth,
       parameters: loaded.parameters,
       weights: loaded.ema ? "ema" : "raw",
-      referenceImages: reference.summary.pooled.count
+      referenceImages: reference.summary.pooled.count,
+      bootstrap: replicates === undefined || groups === undefined ? null : {
+        replicates: boot.replicates,
+        spatialReplicates: boot.spatialReplicates,
+        groups: { samples: groups.samples.length - 1, reference: groups.reference.length - 1 },
+        standardErrors: Bootstrap.standardErrors(replicates)
+      }
     } satisfies EvaluationOutput
   })
 

@@ -34,6 +34,15 @@ export interface Accumulator {
   readonly add: (batch: Matrix.Matrix) => Effect.Effect<void, Matrix.InvalidFeatures>
   /** The statistics of everything added so far (at least 2 rows). */
   readonly result: Effect.Effect<FeatureStatistics, Matrix.InvalidFeatures>
+  /** The raw moments so far (any count): the mean and the upper triangle of Σ (x − μ)(x − μ)ᵀ, copied. */
+  readonly moments: () => Moments
+}
+
+export interface Moments {
+  readonly count: number
+  readonly mean: Float64Array
+  /** D×D row-major; only the upper triangle (j ≥ i) is set. */
+  readonly m2: Float64Array
 }
 
 /** A streaming accumulator for D-dimensional features; `input` names them in errors. */
@@ -122,7 +131,8 @@ export const accumulator = (dim: number, input = "features"): Accumulator => {
       return count
     },
     add,
-    result
+    result,
+    moments: () => ({ count, mean: Float64Array.from(mean), m2: Float64Array.from(m2) })
   }
 }
 

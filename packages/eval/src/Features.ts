@@ -37,6 +37,8 @@ export const file = "features.safetensors"
 export interface FeatureSet {
   /** [N, D] */
   readonly pooled: Matrix.Matrix
+  /** [N, D_s] spatial features (a reference keeps them for the bootstrap of sFID). */
+  readonly spatial?: Matrix.Matrix
   /** [N, classes] */
   readonly probabilities: Matrix.Matrix
   /** [N] squared distance of each pooled feature to its k-th neighbour in the set. */
@@ -52,6 +54,7 @@ export const encode = (set: FeatureSet): Uint8Array =>
     [
       ["pooled", f32(set.pooled)],
       ["probabilities", f32(set.probabilities)],
+      ...(set.spatial === undefined ? [] : [["spatial", f32(set.spatial)] as const]),
       ...(set.radii === undefined ? [] : [["radii", HostTensor.float32([set.radii.length], set.radii)] as const]),
       ...(set.labels === undefined ? [] : [["labels", HostTensor.int32([set.labels.length], set.labels)] as const])
     ],
@@ -64,7 +67,7 @@ export const encode = (set: FeatureSet): Uint8Array =>
  */
 export const decode = Effect.fn("Features.decode")(function*(
   bytes: Uint8Array,
-  expected: { readonly count: number; readonly poolDim: number; readonly classes: number },
+  expected: { readonly count: number; readonly poolDim: number; readonly classes: number; readonly spatialDim?: number },
   where: { readonly key: string; readonly path: string }
 ) {
   const fail = (reason: string) => new CorruptArtifact({ ...where, reason })
@@ -82,11 +85,13 @@ export const decode = Effect.fn("Features.decode")(function*(
   const { count, poolDim, classes } = expected
   const pooled = yield* tensor("pooled", "float32", [count, poolDim], true)
   const probabilities = yield* tensor("probabilities", "float32", [count, classes], true)
+  const spatial = expected.spatialDim === undefined ? undefined : yield* tensor("spatial", "float32", [count, expected.spatialDim], true)
   const radii = yield* tensor("radii", "float32", [count], false)
   const labels = yield* tensor("labels", "int32", [count], false)
   return {
     pooled: Matrix.make(count, poolDim, pooled!.data as Float32Array),
     probabilities: Matrix.make(count, classes, probabilities!.data as Float32Array),
+    ...(spatial === undefined ? {} : { spatial: Matrix.make(count, expected.spatialDim!, spatial.data as Float32Array) }),
     ...(radii === undefined ? {} : { radii: radii.data as Float32Array }),
     ...(labels === undefined ? {} : { labels: labels.data as Int32Array })
   } satisfies FeatureSet

@@ -1,7 +1,7 @@
-import { assert, describe, it } from "@effect/vitest"
+import { assert, beforeEach, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { Fixtures, MarStateDict } from "@tinyfusion/models"
-import { Compute, HostTensor, ParamTree, tf } from "@tinyfusion/tensor"
+import { type BackendName, Compute, HostTensor, ParamTree, tf, WebGpuFixture } from "@tinyfusion/tensor"
 import * as MarSampling from "./MarSampling.ts"
 
 const options: MarSampling.Options = { iterations: 4, cfgScale: 1, cfgSchedule: "linear", temperature: 1, seed: 0 }
@@ -53,4 +53,30 @@ describe("MarSampling", () => {
       assert.strictEqual((yield* compute.memory).tensors, before)
       ParamTree.dispose(model.params)
     }).pipe(Effect.provide(Compute.wasm)), { timeout: 60_000 })
+
+  describe("on webgpu", () => {
+    beforeEach(WebGpuFixture.required)
+
+    it.effect("guided sampling at a temperature gives wasm's tokens", () =>
+      Effect.gen(function*() {
+        const config = { ...Fixtures.mar, numSamplingSteps: "5" }
+        const run = (backend: BackendName) =>
+          Effect.gen(function*() {
+            const compute = yield* Compute
+            const params = HostTensor.treeToTensors(MarStateDict.init(config, 1))
+            const model = { config, params: ParamTree.mapTensors(params, (t) => tf.add(t, 0.05)) as ParamTree.ParamTree }
+            ParamTree.dispose(params)
+            const sampler = yield* MarSampling.make(config, { ...options, cfgScale: 3, temperature: 0.9 })
+            const t = sampler.sample(model, 0, [0, 1, 3])
+            const values = yield* compute.read(t)
+            t.dispose()
+            ParamTree.dispose(model.params)
+            return values
+          }).pipe(Effect.provide(Compute.layer(backend)))
+        const wasm = yield* run("wasm")
+        const gpu = yield* run("webgpu")
+        const scale = Math.max(...wasm.map(Math.abs))
+        wasm.forEach((v, j) => assert.closeTo(gpu[j]!, v, 1e-4 * scale, `token value ${j}`))
+      }), 120_000)
+  })
 })

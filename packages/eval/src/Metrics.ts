@@ -31,6 +31,8 @@ export interface Summary {
   readonly spatial: FeatureStatistics.FeatureStatistics
   readonly pooledFeatures: Matrix.Matrix
   readonly probabilities: Matrix.Matrix
+  /** Every row's spatial features, where kept (the bootstrap of sFID resamples them). */
+  readonly spatialFeatures?: Matrix.Matrix
 }
 
 export interface Dimensions {
@@ -45,12 +47,13 @@ export interface Collector {
   readonly result: Effect.Effect<Summary, Matrix.InvalidFeatures>
 }
 
-/** Accumulates batches of `input` ("samples", "reference") features. */
-export const collector = (dims: Dimensions, input = "samples"): Collector => {
+/** Accumulates batches of `input` ("samples", "reference") features; `keepSpatial` keeps every spatial row too. */
+export const collector = (dims: Dimensions, input = "samples", options: { readonly keepSpatial?: boolean } = {}): Collector => {
   const pooled = FeatureStatistics.accumulator(dims.pooled, `${input}.pooled`)
   const spatial = FeatureStatistics.accumulator(dims.spatial, `${input}.spatial`)
   const pooledRows: Array<Matrix.Matrix> = []
   const probabilityRows: Array<Matrix.Matrix> = []
+  const spatialRows: Array<Matrix.Matrix> = []
   const add = Effect.fn("Metrics.Collector.add")(function*(batch: FeatureBatch) {
     const n = batch.pooled.rows
     for (const [name, m] of [["spatial", batch.spatial], ["probabilities", batch.probabilities]] as const) {
@@ -64,13 +67,15 @@ export const collector = (dims: Dimensions, input = "samples"): Collector => {
     // Copies: a caller may reuse its buffers for the next batch.
     pooledRows.push(Matrix.make(n, dims.pooled, Float32Array.from(batch.pooled.data)))
     probabilityRows.push(Matrix.make(n, dims.classes, Float32Array.from(batch.probabilities.data)))
+    if (options.keepSpatial === true) spatialRows.push(Matrix.make(n, dims.spatial, Float32Array.from(batch.spatial.data)))
   })
   const result = Effect.gen(function*() {
     return {
       pooled: yield* pooled.result,
       spatial: yield* spatial.result,
       pooledFeatures: Matrix.concat(pooledRows, dims.pooled),
-      probabilities: Matrix.concat(probabilityRows, dims.classes)
+      probabilities: Matrix.concat(probabilityRows, dims.classes),
+      ...(options.keepSpatial === true ? { spatialFeatures: Matrix.concat(spatialRows, dims.spatial) } : {})
     } satisfies Summary
   })
   return {
@@ -85,6 +90,8 @@ export const collector = (dims: Dimensions, input = "samples"): Collector => {
 export interface Options extends PrecisionRecall.Options, InceptionScore.Options {
   /** The reference's k-NN radii if stored with it (they cost a pass over N² distances). */
   readonly referenceRadii?: Float32Array
+  /** Row groups of each set for the bootstrap's coverage masks (PrecisionRecall.Manifold's offsets); absent: one group each. */
+  readonly groups?: { readonly samples: Int32Array; readonly reference: Int32Array }
 }
 
 /**
@@ -101,16 +108,22 @@ export const Scores = Schema.Struct({
 })
 export type Results = typeof Scores.Type
 
-export const evaluate = Effect.fn("Metrics.evaluate")(function*(samples: Summary, reference: Summary, options: Options = {}) {
+/** The five numbers and the precision/recall coverage masks they came from (what the bootstrap resamples). */
+export const score = Effect.fn("Metrics.score")(function*(samples: Summary, reference: Summary, options: Options = {}) {
   const fid = yield* FrechetDistance.compute(samples.pooled, reference.pooled)
   const sfid = yield* FrechetDistance.compute(samples.spatial, reference.spatial)
   const is = yield* InceptionScore.compute(samples.probabilities, options)
   const referenceRadii = options.referenceRadii ?? (yield* PrecisionRecall.radii("reference", reference.pooledFeatures, options))
   const sampleRadii = yield* PrecisionRecall.radii("samples", samples.pooledFeatures, options)
-  const { precision, recall } = yield* PrecisionRecall.evaluate(
-    { features: reference.pooledFeatures, radii: referenceRadii },
-    { features: samples.pooledFeatures, radii: sampleRadii },
+  const groups = options.groups
+  const coverage = yield* PrecisionRecall.coverage(
+    { features: reference.pooledFeatures, radii: referenceRadii, ...(groups === undefined ? {} : { groups: groups.reference }) },
+    { features: samples.pooledFeatures, radii: sampleRadii, ...(groups === undefined ? {} : { groups: groups.samples }) },
     options
   )
-  return { is, fid, sfid, precision, recall } satisfies Results
+  const { precision, recall } = PrecisionRecall.shares(coverage)
+  return { results: { is, fid, sfid, precision, recall } satisfies Results, coverage }
 })
+
+/** The five numbers of `samples` against `reference`. */
+export const evaluate = (samples: Summary, reference: Summary, options: Options = {}) => Effect.map(score(samples, reference, options), (s) => s.results)

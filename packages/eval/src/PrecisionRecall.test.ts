@@ -40,6 +40,37 @@ describe("PrecisionRecall", () => {
       assert.strictEqual(swapped.recall, 6 / 8)
     }).pipe(Effect.provide(Compute.wasm)))
 
+  it.effect("coverage by group: which squares' balls hold each point; shares over drawn groups and weighted rows", () =>
+    Effect.gen(function*() {
+      const radii = { reference: new Float32Array(12).fill(8), samples: new Float32Array(8).fill(32) }
+      // Reference groups A, B, C; sample groups S₁, S₂ (the squares above).
+      for (const blockSize of [1024, 3]) {
+        const c = yield* PrecisionRecall.coverage(
+          { features: reference, radii: radii.reference, groups: Int32Array.of(0, 4, 8, 12) },
+          { features: samples, radii: radii.samples, groups: Int32Array.of(0, 4, 8) },
+          { blockSize }
+        )
+        // S₁'s corners lie in A's balls (bit 0), S₂'s lower two in B's (bit 1), its upper two in none.
+        assert.deepStrictEqual([...c.samples], [1, 1, 1, 1, 2, 2, 0, 0])
+        // A lies in S₁'s balls, B in S₂'s, C in none.
+        assert.deepStrictEqual([...c.reference], [1, 1, 1, 1, 2, 2, 2, 2, 0, 0, 0, 0])
+        assert.deepStrictEqual(PrecisionRecall.shares(c), { precision: 6 / 8, recall: 8 / 12 })
+        // Only B's balls and S₁'s drawn: S₂'s lower two are covered, and A.
+        const drawn = { reference: Uint32Array.of(2), samples: Uint32Array.of(1) }
+        assert.deepStrictEqual(PrecisionRecall.shares(c, drawn), { precision: 2 / 8, recall: 4 / 12 })
+        // S₁ drawn twice and S₂ not, C three times and A, B not (weights of rows), all balls drawn:
+        // precision over S₁'s 8 weighted rows, all covered; recall over C's 12, none covered.
+        const weights = { samples: [2, 2, 2, 2, 0, 0, 0, 0], reference: [0, 0, 0, 0, 0, 0, 0, 0, 3, 3, 3, 3] }
+        const all = { reference: PrecisionRecall.allGroups(3), samples: PrecisionRecall.allGroups(2) }
+        assert.deepStrictEqual(PrecisionRecall.shares(c, all, weights), { precision: 1, recall: 0 })
+      }
+      const bad = yield* Effect.flip(PrecisionRecall.coverage({ features: reference, radii: radii.reference, groups: Int32Array.of(0, 4, 4, 12) }, {
+        features: samples,
+        radii: radii.samples
+      }))
+      assert.match(bad.message, /reference groups.*offsets \[0,4,4,12\] do not cut 12 rows into non-empty groups/)
+    }).pipe(Effect.provide(Compute.wasm)))
+
   it.effect("precision = recall = 1 for identical sets, leaving no tensors behind; k is a parameter", () =>
     Effect.gen(function*() {
       const compute = yield* Compute

@@ -81,15 +81,68 @@ export const radii = Effect.fn("PrecisionRecall.radii")(function*(input: string,
   return out
 })
 
+/** A feature set with its k-NN radii and, for the bootstrap, its rows cut into consecutive groups. */
+export interface Manifold {
+  readonly features: Matrix.Matrix
+  readonly radii: Float32Array
+  /** G + 1 row offsets: group g holds rows [groups[g], groups[g + 1]). Absent: one group of every row. */
+  readonly groups?: Int32Array
+}
+
 /**
- * Precision and recall of `samples` against `reference`, given the radii of
- * both sets (from `radii`; the reference's can be stored with it).
+ * Which groups' k-NN balls hold each point of the other set, as bit masks
+ * of ⌈G/32⌉ words per point: `samples` row j has bit g set when some point of
+ * reference group g holds sample j in its ball; `reference` row i likewise
+ * for the sample groups. Precision and recall are the shares of points with
+ * any bit set; a bootstrap replicate that draws only some groups keeps the
+ * bits of the drawn groups (`shares`).
  */
-export const evaluate = Effect.fn("PrecisionRecall.evaluate")(function*(
-  reference: { readonly features: Matrix.Matrix; readonly radii: Float32Array },
-  samples: { readonly features: Matrix.Matrix; readonly radii: Float32Array },
+export interface Coverage {
+  readonly sampleGroups: number
+  readonly referenceGroups: number
+  /** [samples × words(referenceGroups)] */
+  readonly samples: Uint32Array
+  /** [reference × words(sampleGroups)] */
+  readonly reference: Uint32Array
+}
+
+export const words = (groups: number): number => Math.ceil(groups / 32)
+
+const groupsOf = (name: string, m: Manifold) =>
+  Effect.gen(function*() {
+    const n = m.features.rows
+    const g = m.groups ?? Int32Array.of(0, n)
+    const ordered = g.length >= 2 && g[0] === 0 && g[g.length - 1] === n && g.every((x, i) => i === 0 || x > g[i - 1]!)
+    if (!ordered) return yield* new Matrix.InvalidFeatures({ input: `${name} groups`, reason: `offsets [${[...g]}] do not cut ${n} rows into non-empty groups` })
+    return g
+  })
+
+/** One-hot group membership of rows [start, end): [end − start, G] (float32, for a counting matmul). */
+const membership = (groups: Int32Array, start: number, end: number): tf.Tensor2D => {
+  const g = groups.length - 1
+  const out = new Float32Array((end - start) * g)
+  let group = 0
+  for (let r = start; r < end; r++) {
+    while (groups[group + 1]! <= r) group++
+    out[(r - start) * g + group] = 1
+  }
+  return tf.tensor2d(out, [end - start, g])
+}
+
+/** Sets bit g of row r's mask where counts[r, g] > 0. */
+const orBits = (masks: Uint32Array, perRow: number, firstRow: number, counts: Float32Array | Int32Array | Uint8Array, rows: number, g: number) => {
+  for (let r = 0; r < rows; r++) {
+    const base = (firstRow + r) * perRow
+    for (let j = 0; j < g; j++) if (counts[r * g + j]! > 0) masks[base + (j >>> 5)] = masks[base + (j >>> 5)]! | (1 << (j & 31))
+  }
+}
+
+/** The coverage masks of `samples` against `reference` (radii from `radii`; the reference's can be stored with it). */
+export const coverage = Effect.fn("PrecisionRecall.coverage")(function*(
+  reference: Manifold,
+  samples: Manifold,
   options: Options = {}
-): Effect.fn.Return<Result, Matrix.InvalidFeatures | ComputeError, Compute> {
+): Effect.fn.Return<Coverage, Matrix.InvalidFeatures | ComputeError, Compute> {
   const { blockSize } = yield* settings(options)
   const ref = yield* Matrix.validate("reference", reference.features, { minRows: 1 })
   const smp = yield* Matrix.validate("samples", samples.features, { cols: ref.cols, minRows: 1 })
@@ -99,28 +152,89 @@ export const evaluate = Effect.fn("PrecisionRecall.evaluate")(function*(
       reason: `${reference.radii.length} reference and ${samples.radii.length} sample radii for ${ref.rows} and ${smp.rows} points`
     })
   }
+  const refGroups = yield* groupsOf("reference", reference)
+  const smpGroups = yield* groupsOf("samples", samples)
+  const gr = refGroups.length - 1
+  const gs = smpGroups.length - 1
   const compute = yield* Compute
-  // Reference points inside some sample ball (recall), samples inside some reference ball (precision).
-  const referenceIn = new Uint8Array(ref.rows)
-  const sampleIn = new Uint8Array(smp.rows)
+  const out: Coverage = {
+    sampleGroups: gs,
+    referenceGroups: gr,
+    samples: new Uint32Array(smp.rows * words(gr)),
+    reference: new Uint32Array(ref.rows * words(gs))
+  }
   for (let r0 = 0; r0 < ref.rows; r0 += blockSize) {
     const r1 = Math.min(ref.rows, r0 + blockSize)
     for (let c0 = 0; c0 < smp.rows; c0 += blockSize) {
       const c1 = Math.min(smp.rows, c0 + blockSize)
-      const flags = yield* compute.scoped(Effect.gen(function*() {
+      const [inSampleBalls, inReferenceBalls] = yield* compute.scoped(Effect.gen(function*() {
         const d = pairwise(upload(ref, r0, r1), upload(smp, c0, c1))
         const sampleRadii = tf.tensor2d(samples.radii.subarray(c0, c1), [1, c1 - c0])
         const referenceRadii = tf.tensor2d(reference.radii.subarray(r0, r1), [r1 - r0, 1])
-        const refInSample = tf.any(tf.lessEqual(d, sampleRadii), 1)
-        const sampleInRef = tf.any(tf.lessEqual(d, referenceRadii), 0)
-        return yield* compute.read(tf.concat([tf.cast(refInSample, "int32"), tf.cast(sampleInRef, "int32")]))
+        // Per reference point, balls of each sample group holding it; per sample, each reference group's.
+        const bySampleGroup = tf.matMul(tf.cast(tf.lessEqual(d, sampleRadii), "float32"), membership(smpGroups, c0, c1))
+        const byReferenceGroup = tf.matMul(tf.cast(tf.lessEqual(d, referenceRadii), "float32"), membership(refGroups, r0, r1), true, false)
+        return [yield* compute.read(bySampleGroup), yield* compute.read(byReferenceGroup)] as const
       }))
-      for (let i = 0; i < r1 - r0; i++) referenceIn[r0 + i] = referenceIn[r0 + i]! | flags[i]!
-      for (let j = 0; j < c1 - c0; j++) sampleIn[c0 + j] = sampleIn[c0 + j]! | flags[r1 - r0 + j]!
+      orBits(out.reference, words(gs), r0, inSampleBalls, r1 - r0, gs)
+      orBits(out.samples, words(gr), c0, inReferenceBalls, c1 - c0, gr)
     }
   }
-  const share = (flags: Uint8Array) => flags.reduce((s, x) => s + x, 0) / flags.length
-  return { precision: share(sampleIn), recall: share(referenceIn) }
+  return out
+})
+
+const anyBit = (masks: Uint32Array, perRow: number, row: number, drawn: Uint32Array): boolean => {
+  for (let w = 0; w < perRow; w++) if ((masks[row * perRow + w]! & drawn[w]!) !== 0) return true
+  return false
+}
+
+/** Bit masks with every group set. */
+export const allGroups = (groups: number): Uint32Array => {
+  const out = new Uint32Array(words(groups))
+  for (let g = 0; g < groups; g++) out[g >>> 5] = out[g >>> 5]! | (1 << (g & 31))
+  return out
+}
+
+/**
+ * Precision and recall from coverage masks, counting only the balls of the
+ * drawn groups (`drawnReference`, `drawnSamples`: masks as `allGroups`
+ * gives) and weighting each point by its row's weight (a bootstrap
+ * multiplicity; absent: 1).
+ */
+export const shares = (
+  c: Coverage,
+  drawn: { readonly reference: Uint32Array; readonly samples: Uint32Array } = { reference: allGroups(c.referenceGroups), samples: allGroups(c.sampleGroups) },
+  weights?: { readonly reference: ArrayLike<number>; readonly samples: ArrayLike<number> }
+): Result => {
+  const share = (masks: Uint32Array, perRow: number, rows: number, groups: Uint32Array, w: ArrayLike<number> | undefined) => {
+    let inside = 0
+    let total = 0
+    for (let r = 0; r < rows; r++) {
+      const weight = w === undefined ? 1 : w[r]!
+      if (weight === 0) continue
+      total += weight
+      if (anyBit(masks, perRow, r, groups)) inside += weight
+    }
+    return inside / total
+  }
+  const perSample = words(c.referenceGroups)
+  const perReference = words(c.sampleGroups)
+  return {
+    precision: share(c.samples, perSample, c.samples.length / perSample, drawn.reference, weights?.samples),
+    recall: share(c.reference, perReference, c.reference.length / perReference, drawn.samples, weights?.reference)
+  }
+}
+
+/**
+ * Precision and recall of `samples` against `reference`, given the radii of
+ * both sets (from `radii`; the reference's can be stored with it).
+ */
+export const evaluate = Effect.fn("PrecisionRecall.evaluate")(function*(
+  reference: Manifold,
+  samples: Manifold,
+  options: Options = {}
+): Effect.fn.Return<Result, Matrix.InvalidFeatures | ComputeError, Compute> {
+  return shares(yield* coverage(reference, samples, options))
 })
 
 /** Precision and recall (k = 3 by default) from the two feature sets alone. */

@@ -6,8 +6,10 @@
  *
  *   pooled.safetensors    mean and covariance of pooled features (FID), float64
  *   spatial.safetensors   the same of spatial features (sFID), float64
- *   features.safetensors  the pooled features and class probabilities of every
- *                         image, and each one's k-NN radius (precision/recall)
+ *   features.safetensors  the pooled and spatial features and class
+ *                         probabilities of every image, and each one's k-NN
+ *                         radius (precision/recall); the spatial rows are what
+ *                         the bootstrap of sFID resamples
  *
  * The images go through the path samples take (`Features.ofPixels`), and the
  * statistics are eval's FeatureStatistics, so a sample set equal to the
@@ -67,6 +69,15 @@ export class ImagesMismatch extends Schema.TaggedError<ImagesMismatch>()("Images
 /** The mini preset: Fashion-MNIST's 10,000 test images. */
 export const miniReference: ReferenceConfig = { dataset: "fashion-mnist", split: "test", images: 0, batchSize: 500, k: 3, splitSize: 5000 }
 
+/** The features file: every image's pooled and spatial features, class probabilities and k-NN radius. */
+const encodeFeatures = (summary: Metrics.Summary, radii: Float32Array) =>
+  Features.encode({
+    pooled: summary.pooledFeatures,
+    probabilities: summary.probabilities,
+    ...(summary.spatialFeatures === undefined ? {} : { spatial: summary.spatialFeatures }),
+    radii
+  })
+
 export const ReferenceStage = Stage.make({
   name: "reference",
   module: import.meta.url,
@@ -83,7 +94,9 @@ export const ReferenceStage = Stage.make({
       if (set.height !== h || set.width !== w || set.channels !== c) {
         return yield* new ImagesMismatch({ dataset: data.name, images: `${set.height}×${set.width}×${set.channels}`, network: `${h}×${w}×${c}` })
       }
-      const collector = Metrics.collector({ pooled: extractor.poolDim, spatial: extractor.spatialDim, classes: extractor.classes }, "reference")
+      const collector = Metrics.collector({ pooled: extractor.poolDim, spatial: extractor.spatialDim, classes: extractor.classes }, "reference", {
+        keepSpatial: true
+      })
       const per = Images.imageSize(set)
       for (let start = 0; start < count; start += config.batchSize) {
         const n = Math.min(config.batchSize, count - start)
@@ -94,7 +107,7 @@ export const ReferenceStage = Stage.make({
       const is = yield* InceptionScore.compute(summary.probabilities, { splitSize: config.splitSize })
       yield* ctx.writeBytes(files.pooled, FeatureStatistics.encode(summary.pooled))
       yield* ctx.writeBytes(files.spatial, FeatureStatistics.encode(summary.spatial))
-      yield* ctx.writeBytes(files.features, Features.encode({ pooled: summary.pooledFeatures, probabilities: summary.probabilities, radii }))
+      yield* ctx.writeBytes(files.features, encodeFeatures(summary, radii))
       yield* ctx.metric("is", is)
       return {
         count,
@@ -171,7 +184,11 @@ export const inspectBatch = Effect.fn("Reference.inspectBatch")(function*(
  * sFID statistics are the batch's own mu/sigma and mu_s/sigma_s when it has
  * them, as ADM's evaluator reads them (the FID between those and the ones
  * recomputed here is the metric `fidBatchVsRecomputed`: how far this
- * feature network is from the TF graph on these images).
+ * feature network is from the TF graph on these images). The features file
+ * keeps every image's spatial rows, as the dataset-split reference's does, for
+ * the bootstrap of sFID. The bootstrap resamples the features recomputed
+ * here; their spread stands for that of the point value the batch's own
+ * statistics give.
  */
 export const fromBatch = (path: string) =>
   Stage.make({
@@ -186,7 +203,7 @@ export const fromBatch = (path: string) =>
         const dims = { pooled: extractor.poolDim, spatial: extractor.spatialDim, classes: extractor.classes }
         const checked = yield* inspectBatch(path, { imageShape: extractor.imageShape, poolDim: dims.pooled, spatialDim: dims.spatial })
         if (checked.sha256 !== config.sha256) return yield* new BatchMismatch({ path, reason: `sha256 ${checked.sha256}, the stage config names ${config.sha256}` })
-        const collector = Metrics.collector(dims, "reference")
+        const collector = Metrics.collector(dims, "reference", { keepSpatial: true })
         const npz = yield* Npz.open(path)
         const rows = yield* npz.rows("arr_0")
         for (let start = 0; start < checked.count; start += config.batchSize) {
@@ -206,7 +223,7 @@ export const fromBatch = (path: string) =>
         const is = yield* InceptionScore.compute(summary.probabilities, { splitSize: config.splitSize })
         yield* ctx.writeBytes(files.pooled, FeatureStatistics.encode(pooled))
         yield* ctx.writeBytes(files.spatial, FeatureStatistics.encode(spatial))
-        yield* ctx.writeBytes(files.features, Features.encode({ pooled: summary.pooledFeatures, probabilities: summary.probabilities, radii }))
+        yield* ctx.writeBytes(files.features, encodeFeatures(summary, radii))
         yield* ctx.metric("is", is)
         return { count: checked.count, poolDim: dims.pooled, spatialDim: dims.spatial, classes: dims.classes, k: config.k, is }
       }).pipe(Effect.scoped, Effect.provide(Stages.featureExtractor(featureNet)))
@@ -238,11 +255,12 @@ export const load = Effect.fn("Reference.load")(function*(artifact: Stage.Artifa
   const pooled = yield* statistics(files.pooled, out.poolDim)
   const spatial = yield* statistics(files.spatial, out.spatialDim)
   const set = yield* Features.decode(yield* artifact.bytes(files.features), out, { key: artifact.key, path: artifact.path(files.features) })
+  const spatialFeatures = set.spatial!
   if (set.radii === undefined) {
     return yield* new CorruptArtifact({ key: artifact.key, path: artifact.path(files.features), reason: "no radii" })
   }
   return {
-    summary: { pooled, spatial, pooledFeatures: set.pooled, probabilities: set.probabilities },
+    summary: { pooled, spatial, pooledFeatures: set.pooled, probabilities: set.probabilities, spatialFeatures },
     radii: set.radii,
     k: out.k
   } satisfies Loaded

@@ -1,8 +1,8 @@
-import { assert, describe, it } from "@effect/vitest"
+import { assert, beforeEach, describe, it } from "@effect/vitest"
 import { Effect, Schema } from "effect"
 import { GaussianDiffusion } from "@tinyfusion/diffusion"
-import { Config, Init } from "@tinyfusion/models"
-import { Compute, ParamTree, Rng } from "@tinyfusion/tensor"
+import { Config, Init, StateDict } from "@tinyfusion/models"
+import { type BackendName, Compute, HostTensor, ParamTree, Rng, WebGpuFixture } from "@tinyfusion/tensor"
 import * as Sampling from "./Sampling.ts"
 
 const options = (sampler: Sampling.SamplerName, steps: string): Sampling.Options =>
@@ -72,4 +72,40 @@ describe("Sampling", () => {
       flow.dispose()
       ParamTree.dispose(params)
     }).pipe(Effect.provide(Compute.wasm)))
+
+  describe("on webgpu", () => {
+    beforeEach(WebGpuFixture.required)
+
+    it.effect("DDPM and DDIM with guidance (DiT), the ODE and the SDE (SiT) give wasm's latents", () =>
+      Effect.gen(function*() {
+        const config = yield* Config.make("mini", { depth: 2, hiddenSize: 16, numHeads: 2, inputSize: 4, numClasses: 3 })
+        // Weights N(0, 0.1²) everywhere, so that every output depends on its inputs.
+        const host = ParamTree.unflatten(StateDict.referenceShapes(config).map(([key, shape]) =>
+          [key, HostTensor.float32(shape, Rng.normal(Rng.stream(3, key), 0, HostTensor.numel(shape)).map((v) => 0.1 * v))] as const
+        )) as HostTensor.HostTree
+        const samplers = [options("ddpm", "6"), options("ddim", "ddim6"), options("ode", "4"), options("sde", "6")]
+        const run = (backend: BackendName) =>
+          Effect.gen(function*() {
+            const compute = yield* Compute
+            const params = HostTensor.treeToTensors(host)
+            const out = yield* Effect.forEach(samplers, (o) =>
+              Effect.gen(function*() {
+                const sampler = yield* Sampling.make(o)
+                const family = o.sampler === "ode" || o.sampler === "sde" ? ("sit" as const) : ("dit" as const)
+                const x = sampler.sample({ family, config, params }, 1, [0, 1, 2])
+                const values = yield* compute.read(x)
+                x.dispose()
+                return values
+              }))
+            ParamTree.dispose(params)
+            return out
+          }).pipe(Effect.provide(Compute.layer(backend)))
+        const wasm = yield* run("wasm")
+        const gpu = yield* run("webgpu")
+        samplers.forEach((o, i) => {
+          const scale = Math.max(...wasm[i]!.map(Math.abs))
+          wasm[i]!.forEach((v, j) => assert.closeTo(gpu[i]![j]!, v, 1e-4 * scale, `${o.sampler} [${j}]`))
+        })
+      }), 120_000)
+  })
 })

@@ -1,6 +1,6 @@
-import { assert, describe, it } from "@effect/vitest"
+import { assert, beforeEach, describe, it } from "@effect/vitest"
 import { Effect, Option } from "effect"
-import { Compute, HostTensor, ParamTree, tf, tidy } from "@tinyfusion/tensor"
+import { Compute, HostTensor, ParamTree, tf, tidy, WebGpuFixture } from "@tinyfusion/tensor"
 import * as Mar from "./Mar.ts"
 import * as MarStateDict from "./MarStateDict.ts"
 import * as MarConfig from "./MarConfig.ts"
@@ -21,6 +21,36 @@ const compare = (got: ArrayLike<number>, expected: ArrayLike<number>) => {
   return { worst, scale }
 }
 
+/** z and the DiffLoss head on the reference fixture, on the layer's backend, against PyTorch's float64 values. */
+const referenceParity = Effect.gen(function*() {
+  const compute = yield* Compute
+  const fixture = yield* MarReference.load
+  const { config } = fixture
+  const params = HostTensor.treeToTensors(fixture.params)
+  const latents = fixture.tensor("in.latents")
+  const labels = Array.from(fixture.tensor("in.labels").data)
+  const mask = Mar.mask(fixture.tensor("in.mask").data, 3, 4)
+  const z = tidy(() => {
+    const tokens = Mar.patchify(tf.tensor4d(latents.data, latents.shape as [number, number, number, number]), config.patchSize)
+    return Mar.forward(config, params, { tokens, mask, labels })
+  })
+  assert.deepStrictEqual(z.shape, [3, 4, 12])
+  const zDiff = compare(yield* compute.read(z), fixture.exact("out.z"))
+  assert.isBelow(zDiff.worst, 1e-4 * zDiff.scale, `z: max |ours − reference| = ${zDiff.worst}`)
+  assert.isAbove(zDiff.scale, 0.5)
+
+  // The head on the loss rows (z repeated diffusion_batch_mul times), from the reference's z.
+  const steps = Array.from(fixture.tensor("in.steps").data)
+  const zRows = tf.tile(tf.tensor2d(Float32Array.from(fixture.exact("out.z")), [12, 12]), [2, 1]) as tf.Tensor2D
+  const xt = fixture.tensor("in.x_t")
+  const head = tidy(() => Mar.head(params, tf.tensor2d(xt.data, [24, 8]), steps, zRows))
+  const headDiff = compare(yield* compute.read(head), fixture.exact("out.head"))
+  assert.isBelow(headDiff.worst, 1e-4 * headDiff.scale, `head: max |ours − reference| = ${headDiff.worst}`)
+  assert.isAbove(headDiff.scale, 0.5)
+  tf.dispose([z, head, zRows])
+  ParamTree.dispose(params)
+})
+
 describe("MAR", () => {
   it.effect("reference keys in state_dict order; MAR-B/L and TinyMAR-D16 have the reference's parameter counts (README: 208 M, 479 M; paper: 277 M)", () =>
     Effect.gen(function*() {
@@ -38,34 +68,7 @@ describe("MAR", () => {
       assert.strictEqual(MarConfig.tokenDim(MarConfig.presets.mini), MarConfig.tokenDim(MarConfig.presets["MAR-L"]))
     }))
 
-  it.effect("z and the DiffLoss head equal the reference (PyTorch, float64) on random weights", () =>
-    Effect.gen(function*() {
-      const fixture = yield* MarReference.load
-      const { config } = fixture
-      const params = HostTensor.treeToTensors(fixture.params)
-      const latents = fixture.tensor("in.latents")
-      const labels = Array.from(fixture.tensor("in.labels").data)
-      const mask = Mar.mask(fixture.tensor("in.mask").data, 3, 4)
-      const z = tidy(() => {
-        const tokens = Mar.patchify(tf.tensor4d(latents.data, latents.shape as [number, number, number, number]), config.patchSize)
-        return Mar.forward(config, params, { tokens, mask, labels })
-      })
-      assert.deepStrictEqual(z.shape, [3, 4, 12])
-      const zDiff = compare(z.dataSync(), fixture.exact("out.z"))
-      assert.isBelow(zDiff.worst, 1e-4 * zDiff.scale, `z: max |ours − reference| = ${zDiff.worst}`)
-      assert.isAbove(zDiff.scale, 0.5)
-
-      // The head on the loss rows (z repeated diffusion_batch_mul times), from the reference's z.
-      const steps = Array.from(fixture.tensor("in.steps").data)
-      const zRows = tf.tile(tf.tensor2d(Float32Array.from(fixture.exact("out.z")), [12, 12]), [2, 1]) as tf.Tensor2D
-      const xt = fixture.tensor("in.x_t")
-      const head = tidy(() => Mar.head(params, tf.tensor2d(xt.data, [24, 8]), steps, zRows))
-      const headDiff = compare(head.dataSync(), fixture.exact("out.head"))
-      assert.isBelow(headDiff.worst, 1e-4 * headDiff.scale, `head: max |ours − reference| = ${headDiff.worst}`)
-      assert.isAbove(headDiff.scale, 0.5)
-      tf.dispose([z, head, zRows])
-      ParamTree.dispose(params)
-    }).pipe(Effect.provide(Compute.wasm)))
+  it.effect("z and the DiffLoss head equal the reference (PyTorch, float64) on random weights", () => referenceParity.pipe(Effect.provide(Compute.wasm)))
 
   it.effect("export → import is bit-exact, with exactly the reference keys; a mismatched file names what differs", () =>
     Effect.gen(function*() {
@@ -145,4 +148,10 @@ describe("MAR", () => {
       assert.deepStrictEqual(Array.from(tokens.dataSync().slice(8, 16)), [20, 30, 120, 130, 21, 31, 121, 131])
       assert.deepStrictEqual(Mar.unpatchify(tokens, 2, 2).dataSync(), values)
     }).pipe(Effect.provide(Compute.wasm)))
+
+  describe("on webgpu", () => {
+    beforeEach(WebGpuFixture.required)
+
+    it.effect("z and the DiffLoss head equal the reference there too", () => referenceParity.pipe(Effect.provide(Compute.webgpu)), 60_000)
+  })
 })

@@ -1,10 +1,10 @@
 import { NodeServices } from "@effect/platform-node"
-import { assert, describe, it } from "@effect/vitest"
+import { assert, beforeEach, describe, it } from "@effect/vitest"
 import { Effect, Layer, Logger } from "effect"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { Stages } from "@tinyfusion/data"
 import { type Config, ModelArtifact } from "@tinyfusion/models"
-import { Compute, HostTensor, ParamTree } from "@tinyfusion/tensor"
+import { type BackendName, Compute, HostTensor, ParamTree, WebGpuFixture } from "@tinyfusion/tensor"
 import * as BlockStack from "./BlockStack.ts"
 import * as DiffPruning from "./DiffPruning.ts"
 import * as Fixtures from "./fixtures/Constructed.ts"
@@ -39,19 +39,36 @@ const complement = (all: Width.Kept, drop: Width.Kept): Width.Kept => {
 /** The ratio whose nearest shape keeps 12 of the 16 channels (and 3 heads, 24 MLP channels). */
 const ratio = 1 - ModelArtifact.parameterCount(Width.narrowed(config, 12)) / ModelArtifact.parameterCount(config)
 
+const threshold = 0.5
+
+/** The constructed teacher, its latents and Diff-Pruning's decision, on the current store and backend. */
+const pruneTeacher = Effect.gen(function*() {
+  const teacher = yield* Stage.run(Fixtures.Teacher, { family: "dit", config, weights: { random: 3, zeroed } }, {})
+  const data = yield* Stage.run(Fixtures.Latents, { count: 8, shape: [4, 4, 4], classes: 3, seed: 0 }, {})
+  const pruned = yield* Fixtures.prune({
+    method: "diff-pruning",
+    keep: 2,
+    seed: 0,
+    calibration: 8,
+    options: { ratio, stride: 100, threshold, batchSize: 4, checkpointEvery: 3 }
+  }, { teacher, data })
+  return { teacher, data, pruned }
+})
+
+/** The decision and the importance of every unit, pruned on `backend`. */
+const pruneOn = (backend: BackendName) =>
+  Effect.gen(function*() {
+    const { pruned } = yield* pruneTeacher
+    return { decision: yield* Fixtures.decision(pruned, DiffPruning.Evidence), importance: yield* pruned.tensorMap("importance.safetensors") }
+  }).pipe(
+    Effect.provide(ArtifactStore.layerTemp),
+    Effect.provide(Layer.mergeAll(NodeServices.layer, Compute.layer(backend), Logger.layer([])))
+  )
+
 describe("Diff-Pruning", () => {
   it.live("removes exactly the units that are zero; the export is the teacher cut to the rest, a DiT recording its widths", () =>
     Effect.gen(function*() {
-      const teacher = yield* Stage.run(Fixtures.Teacher, { family: "dit", config, weights: { random: 3, zeroed } }, {})
-      const data = yield* Stage.run(Fixtures.Latents, { count: 8, shape: [4, 4, 4], classes: 3, seed: 0 }, {})
-      const threshold = 0.5
-      const pruned = yield* Fixtures.prune({
-        method: "diff-pruning",
-        keep: 2,
-        seed: 0,
-        calibration: 8,
-        options: { ratio, stride: 100, threshold, batchSize: 4, checkpointEvery: 3 }
-      }, { teacher, data })
+      const { teacher, data, pruned } = yield* pruneTeacher
       const decision = yield* Fixtures.decision(pruned, DiffPruning.Evidence)
       const { cut, sweep } = decision.evidence
       assert.deepStrictEqual(decision.kept, [0, 1])
@@ -133,4 +150,22 @@ describe("Diff-Pruning", () => {
       assert.deepStrictEqual(decision.evidence.sweep.steps, [0, 250, 500, 750])
       assert.isTrue(Number.isFinite(decision.calibrationLoss))
     }).pipe(Effect.provide(ArtifactStore.layerTemp)).pipe(Effect.provide(env)))
+
+  describe("on webgpu", () => {
+    beforeEach(WebGpuFixture.required)
+
+    it.live("the same units removed after the same sweep; every unit's importance within float32 rounding of wasm's", () =>
+      Effect.gen(function*() {
+        const wasm = yield* pruneOn("wasm")
+        const gpu = yield* pruneOn("webgpu")
+        const [g, w] = [gpu.decision.evidence, wasm.decision.evidence]
+        assert.deepStrictEqual(g.cut.kept, complement(Width.all(config), zeroed))
+        assert.deepStrictEqual(g.sweep.steps, w.sweep.steps)
+        g.sweep.losses.forEach((l, i) => assert.closeTo(l, w.sweep.losses[i]!, 1e-5 * w.sweep.losses[i]!))
+        for (const [name, t] of wasm.importance) {
+          const scale = Math.max(...t.data)
+          t.data.forEach((v, j) => assert.closeTo(gpu.importance.get(name)!.data[j]!, v, 1e-4 * scale, `${name}[${j}]`))
+        }
+      }), 120_000)
+  })
 })

@@ -82,27 +82,40 @@ export class Compute extends Context.Service<Compute, {
    * The best backend that actually initialises here. Software GPU adapters
    * (lavapipe, SwiftShader) are passed over: wasm is faster on the same CPU.
    */
-  static readonly auto: Layer.Layer<Compute, BackendUnavailable> = Layer.effect(
-    Compute,
-    Effect.gen(function*() {
-      const skipped: Array<Skipped> = []
-      for (const name of backendNames) {
-        const attempt = yield* acquire(name, skipped, { requireHardwareGpu: true }).pipe(
-          Effect.map(Option.some),
-          Effect.catchTag("BackendUnavailable", (e) =>
-            Effect.sync(() => {
-              skipped.push({ backend: name, reason: e.reason })
-              return Option.none()
-            }))
-        )
-        if (Option.isSome(attempt)) return attempt.value
-      }
-      return yield* new BackendUnavailable({
-        backend: "auto",
-        reason: skipped.map((s) => `${s.backend}: ${s.reason}`).join("; ")
+  static readonly auto: Layer.Layer<Compute, BackendUnavailable> = Compute.autoWith(startBackend)
+
+  /** `auto` over the backends `start` starts: what a test uses to fake the machine it runs on. */
+  static autoWith(start: Start): Layer.Layer<Compute, BackendUnavailable> {
+    return Layer.effect(
+      Compute,
+      Effect.gen(function*() {
+        const skipped: Array<Skipped> = []
+        for (const name of backendNames) {
+          const attempt = yield* acquire(name, skipped, { requireHardwareGpu: true, start }).pipe(
+            Effect.map(Option.some),
+            Effect.catchTag("BackendUnavailable", (e) =>
+              Effect.sync(() => {
+                skipped.push({ backend: name, reason: e.reason })
+                return Option.none()
+              }))
+          )
+          if (Option.isSome(attempt)) return attempt.value
+        }
+        return yield* new BackendUnavailable({
+          backend: "auto",
+          reason: skipped.map((s) => `${s.backend}: ${s.reason}`).join("; ")
+        })
       })
-    })
-  )
+    )
+  }
+
+  /** Why `name` cannot start in this process, or undefined when it can (it is started and released to find out). */
+  static unavailable(name: BackendName): Effect.Effect<string | undefined> {
+    return Effect.scoped(Layer.build(Compute.layer(name))).pipe(
+      Effect.as(undefined),
+      Effect.catchTag("BackendUnavailable", (e) => Effect.succeed(e.reason))
+    )
+  }
 
   /** The layer for a backend chosen by name (`--backend`), or `auto`. */
   static layer(choice: BackendName | "auto"): Layer.Layer<Compute, BackendUnavailable> {
@@ -123,12 +136,15 @@ export class Compute extends Context.Service<Compute, {
   }
 }
 
+/** Starts a backend of tfjs by name (backends.ts). */
+export type Start = (name: BackendName) => Promise<StartedBackend>
+
 let live: BackendName | undefined
 
 function acquire(
   name: BackendName,
   skipped: ReadonlyArray<Skipped>,
-  options: { readonly requireHardwareGpu?: boolean } = {}
+  options: { readonly requireHardwareGpu?: boolean; readonly start?: Start } = {}
 ): Effect.Effect<Compute["Service"], BackendUnavailable, Scope.Scope> {
   return Effect.acquireRelease(
     Effect.gen(function*() {
@@ -139,7 +155,7 @@ function acquire(
         })
       }
       const started = yield* Effect.tryPromise({
-        try: () => startBackend(name),
+        try: () => (options.start ?? startBackend)(name),
         catch: (cause) => new BackendUnavailable({ backend: name, reason: firstLine(cause) })
       })
       if (options.requireHardwareGpu && name === "webgpu" && !started.hardware) {
@@ -165,11 +181,11 @@ function stopBackend(started: StartedBackend): void {
 
 function makeService(name: BackendName, started: StartedBackend, skipped: ReadonlyArray<Skipped>): Compute["Service"] {
   const memory = Effect.sync((): MemoryFigures => {
-    const m = tf.memory() as { numTensors: number; numBytes: number; numBytesInGPUAllocated?: number }
+    const m = tf.memory()
     return {
       tensors: m.numTensors,
       bytes: m.numBytes,
-      deviceBytes: m.numBytesInGPUAllocated ?? started.deviceBytes?.(),
+      deviceBytes: started.deviceBytes?.(),
       processRss: process.memoryUsage().rss
     }
   })

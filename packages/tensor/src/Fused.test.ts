@@ -1,8 +1,9 @@
-import { assert, describe, it } from "@effect/vitest"
+import { assert, beforeEach, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as AdamW from "./AdamW.ts"
 import { Compute } from "./Compute.ts"
 import * as Ema from "./Ema.ts"
+import * as WebGpuFixture from "./fixtures/WebGpu.ts"
 import * as Fused from "./Fused.ts"
 import * as FusedKernels from "./FusedKernels.ts"
 import * as Gradients from "./Gradients.ts"
@@ -56,6 +57,69 @@ const agree = (
   assertClose(`${label}: value`, a.out, b.out, tolerance)
   a.grads.forEach((g, i) => assertClose(`${label}: ∂input ${i}`, g, b.grads[i]!, tolerance))
 }
+
+/** Each DiT op on one shape, called as the model calls it: a kernel on wasm, the composed ops elsewhere. */
+const ops: ReadonlyArray<{ readonly label: string; readonly f: (...xs: Array<tf.Tensor>) => tf.Tensor; readonly shapes: ReadonlyArray<ReadonlyArray<number>> }> = [
+  { label: "linear", f: (x, w, b) => Fused.linear(x!, w!, b!), shapes: [[2, 37, 19], [13, 19], [13]] },
+  { label: "silu", f: (x) => Fused.silu(x!), shapes: [[2, 9, 5]] },
+  { label: "gelu", f: (x) => Fused.gelu(x!), shapes: [[2, 9, 5]] },
+  { label: "layerNormModulate", f: (x, mod) => Fused.layerNormModulate(x!, mod!, 3, 4), shapes: [[2, 16, 64], [2, 6 * 64]] },
+  { label: "gatedResidual", f: (x, y, mod) => Fused.gatedResidual(x!, y!, mod!, 2), shapes: [[2, 16, 64], [2, 16, 64], [2, 6 * 64]] },
+  { label: "attention", f: (qkv) => Fused.attention(qkv!, 4), shapes: [[3, 16, 3 * 4 * 16]] }
+]
+
+/** Every op's value and vector-Jacobian products on the layer's backend, read back (webgpu has no synchronous reads). */
+const opsOnBackend = Effect.gen(function*() {
+  const compute = yield* Compute
+  return yield* Effect.forEach(ops, (op, seed) =>
+    compute.scoped(Effect.gen(function*() {
+      const xs = inputs(seed, op.shapes)
+      const out = op.f(...xs)
+      const w = tf.tensor(Rng.normal(Rng.stream(seed, "fused/weights"), 0, out.size), out.shape)
+      const grads = tf.grads((...ys: Array<tf.Tensor>) => tf.sum(tf.mul(op.f(...ys), w)))(xs)
+      return { fused: FusedKernels.active(), value: yield* compute.read(out), grads: yield* Effect.forEach(grads, compute.read) }
+    })))
+})
+
+const optimiserShapes: Record<string, ReadonlyArray<number>> = { "a.weight": [3, 5], "a.bias": [7], "b.weight": [64, 9] }
+
+/**
+ * Three AdamW updates (two groups, one with weight decay) and EMA updates
+ * from the same start, on the layer's backend: every tensor after each,
+ * and the gradients' global norm.
+ */
+const optimiserSteps = Effect.gen(function*() {
+  const compute = yield* Compute
+  const s = Rng.stream(0, "fused/optimiser")
+  const tree = (i: number) =>
+    ParamTree.unflatten(Object.entries(optimiserShapes).map(([k, sh], j) => [k, tf.tensor(Rng.normal(s, 10 * i + j, size(sh)), [...sh])] as const)) as ParamTree.ParamTree
+  const config: AdamW.Config = {
+    ...AdamW.defaults,
+    groups: [
+      { name: "decayed", includes: (k) => k.startsWith("b."), lr: 3e-3, weightDecay: 0.1 },
+      { name: "rest", includes: () => true, lr: 1e-3, weightDecay: 0 }
+    ]
+  }
+  let params = tree(0)
+  let state = AdamW.init(params)
+  let ema = ParamTree.clone(params)
+  const tensors: Array<Float32Array> = []
+  const norms: Array<number> = []
+  for (let step = 1; step <= 3; step++) {
+    const grads = tree(step)
+    const next = AdamW.update(config, state, params, grads, 0.5 * step)
+    const nextEma = Ema.update(ema, next.params, 0.999)
+    for (const t of ParamTree.leaves(next.params).concat(ParamTree.leaves(next.state.m), ParamTree.leaves(next.state.v), ParamTree.leaves(nextEma))) {
+      tensors.push(yield* compute.read(t))
+    }
+    const norm = Gradients.globalNorm(grads)
+    norms.push((yield* compute.read(norm))[0]!)
+    ParamTree.dispose([params, state.m, state.v, ema, grads, norm])
+    ;[params, state, ema] = [next.params, next.state, nextEma]
+  }
+  ParamTree.dispose([params, state.m, state.v, ema])
+  return { tensors, norms }
+})
 
 const numDataIds = () => (tf.backend() as unknown as { numDataIds(): number }).numDataIds()
 
@@ -138,45 +202,13 @@ describe("Fused", () => {
 
   it.effect("AdamW and the EMA give the same bits as the composed ops; the global norm agrees", () =>
     Effect.gen(function*() {
-      yield* Compute
-      const s = Rng.stream(0, "fused/optimiser")
-      const shapes: Record<string, ReadonlyArray<number>> = { "a.weight": [3, 5], "a.bias": [7], "b.weight": [64, 9] }
-      const tree = (i: number) => ParamTree.unflatten(Object.entries(shapes).map(([k, sh], j) => [k, tf.tensor(Rng.normal(s, 10 * i + j, size(sh)), [...sh])] as const)) as ParamTree.ParamTree
-      const config: AdamW.Config = {
-        ...AdamW.defaults,
-        groups: [
-          { name: "decayed", includes: (k) => k.startsWith("b."), lr: 3e-3, weightDecay: 0.1 },
-          { name: "rest", includes: () => true, lr: 1e-3, weightDecay: 0 }
-        ]
-      }
-      /** Three updates from the same start; the bits of every tensor after each. */
-      const run = () => {
-        let params = tree(0)
-        let state = AdamW.init(params)
-        let ema = ParamTree.clone(params)
-        const seen: Array<Array<number>> = []
-        for (let step = 1; step <= 3; step++) {
-          const grads = tree(step)
-          const next = AdamW.update(config, state, params, grads, 0.5 * step)
-          const nextEma = Ema.update(ema, next.params, 0.999)
-          for (const t of ParamTree.leaves(next.params).concat(ParamTree.leaves(next.state.m), ParamTree.leaves(next.state.v), ParamTree.leaves(nextEma))) {
-            seen.push(Array.from(new Uint32Array((t.dataSync() as Float32Array).slice().buffer)))
-          }
-          seen.push([Gradients.globalNorm(grads).dataSync()[0]!])
-          ParamTree.dispose([params, state.m, state.v, ema, grads])
-          ;[params, state, ema] = [next.params, next.state, nextEma]
-        }
-        ParamTree.dispose([params, state.m, state.v, ema])
-        return seen
-      }
-      const fused = run()
+      const fused = yield* optimiserSteps
       FusedKernels.uninstall()
-      const composed = yield* Effect.sync(run).pipe(Effect.ensuring(Effect.sync(FusedKernels.install)))
-      assert.strictEqual(fused.length, composed.length)
-      fused.forEach((bits, i) => {
-        if (bits.length === 1 && composed[i]!.length === 1) assert.closeTo(bits[0]!, composed[i]![0]!, 1e-5 * composed[i]![0]!, `global norm ${i}`)
-        else assert.deepStrictEqual(bits, composed[i], `tensor ${i}`)
-      })
+      const composed = yield* optimiserSteps.pipe(Effect.ensuring(Effect.sync(FusedKernels.install)))
+      assert.strictEqual(fused.tensors.length, composed.tensors.length)
+      const bits = (t: Float32Array) => Array.from(new Uint32Array(t.buffer))
+      fused.tensors.forEach((t, i) => assert.deepStrictEqual(bits(t), bits(composed.tensors[i]!), `tensor ${i}`))
+      fused.norms.forEach((n, i) => assert.closeTo(n, composed.norms[i]!, 1e-5 * composed.norms[i]!, `global norm ${i}`))
     }).pipe(Effect.provide(Compute.wasm)))
 
   it.effect("wasm's Identity shares data: a clone outlives its source, and nothing leaks", () =>
@@ -198,4 +230,29 @@ describe("Fused", () => {
       const [x, w, b] = inputs(50, [[4, 6], [3, 6], [3]])
       assert.deepStrictEqual(Array.from(Fused.linear(x!, w!, b!).dataSync()), Array.from(Fused.composed.linear(x!, w!, b!).dataSync()))
     }).pipe(Effect.provide(Compute.cpu)))
+
+  describe("on webgpu", () => {
+    beforeEach(WebGpuFixture.required)
+
+    it.effect("the ops compose there, and give the wasm kernels' values and gradients", () =>
+      Effect.gen(function*() {
+        const kernels = yield* opsOnBackend.pipe(Effect.provide(Compute.wasm))
+        const gpu = yield* opsOnBackend.pipe(Effect.provide(Compute.webgpu))
+        ops.forEach((op, i) => {
+          assert.isTrue(kernels[i]!.fused, "wasm runs the kernels")
+          assert.isFalse(gpu[i]!.fused, "webgpu composes")
+          assertClose(`${op.label}: value`, gpu[i]!.value, kernels[i]!.value)
+          gpu[i]!.grads.forEach((g, j) => assertClose(`${op.label}: ∂input ${j}`, g, kernels[i]!.grads[j]!))
+        })
+      }), 120_000)
+
+    it.effect("AdamW, the EMA and the global norm compose there, and give the wasm kernels' values", () =>
+      Effect.gen(function*() {
+        const kernels = yield* optimiserSteps.pipe(Effect.provide(Compute.wasm))
+        const gpu = yield* optimiserSteps.pipe(Effect.provide(Compute.webgpu))
+        // One rounding of m̂/(√v̂ + ε) apart at most: WGSL's division and square root need not round as wasm's do.
+        gpu.tensors.forEach((t, i) => assertClose(`tensor ${i}`, t, kernels.tensors[i]!, 1e-6))
+        gpu.norms.forEach((n, i) => assert.closeTo(n, kernels.norms[i]!, 1e-5 * kernels.norms[i]!, `global norm ${i}`))
+      }), 120_000)
+  })
 })

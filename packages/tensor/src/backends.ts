@@ -6,6 +6,7 @@ import * as os from "node:os"
 import { tf } from "./tf.ts"
 import * as FusedKernels from "./FusedKernels.ts"
 import * as WasmMatMul from "./WasmMatMul.ts"
+import * as WebGpuMatMul from "./WebGpuMatMul.ts"
 
 export interface StartedBackend {
   readonly device: string
@@ -60,11 +61,30 @@ async function startCpu(): Promise<StartedBackend> {
   return { device: `JavaScript on ${cpuModel()}`, hardware: false }
 }
 
-interface GpuAdapterLike {
-  readonly info: { readonly vendor: string; readonly architecture: string; readonly device: string; readonly description: string }
+/** A WebGPU adapter as Dawn describes it (the spec's GPUAdapterInfo). */
+export interface AdapterInfo {
+  readonly vendor: string
+  readonly architecture: string
+  readonly device: string
+  readonly description: string
+  /** The spec's mark of a software adapter; Dawn builds before it leave it out. */
+  readonly isFallbackAdapter?: boolean
 }
+
+/**
+ * An adapter for people, and whether it is a hardware GPU rather than a
+ * rasteriser running on the CPU (Mesa's lavapipe/llvmpipe, SwiftShader, WARP):
+ * `Compute.auto` passes over those, wasm being faster on the same CPU.
+ */
+export const describeAdapter = (info: AdapterInfo): { readonly device: string; readonly hardware: boolean } => {
+  const software = info.isFallbackAdapter === true || info.architecture === "software" ||
+    /llvmpipe|lavapipe|swiftshader|basic render driver/i.test(`${info.description} ${info.device}`)
+  const name = info.description || info.device || info.vendor || "an unnamed adapter"
+  return { device: `WebGPU on ${name}${software ? " (software)" : ""}`, hardware: !software }
+}
+
 interface GpuLike {
-  requestAdapter(options: { powerPreference: string }): Promise<GpuAdapterLike | null>
+  requestAdapter(options: { powerPreference: string }): Promise<{ readonly info: AdapterInfo } | null>
 }
 
 // One Dawn instance per process: instances created per layer and later
@@ -76,21 +96,53 @@ async function startWebGpu(): Promise<StartedBackend> {
   process.env["XDG_RUNTIME_DIR"] ??= os.tmpdir()
   const dawn = await import("webgpu")
   const gpu = (dawnGpu ??= dawn.create([]) as unknown as GpuLike)
+  // The adapter tfjs takes too: it asks with the same preference (WEBGPU_USE_LOW_POWER_GPU is off).
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" })
   if (adapter === null) throw new Error("Dawn found no WebGPU adapter (no Vulkan device; install a Vulkan driver)")
-  const info = adapter.info
   // tfjs-backend-webgpu registers itself at import time only if navigator.gpu exists;
   // Node 22 defines a read-only navigator, so it is replaced rather than assigned.
   Object.assign(globalThis, dawn.globals)
   Object.defineProperty(globalThis, "navigator", { value: { gpu }, configurable: true, writable: true })
   await import("@tensorflow/tfjs-backend-webgpu")
+  WebGpuMatMul.install()
   await activate("webgpu")
-  const software = info.architecture === "software" || /llvmpipe|lavapipe|swiftshader/i.test(info.description)
-  const backend = tf.backend() as unknown as { device: { destroy(): void } }
+  const backend = tf.backend() as unknown as WebGpuBackend
+  failReadsAfterRejectedWork(backend)
   return {
-    device: `WebGPU on ${info.description || info.device}${software ? " (software)" : ""}`,
-    hardware: !software,
+    ...describeAdapter(adapter.info),
+    // Buffers in use and those tfjs pools for reuse.
+    deviceBytes: () => backend.memory().numBytesAllocatedInGPU,
     teardown: () => backend.device.destroy()
+  }
+}
+
+/** The parts of tfjs-backend-webgpu's WebGPUBackend this module uses. */
+interface WebGpuBackend {
+  readonly device: {
+    destroy(): void
+    addEventListener(type: "uncapturederror", listener: (event: { readonly error: { readonly message: string } }) => void): void
+  }
+  memory(): { numBytesAllocatedInGPU: number }
+  read(dataId: object): Promise<unknown>
+}
+
+/**
+ * Dawn reports a command it rejects — a tensor past the device's largest
+ * storage binding (128 MiB on lavapipe), a failed allocation — as an
+ * uncaptured error and goes on, leaving the command's outputs zero. The next
+ * read of any tensor fails with those errors instead (a ComputeError for the
+ * reader), so no result is computed from zeros.
+ */
+function failReadsAfterRejectedWork(backend: WebGpuBackend): void {
+  const rejected = new Set<string>()
+  backend.device.addEventListener("uncapturederror", (event) => rejected.add(event.error.message.split("\n")[0]!.trim()))
+  const read = backend.read.bind(backend)
+  backend.read = async (dataId) => {
+    const values = await read(dataId)
+    if (rejected.size === 0) return values
+    const errors = [...rejected]
+    rejected.clear()
+    throw new Error(`the GPU rejected work queued before this read: ${errors.join("; ")}`)
   }
 }
 

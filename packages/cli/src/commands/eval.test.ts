@@ -22,6 +22,7 @@ describe("tinyfusion eval and throughput", () => {
       const byKey = yield* cli(["--log-level", "error", "eval", "--model-key", up.model.key, ...common])
       assert.isTrue(byKey.ok, byKey.failure)
       assert.match(byKey.text, /FID +sFID +IS +precision +recall/)
+      assert.match(byKey.text, /95% +± [\d.]+ +± [\d.]+ +± [\d.]+ +± [\d.]+ +± [\d.]+/)
       assert.match(byKey.text, new RegExp(`12 samples of ${up.model.key} \\(dit, depth 2, [\\d,]+ parameters, ema weights\\)`))
       assert.match(byKey.text, /ddpm 3 steps, cfg 1.5 \(first-3\), seed 0/)
       assert.match(byKey.text, new RegExp(`against 16 reference images \\(${up.reference.key}\\)`))

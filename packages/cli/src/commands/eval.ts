@@ -17,7 +17,7 @@ import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { Graph, Stage } from "@tinyfusion/core"
 import { Stages } from "@tinyfusion/data"
-import { Evaluation, Reference } from "@tinyfusion/eval"
+import { Evaluation, Interval, Reference } from "@tinyfusion/eval"
 import * as CheckedFlags from "../CheckedFlags.ts"
 import * as GlobalFlags from "../GlobalFlags.ts"
 import * as ModelFlags from "../ModelFlags.ts"
@@ -66,7 +66,11 @@ export const flags = {
   ),
   splitSize: CheckedFlags.count("split-size").pipe(Flag.withDescription("Samples per Inception Score split"), Flag.withDefault(defaults.splitSize)),
   grid: CheckedFlags.natural("grid").pipe(Flag.withDescription("Samples in samples.png"), Flag.withDefault(defaults.gridImages)),
-  partBatches: CheckedFlags.count("part-batches").pipe(Flag.withDescription("Batches per checkpointed part"), Flag.withDefault(defaults.partBatches))
+  partBatches: CheckedFlags.count("part-batches").pipe(Flag.withDescription("Batches per checkpointed part"), Flag.withDefault(defaults.partBatches)),
+  replicates: CheckedFlags.natural("replicates").pipe(
+    Flag.withDescription(`Bootstrap replicates for the 95% intervals (sFID: at most ${defaults.bootstrap.spatialReplicates}); 0: none`),
+    Flag.withDefault(defaults.bootstrap.replicates)
+  )
 }
 
 export const evaluate = Command.make("eval", flags, (o) =>
@@ -88,7 +92,8 @@ export const evaluate = Command.make("eval", flags, (o) =>
       labels: o.labels,
       splitSize: o.splitSize,
       gridImages: o.grid,
-      partBatches: o.partBatches
+      partBatches: o.partBatches,
+      bootstrap: { ...defaults.bootstrap, replicates: o.replicates, spatialReplicates: Math.min(o.replicates, defaults.bootstrap.spatialReplicates) }
     })
     // Inputs given by key need no data; the mini data stages read the dataset only when they must run.
     const stages = yield* dataStages(o.data)
@@ -106,13 +111,21 @@ export const evaluate = Command.make("eval", flags, (o) =>
     }))
     const referenceKey = reference.key
     const out = result.output
-    yield* Console.log(Table.render(["FID", "sFID", "IS", "precision", "recall"], [[
-      Table.fixed(out.fid, 3),
-      Table.fixed(out.sfid, 3),
-      Table.fixed(out.is, 3),
-      Table.fixed(out.precision, 4),
-      Table.fixed(out.recall, 4)
-    ]]))
+    const boot = out.bootstrap
+    // ± the 95% half-width: t(0.975, B − 1) standard errors of the bootstrap.
+    const half = (se: number | null | undefined, replicates: number, digits: number) =>
+      se == null ? "–" : `± ${Table.fixed(se * Interval.studentTQuantile(0.975, replicates - 1), digits)}`
+    yield* Console.log(Table.render(["", "FID", "sFID", "IS", "precision", "recall"], [
+      ["value", Table.fixed(out.fid, 3), Table.fixed(out.sfid, 3), Table.fixed(out.is, 3), Table.fixed(out.precision, 4), Table.fixed(out.recall, 4)],
+      ...(boot === null ? [] : [[
+        "95%",
+        half(boot.standardErrors.fid, boot.replicates, 3),
+        half(boot.standardErrors.sfid, boot.spatialReplicates, 3),
+        half(boot.standardErrors.is, boot.replicates, 3),
+        half(boot.standardErrors.precision, boot.replicates, 4),
+        half(boot.standardErrors.recall, boot.replicates, 4)
+      ]])
+    ]))
     const s = config.sampling
     yield* Console.log([
       `evaluation ${result.key}${result.cached ? " (cached)" : ""}`,

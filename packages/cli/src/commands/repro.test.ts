@@ -5,8 +5,8 @@ import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { Metrics } from "@tinyfusion/eval"
-import { Claims, Paper, Report } from "@tinyfusion/experiments"
+import { Bootstrap, Metrics } from "@tinyfusion/eval"
+import { Claims, type Estimates, Paper, Report } from "@tinyfusion/experiments"
 import { cli } from "../fixtures/Commands.ts"
 
 const bin = path.join(import.meta.dirname, "..", "bin.ts")
@@ -61,31 +61,34 @@ const committed = (store: string) => {
 interface Manifest {
   readonly stage: string
   readonly output: Record<string, unknown>
-  readonly metrics: Record<string, number | null>
 }
 
-/** The metrics of a cell read straight from its artifacts' manifests (the runner's own reading is what is under test). */
-const fromManifests = (store: string, keys: ReadonlyArray<string>): Paper.Metrics => {
-  const metrics: Record<string, number | boolean> = {}
-  for (const key of keys) {
-    const m = JSON.parse(fs.readFileSync(path.join(store, "artifacts", key, "manifest.json"), "utf8")) as Manifest
-    const o = m.output
-    if (m.stage === "prune") {
-      if (typeof o["calibrationLoss"] === "number") metrics["calibrationLoss"] = o["calibrationLoss"]
-      Object.assign(metrics, o["headline"])
+const manifest = (store: string, key: string) => JSON.parse(fs.readFileSync(path.join(store, "artifacts", key, "manifest.json"), "utf8")) as Manifest
+
+/** A run's numbers read straight from its artifacts: manifests and the evaluation's stored replicates (the runner's own reading is what is under test). */
+const fromArtifacts = (store: string, seed: number | undefined, keys: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const metrics: Record<string, number | boolean> = {}
+    let replicates: Estimates.Run["replicates"]
+    const scores = Object.keys(Metrics.Scores.fields) as ReadonlyArray<keyof Metrics.Results>
+    for (const key of keys) {
+      const m = manifest(store, key)
+      const o = m.output
+      if (m.stage === "prune") {
+        if (typeof o["calibrationLoss"] === "number") metrics["calibrationLoss"] = o["calibrationLoss"]
+        Object.assign(metrics, o["headline"])
+      }
+      if (m.stage === "recovery") {
+        Object.assign(metrics, o["headline"])
+        if (o["diverged"] !== undefined) metrics["diverged"] = true
+      }
+      if (m.stage === "evaluation") {
+        for (const name of scores) metrics[name] = o[name] as number
+        replicates = yield* Bootstrap.decode(fs.readFileSync(path.join(store, "artifacts", key, Bootstrap.file)))
+      }
     }
-    if (m.stage === "recovery") {
-      Object.assign(metrics, o["headline"])
-      if (o["diverged"] !== undefined) metrics["diverged"] = true
-    }
-    if (m.stage === "evaluation") {
-      for (const name of Object.keys(Metrics.Scores.fields)) metrics[name] = o[name] as number
-      if (typeof m.metrics["itPerS"] === "number") metrics["itPerS"] = m.metrics["itPerS"]
-    }
-    if (m.stage === "sampling-speed") metrics["itPerS"] = o["itPerS"] as number
-  }
-  return metrics
-}
+    return { ...(seed === undefined ? {} : { seed }), metrics, ...(replicates === undefined ? {} : { replicates }) } satisfies Estimates.Run
+  })
 
 describe("tinyfusion repro", () => {
   it.live("quick end to end: planned, killed mid-way, rerun from the store's artifacts; the report's numbers are the stored ones, the plan all stored", () =>
@@ -123,24 +126,43 @@ describe("tinyfusion repro", () => {
       assert.strictEqual(third.code, 0, third.stderr.slice(-3000))
       assert.strictEqual(stageLog(third.stderr).computed.size, 0)
       assert.strictEqual(fs.readFileSync(path.join(reportDir, "report.md"), "utf8"), markdown)
-      assert.match(third.stdout, /55 cells, 0 failed/)
+      assert.match(third.stdout, /56 cells, 0 failed/)
 
-      // Tables and verdicts, recomputed from the manifests, are the ones in the report.
+      // Tables and verdicts, recomputed from the stored outputs, are the ones in the report.
       const stored = JSON.parse(fs.readFileSync(path.join(reportDir, "results.json"), "utf8")) as {
-        cells: Record<string, { artifacts: ReadonlyArray<string> }>
+        cells: Record<string, { runs: ReadonlyArray<{ seed?: number; artifacts: ReadonlyArray<string> }>; itPerSRounds?: ReadonlyArray<number> }>
       }
-      const results = new Map(Object.entries(stored.cells).map(([cell, c]) => [cell, fromManifests(store, c.artifacts)]))
-      assert.strictEqual(results.size, 55)
-      assert.isNumber(results.get("t1/tinydit-d14-kd")!.fid)
-      assert.isNumber(results.get("t1/tinydit-d14-kd")!.initDistillLoss)
-      assert.isNumber(results.get("t3/learnable")!.calibrationLoss)
+      // Every cell's it/s is its shape's, from the run's one sampling-speed measurement.
+      const speedKeys = committed(store).filter((k) => k.startsWith("sampling-speed-"))
+      assert.strictEqual(speedKeys.length, 1)
+      const shapes = manifest(store, speedKeys[0]!).output["shapes"] as ReadonlyArray<{ parameters: number; itPerS: ReadonlyArray<number> }>
+      const results = new Map<string, Estimates.CellResult>()
+      for (const [cell, c] of Object.entries(stored.cells)) {
+        const runs = yield* Effect.forEach(c.runs, (r) => fromArtifacts(store, r.seed, r.artifacts))
+        const shape = shapes.find((s) => JSON.stringify(s.itPerS) === JSON.stringify(c.itPerSRounds))
+        if (c.itPerSRounds !== undefined) assert.isDefined(shape, cell)
+        results.set(cell, { runs, ...(shape === undefined ? {} : { speed: { itPerS: shape.itPerS, parameters: shape.parameters } }) })
+      }
+      assert.strictEqual(results.size, 56)
+      assert.deepStrictEqual(results.get("t1/tinydit-d14")!.speed, results.get("f4/depth-14")!.speed, "one shape, one figure")
+      assert.isNumber(results.get("t1/tinydit-d14-kd")!.runs[0]!.metrics.fid)
+      assert.strictEqual(results.get("t1/tinydit-d14-kd")!.runs[0]!.replicates!.fid!.length, 30)
+      assert.isNumber(results.get("t1/tinydit-d14-kd")!.runs[0]!.metrics.initDistillLoss)
+      assert.isNumber(results.get("t3/learnable")!.runs[0]!.metrics.calibrationLoss)
       for (const rows of [Paper.table1, Paper.table2, Paper.table3, Paper.table4, Paper.table5, Paper.table7, Paper.table8]) {
         assert.include(markdown, Report.markdown([Report.compareTable(rows, results)]).trimEnd())
       }
-      for (const claim of Claims.claims) {
-        const j = claim.judge(results)
-        assert.include(markdown, `| ${claim.text} | ${claim.source} | ${j.verdict} | ${j.evidence} |`)
+      const net = committed(store).find((k) => k.startsWith("feature-net-"))!
+      const netOutput = manifest(store, net).output as { accuracy: number; testImages: number; model: { classes: number } }
+      const instrument = Claims.instrument(results, { accuracy: netOutput.accuracy, testImages: netOutput.testImages, classes: netOutput.model.classes })
+      assert.include(markdown, instrument.summary)
+      for (const { claim, judgement } of Claims.judgeAll(results, instrument)) {
+        assert.include(markdown, `| ${claim.text} | ${claim.source} | ${Report.verdictText(judgement)} | ${judgement.evidence} |`)
+        // On the synthetic data the metrics cannot tell samples apart: no claim is reproduced.
+        assert.notStrictEqual(judgement.verdict, "reproduced", claim.id)
       }
+      assert.isFalse(instrument.works, instrument.summary)
+      assert.match(markdown, /^# TinyFusion reproduction — preset quick\n\nThese verdicts are not evidence\./)
       const html = fs.readFileSync(path.join(reportDir, "report.html"), "utf8")
       assert.match(html, /^<!doctype html>/)
       assert.notMatch(html, /src="(?!data:)/)
@@ -149,19 +171,22 @@ describe("tinyfusion repro", () => {
         assert.include(markdown, `(figures/${figure}.png)`)
       }
       assert.isTrue(fs.existsSync(path.join(reportDir, "samples", "t1-teacher.png")))
+      assert.isTrue(fs.existsSync(path.join(reportDir, "samples", "i-untrained.png")))
       // Now the plan has every stage stored, under the keys the results name.
       const after = yield* plan()
       assert.match(after.text, new RegExp(`${count} stages: ${count} stored, 0 to run`))
-      for (const cell of Object.values(stored.cells)) for (const key of cell.artifacts) assert.match(after.text, new RegExp(`${key} +stored`))
+      for (const cell of Object.values(stored.cells)) {
+        for (const run of cell.runs) for (const key of run.artifacts) assert.match(after.text, new RegExp(`${key} +stored`))
+      }
       // The store's run record keeps the results from gc.
       const record = JSON.parse(fs.readFileSync(path.join(store, "runs", "repro-quick.json"), "utf8")) as { keys: ReadonlyArray<string> }
-      assert.includeMembers([...record.keys], stored.cells["t1/teacher"]!.artifacts as Array<string>)
+      assert.includeMembers([...record.keys], [...stored.cells["t1/teacher"]!.runs[0]!.artifacts, speedKeys[0]!])
     }).pipe(Effect.provide(NodeServices.layer)), 20 * 60_000)
 
   it.effect("bad tables, presets without their inputs and bad counts fail naming the problem", () =>
     Effect.gen(function*() {
       const store = fs.mkdtempSync(path.join(os.tmpdir(), "repro-bad-"))
-      assert.match(yield* failure(["repro", "--backend", "wasm", "--store", store, "--synthetic", "--tables", "1,6"]), /Invalid value for flag --tables: "1,6"\. Expected: comma-separated names out of all, 1, 2, 3, 4, 5, 7, 8, F4, X/)
+      assert.match(yield* failure(["repro", "--backend", "wasm", "--store", store, "--synthetic", "--tables", "1,6"]), /Invalid value for flag --tables: "1,6"\. Expected: comma-separated names out of all, 1, 2, 3, 4, 5, 7, 8, F4, X, I/)
       assert.match(yield* failure(["repro", "--backend", "wasm", "--store", store, "--preset", "paper"]), /preset paper: needs --data DIR/)
       assert.match(yield* failure(["repro", "--backend", "wasm", "--store", store, "--preset", "mini", "--synthetic"]), /preset mini: runs on Fashion-MNIST only/)
       assert.match(yield* failure(["repro", "--backend", "wasm", "--store", store, "--concurrency", "0"]), /Invalid value for flag --concurrency: "0"\. Expected: an integer ≥ 1/)

@@ -8,7 +8,7 @@
 import { Console, Effect, Layer, Option, Path } from "effect"
 import { Command, Flag } from "effect/cli"
 import { ArtifactStore, type Graph } from "@tinyfusion/core"
-import { Claims, Executor, LocalWorkers, Postgres, Presets, Report, Suite } from "@tinyfusion/experiments"
+import { Executor, LocalWorkers, Postgres, Presets, Report, Suite } from "@tinyfusion/experiments"
 import { Compute } from "@tinyfusion/tensor"
 import * as os from "node:os"
 import * as CheckedFlags from "../CheckedFlags.ts"
@@ -129,7 +129,7 @@ export const repro = Command.make(
         concurrency: executor === "in-process" ? o.concurrency : "unbounded",
         ...(resolved.imported === undefined ? {} : { imported: resolved.imported })
       }).pipe(Effect.provide(Layer.merge(resolved.data, executorLayer)))
-      const verdicts = Report.verdictLine(Claims.claims.map((c) => c.judge(summary.results)))
+      const verdicts = Report.verdictLine(summary.judged.map((j) => j.judgement), summary.instrument)
       yield* Console.log(
         `${path.join(out, "report.md")}, report.html: ${summary.results.size} cells, ${summary.failures.length} failed; claims: ${verdicts} ` +
           `Wall time ${((Date.now() - started) / 60000).toFixed(1)} min.`

@@ -20,8 +20,12 @@ case "$command" in
     printf '%s\n' "$password" > "$dir/password"
     [ "$(id -u)" = 0 ] && chown postgres "$dir/password"
     as_owner "'$bin/initdb' -D '$dir/data' -U tinyfusion --auth=scram-sha-256 --pwfile='$dir/password' -E UTF8 >'$dir/initdb.log' 2>&1"
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    as_owner "'$bin/pg_ctl' -D '$dir/data' -l '$dir/server.log' -w -o \"-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c max_connections=200\" start >/dev/null"
+    # A random port; another one if it is taken.
+    for try in 1 2 3 4 5 6 7 8; do
+      port=$((20000 + RANDOM % 40000))
+      if as_owner "'$bin/pg_ctl' -D '$dir/data' -l '$dir/server.log' -w -o \"-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c max_connections=200\" start >/dev/null"; then break; fi
+      [ "$try" = 8 ] && { cat "$dir/server.log" >&2; exit 1; }
+    done
     PGPASSWORD=$password "$bin/createdb" -w -h 127.0.0.1 -p "$port" -U tinyfusion tinyfusion
     echo "postgres://tinyfusion:$password@127.0.0.1:$port/tinyfusion"
     ;;

@@ -33,18 +33,25 @@ const suite = (store: string, executor: Layer.Layer<never, unknown>) =>
 // One Compute layer per process (tfjs has one engine): the tests' requesters share it.
 const withCompute = <A, E, R>(self: Effect.Effect<A, E, R>) => self.pipe(Effect.provide(Compute.layer("wasm")), Effect.provide(NodeServices.layer))
 
-/** What must be equal between two runs: each cell's metrics (but the wall-clock sampling speed) and every artifact's files and output. */
+/**
+ * What must be equal between two runs: each cell's runs (metrics but the wall-clock sampling speed, and
+ * artifact keys) and every artifact's files and output; of the sampling-speed stage, which measures
+ * wall-clock time, the key alone.
+ */
 const fingerprint = (store: string) => {
   const results = JSON.parse(fs.readFileSync(path.join(store, "report", "results.json"), "utf8")) as {
-    cells: Record<string, { metrics: Record<string, unknown>; artifacts: ReadonlyArray<string> }>
+    cells: Record<string, { runs: ReadonlyArray<{ metrics: Record<string, unknown>; artifacts: ReadonlyArray<string> }> }>
   }
-  const cells = Object.fromEntries(Object.entries(results.cells).map(([id, c]) => {
-    const { itPerS: _, ...metrics } = c.metrics
-    return [id, { metrics, artifacts: c.artifacts }]
-  }))
+  const cells = Object.fromEntries(Object.entries(results.cells).map(([id, c]) => [
+    id,
+    c.runs.map((r) => {
+      const { itPerS: _, ...metrics } = r.metrics
+      return { metrics, artifacts: r.artifacts }
+    })
+  ]))
   const artifacts = Object.fromEntries(fs.readdirSync(path.join(store, "artifacts")).sort().map((key) => {
-    const m = JSON.parse(fs.readFileSync(path.join(store, "artifacts", key, "manifest.json"), "utf8")) as { files: unknown; output: unknown }
-    return [key, { files: m.files, output: m.output }]
+    const m = JSON.parse(fs.readFileSync(path.join(store, "artifacts", key, "manifest.json"), "utf8")) as { stage: string; files: unknown; output: unknown }
+    return [key, m.stage === "sampling-speed" ? {} : { files: m.files, output: m.output }]
   }))
   return { cells, artifacts }
 }

@@ -351,10 +351,37 @@ export const checkPaperFiles = Effect.fn("Presets.checkPaperFiles")(function*(
   } satisfies Imported
 })
 
-/** A preset with the dataset it runs on: its layer, and what it is in words; the paper preset's checked files. */
+/**
+ * Where a preset's images come from, as data: what a worker in another
+ * process (or on another machine, at the same path) opens to run a stage
+ * that reads the dataset.
+ */
+export const DataSource = Schema.Union([
+  Schema.TaggedStruct("FashionMnist", { dir: Schema.String, quick: Schema.Boolean }),
+  Schema.TaggedStruct("Synthetic", {}),
+  Schema.TaggedStruct("ImageFolder", { root: Schema.String, test: Schema.String })
+])
+export type DataSource = typeof DataSource.Type
+
+/** The Dataset layer of a source. */
+export const dataLayer = (source: DataSource): Layer.Layer<Dataset, DatasetError> => {
+  switch (source._tag) {
+    case "FashionMnist":
+      return source.quick
+        ? Layer.provide(Dataset.firstImages(quickFashionMnist), Dataset.fashionMnist({ dir: source.dir }))
+        : Dataset.fashionMnist({ dir: source.dir })
+    case "Synthetic":
+      return Dataset.synthetic(quickSynthetic)
+    case "ImageFolder":
+      return Dataset.imageFolder({ root: source.root, test: source.test, size: 256 })
+  }
+}
+
+/** A preset with the dataset it runs on: its layer and source, and what it is in words; the paper preset's checked files. */
 export interface Resolved {
   readonly preset: Preset
   readonly data: Layer.Layer<Dataset, DatasetError>
+  readonly source: DataSource
   readonly dataset: string
   readonly imported?: Imported
 }
@@ -395,11 +422,12 @@ export const resolve = Effect.fn("Presets.resolve")(function*(
       const absent = options.synthetic ? [] : yield* missingFashion
       if (!options.synthetic && absent.length > 0 && options.data !== undefined) return yield* refuseData(absent)
       if (!options.synthetic && absent.length === 0) {
-        const data = Layer.provide(Dataset.firstImages(quickFashionMnist), Dataset.fashionMnist({ dir }))
+        const source: DataSource = { _tag: "FashionMnist", dir, quick: true }
         const named = `fashion-mnist[:${quickFashionMnist.train}/:${quickFashionMnist.test}]`
         return {
           preset: quick(named),
-          data,
+          data: dataLayer(source),
+          source,
           dataset: `Fashion-MNIST from ${dir} (the first ${quickFashionMnist.train} training and ${quickFashionMnist.test} test images)`
         } satisfies Resolved
       }
@@ -412,7 +440,8 @@ export const resolve = Effect.fn("Presets.resolve")(function*(
       }
       return {
         preset: quick("synthetic"),
-        data: Dataset.synthetic(quickSynthetic),
+        data: dataLayer({ _tag: "Synthetic" }),
+        source: { _tag: "Synthetic" },
         dataset: `the built-in synthetic dataset (${quickSynthetic.train} training and ${quickSynthetic.test} test images; ${why})`
       } satisfies Resolved
     }
@@ -425,7 +454,8 @@ export const resolve = Effect.fn("Presets.resolve")(function*(
           reason: `Fashion-MNIST is not in ${dir} (missing ${absent.join(", ")}): install the Debian package dataset-fashion-mnist, or pass --data DIR`
         })
       }
-      return { preset: mini, data: Dataset.fashionMnist({ dir }), dataset: `Fashion-MNIST from ${dir}` } satisfies Resolved
+      const source: DataSource = { _tag: "FashionMnist", dir, quick: false }
+      return { preset: mini, data: dataLayer(source), source, dataset: `Fashion-MNIST from ${dir}` } satisfies Resolved
     }
     case "paper": {
       if (options.synthetic) return yield* new PresetInput({ preset: name, reason: "runs on an image folder; --synthetic is for the quick preset" })
@@ -438,10 +468,11 @@ export const resolve = Effect.fn("Presets.resolve")(function*(
       const imported = yield* Effect.result(checkPaperFiles(`images:${root}`, options.files ?? {}))
       const problems = [...dataProblems, ...(imported._tag === "Failure" ? [imported.failure.reason] : [])]
       if (problems.length > 0 || imported._tag === "Failure") return yield* new PresetInput({ preset: name, reason: problems.join("\n") })
-      const data = Dataset.imageFolder({ root, test: path.join(options.data, "val"), size: 256 })
+      const source: DataSource = { _tag: "ImageFolder", root, test: path.join(options.data, "val") }
       return {
         preset: paper(`images:${root}`),
-        data,
+        data: dataLayer(source),
+        source,
         dataset: `images of ${options.data} (256×256 centre crops)`,
         imported: imported.success
       } satisfies Resolved

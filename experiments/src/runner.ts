@@ -22,6 +22,7 @@ import { Compute } from "@tinyfusion/tensor"
 import * as Cells from "./cells.ts"
 import * as Claims from "./claims.ts"
 import * as Estimates from "./estimates.ts"
+import * as Executor from "./executors/Executor.ts"
 import * as Figures from "./figures.ts"
 import { type Cell, grids, instrument, type Source } from "./grids.ts"
 import * as Methods from "./methods.ts"
@@ -86,7 +87,8 @@ export interface RunOptions extends Options {
   readonly out: string
   /** What the data is, for the report ("Fashion-MNIST", "the synthetic fixture"). */
   readonly dataset: string
-  readonly concurrency: number
+  /** Cells in flight at once: with workers, every cell, so that each node is submitted as soon as its inputs are committed. */
+  readonly concurrency: number | "unbounded"
 }
 
 export interface Summary {
@@ -129,11 +131,13 @@ export const run = Effect.fn("Suite.run")(function*(options: RunOptions) {
   const { preset } = options
   const { cells, shared, graphs } = yield* graph(options)
   const compute = yield* Compute
-  yield* Effect.logInfo(`preset ${preset.name}: ${cells.length} cells of tables ${options.tables.join(", ")} on ${options.dataset}, ${compute.backend}`)
-  const runner = yield* Graph.runner
+  const executor = yield* Executor.Executor
+  yield* Effect.logInfo(`preset ${preset.name}: ${cells.length} cells of tables ${options.tables.join(", ")} on ${options.dataset}, ${compute.backend}, ${executor.name}`)
+  const runner = yield* Executor.runner
   // The speed measurement first, on a machine the cells do not load yet; its failure fails the speed cells only.
   const speed = [...graphs.values()].find((g) => g.speed !== undefined)?.speed?.node
   const timed = speed === undefined ? undefined : yield* Effect.exit(runner.run(speed))
+  yield* Executor.start(runner, cells.flatMap((c) => Cells.nodes(graphs.get(c.id)!)))
   const exits = yield* Effect.forEach(
     cells,
     (cell) =>

@@ -17,11 +17,12 @@ import { repro } from "./commands/repro.ts"
 import { sample } from "./commands/sample.ts"
 import { store } from "./commands/store.ts"
 import { throughput } from "./commands/throughput.ts"
+import { worker } from "./commands/worker.ts"
 import * as GlobalFlags from "./GlobalFlags.ts"
 
 export const tinyfusion = Command.make("tinyfusion").pipe(
   Command.withDescription("TinyFusion: learnable depth pruning of diffusion transformers, reproduced"),
-  Command.withSubcommands([repro, doctor, bench, store, checkpoint, data, pretrain, prune, finetune, sample, evaluate, throughput]),
+  Command.withSubcommands([repro, doctor, bench, store, checkpoint, data, pretrain, prune, finetune, sample, evaluate, throughput, worker]),
   // Every command logs as --log-format says, may use the --store store, and knows the methods added in experiments/.
   Command.provide(Layer.mergeAll(GlobalFlags.logging, GlobalFlags.store, Methods.layer)),
   Command.withGlobalFlags(GlobalFlags.all)

@@ -112,8 +112,20 @@ export interface Runner {
   readonly describe: (node: Node<unknown, unknown, unknown>) => Effect.Effect<Description, unknown>
 }
 
-/** A runner: keys and artifacts are computed once each for its lifetime. */
-export const runner: Effect.Effect<Runner> = Effect.sync(() => {
+/**
+ * How a runner computes a node once its inputs are committed: `here` runs
+ * the stage in this process (a cache hit when the artifact is stored); an
+ * executor may first have the node computed elsewhere from its description
+ * (another process on the same store), after which `here` is a cache hit.
+ */
+export type Dispatch = (
+  node: Node<unknown, unknown, unknown>,
+  job: { readonly key: string; readonly description: Description; readonly inputs: Readonly<Record<string, Stage.Artifact<unknown>>> },
+  here: Effect.Effect<Stage.Artifact<unknown>, unknown, unknown>
+) => Effect.Effect<Stage.Artifact<unknown>, unknown, unknown>
+
+/** A runner: keys and artifacts are computed once each for its lifetime, each node computed by `dispatch` (default: here). */
+export const runnerWith = (dispatch: Dispatch = (_node, _job, here) => here): Effect.Effect<Runner> => Effect.sync(() => {
   const keys = new WeakMap<object, Stage.Prepared<unknown>>()
   const runs = new Map<string, Deferred.Deferred<Stage.Artifact<unknown>, unknown>>()
 
@@ -152,7 +164,7 @@ export const runner: Effect.Effect<Runner> = Effect.sync(() => {
         Effect.gen(function*() {
           const given: Record<string, Stage.Artifact<unknown>> = {}
           for (const [name, upstream] of Object.entries(input.inputs)) given[name] = yield* artifact(upstream)
-          const made = yield* Stage.run(input.stage, input.config, given)
+          const made = yield* dispatch(input, { key: k, description: yield* describe(input), inputs: given }, Stage.run(input.stage, input.config, given))
           // The declared key and the run's must agree: the graph's keys are what gc and plans see.
           if (made.key !== k) return yield* Effect.die(new Error(`stage ${input.stage.name}: declared key ${k}, ran as ${made.key}`))
           return made
@@ -210,6 +222,9 @@ export const runner: Effect.Effect<Runner> = Effect.sync(() => {
     describe
   } satisfies Runner
 })
+
+/** A runner computing every node in this process. */
+export const runner: Effect.Effect<Runner> = runnerWith()
 
 /**
  * The node a description names: the stage found by name among `stages` (a

@@ -5,10 +5,12 @@
  * says "cache hit") and ends with the same report. `--plan` prints the
  * cells' graph instead: every stage, its key, and whether the store holds it.
  */
-import { Console, Effect, Option, Path } from "effect"
+import { Console, Effect, Layer, Option, Path } from "effect"
 import { Command, Flag } from "effect/cli"
 import { ArtifactStore, type Graph } from "@tinyfusion/core"
-import { Presets, Report, Suite } from "@tinyfusion/experiments"
+import { Executor, LocalWorkers, Postgres, Presets, Report, Suite } from "@tinyfusion/experiments"
+import { Compute } from "@tinyfusion/tensor"
+import * as os from "node:os"
 import * as CheckedFlags from "../CheckedFlags.ts"
 import * as GlobalFlags from "../GlobalFlags.ts"
 import * as Table from "../Table.ts"
@@ -43,8 +45,20 @@ export const repro = Command.make(
     vae: Flag.String("vae").pipe(Flag.withDescription("paper: sd-vae-ft-ema's diffusion_pytorch_model.safetensors (or -mse, or latent-diffusion's kl-f8)"), Flag.optional),
     inception: Flag.String("inception").pipe(Flag.withDescription("paper: pytorch-fid's pt_inception-2015-12-05-6726825d.pth"), Flag.optional),
     reference: Flag.String("reference").pipe(Flag.withDescription("paper: ADM's VIRTUAL_imagenet256_labeled.npz"), Flag.optional),
+    executor: Flag.Literals("executor", ["local", "in-process"]).pipe(
+      Flag.withDescription("Where stages compute: local (worker processes on this machine, one per core; the default) or in-process (this process: tests, debugging)"),
+      Flag.optional
+    ),
+    workers: CheckedFlags.count("workers").pipe(
+      Flag.withDescription(`local: worker processes (default: the cores, ${os.availableParallelism()} here)`),
+      Flag.optional
+    ),
+    queue: Flag.String("queue").pipe(
+      Flag.withDescription("Submit the stages as jobs to this PostgreSQL queue (postgres://USER:PASSWORD@HOST:PORT/DATABASE), run by `tinyfusion worker` processes sharing the store"),
+      Flag.optional
+    ),
     concurrency: CheckedFlags.count("concurrency").pipe(
-      Flag.withDescription("Cells run at once (they share the one compute backend)"),
+      Flag.withDescription("in-process: cells run at once (they share the one compute backend)"),
       Flag.withDefault(1)
     ),
     out: Flag.String("out").pipe(Flag.withDescription("Report directory (default: <store>/reports/<preset>, or <preset>-tables-<ids> for some tables)"), Flag.optional),
@@ -84,6 +98,25 @@ export const repro = Command.make(
       }
       // One clear error now rather than one per cell.
       yield* store.writable
+      const executor = Option.getOrUndefined(o.executor)
+      if (Option.isSome(o.queue) && executor !== undefined) {
+        return yield* new Presets.PresetInput({ preset: o.preset, reason: "--queue runs the stages on the queue's workers; --executor is for runs without one" })
+      }
+      if (Option.isSome(o.workers) && (executor === "in-process" || Option.isSome(o.queue))) {
+        return yield* new Presets.PresetInput({ preset: o.preset, reason: "--workers is the local executor's; start `tinyfusion worker` processes for a queue" })
+      }
+      const compute = yield* Compute
+      const executorLayer = Option.isSome(o.queue)
+        ? Postgres.layer(o.queue.value, { backend: compute.backend, data: resolved.source })
+        : executor === "in-process"
+        ? Executor.inProcess
+        : LocalWorkers.layer({
+          store: store.root,
+          backend: compute.backend,
+          logFormat: yield* GlobalFlags.LogFormat,
+          data: resolved.source,
+          ...(Option.isSome(o.workers) ? { workers: o.workers.value } : {})
+        })
       // A run of some tables reports beside, not over, the run of all of them.
       const named = all ? o.preset : `${o.preset}-tables-${tables.join("_")}`
       const out = Option.getOrElse(o.out, () => path.join(store.root, "reports", named))
@@ -93,9 +126,9 @@ export const repro = Command.make(
         tables,
         out,
         dataset: resolved.dataset,
-        concurrency: o.concurrency,
+        concurrency: executor === "in-process" ? o.concurrency : "unbounded",
         ...(resolved.imported === undefined ? {} : { imported: resolved.imported })
-      }).pipe(Effect.provide(resolved.data))
+      }).pipe(Effect.provide(Layer.merge(resolved.data, executorLayer)))
       const verdicts = Report.verdictLine(summary.judged.map((j) => j.judgement), summary.instrument)
       yield* Console.log(
         `${path.join(out, "report.md")}, report.html: ${summary.results.size} cells, ${summary.failures.length} failed; claims: ${verdicts} ` +

@@ -236,9 +236,10 @@ describe.skipIf(pgUrl === undefined && process.env["CI"] === undefined)("the Pos
       const states: Array<string> = []
       const report = (u: View.Update) => Effect.sync(() => void states.push(u._tag === "Queued" ? u.state : u._tag))
       const failed = yield* Effect.flip(submit({ key: "latents-0", node: { stage: "latents", config: {}, inputs: { autoencoder: "autoencoder-missing" } }, label: "t", report }))
-      // The view was told of the job's states: waiting, taken by a worker (and retried after each failure).
-      assert.strictEqual(states[0], "created")
-      assert.include(states, "Started")
+      // The view was told of the job's states as the requester polled them: waiting, taken by a worker, waiting for its retry
+      // (a failing attempt may come and go between two polls; the 1 s before a retry may not).
+      assert.isTrue(states.every((s) => /^(created|Started|retry(, attempt [23])?)$/.test(s)), states.join(", "))
+      assert.isTrue(states.some((s) => s.startsWith("retry")), states.join(", "))
       assert.match(failed.message, /^latents latents-0: .*\(after 3 attempts\)$/)
 
       const refused = (bad: string) => Effect.flip(Effect.scoped(Postgres.connect(bad, "wasm", settings)))

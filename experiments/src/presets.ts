@@ -6,7 +6,10 @@
  *
  *   quick   CPU, minutes: every stage of every cell runs, on tiny models and
  *           a few hundred images; the numbers test the plumbing, not the paper
- *   mini    Fashion-MNIST and the 28 × 128 mini teacher: the reproduction
+ *   small   Fashion-MNIST and a 28 × 64 teacher, sized by pilots for a 2-core
+ *           CPU in about 150 minutes with two workers: the reproduction we run
+ *   mini    Fashion-MNIST and the 28 × 128 mini teacher: the reproduction at
+ *           the scale of a GPU
  *   paper   DiT-XL/2 shapes: a user's image folder and the official
  *           checkpoint brought in with `tinyfusion checkpoint import`
  */
@@ -17,7 +20,7 @@ import { Evaluation, type MarSampling, Reference, type Sampling } from "@tinyfus
 import { Config, MarConfig, ModelFile } from "@tinyfusion/models"
 import type { Budget } from "./grids.ts"
 
-export const presetNames = ["quick", "mini", "paper"] as const
+export const presetNames = ["quick", "small", "mini", "paper"] as const
 export type PresetName = (typeof presetNames)[number]
 
 export interface Preset {
@@ -84,6 +87,17 @@ const teachers = (dit: Pretrain.PretrainConfig) => ({ dit, sit: { ...dit, family
 /** Every sample its own group (32 or 16), the reference in 32; few replicates of sFID, the costly ones. */
 const quickBootstrap = { replicates: 30, spatialReplicates: 10, groups: 32, seed: 0 }
 
+/** 200 replicates of FID (0.06 s each at 128 dimensions), 20 of sFID (0.45 s each at 448), 50 groups. */
+const smallBootstrap = { replicates: 200, spatialReplicates: 20, groups: 50, seed: 0 }
+
+/** The small preset's teachers (28 × 64): the DiT with a cosine decay, its SiT (one row of Table 2) at the piloted 1,000 steps of a constant rate. */
+const smallTraining = { ...Pretrain.mini.training, batchSize: 64, lr: 1e-3, maxGradNorm: 1, emaDecay: 0.995, checkpointEvery: 250, curveEvery: 25 }
+const smallModel = { ...Config.presets.mini, hiddenSize: 64 }
+const smallTeachers = {
+  dit: { family: "dit" as const, model: smallModel, training: { ...smallTraining, steps: 2000, lrFloor: 1e-4 } },
+  sit: { family: "sit" as const, model: smallModel, training: { ...smallTraining, steps: 1000 } }
+}
+
 /** The quick preset on a dataset of 32×32 single-channel images named `dataset` (a Fashion-MNIST subset, or the synthetic fixture). */
 export const quick = (dataset: string): Preset => ({
   name: "quick",
@@ -134,6 +148,61 @@ export const quick = (dataset: string): Preset => ({
   // Six rounds: the fewest whose median interval reaches 95% (96.9%).
   speed: { batch: 8, warmup: 1, rounds: 6, sampling: guided("250") }
 })
+
+/**
+ * The reproduction on this project's CPU: all of Fashion-MNIST, the mini data stages, a 28 × 64 teacher
+ * (the mini shape at half width; the grids' depths are the paper's) and every budget sized by pilots
+ * (notes/issue-21-preset.md) to about 310 core-minutes: 150–170 minutes on 2 cores with two workers.
+ * Pilot figures: CPU seconds (user + sys, wasm on one thread) at load 5–14 on the 2-core EPYC; FID on
+ * 1,000 samples, 25 DDPM steps, guidance 1.5, ± the 95% bootstrap half-width (200 replicates).
+ * - Feature network: 800 steps gave 87.4% test accuracy on 10,000 images (chance 10%); 290 s with the reference.
+ *   The autoencoder at its mini budget: PSNR 26.0 dB, about 950 s; the latents 155 s.
+ * - Teacher: 1,000 steps of 64 at a constant lr 1e-3 (0.62 s a step) gave FID 168.3 ± 8.4 against
+ *   559.0 ± 16.1 untrained and 299.3 ± 11.1 for ShortGPT's D14 before recovery: clearly trained. But
+ *   ShortGPT's D14 after 400 recovery steps beat it (145.2 ± 5.8, paired −23.2 ± 4.7): the constant
+ *   rate leaves it short of converged, so the DiT teacher gets twice the steps and a cosine decay to 1e-4.
+ *   The SiT teacher (Table 2's one SiT row) keeps the piloted 1,000 steps.
+ * - Recovery: 400 fine-tuning steps of 64 cost 140 s (0.33 s a step at D14) and took ShortGPT's D14 from
+ *   299.3 to 145.2; paired differences between recovered D14s are ±4–5 at 1,000 samples, against
+ *   ±11 unpaired. "100K" is 250 steps, "500K" 500; "10K" (Tables 4 and 7) 100, not piloted; MAR's 40 epochs 10% of its 600.
+ * - Evaluation: 164 s at D28 and 104 s at D14 for 1,000 samples; 800 (full) and 400 (short) keep the
+ *   suite's 85 evaluations near 90 core-minutes. sFID's 20 replicates cost 0.45 s each.
+ * - Mask learning: 0.7 s an iteration (LoRA; Full 0.77, Frozen 0.41) at batch 64, 14 of them in the suite:
+ *   150 iterations with the gates' EMA at 0.99 (200 at 0.999 gave confidence 0.60).
+ * - MAR: a training step costs 3.9 times the DiT's of the same size, so the MARs train 600 steps of 32.
+ */
+export const small: Preset = {
+  name: "small",
+  evidence: true,
+  maxSeeds: 3,
+  autoencoder: Stages.miniAutoencoder,
+  latents: Stages.miniLatents,
+  featureNet: { ...Stages.miniFeatureNet, training: { ...Stages.miniFeatureNet.training, steps: 800 } },
+  reference: Reference.miniReference,
+  teacher: smallTeachers,
+  mar: mars(
+    {
+      model: { ...MarConfig.presets.mini, encoderEmbedDim: 64, decoderEmbedDim: 64, encoderNumHeads: 2, decoderNumHeads: 2, difflossWidth: 64, numSamplingSteps: "25" },
+      training: { ...MarPretrain.mini.training, steps: 600, batchSize: 32, lr: 1e-3, lrFloor: 1e-4, emaDecay: 0.99, checkpointEvery: 100, curveEvery: 10 }
+    },
+    { ...MarConfig.presets["mini-base"], encoderEmbedDim: 48, decoderEmbedDim: 48, encoderNumHeads: 2, decoderNumHeads: 2, difflossWidth: 64, numSamplingSteps: "25" },
+    { full: 8, short: 4 }
+  ),
+  prune: {
+    seed: 0,
+    calibration: 128,
+    iterations: 150,
+    learnable: { batchSize: 64, emaDecay: 0.99, logEvery: 10, checkpointEvery: 50 },
+    randomSamples: 100,
+    diffPruning: { stride: 25, batchSize: 64, checkpointEvery: 10 }
+  },
+  recovery: { batchSize: 64, seed: 0, steps: { "100K": 250, "500K": 500, "10K": 100, "40ep": 60 }, emaDecay: 0.99, checkpointEvery: 50, curveEvery: 10 },
+  evaluation: {
+    full: { ...Evaluation.miniEvaluation, samples: 800, sampling: guided("25"), splitSize: 400, gridImages: 64, bootstrap: smallBootstrap },
+    short: { ...Evaluation.miniEvaluation, samples: 400, sampling: guided("25"), splitSize: 200, gridImages: 64, bootstrap: smallBootstrap }
+  },
+  speed: { batch: 16, warmup: 1, rounds: 6, sampling: guided("25") }
+}
 
 /**
  * The mini reproduction on Fashion-MNIST: the data stages and the reference
@@ -357,7 +426,7 @@ export interface Resolved {
  * Fashion-MNIST from `data`, or — only when no `data` is given — from the
  * Debian package's folder (`fashionMnistDir`) when its four files are
  * there, else, with a warning, the synthetic fixture (also with
- * `synthetic`); mini: Fashion-MNIST; paper: an image folder with `train/`
+ * `synthetic`); mini and small: Fashion-MNIST; paper: an image folder with `train/`
  * and `val/` class folders. A `data` folder without the files is refused,
  * never replaced: a typo must not turn a reproduction into a toy.
  */
@@ -409,6 +478,7 @@ export const resolve = Effect.fn("Presets.resolve")(function*(
         dataset: `the built-in synthetic dataset (${quickSynthetic.train} training and ${quickSynthetic.test} test images; ${why})`
       } satisfies Resolved
     }
+    case "small":
     case "mini": {
       if (options.synthetic) return yield* new PresetInput({ preset: name, reason: "runs on Fashion-MNIST only; --synthetic is for the quick preset" })
       const absent = yield* missingFashion
@@ -418,7 +488,7 @@ export const resolve = Effect.fn("Presets.resolve")(function*(
           reason: `Fashion-MNIST is not in ${dir} (missing ${absent.join(", ")}): install the Debian package dataset-fashion-mnist, or pass --data DIR`
         })
       }
-      return { preset: mini, data: Dataset.fashionMnist({ dir }), dataset: `Fashion-MNIST from ${dir}` } satisfies Resolved
+      return { preset: name === "mini" ? mini : small, data: Dataset.fashionMnist({ dir }), dataset: `Fashion-MNIST from ${dir}` } satisfies Resolved
     }
     case "paper": {
       if (options.synthetic) return yield* new PresetInput({ preset: name, reason: "runs on an image folder; --synthetic is for the quick preset" })

@@ -217,16 +217,19 @@ def inception(refs):
 
 # ---------------------------------------------------------------- PyTorch files (torch.save)
 
-def dit_state(prefix, depth=2, hidden=16, patch=2, channels=4, size=8, classes=10, learn_sigma=True):
-    """A tiny DiT's state_dict in DiT's key order (models.py), values hashed by `prefix`+key."""
+def dit_state(prefix, depth=2, hidden=16, patch=2, channels=4, size=8, classes=10, learn_sigma=True, attention=None, mlp=None):
+    """A tiny DiT's state_dict in DiT's key order (models.py), values hashed by `prefix`+key; `attention` (heads x head
+    width) and `mlp` narrower than hidden and 4 x hidden make a width-pruned one (Diff-Pruning's shapes)."""
     out = channels * 2 if learn_sigma else channels
+    attention = attention or hidden
+    mlp = mlp or 4 * hidden
     shapes = [("pos_embed", (1, (size // patch) ** 2, hidden)), ("x_embedder.proj.weight", (hidden, channels, patch, patch)),
               ("x_embedder.proj.bias", (hidden,)), ("t_embedder.mlp.0.weight", (hidden, 256)), ("t_embedder.mlp.0.bias", (hidden,)),
               ("t_embedder.mlp.2.weight", (hidden, hidden)), ("t_embedder.mlp.2.bias", (hidden,)),
               ("y_embedder.embedding_table.weight", (classes + 1, hidden))]
     for i in range(depth):
-        for name, o, n in [("attn.qkv", 3 * hidden, hidden), ("attn.proj", hidden, hidden), ("mlp.fc1", 4 * hidden, hidden),
-                           ("mlp.fc2", hidden, 4 * hidden), ("adaLN_modulation.1", 6 * hidden, hidden)]:
+        for name, o, n in [("attn.qkv", 3 * attention, hidden), ("attn.proj", hidden, attention), ("mlp.fc1", mlp, hidden),
+                           ("mlp.fc2", hidden, mlp), ("adaLN_modulation.1", 6 * hidden, hidden)]:
             shapes += [(f"blocks.{i}.{name}.weight", (o, n)), (f"blocks.{i}.{name}.bias", (o,))]
     shapes += [("final_layer.linear.weight", (patch * patch * out, hidden)), ("final_layer.linear.bias", (patch * patch * out,)),
                ("final_layer.adaLN_modulation.1.weight", (2 * hidden, hidden)), ("final_layer.adaLN_modulation.1.bias", (2 * hidden,))]
@@ -268,6 +271,8 @@ def torch_files():
     for p in params:
         p.grad = torch.ones_like(p)
     opt.step()
+    # A width-pruned DiT's state_dict (Diff-Pruning keeps whole heads): 3 heads of width 8 in a 16-wide stream, MLP 40.
+    save("dit-width.pt", dit_state("width/", attention=3 * 8, mlp=40), package="models")
     save("dit-train.pt", {"model": model, "ema": ema, "opt": opt.state_dict(), "args": argparse.Namespace(model="DiT-S/2"), "train_steps": 5},
          package="models")
 

@@ -28,15 +28,15 @@
  * (speed.ts): its interval is the median's order-statistic interval, and a
  * speed-up is the median of per-round ratios.
  */
-import { Interval, Throughput } from "@tinyfusion/eval"
+import { Interval, Metrics, Throughput } from "@tinyfusion/eval"
 import type * as Paper from "./paper.ts"
 
 /** The numbers of the paper's tables that our runs produce. */
 export type Metric = Exclude<keyof Paper.Metrics, "diverged" | "parameters">
 
-/** The FID-family numbers: bootstrapped. */
-export const sampledMetrics = ["is", "fid", "sfid", "precision", "recall"] as const
-export type SampledMetric = (typeof sampledMetrics)[number]
+/** The FID-family numbers, the evaluation's scores (eval Metrics.Scores): bootstrapped. */
+export type SampledMetric = keyof Metrics.Results
+export const sampledMetrics = Object.keys(Metrics.Scores.fields) as ReadonlyArray<SampledMetric>
 
 export const isSampled = (m: Metric): m is SampledMetric => (sampledMetrics as ReadonlyArray<string>).includes(m)
 
@@ -168,7 +168,7 @@ export const speedup = (results: Results, fast: string, base: string, level = 0.
   return Throughput.speedup(f, b, level)
 }
 
-const metrics: ReadonlyArray<Metric> = ["calibrationLoss", "initDistillLoss", "is", "fid", "sfid", "precision", "recall", "itPerS", "confidence"]
+const metrics: ReadonlyArray<Metric> = ["calibrationLoss", "initDistillLoss", ...sampledMetrics, "itPerS", "confidence"]
 
 /** Every number a cell has, with its interval (a diverged cell's sampled numbers left out). */
 export const summary = (results: Results, cell: string): ReadonlyArray<readonly [Metric, Interval.Interval]> =>

@@ -17,25 +17,27 @@ export type Budget = typeof Budget.Type
 export const Source = Schema.Union([Schema.Literal("teacher"), Schema.Struct({ cell: Schema.String })])
 export type Source = typeof Source.Type
 
+/** A method's options as a config holds them (its Schema decodes them, with defaults for the rest). */
+const Options = Schema.Record(Schema.String, Schema.Json)
+
 export const Prune = Schema.Struct({
-  /** A Pruner layer's name: learnable, shortgpt, flux-lite, sensitivity, oracle, random-min/median/max, or an added one. */
+  /** A pruner's name: learnable, shortgpt, flux-lite, sensitivity, oracle, random, or an added one (experiments/src/pruners). */
   method: Schema.String,
   /** Blocks kept. */
   keep: Schema.Int,
   /** N:M local blocks for the learnable method, e.g. "1:2". */
   scheme: Schema.optional(Schema.String),
-  /** Recoverability estimate of the learnable method. */
-  update: Schema.optional(Schema.Literals(["lora", "full", "frozen"])),
-  /** Diff-Pruning: the share of parameters removed (every block kept). */
-  ratio: Schema.optional(Schema.Finite),
+  /** The method's own options (the learnable method's recoverability estimate `update`, Diff-Pruning's `ratio`); the preset adds its scale. */
+  options: Schema.optional(Options),
   from: Source
 })
 export type Prune = typeof Prune.Type
 
 export const Recovery = Schema.Struct({
-  strategy: Schema.Literals(["finetune", "logits-kd", "repkd", "masked-kd"]),
-  /** Masked KD threshold k (ignore |x − μ| ≥ kσ). */
-  k: Schema.optional(Schema.Number),
+  /** A recovery strategy's name: finetune, logits-kd, repkd, masked-kd, or an added one (experiments/src/strategies). */
+  strategy: Schema.String,
+  /** The strategy's options, e.g. masked KD's threshold k or the alignment. */
+  options: Schema.optional(Options),
   budget: Budget,
   lr: Schema.optional(Schema.Number),
   teacher: Schema.optional(Source),
@@ -74,12 +76,12 @@ export interface Grid {
 }
 
 const teacher = "teacher" as const
-const learnable12: Prune = { method: "learnable", keep: 14, scheme: "1:2", update: "lora", from: teacher }
+const learnable12: Prune = { method: "learnable", keep: 14, scheme: "1:2", options: { update: "lora" }, from: teacher }
 const baseline = (method: string, keep = 14): Prune => ({ method, keep, from: teacher })
 const finetune: Recovery = { strategy: "finetune", budget: "100K" }
 /** Diff-Pruning: every block kept, heads and channels cut to remove `ratio` of the parameters. */
-const diffPruning = (ratio: number): Prune => ({ method: "diff-pruning", keep: 28, ratio, from: teacher })
-const maskedKd: Recovery = { strategy: "masked-kd", k: 2, budget: "100K" }
+const diffPruning = (ratio: number): Prune => ({ method: "diff-pruning", keep: 28, options: { ratio }, from: teacher })
+const maskedKd: Recovery = { strategy: "masked-kd", options: { k: 2 }, budget: "100K" }
 
 export const table1: Grid = {
   table: "1",
@@ -117,8 +119,8 @@ export const table2: Grid = {
     {
       id: "t2/tinymar-d16",
       family: "mar",
-      prune: { method: "learnable", keep: 16, scheme: "1:2", update: "lora", from: teacher },
-      recovery: { strategy: "masked-kd", k: 2, budget: "40ep" },
+      prune: { ...learnable12, keep: 16 },
+      recovery: { ...maskedKd, budget: "40ep" },
       protocol: "full"
     },
     { id: "t2/sit-teacher", family: "sit", protocol: "full" },
@@ -126,7 +128,7 @@ export const table2: Grid = {
   ]
 }
 
-const random = (pick: "min" | "median" | "max"): Prune => baseline(`random-${pick}`)
+const random = (pick: "min" | "median" | "max"): Prune => ({ ...baseline("random"), options: { pick } })
 
 export const table3: Grid = {
   table: "3",
@@ -152,7 +154,7 @@ export const table4: Grid = {
     (["1:2", "2:4", "7:14"] as const).map((scheme): Cell => ({
       id: `t4/${scheme}-${update}`,
       family: "dit",
-      prune: { method: "learnable", keep: 14, scheme, update, from: teacher },
+      prune: { method: "learnable", keep: 14, scheme, options: { update }, from: teacher },
       recovery: { strategy: "finetune", budget: "10K" },
       protocol: "short"
     }))
@@ -167,18 +169,25 @@ export const table5: Grid = {
     { id: "t5/finetune", family: "dit", prune: learnable12, recovery: finetune, protocol: "full" },
     { id: "t5/logits-kd", family: "dit", prune: learnable12, recovery: { strategy: "logits-kd", budget: "100K" }, protocol: "full" },
     { id: "t5/repkd", family: "dit", prune: learnable12, recovery: { strategy: "repkd", budget: "100K" }, protocol: "full" },
-    { id: "t5/masked-kd-0.1", family: "dit", prune: learnable12, recovery: { ...maskedKd, k: 0.1 }, protocol: "full" },
+    { id: "t5/masked-kd-0.1", family: "dit", prune: learnable12, recovery: { ...maskedKd, options: { k: 0.1 } }, protocol: "full" },
     { id: "t5/masked-kd-2", family: "dit", prune: learnable12, recovery: maskedKd, protocol: "full" },
-    { id: "t5/masked-kd-4", family: "dit", prune: learnable12, recovery: { ...maskedKd, k: 4 }, protocol: "full" }
+    { id: "t5/masked-kd-4", family: "dit", prune: learnable12, recovery: { ...maskedKd, options: { k: 4 } }, protocol: "full" }
   ]
 }
 
 const d14 = { cell: "t1/tinydit-d14-kd" } as const
+// A student distilled from another model than the one it was cut from takes the reference's fixed alignment.
 const d7 = (id: string, from: Source, teacherModel: Source): Cell => ({
   id,
   family: "dit",
   prune: { ...learnable12, keep: 7, scheme: from === teacher ? "1:4" : "1:2", from },
-  recovery: { strategy: "masked-kd", k: 2, budget: "10K", teacher: teacherModel, ema: false },
+  recovery: {
+    strategy: "masked-kd",
+    options: { k: 2, ...(from === teacherModel ? {} : { alignment: "fixed" }) },
+    budget: "10K",
+    teacher: teacherModel,
+    ema: false
+  },
   protocol: "short"
 })
 

@@ -4,13 +4,10 @@
  * hand-written numbers of the report: everything we print beside them comes
  * from stored metrics.
  */
+import type { Metrics as EvalMetrics } from "@tinyfusion/eval"
 
-export interface Metrics {
-  readonly is?: number
-  readonly fid?: number
-  readonly sfid?: number
-  readonly precision?: number
-  readonly recall?: number
+/** A cell's numbers, under the names its stages' outputs and manifests use: the evaluation's scores (eval Metrics.Scores), and the rest. */
+export interface Metrics extends Partial<EvalMetrics.Results> {
   /** Sampling iterations per second (forward passes of a batch), the paper's "it/s". */
   readonly itPerS?: number
   /** Calibration loss right after pruning (Table 3). */

@@ -15,26 +15,15 @@ import * as path from "node:path"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { Dataset, Inception, Npz, Png, Stages } from "@tinyfusion/data"
 import { Reference } from "@tinyfusion/eval"
-import { Checkpoint, Config, Init, SdVae } from "@tinyfusion/models"
-import { Compute, Hashed, HostTensor, Safetensors } from "@tinyfusion/tensor"
+import { StateDict, Config, Fixtures, Init, SdVae } from "@tinyfusion/models"
+import { Compute, Safetensors } from "@tinyfusion/tensor"
 import * as Presets from "./presets.ts"
 import * as Suite from "./runner.ts"
 
 const side = 32
-const vae: SdVae.Config = { ...SdVae.klF8, channels: [32, 32, 32, 32], layersPerBlock: 1 }
+const vae: SdVae.Config = Fixtures.sdVae
 const inception: Inception.Config = { divisor: 16, classes: 1008, inputSize: 75 }
 const sizes: Presets.PaperSizes = { imageSize: side, inception, vaeEvalImages: 4 }
-
-/** Random weights as a published file would hold them: norms near 1, convolutions variance-preserving. */
-const weights = (shapes: ReadonlyArray<readonly [string, ReadonlyArray<number>]>) =>
-  new Map(shapes.map(([key, shape]) => {
-    const leaf = key.split(".").pop()!
-    const bound = Math.sqrt(3 / HostTensor.numel(shape.slice(1)))
-    const [lo, hi] = shape.length === 1
-      ? leaf === "running_var" || (leaf === "weight" && !key.startsWith("fc")) ? [0.5, 1.5] : [-0.1, 0.1]
-      : [-bound, bound]
-    return [key, Hashed.tensor(key, shape, lo, hi)] as const
-  }))
 
 const write = (file: string, bytes: Uint8Array) => (fs.writeFileSync(file, bytes), file)
 
@@ -53,9 +42,9 @@ const makeFiles = (root: string) => {
   const teacher: Config.Config = { ...Config.presets.mini, hiddenSize: 32, numHeads: 2, inputSize: 4, numClasses: 2 }
   const images = Uint8Array.from([0, 1, 2].flatMap((i) => [0, 1].flatMap((c) => [...picture(c, i + 10)])))
   return {
-    teacher: write(path.join(root, "DiT-toy.safetensors"), Effect.runSync(Checkpoint.encode(teacher, Init.host(teacher, 0)))),
-    vae: write(path.join(root, "diffusion_pytorch_model.safetensors"), Safetensors.encode(weights(SdVae.referenceShapes(vae)))),
-    inception: write(path.join(root, "pt_inception-toy.safetensors"), Safetensors.encode(weights(Inception.referenceShapes(inception)))),
+    teacher: write(path.join(root, "DiT-toy.safetensors"), Effect.runSync(StateDict.encode(teacher, Init.host(teacher, 0)))),
+    vae: write(path.join(root, "diffusion_pytorch_model.safetensors"), Safetensors.encode(Fixtures.publishedWeights(SdVae.referenceShapes(vae)))),
+    inception: write(path.join(root, "pt_inception-toy.safetensors"), Safetensors.encode(Fixtures.publishedWeights(Inception.referenceShapes(inception)))),
     images
   }
 }

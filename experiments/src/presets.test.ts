@@ -1,10 +1,12 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Logger } from "effect"
+import { Effect, Logger, Schema } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { MarCheckpoint, MarConfig } from "@tinyfusion/models"
+import { MarPretrain, Pretrain } from "@tinyfusion/diffusion"
+import { Evaluation } from "@tinyfusion/eval"
+import { MarStateDict, MarConfig } from "@tinyfusion/models"
 import { grids, seedsOf } from "./grids.ts"
 import * as Presets from "./presets.ts"
 
@@ -65,7 +67,7 @@ describe("presets", () => {
       // At paper scale the MARs take the suite's 32×32×4 latents in 2×2 patches: MAR's 256 tokens of 16 features, its parameter count.
       const paperMar = Presets.paper("images:/x").mar.large.model
       assert.deepStrictEqual([MarConfig.tokens(paperMar), MarConfig.tokenDim(paperMar)], [256, 16])
-      assert.strictEqual(MarCheckpoint.parameterCount(paperMar), MarCheckpoint.parameterCount(MarConfig.presets["MAR-L"]))
+      assert.strictEqual(MarStateDict.parameterCount(paperMar), MarStateDict.parameterCount(MarConfig.presets["MAR-L"]))
     }).pipe(Effect.provide(NodeServices.layer)))
 
   it("small answers the key claims with 3 recovery seeds a cell, and its intervals are 95% ones", () => {
@@ -87,5 +89,9 @@ describe("presets", () => {
     const teacher = small.teacher.dit.training
     assert.isAbove(teacher.steps * teacher.batchSize, small.recovery.steps["500K"] * small.recovery.batchSize)
     assert.strictEqual(small.teacher.dit.model.depth, 28)
+    // Its own shapes and loops are valid configs (heads divide widths, the cosine floor is below the rate).
+    for (const config of [small.teacher.dit, small.teacher.sit]) Schema.decodeUnknownSync(Pretrain.PretrainConfig)(config)
+    for (const config of [small.mar.large, small.mar.base]) Schema.decodeUnknownSync(MarPretrain.MarPretrainConfig)(config)
+    for (const config of [small.evaluation.full, small.evaluation.short]) Schema.decodeUnknownSync(Evaluation.EvaluationConfig)(config)
   })
 })

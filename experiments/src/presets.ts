@@ -45,14 +45,12 @@ export interface Preset {
     readonly seed: number
     /** Samples in the fixed calibration set. */
     readonly calibration: number
-    /** Mask-learning iterations of the learnable method. */
-    readonly iterations: number
-    /** Learnable options besides the ΔW kind (Learnable.Options). */
-    readonly learnable: { readonly [name: string]: Schema.Json }
-    /** Random masks sampled by the random-search pruners (paper: 100,000). */
-    readonly randomSamples: number
-    /** Diff-Pruning's options besides the ratio (DiffPruning.Options; the reference visits every timestep: stride 1). */
-    readonly diffPruning: { readonly [name: string]: Schema.Json }
+    /**
+     * Per method, the options that scale it (the learnable method's iterations and batch, the random
+     * search's sample count; paper: 100,000; Diff-Pruning's stride, where the reference visits every
+     * timestep); a cell's own options go over them, a method's defaults under.
+     */
+    readonly options: { readonly [method: string]: { readonly [name: string]: Schema.Json } }
   }
   readonly recovery: {
     readonly batchSize: number
@@ -127,7 +125,8 @@ export const quick = (dataset: string): Preset => ({
   mar: mars(
     {
       model: { ...MarConfig.presets.mini, encoderEmbedDim: 32, decoderEmbedDim: 32, encoderNumHeads: 2, decoderNumHeads: 2, difflossWidth: 32, numSamplingSteps: "8" },
-      training: { ...MarPretrain.mini.training, steps: 60, batchSize: 16, lr: 1e-3, emaDecay: 0.9, checkpointEvery: 20, curveEvery: 5 }
+      // MAR's recipe over 60 steps (15 warming up), at the quick DiT teacher's raised rate and short EMA.
+      training: { ...MarPretrain.mini.training, ...MarPretrain.recipeTraining(60, 16), lr: 1e-3, emaDecay: 0.9, checkpointEvery: 20, curveEvery: 5 }
     },
     { ...MarConfig.presets["mini-base"], encoderEmbedDim: 24, decoderEmbedDim: 24, encoderNumHeads: 2, decoderNumHeads: 2, difflossWidth: 32, numSamplingSteps: "8" },
     { full: 4, short: 2 }
@@ -135,10 +134,11 @@ export const quick = (dataset: string): Preset => ({
   prune: {
     seed: 0,
     calibration: 16,
-    iterations: 10,
-    learnable: { batchSize: 8, logEvery: 2, checkpointEvery: 5 },
-    randomSamples: 16,
-    diffPruning: { stride: 50, batchSize: 16 }
+    options: {
+      learnable: { iterations: 10, batchSize: 8, logEvery: 2, checkpointEvery: 5 },
+      random: { samples: 16 },
+      "diff-pruning": { stride: 50, batchSize: 16 }
+    }
   },
   recovery: { batchSize: 8, seed: 0, steps: { "100K": 6, "500K": 12, "10K": 3, "40ep": 6 }, emaDecay: 0.5, checkpointEvery: 3, curveEvery: 1 },
   evaluation: {
@@ -152,19 +152,21 @@ export const quick = (dataset: string): Preset => ({
 /**
  * The reproduction on this project's CPU: all of Fashion-MNIST, the mini data stages, a 28 × 64 teacher
  * (the mini shape at half width; the grids' depths are the paper's) and every budget sized by pilots
- * (notes/issue-21-preset.md) to about 310 core-minutes: 150–170 minutes on 2 cores with two workers.
+ * to about 310 core-minutes: 150–170 minutes on 2 cores with two workers.
  * Pilot figures: CPU seconds (user + sys, wasm on one thread) at load 5–14 on the 2-core EPYC; FID on
  * 1,000 samples, 25 DDPM steps, guidance 1.5, ± the 95% bootstrap half-width (200 replicates).
  * - Feature network: 800 steps gave 87.4% test accuracy on 10,000 images (chance 10%); 290 s with the reference.
  *   The autoencoder at its mini budget: PSNR 26.0 dB, about 950 s; the latents 155 s.
  * - Teacher: 1,000 steps of 64 at a constant lr 1e-3 (0.62 s a step) gave FID 168.3 ± 8.4 against
  *   559.0 ± 16.1 untrained and 299.3 ± 11.1 for ShortGPT's D14 before recovery: clearly trained. But
- *   ShortGPT's D14 after 400 recovery steps beat it (145.2 ± 5.8, paired −23.2 ± 4.7): the constant
- *   rate leaves it short of converged, so the DiT teacher gets twice the steps and a cosine decay to 1e-4.
+ *   ShortGPT's D14 after 400 recovery steps beat it (145.2 ± 7.7, paired −23.2 ± 4.7): the constant
+ *   rate leaves it short of converged, so the DiT teacher gets twice the steps and a cosine decay to 1e-4 (not piloted).
  *   The SiT teacher (Table 2's one SiT row) keeps the piloted 1,000 steps.
  * - Recovery: 400 fine-tuning steps of 64 cost 140 s (0.33 s a step at D14) and took ShortGPT's D14 from
- *   299.3 to 145.2; paired differences between recovered D14s are ±4–5 at 1,000 samples, against
- *   ±11 unpaired. "100K" is 250 steps, "500K" 500; "10K" (Tables 4 and 7) 100, not piloted; MAR's 40 epochs 10% of its 600.
+ *   299.3 to 145.2 ± 7.7; the learnable 1:2 mask (200 iterations) recovered to 158.9 ± 9.1. Paired, learnable −
+ *   ShortGPT = +13.8 ± 3.6 (unpaired ±11.9; one seed, so the bootstrap alone): at 1,000 samples a
+ *   difference this size is resolved four times over. "100K" is 250 steps, "500K" 500; "10K" (Tables 4 and 7) 100, not
+ *   piloted; MAR's 40 epochs 10% of its 600.
  * - Evaluation: 164 s at D28 and 104 s at D14 for 1,000 samples; 800 (full) and 400 (short) keep the
  *   suite's 85 evaluations near 90 core-minutes. sFID's 20 replicates cost 0.45 s each.
  * - Mask learning: 0.7 s an iteration (LoRA; Full 0.77, Frozen 0.41) at batch 64, 14 of them in the suite:
@@ -183,7 +185,9 @@ export const small: Preset = {
   mar: mars(
     {
       model: { ...MarConfig.presets.mini, encoderEmbedDim: 64, decoderEmbedDim: 64, encoderNumHeads: 2, decoderNumHeads: 2, difflossWidth: 64, numSamplingSteps: "25" },
-      training: { ...MarPretrain.mini.training, steps: 600, batchSize: 32, lr: 1e-3, lrFloor: 1e-4, emaDecay: 0.99, checkpointEvery: 100, curveEvery: 10 }
+      // MAR's recipe (the first quarter warming up, then constant) at the DiT teacher's rate: the recipe's
+      // 1e-4 · 32 / 256 would barely move in 600 steps. Not piloted beyond the cost of a step.
+      training: { ...MarPretrain.mini.training, ...MarPretrain.recipeTraining(600, 32), lr: 1e-3, emaDecay: 0.99, checkpointEvery: 100, curveEvery: 10 }
     },
     { ...MarConfig.presets["mini-base"], encoderEmbedDim: 48, decoderEmbedDim: 48, encoderNumHeads: 2, decoderNumHeads: 2, difflossWidth: 64, numSamplingSteps: "25" },
     { full: 8, short: 4 }
@@ -191,10 +195,11 @@ export const small: Preset = {
   prune: {
     seed: 0,
     calibration: 128,
-    iterations: 150,
-    learnable: { batchSize: 64, emaDecay: 0.99, logEvery: 10, checkpointEvery: 50 },
-    randomSamples: 100,
-    diffPruning: { stride: 25, batchSize: 64, checkpointEvery: 10 }
+    options: {
+      learnable: { iterations: 150, batchSize: 64, emaDecay: 0.99, logEvery: 10, checkpointEvery: 50 },
+      random: { samples: 100 },
+      "diff-pruning": { stride: 25, batchSize: 64, checkpointEvery: 10 }
+    }
   },
   recovery: { batchSize: 64, seed: 0, steps: { "100K": 250, "500K": 500, "10K": 100, "40ep": 60 }, emaDecay: 0.99, checkpointEvery: 50, curveEvery: 10 },
   evaluation: {
@@ -223,13 +228,14 @@ export const mini: Preset = {
   prune: {
     seed: 0,
     calibration: 256,
-    // One epoch of the 120,000 latents, as the paper's one epoch of mask learning: fewer leave the
-    // 0.999 EMA of the gates near its uniform start (400 iterations gave confidence 0.57 for 1:2).
-    iterations: 1875,
-    learnable: { batchSize: 64, logEvery: 25, checkpointEvery: 250 },
-    randomSamples: 1000,
-    // At most 100 timesteps of the 256-sample calibration set (the threshold usually ends the sweep sooner).
-    diffPruning: { stride: 10, batchSize: 64, checkpointEvery: 20 }
+    options: {
+      // One epoch of the 120,000 latents, as the paper's one epoch of mask learning: fewer leave the
+      // 0.999 EMA of the gates near its uniform start (400 iterations gave confidence 0.57 for 1:2).
+      learnable: { iterations: 1875, batchSize: 64, logEvery: 25, checkpointEvery: 250 },
+      random: { samples: 1000 },
+      // At most 100 timesteps of the 256-sample calibration set (the threshold usually ends the sweep sooner).
+      "diff-pruning": { stride: 10, batchSize: 64, checkpointEvery: 20 }
+    }
   },
   // MAR's 40 epochs are 10% of its teacher's pre-training: 500 of the mini MAR-L's 5,000 steps.
   recovery: { batchSize: 64, seed: 0, steps: { "100K": 2000, "500K": 4000, "10K": 500, "40ep": 500 }, emaDecay: 0.999, checkpointEvery: 500, curveEvery: 50 },
@@ -277,18 +283,24 @@ export const paper = (dataset: string): Preset => ({
     model: Config.presets["DiT-XL/2"],
     training: { ...Pretrain.mini.training, steps: 400_000, batchSize: 256, emaDecay: 0.9999, checkpointEvery: 10_000 }
   }),
-  // MAR's 400 epochs of ImageNet at its batch of 2048 (32 × 64), lr 1e-4 · 2048/256, clip 3, EMA 0.9999. The
+  // MAR's 400 epochs of ImageNet at its batch of 2048 (32 × 64) at its recipe: lr 1e-4 · 2048/256, 100 epochs
+  // (62,500 steps) of warm-up, AdamW (0.9, 0.95) with weight decay 0.02 off norms, biases and the head, clip 3,
+  // EMA 0.9999. The
   // suite's latents are the 32×32×4 of DiT's VAE, not MAR's KL-16 16×16×16: 2×2 patches give MAR's 256 tokens
   // of 16 features, so MAR-L and MAR-B keep their shapes and parameter counts.
   mar: mars(
     {
       model: { ...MarConfig.presets["MAR-L"], inputSize: 32, patchSize: 2, inChannels: 4 },
-      training: { ...Pretrain.mini.training, steps: 250_000, batchSize: 2048, lr: 8e-4, maxGradNorm: 3, emaDecay: 0.9999, checkpointEvery: 10_000 }
+      training: { ...MarPretrain.mini.training, ...MarPretrain.recipeTraining(250_000, 2048), checkpointEvery: 10_000 }
     },
     { ...MarConfig.presets["MAR-B"], inputSize: 32, patchSize: 2, inChannels: 4 },
     { full: 256, short: 64 }
   ),
-  prune: { seed: 0, calibration: 1024, iterations: 10_000, learnable: { batchSize: 128 }, randomSamples: 100_000, diffPruning: { stride: 1, batchSize: 64 } },
+  prune: {
+    seed: 0,
+    calibration: 1024,
+    options: { learnable: { iterations: 10_000, batchSize: 128 }, random: { samples: 100_000 }, "diff-pruning": { stride: 1, batchSize: 64 } }
+  },
   recovery: {
     batchSize: 256,
     seed: 0,
@@ -378,7 +390,7 @@ export const checkPaperFiles = Effect.fn("Presets.checkPaperFiles")(function*(
   const vaeFile = required("vae", "Stable Diffusion's VAE (sd-vae-ft-ema's diffusion_pytorch_model.safetensors)")
   const inceptionFile = required("inception", "pytorch-fid's FID Inception weights (pt_inception-2015-12-05-6726825d.pth)")
   const referenceFile = required("reference", "ADM's reference batch (VIRTUAL_imagenet256_labeled.npz)")
-  const vae = vaeFile === undefined ? undefined : yield* attempt("vae", Stages.inspectSdVae(vaeFile, sizes.imageSize))
+  const vae = vaeFile === undefined ? undefined : yield* attempt("vae", Stages.inspectSdVae(vaeFile, { image: sizes.imageSize }))
   const latent = vae === undefined ? undefined : Codec.shapes(vae.model).latentShape
   const teacher = (flag: string, file: string | undefined, family: "dit" | "sit") =>
     Effect.gen(function*() {
@@ -413,10 +425,37 @@ export const checkPaperFiles = Effect.fn("Presets.checkPaperFiles")(function*(
   } satisfies Imported
 })
 
-/** A preset with the dataset it runs on: its layer, and what it is in words; the paper preset's checked files. */
+/**
+ * Where a preset's images come from, as data: what a worker in another
+ * process (or on another machine, at the same path) opens to run a stage
+ * that reads the dataset.
+ */
+export const DataSource = Schema.Union([
+  Schema.TaggedStruct("FashionMnist", { dir: Schema.String, quick: Schema.Boolean }),
+  Schema.TaggedStruct("Synthetic", {}),
+  Schema.TaggedStruct("ImageFolder", { root: Schema.String, test: Schema.String })
+])
+export type DataSource = typeof DataSource.Type
+
+/** The Dataset layer of a source. */
+export const dataLayer = (source: DataSource): Layer.Layer<Dataset, DatasetError> => {
+  switch (source._tag) {
+    case "FashionMnist":
+      return source.quick
+        ? Layer.provide(Dataset.firstImages(quickFashionMnist), Dataset.fashionMnist({ dir: source.dir }))
+        : Dataset.fashionMnist({ dir: source.dir })
+    case "Synthetic":
+      return Dataset.synthetic(quickSynthetic)
+    case "ImageFolder":
+      return Dataset.imageFolder({ root: source.root, test: source.test, size: 256 })
+  }
+}
+
+/** A preset with the dataset it runs on: its layer and source, and what it is in words; the paper preset's checked files. */
 export interface Resolved {
   readonly preset: Preset
   readonly data: Layer.Layer<Dataset, DatasetError>
+  readonly source: DataSource
   readonly dataset: string
   readonly imported?: Imported
 }
@@ -457,11 +496,12 @@ export const resolve = Effect.fn("Presets.resolve")(function*(
       const absent = options.synthetic ? [] : yield* missingFashion
       if (!options.synthetic && absent.length > 0 && options.data !== undefined) return yield* refuseData(absent)
       if (!options.synthetic && absent.length === 0) {
-        const data = Layer.provide(Dataset.firstImages(quickFashionMnist), Dataset.fashionMnist({ dir }))
+        const source: DataSource = { _tag: "FashionMnist", dir, quick: true }
         const named = `fashion-mnist[:${quickFashionMnist.train}/:${quickFashionMnist.test}]`
         return {
           preset: quick(named),
-          data,
+          data: dataLayer(source),
+          source,
           dataset: `Fashion-MNIST from ${dir} (the first ${quickFashionMnist.train} training and ${quickFashionMnist.test} test images)`
         } satisfies Resolved
       }
@@ -474,7 +514,8 @@ export const resolve = Effect.fn("Presets.resolve")(function*(
       }
       return {
         preset: quick("synthetic"),
-        data: Dataset.synthetic(quickSynthetic),
+        data: dataLayer({ _tag: "Synthetic" }),
+        source: { _tag: "Synthetic" },
         dataset: `the built-in synthetic dataset (${quickSynthetic.train} training and ${quickSynthetic.test} test images; ${why})`
       } satisfies Resolved
     }
@@ -488,7 +529,8 @@ export const resolve = Effect.fn("Presets.resolve")(function*(
           reason: `Fashion-MNIST is not in ${dir} (missing ${absent.join(", ")}): install the Debian package dataset-fashion-mnist, or pass --data DIR`
         })
       }
-      return { preset: name === "mini" ? mini : small, data: Dataset.fashionMnist({ dir }), dataset: `Fashion-MNIST from ${dir}` } satisfies Resolved
+      const source: DataSource = { _tag: "FashionMnist", dir, quick: false }
+      return { preset: name === "mini" ? mini : small, data: dataLayer(source), source, dataset: `Fashion-MNIST from ${dir}` } satisfies Resolved
     }
     case "paper": {
       if (options.synthetic) return yield* new PresetInput({ preset: name, reason: "runs on an image folder; --synthetic is for the quick preset" })
@@ -501,10 +543,11 @@ export const resolve = Effect.fn("Presets.resolve")(function*(
       const imported = yield* Effect.result(checkPaperFiles(`images:${root}`, options.files ?? {}))
       const problems = [...dataProblems, ...(imported._tag === "Failure" ? [imported.failure.reason] : [])]
       if (problems.length > 0 || imported._tag === "Failure") return yield* new PresetInput({ preset: name, reason: problems.join("\n") })
-      const data = Dataset.imageFolder({ root, test: path.join(options.data, "val"), size: 256 })
+      const source: DataSource = { _tag: "ImageFolder", root, test: path.join(options.data, "val") }
       return {
         preset: paper(`images:${root}`),
-        data,
+        data: dataLayer(source),
+        source,
         dataset: `images of ${options.data} (256×256 centre crops)`,
         imported: imported.success
       } satisfies Resolved

@@ -5,7 +5,8 @@
  * interval is computed. One document model rendered twice: Markdown
  * (figures linked) and a self-contained HTML page (figures inlined).
  */
-import { Interval } from "@tinyfusion/eval"
+import { SchemaAST } from "effect"
+import { Interval, Metrics } from "@tinyfusion/eval"
 import * as Claims from "./claims.ts"
 import * as Estimates from "./estimates.ts"
 import * as Paper from "./paper.ts"
@@ -45,14 +46,15 @@ export interface Input {
   readonly failures: ReadonlyArray<{ readonly cell: string; readonly reason: string }>
 }
 
+/** The evaluation's scores as columns, in their order, under their titles (eval Metrics.Scores). */
+const scoreColumns = Object.entries(Metrics.Scores.fields).map(([name, field]) =>
+  [name as Estimates.Metric, SchemaAST.resolveTitle(field.ast) ?? name, 2] as const
+)
+
 const columns: ReadonlyArray<readonly [Estimates.Metric, string, number]> = [
   ["calibrationLoss", "calib. loss", 3],
   ["initDistillLoss", "init. distill loss", 1],
-  ["is", "IS", 2],
-  ["fid", "FID", 2],
-  ["sfid", "sFID", 2],
-  ["precision", "Prec.", 2],
-  ["recall", "Recall", 2],
+  ...scoreColumns,
   ["itPerS", "it/s", 2],
   ["confidence", "confidence", 3]
 ]

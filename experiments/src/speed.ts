@@ -44,7 +44,7 @@ export const ShapeSpeed = Schema.Struct({
   lo: Schema.Finite,
   hi: Schema.Finite,
   level: Schema.Finite,
-  imagesPerSecond: Schema.Finite,
+  imagesPerS: Schema.Finite,
   /** The process's CPU milliseconds per iteration, median over rounds (steadier than wall time under load). */
   cpuMs: Schema.Finite
 })
@@ -108,7 +108,7 @@ export const measure = Effect.fn("Speed.measure")(function*(
         lo: m.median.lo,
         hi: m.median.hi,
         level: m.median.level,
-        imagesPerSecond: m.imagesPerSecond,
+        imagesPerS: m.imagesPerS,
         cpuMs: Interval.median(m.cpuMs)
       }
     })
@@ -117,14 +117,14 @@ export const measure = Effect.fn("Speed.measure")(function*(
 
 export const SpeedStage = Stage.make({
   name: "sampling-speed",
-  version: 2,
+  module: import.meta.url,
   config: SpeedConfig,
   output: SpeedOutput,
   run: (config, _inputs, ctx) =>
     Effect.gen(function*() {
       const compute = yield* Compute
       const shapes = yield* measure(config.shapes, config.sampling, config)
-      for (const s of shapes) yield* ctx.metric(`it_per_s_${s.family}_d${s.model.depth}_w${s.model.hiddenSize}`, s.median)
+      for (const s of shapes) yield* ctx.metric(`itPerS.${s.family}.d${s.model.depth}.w${s.model.hiddenSize}`, s.median)
       return { backend: compute.backend, shapes }
     })
 })

@@ -12,13 +12,15 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, beforeEach, describe, it } from "@effect/vitest"
 import { Effect, Layer, Logger } from "effect"
-import { ArtifactStore, Stage } from "@tinyfusion/core"
+import { ArtifactStore, Graph, Stage } from "@tinyfusion/core"
 import { Stages } from "@tinyfusion/data"
 import { Pretrain } from "@tinyfusion/diffusion"
 import { Evaluation, Fixtures, Reference } from "@tinyfusion/eval"
+import type { Models } from "@tinyfusion/models"
 import { PruneStage } from "@tinyfusion/pruning"
 import { Recovery, RecoveryStage } from "@tinyfusion/recovery"
 import { type BackendName, Compute, HostTensor, WebGpuFixture } from "@tinyfusion/tensor"
+import type * as Cells from "./cells.ts"
 
 /** The quick preset's DiT teacher shrunk: 4 blocks of 16 on 4×4×4 latents, 12 steps. */
 const teacher: Pretrain.PretrainConfig = {
@@ -27,37 +29,34 @@ const teacher: Pretrain.PretrainConfig = {
   training: { steps: 12, batchSize: 8, seed: 0, lr: 2e-3, weightDecay: 0, emaDecay: 0.9, checkpointEvery: 6, curveEvery: 3, nonFinite: "skip" }
 }
 
-const Pruning = PruneStage.make({ teacher: Pretrain.PretrainStage, data: Stages.LatentsStage, readTeacher: PruneStage.readModel, readData: Stages.readLatents })
-const Recover = RecoveryStage.make({ teacher: Pretrain.PretrainStage, student: Pruning.export })
-const Evaluate = Evaluation.make(Recover)
-
-/** Every stage of the cell on a fresh store; its artifacts, upstream first. */
+/** Every stage of the cell as a graph on a fresh store (the nodes the suite's cells.ts builds); its artifacts, upstream first. */
 const cell = Effect.gen(function*() {
-  const autoencoder = yield* Stage.run(Stages.AutoencoderStage, Fixtures.autoencoderConfig, {})
-  const latents = yield* Stage.run(Stages.LatentsStage, { dataset: "synthetic", seed: 0, shardSize: 24, batchSize: 8 }, { autoencoder })
-  const featureNet = yield* Stage.run(Stages.FeatureNetStage, Fixtures.featureNetConfig, {})
-  const reference = yield* Stage.run(Reference.ReferenceStage, Fixtures.referenceConfig, { featureNet })
-  const pretrained = yield* Stage.run(Pretrain.PretrainStage, teacher, { latents })
-  const pruned = yield* Stage.run(
-    Pruning.prune,
-    yield* Stage.decodeConfig(Pruning.prune, {
+  const autoencoder = Graph.node(Stages.AutoencoderStage, Fixtures.autoencoderConfig, {})
+  const latents = Graph.node(Stages.LatentsStage, { dataset: "synthetic", seed: 0, shardSize: 24, batchSize: 8 }, { autoencoder })
+  const featureNet = Graph.node(Stages.FeatureNetStage, Fixtures.featureNetConfig, {})
+  const reference = Graph.node(Reference.ReferenceStage, Fixtures.referenceConfig, { featureNet })
+  const pretrained = Graph.node(Pretrain.PretrainStage, teacher, { latents })
+  const pruned = Graph.node(
+    PruneStage.PruneStage,
+    yield* Stage.decodeConfig(PruneStage.PruneStage, {
       method: "learnable",
       keep: 2,
       scheme: "1:2",
       seed: 0,
       calibration: 8,
-      iterations: 10,
-      options: { update: "lora", batchSize: 8, logEvery: 2, checkpointEvery: 5 }
+      options: { iterations: 10, update: "lora", batchSize: 8, logEvery: 2, checkpointEvery: 5 }
     }),
     { teacher: pretrained, data: latents }
   )
-  const exported = yield* Stage.run(Pruning.export, {}, { decision: pruned, teacher: pretrained })
-  const decision = yield* PruneStage.readDecision(pruned)
-  const recovered = yield* Stage.run(Recover, {
-    loss: Recovery.paper("dit", "masked-kd", { kept: decision.kept, groups: decision.groups! }, 2),
+  const exported = Graph.node(PruneStage.ExportStage, {}, { decision: pruned, teacher: pretrained })
+  // Masked KD with k = 2, its RepKD pairs from the decision that made the student.
+  const recovered = Graph.node(RecoveryStage.RecoveryStage, {
+    strategy: "masked-kd",
+    options: { k: 2 },
     training: { ...Recovery.paperTraining(6, 8, 0), emaDecay: 0.5, checkpointEvery: 3, curveEvery: 1 }
   }, { teacher: pretrained, student: exported, latents })
-  const evaluation = yield* Stage.run(Evaluate, {
+  // A recovery's output is a model unless it diverged (the model port refuses that one), as in cells.ts.
+  const evaluation = Graph.node(Evaluation.EvaluationStage, {
     ...Evaluation.miniEvaluation,
     samples: 16,
     batchSize: 8,
@@ -65,8 +64,19 @@ const cell = Effect.gen(function*() {
     gridImages: 4,
     partBatches: 1,
     sampling: { sampler: "ddpm" as const, steps: "4", cfgScale: 1.5, guidedChannels: "first-3" as const, seed: 0 }
-  }, { model: recovered, autoencoder, reference })
-  return [autoencoder, latents, featureNet, reference, pretrained, pruned, exported, recovered, evaluation] as const
+  }, { model: recovered as Graph.Node<Models.Any, unknown, Cells.Needs>, autoencoder, reference })
+  const { run } = yield* Graph.runner
+  return [
+    yield* run(autoencoder),
+    yield* run(latents),
+    yield* run(featureNet),
+    yield* run(reference),
+    yield* run(pretrained),
+    yield* run(pruned),
+    yield* run(exported),
+    yield* run(recovered),
+    yield* run(evaluation)
+  ] as const
 })
 
 /** Each artifact of the cell on `backend`: its stage, key, output, JSON files and tensors. */
@@ -149,12 +159,13 @@ describe("a cell of the quick grid on webgpu", () => {
 
       // The same blocks kept, and not by luck: in each group the chosen candidate leads the other by far more than
       // the backends' probabilities differ.
-      const decision = (run: typeof wasm) => run[5]!.json["decision.json"] as { kept: Array<number>; probabilities: Array<Array<number>> }
+      const decision = (run: typeof wasm) =>
+        run[5]!.json["decision.json"] as { kept: Array<number>; evidence: { probabilities: Array<Array<number>> } }
       const [dw, dg] = [decision(wasm), decision(gpu)]
       assert.deepStrictEqual(dg.kept, dw.kept)
-      dw.probabilities.forEach((row, k) => {
+      dw.evidence.probabilities.forEach((row, k) => {
         const gap = Math.abs(row[0]! - row[1]!)
-        const drift = Math.max(...row.map((p, j) => Math.abs(p - dg.probabilities[k]![j]!)))
+        const drift = Math.max(...row.map((p, j) => Math.abs(p - dg.evidence.probabilities[k]![j]!)))
         assert.isAbove(gap, 100 * drift, `group ${k}: lead ${gap}, backends apart by ${drift}`)
       })
     }), 600_000)

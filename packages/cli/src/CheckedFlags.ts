@@ -57,6 +57,29 @@ export const indices = (name: string, options: { readonly increasing: boolean })
     () => `comma-separated${options.increasing ? " increasing" : ""} integers ≥ 0, e.g. 1,3,5`
   )
 
+/** Comma-separated integers ≥ 1, at least one: depths. */
+export const counts = (name: string) =>
+  Flag.filterMap(
+    Flag.String(name),
+    (text) => {
+      const values = text.split(",").map((s) => (s.trim() === "" ? Number.NaN : Number(s.trim())))
+      return values.every((v) => Number.isInteger(v) && v >= 1) ? Option.some(values) : Option.none()
+    },
+    () => "comma-separated integers ≥ 1, e.g. 28,14"
+  )
+
+/** Comma-separated shares strictly between 0 and 1; "none" for no share. */
+export const shares = (name: string) =>
+  Flag.filterMap(
+    Flag.String(name),
+    (text) => {
+      if (text.trim() === "none") return Option.some([])
+      const values = text.split(",").map((s) => (s.trim() === "" ? Number.NaN : Number(s.trim())))
+      return values.every((v) => v > 0 && v < 1) ? Option.some(values) : Option.none()
+    },
+    () => "comma-separated numbers between 0 and 1, e.g. 0.25,0.5, or none"
+  )
+
 /** Comma-separated names, each one of `known`, at least one. */
 export const namesOf = (name: string, known: ReadonlyArray<string>) =>
   Flag.filterMap(

@@ -6,3 +6,9 @@ export const render = (header: ReadonlyArray<string>, rows: ReadonlyArray<Readon
 }
 
 export const fixed = (x: number, digits: number): string => (Number.isFinite(x) ? x.toFixed(digits) : String(x))
+
+/** A manifest's metric by name, fixed to `digits`, or "-" when the stage recorded none. */
+export const metric = (manifest: { readonly metrics: Readonly<Record<string, number | null>> }) => (name: string, digits: number): string => {
+  const value = manifest.metrics[name]
+  return value === undefined || value === null ? "-" : fixed(value, digits)
+}

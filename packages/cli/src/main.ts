@@ -4,6 +4,7 @@
  */
 import { Cause, Console, Effect, Layer } from "effect"
 import { CliError, CliOutput, Command } from "effect/cli"
+import { Methods } from "@tinyfusion/experiments"
 import { bench } from "./commands/bench.ts"
 import { checkpoint } from "./commands/checkpoint.ts"
 import { data } from "./commands/data.ts"
@@ -16,13 +17,14 @@ import { repro } from "./commands/repro.ts"
 import { sample } from "./commands/sample.ts"
 import { store } from "./commands/store.ts"
 import { throughput } from "./commands/throughput.ts"
+import { worker } from "./commands/worker.ts"
 import * as GlobalFlags from "./GlobalFlags.ts"
 
 export const tinyfusion = Command.make("tinyfusion").pipe(
   Command.withDescription("TinyFusion: learnable depth pruning of diffusion transformers, reproduced"),
-  Command.withSubcommands([repro, doctor, bench, store, checkpoint, data, pretrain, prune, finetune, sample, evaluate, throughput]),
-  // Every command logs as --log-format says and may use the --store store.
-  Command.provide(Layer.mergeAll(GlobalFlags.logging, GlobalFlags.store)),
+  Command.withSubcommands([repro, doctor, bench, store, checkpoint, data, pretrain, prune, finetune, sample, evaluate, throughput, worker]),
+  // Every command logs as --log-format says, may use the --store store, and knows the methods added in experiments/.
+  Command.provide(Layer.mergeAll(GlobalFlags.logging, GlobalFlags.store, Methods.layer)),
   Command.withGlobalFlags(GlobalFlags.all)
 )
 

@@ -20,7 +20,7 @@ const base = (name: string, inputs: Record<string, string> = {}): Omit<Manifest.
   format: Manifest.format,
   key: keyOf(name, inputs),
   stage: "test",
-  version: 1,
+  code: "test",
   config: { name },
   inputs,
   output: { ok: true },
@@ -31,7 +31,7 @@ const base = (name: string, inputs: Record<string, string> = {}): Omit<Manifest.
   host: "test"
 })
 
-const keyOf = (name: string, inputs: Record<string, string> = {}) => Manifest.keyOf({ stage: "test", version: 1, config: { name }, inputs })
+const keyOf = (name: string, inputs: Record<string, string> = {}) => Manifest.keyOf({ stage: "test", code: "test", config: { name }, inputs })
 
 const tree = {
   blocks: [{ w: HostTensor.float32([2, 2], new Float32Array([1, 2, 3, 4])) }],
@@ -136,14 +136,18 @@ describe("ArtifactStore", () => {
           ["metric added, digest kept", (m) => ({ ...m, metrics: { fid: 1 } }), /was edited after it was written/],
           ["file size, digest kept", (m) => ({ ...m, files: m.files.map((f) => ({ ...f, bytes: f.bytes + 1 })) }), /was edited after it was written/],
           ["config, digest recomputed", (m) => resealed({ ...m, config: { name: "b" } }), new RegExp(`give the key ${keyOf("b")}, not ${a}`)],
-          ["inputs, digest recomputed", (m) => resealed({ ...m, inputs: { x: keyOf("up") } }), /stage, version, config and inputs give the key/],
-          ["version, digest recomputed", (m) => resealed({ ...m, version: 2 }), /stage, version, config and inputs give the key/],
+          ["inputs, digest recomputed", (m) => resealed({ ...m, inputs: { x: keyOf("up") } }), /stage, code, config and inputs give the key/],
+          ["code, digest recomputed", (m) => resealed({ ...m, code: "other" }), /stage, code, config and inputs give the key/],
           ["unknown field, digest recomputed", (m) => resealed({ ...m, note: "hi" }), /does not decode: .*note/],
           ["checkpoint, digest recomputed", (m) => resealed({ ...m, checkpoint: { step: 1 } }), /is a checkpoint's, not an artifact's/],
           ["format 1", (m) => {
             const { digest: _, ...fields } = m
             return { ...fields, format: 1 }
-          }, /is format 1, written before manifests carried a digest \(format 2\)/]
+          }, /is format 1, written before manifests carried a digest \(format 3\)/],
+          ["format 2", (m) => {
+            const { digest: _, code: __, ...fields } = m
+            return { ...fields, format: 2, version: 1 }
+          }, /is format 2, written before keys covered the code that computes them \(format 3\)/]
         ]
         for (const [what, edit, reason] of edits) {
           const manifest = yield* put("a")
@@ -163,7 +167,7 @@ describe("ArtifactStore", () => {
         const store = yield* ArtifactStore
         const staging = yield* store.staging
         const error = yield* Effect.flip(store.commit(staging, store.artifactDir("a"), { ...base("a"), key: "a" }))
-        assert.match(error.message, /^commit .* failed: manifest.json's stage, version, config and inputs give the key test-[0-9a-f]{24}, not a$/)
+        assert.match(error.message, /^commit .* failed: manifest.json's stage, code, config and inputs give the key test-[0-9a-f]{24}, not a$/)
       }))))
 
   it.effect("before its first write the store removes the staging folders of dead processes", () =>

@@ -34,7 +34,7 @@ const noise = Rng.stream(3, "checkpoint-test/noise")
 /** w ← 0.9·w + 0.1·noise(step); data.count counts applied updates. */
 const Loop = Stage.make({
   name: "loop",
-  version: 1,
+  module: import.meta.url,
   config: Schema.Struct({ steps: Schema.Int, every: Schema.Int, policy: Schema.Literals(["skip", "rollback", "fail"]) }),
   output: Schema.Struct({ resumedFrom: Schema.Int, skipped: Schema.Array(Schema.Int), count: Schema.Int }),
   run: (config, _inputs, ctx) =>
@@ -45,7 +45,7 @@ const Loop = Stage.make({
         every: config.every,
         nonFinite: config.policy,
         data: Schema.Struct({ count: Schema.Int }),
-        init: Effect.sync(() => ({ tensors: { w: tf.tensor1d([1, -2, 3, 0.5]) }, data: { count: 0 } })),
+        init: Effect.sync(() => ({ tensors: { w: tf.tensor1d([1, -2, 3, 0.5]) as tf.Tensor }, data: { count: 0 } })),
         step: (state, step) =>
           compute.scoped(Effect.gen(function*() {
             hooks.calls.push(step)
@@ -55,7 +55,7 @@ const Loop = Stage.make({
               return yield* (transient ? new Retry.Transient({ operation: "step", cause: "device lost" }) : new Boom({ step }))
             }
             if (hooks.identity.has(step)) return { state, loss: 1 }
-            const w = (state.tensors as { w: tf.Tensor }).w
+            const w = state.tensors.w
             const next = tf.add(tf.mul(w, 0.9), tf.mul(Rng.normalTensor(noise, step, [4]), 0.1))
             const loss = (yield* compute.read(tf.sum(tf.square(next))))[0]!
             const poisoned = hooks.poison.has(step) || hooks.poisonOnce.delete(step)
@@ -65,7 +65,7 @@ const Loop = Stage.make({
       const host = yield* HostTensor.treeFromTensors(done.state.tensors)
       yield* ctx.writeTensors("state.safetensors", host)
       const memory = yield* compute.memory
-      yield* ctx.metric("live_tensors_before_release", memory.tensors)
+      yield* ctx.metric("liveTensorsBeforeRelease", memory.tensors)
       ParamTree.dispose(done.state.tensors)
       return { resumedFrom: done.resumedFrom, skipped: done.skipped, count: done.state.data.count }
     })
@@ -132,7 +132,7 @@ describe("Checkpoint.loop", () => {
           // The finished artifact supersedes its checkpoints.
           assert.isFalse(yield* fs.exists(`${root}/checkpoints/${key}`))
           // Only the final state is alive when the stage writes it: nothing leaked from 10 steps.
-          assert.strictEqual(resumed.manifest.metrics["live_tensors_before_release"], 1)
+          assert.strictEqual(resumed.manifest.metrics["liveTensorsBeforeRelease"], 1)
         })
       )
     })))

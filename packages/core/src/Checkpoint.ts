@@ -34,15 +34,16 @@ export class NonFiniteLoss extends Schema.TaggedError<NonFiniteLoss>()("NonFinit
   }
 }
 
-export interface State<J> {
+/** A loop's state: a tree of device tensors of the loop's own shape T, and a JSON value. */
+export interface State<J, T extends ParamTree.ParamTree = ParamTree.ParamTree> {
   /** Device tensors; a step may return some of its input leaves unchanged. */
-  readonly tensors: ParamTree.ParamTree
+  readonly tensors: T
   readonly data: J
 }
 
 export type NonFinitePolicy = "skip" | "rollback" | "fail"
 
-export interface Options<J, JE, E, R> {
+export interface Options<J, JE, E, R, T extends ParamTree.ParamTree = ParamTree.ParamTree> {
   /** Total steps of the loop. */
   readonly steps: number
   /** Save a checkpoint after every this many steps (0: never). */
@@ -50,19 +51,19 @@ export interface Options<J, JE, E, R> {
   /** The Schema of the JSON part of the state (validated on save and load). */
   readonly data: Schema.Codec<J, JE>
   /** The state before step 0. */
-  readonly init: Effect.Effect<State<J>, E, R>
+  readonly init: Effect.Effect<State<J, T>, E, R>
   /**
    * Step `step` (0-based) from the state after `step` steps. Leaves of the
    * input state that are not in the result are released by the loop.
    */
-  readonly step: (state: State<J>, step: number) => Effect.Effect<{ readonly state: State<J>; readonly loss: number }, E, R>
+  readonly step: (state: State<J, T>, step: number) => Effect.Effect<{ readonly state: State<J, T>; readonly loss: number }, E, R>
   readonly nonFinite?: NonFinitePolicy
   /** Checkpoints kept (the newest); older ones are removed. Default 2. */
   readonly keep?: number
 }
 
-export interface Result<J> {
-  readonly state: State<J>
+export interface Result<J, T extends ParamTree.ParamTree = ParamTree.ParamTree> {
+  readonly state: State<J, T>
   /** The step the loop resumed from (0 for a fresh start). */
   readonly resumedFrom: number
   /** Steps whose update was skipped for a non-finite loss (policy `skip`). */
@@ -74,15 +75,14 @@ const tensorsFile = "state.safetensors"
 
 const Saved = Schema.Struct({ data: Schema.Json, skipped: Schema.Array(Schema.Int) })
 
-/** Releases the leaves of `old` that `next` does not hold. */
 /** The manifest fields of a checkpoint of `ctx`'s stage at `step` (the store adds the files). */
-const manifest = (ctx: Pick<Stage.Context, "key" | "stage" | "version">, step: number, output: Schema.Json): Omit<Manifest.Fields, "files"> => {
+const manifest = (ctx: Pick<Stage.Context, "key" | "stage" | "code">, step: number, output: Schema.Json): Omit<Manifest.Fields, "files"> => {
   const now = new Date().toISOString()
   return {
     format: Manifest.format,
     key: ctx.key,
     stage: ctx.stage,
-    version: ctx.version,
+    code: ctx.code,
     config: null,
     inputs: {},
     checkpoint: { step },
@@ -95,17 +95,18 @@ const manifest = (ctx: Pick<Stage.Context, "key" | "stage" | "version">, step: n
   }
 }
 
+/** Releases the leaves of `old` that `next` does not hold. */
 const release = (old: ParamTree.ParamTree, next: ParamTree.ParamTree): void => {
   const kept = new Set(ParamTree.leaves(next))
   for (const t of ParamTree.leaves(old)) if (!kept.has(t)) t.dispose()
 }
 
 /** Runs the loop inside a stage, checkpointing under the stage's key. */
-export const loop = Effect.fn("Checkpoint.loop")(function*<J, JE, E, R>(
+export const loop = Effect.fn("Checkpoint.loop")(function*<J, JE, E, R, T extends ParamTree.ParamTree = ParamTree.ParamTree>(
   ctx: Stage.Context,
-  options: Options<J, JE, E, R>
+  options: Options<J, JE, E, R, T>
 ): Effect.fn.Return<
-  Result<J>,
+  Result<J, T>,
   E | NonFiniteLoss | StoreError | CorruptArtifact | ComputeError,
   R | ArtifactStore
 > {
@@ -135,7 +136,8 @@ export const loop = Effect.fn("Checkpoint.loop")(function*<J, JE, E, R>(
           const bytes = yield* store.readFile(dir, seen.manifest, tensorsFile)
           const host = yield* Safetensors.decode(bytes).pipe(Effect.orElseSucceed(() => undefined))
           if (host !== undefined) {
-            const tensors = HostTensor.treeToTensors(ParamTree.unflatten(host.tensors))
+            // A checkpoint under this key was saved from a T: the key covers the code that shaped it.
+            const tensors = HostTensor.treeToTensors(ParamTree.unflatten(host.tensors)) as T
             yield* Effect.logInfo(`resuming from the checkpoint at step ${step}`)
             return { step, state: { tensors, data: saved.success.data }, skipped: saved.success.skipped }
           }
@@ -149,7 +151,7 @@ export const loop = Effect.fn("Checkpoint.loop")(function*<J, JE, E, R>(
     return undefined
   })
 
-  const save = (state: State<J>, step: number, skipped: ReadonlyArray<number>) =>
+  const save = (state: State<J, T>, step: number, skipped: ReadonlyArray<number>) =>
     Effect.scoped(Effect.gen(function*() {
       const staging = yield* store.staging
       const host = yield* HostTensor.treeFromTensors(state.tensors)
@@ -218,7 +220,7 @@ export interface Parts {
 }
 
 /** The parts of the stage running in `ctx`, part `index` held in the file `file(index)`. */
-export const parts = (ctx: Pick<Stage.Context, "key" | "stage" | "version">, file: (index: number) => string): Effect.Effect<Parts, never, ArtifactStore> =>
+export const parts = (ctx: Pick<Stage.Context, "key" | "stage" | "code">, file: (index: number) => string): Effect.Effect<Parts, never, ArtifactStore> =>
   Effect.map(Effect.service(ArtifactStore), (store) => ({
     read: (index) =>
       Effect.gen(function*() {

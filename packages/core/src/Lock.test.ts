@@ -1,6 +1,6 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber, FileSystem } from "effect"
+import { Deferred, Effect, Fiber, FileSystem, Schedule } from "effect"
 import { spawnSync } from "node:child_process"
 import * as os from "node:os"
 import * as Lock from "./Lock.ts"
@@ -90,6 +90,28 @@ describe("Lock", () => {
         const taken = yield* Fiber.join(waiting)
         assert.strictEqual(taken.host, os.hostname())
       })), 10_000)
+
+  it.live("a live lock of a host whose clock is behind is never taken; once its heartbeat stops, it is after staleMillis", () =>
+    inTemp((dir) =>
+      Effect.gen(function*() {
+        const fs = yield* FileSystem.FileSystem
+        const path = `${dir}/k.lock`
+        yield* fs.writeFileString(path, holderText({ host: "elsewhere", pid: 1 }))
+        // The other host touches its lock every 50 ms with a clock an hour behind ours.
+        const behind = () => new Date(Date.now() - 3_600_000)
+        const heartbeat = yield* Effect.forkChild(
+          Effect.suspend(() => fs.utimes(path, behind(), behind())).pipe(Effect.repeat(Schedule.spaced("50 millis")))
+        )
+        assert.isTrue((yield* Lock.inspect(path, fast))?.stale, "judged by its mtime alone it looks stale")
+        const waiting = yield* Effect.forkChild(Effect.scoped(Lock.acquire(path, dir, fast)))
+        yield* Effect.sleep("2500 millis")
+        assert.isUndefined(waiting.pollUnsafe(), "the waiter took a live lock")
+        yield* Fiber.interrupt(heartbeat)
+        const stopped = Date.now()
+        const taken = yield* Fiber.join(waiting)
+        assert.strictEqual(taken.host, os.hostname())
+        assert.isAtLeast(Date.now() - stopped, fast.staleMillis - 100)
+      })), 15_000)
 
   it.effect("an unreadable lock (no holder) counts as another host's", () =>
     inTemp((dir) =>

@@ -9,9 +9,14 @@
  *
  * A lock is stale when its holder is gone: on this host, when no process has
  * its pid; from another host (a shared network store), when its heartbeat is
- * older than `staleMillis`. A stale lock is moved aside (rename is atomic, so
- * two waiters cannot both take it) and the moved file checked to still be the
- * one judged stale; a fresh lock taken by mistake is linked back.
+ * older than `staleMillis`. A waiter judges another host's heartbeat by what
+ * it sees itself: the lock unchanged (same holder, same mtime) for
+ * `staleMillis` of the waiter's own clock. The mtime is written with the
+ * holder's clock, so comparing it with the waiter's would take a live lock
+ * of a host whose clock is behind for a stale one. A stale lock is moved
+ * aside (rename is atomic, so two waiters cannot both take it) and the moved
+ * file checked to still be the one judged stale; a fresh lock taken by
+ * mistake is linked back.
  */
 import { Duration, Effect, FileSystem, Option, Schedule, Schema, type Scope } from "effect"
 import { randomUUID } from "node:crypto"
@@ -67,11 +72,10 @@ export const inspect = Effect.fn("Lock.inspect")(function*(path: string, options
     StoreError.mapPlatform("stat lock", path)
   )
   const holder = Option.getOrUndefined(decodeHolder(read.text))
-  const heartbeatAge = Date.now() - (Option.getOrUndefined(info ?? Option.none())?.valueOf() ?? Date.now())
-  const stale = holder !== undefined && holder.host === os.hostname()
-    ? !isAlive(holder.pid)
-    : heartbeatAge > options.staleMillis
-  return { text: read.text, holder, stale }
+  const mtime = Option.getOrUndefined(info ?? Option.none())?.valueOf()
+  const local = holder !== undefined && holder.host === os.hostname()
+  const stale = local ? !isAlive(holder.pid) : Date.now() - (mtime ?? Date.now()) > options.staleMillis
+  return { text: read.text, holder, stale, local, mtime }
 })
 
 /**
@@ -89,6 +93,8 @@ export const acquire = Effect.fn("Lock.acquire")(function*(
   const draft = `${scratch}/lock-${holder.token}`
   yield* fs.writeFileString(draft, JSON.stringify(holder)).pipe(StoreError.mapPlatform("write lock", draft))
   let waitingFor: string | undefined
+  // Another host's lock as this waiter last saw it changed (text and mtime), by this waiter's clock.
+  let watched: { readonly text: string; readonly mtime: number | undefined; readonly since: number } | undefined
   while (true) {
     const taken = yield* fs.link(draft, path).pipe(
       Effect.as(true),
@@ -98,11 +104,16 @@ export const acquire = Effect.fn("Lock.acquire")(function*(
     if (taken) break
     const current = yield* inspect(path, options)
     if (current === undefined) continue
-    if (current.stale) {
+    if (!current.local && (watched === undefined || watched.text !== current.text || watched.mtime !== current.mtime)) {
+      watched = { text: current.text, mtime: current.mtime, since: Date.now() }
+    }
+    const stale = current.local ? current.stale : Date.now() - watched!.since > options.staleMillis
+    if (stale) {
       yield* Effect.logWarning(`removing stale lock ${path}`).pipe(
         Effect.annotateLogs({ holder: current.holder === undefined ? "unreadable" : `${current.holder.pid}@${current.holder.host}` })
       )
       yield* steal(path, scratch, current.text)
+      watched = undefined
       continue
     }
     const who = current.holder === undefined ? "a process" : `pid ${current.holder.pid} on ${current.holder.host}`

@@ -6,7 +6,7 @@ import { ArtifactStore } from "./ArtifactStore.ts"
 import * as Manifest from "./Manifest.ts"
 import * as Stage from "./Stage.ts"
 
-const parts = { stage: "train", version: 1, config: { lr: 0.01, steps: 10 }, inputs: { data: "data-0123" } }
+const parts = { stage: "train", code: "c0de", config: { lr: 0.01, steps: 10 }, inputs: { data: "data-0123" } }
 
 describe("Manifest", () => {
   it("sha256 matches the FIPS 180-2 test vector", () => {
@@ -23,14 +23,14 @@ describe("Manifest", () => {
   it("a key is the stage name and 24 hex digits of the sha256 of the canonical parts", () => {
     const key = Manifest.keyOf(parts)
     const digest = Manifest.sha256(
-      `{"config":{"lr":0.01,"steps":10},"inputs":{"data":"data-0123"},"stage":"train","version":1}`
+      `{"code":"c0de","config":{"lr":0.01,"steps":10},"inputs":{"data":"data-0123"},"stage":"train"}`
     )
     assert.strictEqual(key, `train-${digest.slice(0, 24)}`)
     // Field order does not matter; every part does.
     assert.strictEqual(Manifest.keyOf({ ...parts, config: { steps: 10, lr: 0.01 } }), key)
     const variants = [
       { ...parts, stage: "train2" },
-      { ...parts, version: 2 },
+      { ...parts, code: "c0df" },
       { ...parts, config: { lr: 0.02, steps: 10 } },
       { ...parts, inputs: { data: "data-4567" } },
       { ...parts, inputs: { other: "data-0123" } }
@@ -42,10 +42,10 @@ describe("Manifest", () => {
   it.effect("the Schema rejects what a manifest must not hold", () =>
     Effect.gen(function*() {
       const good: Manifest.Fields = {
-        format: 2,
+        format: Manifest.format,
         key: "k",
         stage: "train",
-        version: 1,
+        code: "c0de",
         config: { lr: 0.1 },
         inputs: {},
         files: [{ name: "params.safetensors", bytes: 8, sha256: "0".repeat(64) }],
@@ -73,23 +73,23 @@ describe("Manifest", () => {
 /** A prune-like stage: config, an input, an output with kept blocks and a loss, metrics, a tensor file. */
 const Upstream = Stage.make({
   name: "teacher",
-  version: 1,
+  module: import.meta.url,
   config: Schema.Struct({ depth: Schema.Int }),
   output: Schema.Struct({ depth: Schema.Int }),
   run: (config) => Effect.succeed({ depth: config.depth })
 })
 const Prune = Stage.make({
   name: "prune",
-  version: 3,
+  module: import.meta.url,
   config: Schema.Struct({ method: Schema.String, scheme: Schema.String, seed: Schema.Int, lr: Schema.Finite }),
-  inputs: { teacher: Upstream },
+  inputs: { teacher: Upstream.output },
   output: Schema.Struct({ kept: Schema.Array(Schema.Int), calibrationLoss: Schema.Finite, confidence: Schema.Finite }),
   run: (_config, _inputs, ctx) =>
     Effect.gen(function*() {
       yield* ctx.writeTensors("gates.safetensors", { logits: HostTensor.float32([2, 2], new Float32Array([0.25, -1.5, 3e-7, 12])) })
       yield* ctx.writeJson("decision.json", { kept: [0, 3] })
       yield* ctx.metric("fid", 4.444)
-      yield* ctx.metric("sampling_it_per_s", 13.54)
+      yield* ctx.metric("itPerS", 13.54)
       yield* ctx.metric("nan", Number.NaN)
       return { kept: [0, 3], calibrationLoss: 0.32201234, confidence: 0.9987 }
     })

@@ -1,21 +1,28 @@
 /**
  * The manifest of an artifact or a checkpoint: what produced it (stage,
- * version, encoded config, input keys), what it holds (every file with its
+ * code fingerprint, encoded config, input keys), what it holds (every file with its
  * size and sha256) and how it went (metrics, timings, backend). It is
  * written last (its presence marks a complete directory) and carries the
  * sha256 of everything else it says (`digest`), so that no field can change
  * unseen: reading it (`decode`) checks the Schema, the digest and, for an
- * artifact, that its stage, version, config and inputs give its key.
+ * artifact, that its stage, code, config and inputs give its key.
  */
 import { Schema } from "effect"
 import { createHash } from "node:crypto"
 
 /**
  * The on-disk format of manifests; bump when the layout changes. Format 1
- * had no digest: its manifests are refused (their artifacts recomputed),
- * since nothing says they were not edited.
+ * had no digest, format 2 a version number where format 3 has the code's
+ * fingerprint: older manifests are refused (their artifacts recomputed),
+ * since nothing says they were not edited and their keys are not the code's.
  */
-export const format = 2
+export const format = 3
+
+/** What each older format lacked, for the reason an old manifest is refused. */
+const lacked: Readonly<Record<number, string>> = {
+  1: "written before manifests carried a digest",
+  2: "written before keys covered the code that computes them"
+}
 
 /** File and stage names: safe as path components on every file system. */
 export const SafeName = Schema.String.check(Schema.isPattern(/^[A-Za-z0-9][A-Za-z0-9._-]*$/))
@@ -48,7 +55,8 @@ export const Fields = Schema.Struct({
   format: Schema.Literal(format),
   key: Schema.String,
   stage: SafeName,
-  version: Schema.Int,
+  /** The fingerprint of the code that computed it (packages/core Fingerprint). */
+  code: Schema.String,
   config: Schema.Json,
   /** Input name → the key of the artifact it was. */
   inputs: Schema.Record(Schema.String, Schema.String),
@@ -93,20 +101,17 @@ const keyDigits = 24
 
 /**
  * The key of a stage run: the stage name (for people reading `store ls`) and
- * the sha256 of (name, version, encoded config, input keys). An upstream
- * config change changes the upstream key, hence every downstream key, and
- * nothing else.
+ * the sha256 of (name, code fingerprint, encoded config, input keys). An
+ * upstream change of config or code changes the upstream key, hence every
+ * downstream key, and nothing else.
  */
 export const keyOf = (parts: {
   readonly stage: string
-  readonly version: number
+  readonly code: string
   readonly config: unknown
   readonly inputs: Readonly<Record<string, string>>
 }): string =>
-  `${parts.stage}-${
-    sha256(canonicalJson({ stage: parts.stage, version: parts.version, config: parts.config, inputs: parts.inputs }))
-      .slice(0, keyDigits)
-  }`
+  `${parts.stage}-${sha256(canonicalJson({ stage: parts.stage, code: parts.code, config: parts.config, inputs: parts.inputs })).slice(0, keyDigits)}`
 
 export const manifestName = "manifest.json"
 
@@ -122,8 +127,8 @@ const decodeManifest = Schema.decodeUnknownResult(Manifest, { onExcessProperty: 
  * A manifest's text, read back: the manifest, or why it cannot be trusted —
  * not JSON, another format, a field its Schema rejects (unknown fields
  * included), a digest that does not match its fields, or an artifact
- * (a manifest without `checkpoint`) whose stage, version, config and
- * inputs do not give its key.
+ * (a manifest without `checkpoint`) whose stage, code, config and inputs
+ * do not give its key.
  */
 export const decode = (text: string): { readonly _tag: "Valid"; readonly manifest: Manifest } | { readonly _tag: "Invalid"; readonly reason: string } => {
   const invalid = (reason: string) => ({ _tag: "Invalid", reason } as const)
@@ -136,8 +141,8 @@ export const decode = (text: string): { readonly _tag: "Valid"; readonly manifes
   const found = typeof json === "object" && json !== null && "format" in json ? json.format : undefined
   if (found !== format) {
     return invalid(
-      typeof found === "number" && found < format
-        ? `${manifestName} is format ${found}, written before manifests carried a digest (format ${format}): nothing shows it unedited, so its stage must run again`
+      typeof found === "number" && lacked[found] !== undefined
+        ? `${manifestName} is format ${found}, ${lacked[found]} (format ${format}): its stage must run again`
         : `${manifestName} does not decode: format ${JSON.stringify(found)}, expected ${format}`
     )
   }
@@ -146,7 +151,7 @@ export const decode = (text: string): { readonly _tag: "Valid"; readonly manifes
   const { digest, ...fields } = decoded.success
   if (digestOf(fields) !== digest) return invalid(`${manifestName} was edited after it was written: its digest does not match its fields`)
   if (fields.checkpoint === undefined && keyOf(fields) !== fields.key) {
-    return invalid(`${manifestName}'s stage, version, config and inputs give the key ${keyOf(fields)}, not ${fields.key}`)
+    return invalid(`${manifestName}'s stage, code, config and inputs give the key ${keyOf(fields)}, not ${fields.key}`)
   }
   return { _tag: "Valid", manifest: decoded.success }
 }

@@ -14,7 +14,7 @@ const ran = (name: string) => runs.get(name) ?? 0
 
 const Source = Stage.make({
   name: "source",
-  version: 1,
+  module: import.meta.url,
   config: Schema.Struct({ n: Schema.Int, start: Schema.Number }),
   output: Schema.Struct({ sum: Schema.Number }),
   run: (config, _inputs, ctx) =>
@@ -30,9 +30,9 @@ const Source = Stage.make({
 
 const Scale = Stage.make({
   name: "scale",
-  version: 1,
+  module: import.meta.url,
   config: Schema.Struct({ factor: Schema.Number }),
-  inputs: { source: Source },
+  inputs: { source: Source.output },
   output: Schema.Struct({ sum: Schema.Number }),
   run: (config, { source }, ctx) =>
     Effect.gen(function*() {
@@ -46,7 +46,7 @@ const Scale = Stage.make({
 
 const Other = Stage.make({
   name: "other",
-  version: 1,
+  module: import.meta.url,
   config: Schema.Struct({ label: Schema.String }),
   output: Schema.Struct({ label: Schema.String }),
   run: (config) => Effect.as(count("other"), { label: config.label })
@@ -55,9 +55,9 @@ const Other = Stage.make({
 /** Keeps the `keep` largest values of its source, as a pruner keeps blocks. */
 const Decide = Stage.make({
   name: "decide",
-  version: 1,
+  module: import.meta.url,
   config: Schema.Struct({ keep: Schema.Int }),
-  inputs: { source: Source },
+  inputs: { source: Source.output },
   output: Schema.Struct({ kept: Schema.Array(Schema.Int), calibrationLoss: Schema.Finite }),
   run: (config, { source }, ctx) =>
     Effect.gen(function*() {
@@ -209,7 +209,7 @@ describe("Stage", () => {
         class Images extends Context.Service<Images, { readonly values: ReadonlyArray<number> }>()("test/Images") {}
         const Sum = Stage.make({
           name: "sum",
-          version: 1,
+          module: import.meta.url,
           config: Schema.Struct({}),
           output: Schema.Struct({ sum: Schema.Number }),
           run: () =>
@@ -220,7 +220,7 @@ describe("Stage", () => {
         })
         let opened = 0
         const lazy = Stage.provideWhenComputing(Sum, Images, Effect.sync(() => (opened++, { values: [1, 2, 3] })))
-        assert.deepStrictEqual([lazy.name, lazy.version], [Sum.name, Sum.version])
+        assert.deepStrictEqual([lazy.name, lazy.code], [Sum.name, Sum.code])
         const first = yield* Stage.run(lazy, {}, {})
         const again = yield* Stage.run(lazy, {}, {})
         assert.deepStrictEqual([first.output.sum, first.cached, again.cached, opened], [6, false, true, 1])
@@ -238,7 +238,7 @@ describe("Stage", () => {
         const fs = yield* FileSystem.FileSystem
         const first = yield* Stage.run(Other, { label: "a" }, {})
         const at = `${root}/artifacts/${first.key}/manifest.json`
-        // A stage that changed its output without a new version: the manifest is intact, its output no longer fits.
+        // A stage whose output Schema changed: the manifest is intact, its output no longer fits.
         const { digest: _, ...fields } = JSON.parse(yield* fs.readFileString(at))
         const changed = { ...fields, output: { label: 7 } }
         yield* fs.writeFileString(at, JSON.stringify({ ...changed, digest: Manifest.sha256(Manifest.canonicalJson(changed)) }))
@@ -268,7 +268,7 @@ describe("Stage", () => {
       Effect.gen(function*() {
         const Broken = Stage.make({
           name: "broken",
-          version: 1,
+          module: import.meta.url,
           config: Schema.Struct({}),
           output: Schema.Struct({ x: Schema.Int }),
           run: () => Effect.succeed({ x: 0.5 })
@@ -285,7 +285,7 @@ describe("Stage", () => {
         let calls = 0
         const Flaky = Stage.make({
           name: "flaky",
-          version: 1,
+          module: import.meta.url,
           config: Schema.Struct({ failures: Schema.Int, transient: Schema.Boolean }),
           output: Schema.Struct({ calls: Schema.Int }),
           run: (config) =>
@@ -320,7 +320,7 @@ describe("Stage", () => {
       Effect.gen(function*() {
         const Slow = Stage.make({
           name: "slow",
-          version: 1,
+          module: import.meta.url,
           config: Schema.Struct({}),
           output: Schema.Struct({}),
           run: () => Effect.andThen(count("slow"), Effect.as(Effect.sleep("300 millis"), {}))
@@ -331,22 +331,25 @@ describe("Stage", () => {
         assert.strictEqual(both[0].key, both[1].key)
       })))
 
-  it.live("open: a committed artifact by key, verified; missing, foreign, corrupt and unsafe keys are named", () =>
+  it.live("open: a committed artifact by key, verified, feeds any port its output fits; missing, corrupt and unsafe keys are named", () =>
     withStore((root) =>
       Effect.gen(function*() {
         const made = yield* Stage.run(Source, { n: 3, start: 2 }, {})
-        const opened = yield* Stage.open(Source, made.key)
+        const opened = yield* Stage.open(made.key)
         assert.isTrue(opened.cached)
         assert.deepStrictEqual(opened.output, { sum: 9 })
         assert.deepStrictEqual(opened.manifest, made.manifest)
         // An opened artifact feeds a downstream stage as a computed one does.
         const scaled = yield* Stage.run(Scale, { factor: 2 }, { source: opened })
         assert.strictEqual(scaled.manifest.inputs["source"], made.key)
+        // An artifact whose output the port does not decode is named with its producer.
+        const other = yield* Stage.run(Other, { label: "x" }, {})
+        const mismatch = yield* Effect.flip(Stage.run(Scale, { factor: 2 }, { source: other }))
+        assert.strictEqual(mismatch._tag, "InputMismatch")
+        assert.match(mismatch.message, /stage scale: input source \(other artifact other-\w+\) does not fit: .*\["sum"\]/)
 
-        const reason = (key: string, stage: Stage.Any = Source) =>
-          Effect.flip(Stage.open(stage, key)).pipe(Effect.map((e) => e.message))
-        assert.match(yield* reason("source-000000000000000000000000"), new RegExp(`no source artifact source-0+: nothing committed under this key in ${root}`))
-        assert.match(yield* reason(made.key, Other), /no other artifact .*: manifest is for source v1/)
+        const reason = (key: string) => Effect.flip(Stage.open(key)).pipe(Effect.map((e) => e.message))
+        assert.match(yield* reason("source-000000000000000000000000"), new RegExp(`source-0+: nothing committed under this key in ${root}`))
         assert.match(yield* reason("../etc"), /not a key/)
         const fs = yield* FileSystem.FileSystem
         yield* fs.writeFileString(`${made.dir}/meta.json`, "{}")
@@ -355,7 +358,7 @@ describe("Stage", () => {
 
   it("stage names must be path-safe", () => {
     assert.throws(
-      () => Stage.make({ name: "a/b", version: 1, config: Schema.Struct({}), output: Schema.Struct({}), run: () => Effect.succeed({}) }),
+      () => Stage.make({ name: "a/b", module: import.meta.url, config: Schema.Struct({}), output: Schema.Struct({}), run: () => Effect.succeed({}) }),
       /stage name "a\/b"/
     )
   })

@@ -31,7 +31,7 @@ export const measure = Effect.fn("StoreBenchmark.measure")(function*(mib: number
   const tree = Array.from({ length: 8 }, (_, layer) => ({
     weight: HostTensor.float32([n / 8], Float32Array.from({ length: n / 8 }, (_, i) => Math.sin(layer * 7919 + i)))
   }))
-  const key = Manifest.keyOf({ stage: "bench", version: 1, config: null, inputs: {} })
+  const key = Manifest.keyOf({ stage: "bench", code: "bench", config: null, inputs: {} })
   const figures = yield* Effect.gen(function*() {
     const store = yield* ArtifactStore
     const encode = yield* time(Effect.sync(() => Safetensors.encode(tree.map((t, i) => [`${i}.weight`, t.weight] as const))))
@@ -42,7 +42,7 @@ export const measure = Effect.fn("StoreBenchmark.measure")(function*(mib: number
         format: Manifest.format,
         key,
         stage: "bench",
-        version: 1,
+        code: "bench",
         config: null,
         inputs: {},
         output: null,

@@ -69,7 +69,7 @@ describe("resume across processes", () => {
         const reference = yield* child(`${dir}/reference`)
         assert.strictEqual(reference.code, 0, reference.output)
         const expected = yield* trained(`${dir}/reference`, reference.result!.key)
-        assert.strictEqual(expected.manifest.metrics["resumed_from"], 0)
+        assert.strictEqual(expected.manifest.metrics["resumedFrom"], 0)
         // One kill point per window: before the first checkpoint, and two later ones.
         // Random on every run; the seed is in every failure message to replay it.
         const seed = Date.now() % 1_000_000
@@ -86,7 +86,7 @@ describe("resume across processes", () => {
           assert.isFalse(rerun.result!.cached)
           // The dead process's lock did not block the rerun, which resumed from a checkpoint at or after the kill's last one.
           const got = yield* trained(store, rerun.result!.key)
-          const resumedFrom = got.manifest.metrics["resumed_from"]!
+          const resumedFrom = got.manifest.metrics["resumedFrom"]!
           assert.strictEqual(resumedFrom % train.every, 0)
           assert.isAtLeast(resumedFrom, Math.floor(killAt / train.every) * train.every, `seed ${seed}, kill at ${killAt}`)
           assert.isAtMost(resumedFrom, killed.lastStep)

@@ -12,7 +12,7 @@
  * stream "autoencoder/noise" at the step.
  */
 import { Effect, Schema } from "effect"
-import { AdamW, Compute, type ComputeError, Gradients, ParamTree, Rng, tf, tidy } from "@tinyfusion/tensor"
+import { AdamW, Compute, type ComputeError, ParamTree, Rng, tf, tidy, Update } from "@tinyfusion/tensor"
 import * as Batches from "./Batches.ts"
 import type * as Images from "./Images.ts"
 import * as Nn from "./Nn.ts"
@@ -33,7 +33,8 @@ export const latentSize = (config: Config): number => config.imageSize / 2 ** (c
 export const latentShape = (config: Config): readonly [number, number, number] =>
   [latentSize(config), latentSize(config), config.latentChannels]
 
-type Params = {
+/** The autoencoder's parameter tree. */
+export type Params = {
   readonly encoder: {
     readonly conv_in: Nn.Conv
     readonly down: ReadonlyArray<Nn.Conv>
@@ -48,9 +49,10 @@ type Params = {
   }
 }
 
-const asParams = (tree: ParamTree.ParamTree) => tree as unknown as Params
+/** A tree read from a file, as the autoencoder's (its keys were written from Params). */
+const asParams = (tree: ParamTree.ParamTree) => tree as Params
 
-export function init(config: Config, seed: number): ParamTree.ParamTree {
+export function init(config: Config, seed: number): Params {
   const s = Rng.stream(seed, "autoencoder/init")
   const ch = config.channels
   const last = ch[ch.length - 1]!
@@ -70,7 +72,7 @@ export function init(config: Config, seed: number): ParamTree.ParamTree {
       conv_out: conv("decoder.conv_out", ch[0]!, config.imageChannels, 3)
     }
   }
-  return params as unknown as ParamTree.ParamTree
+  return params
 }
 
 export interface Posterior {
@@ -143,7 +145,7 @@ export const miniTraining: TrainConfig = { seed: 0, steps: 2500, batchSize: 32, 
 
 export interface TrainState {
   readonly step: number
-  readonly params: ParamTree.ParamTree
+  readonly params: Params
   readonly optimiser: AdamW.State
 }
 
@@ -162,55 +164,18 @@ export function step(config: Config, training: TrainConfig, state: TrainState, s
     const x = tf.tensor4d(batch.images, [...batch.shape])
     const noise = Rng.normalTensor(Rng.stream(training.seed, "autoencoder/noise"), state.step, [training.batchSize, ...latentShape(config)])
     let parts: Losses | undefined
-    const { grads } = Gradients.valueAndGrad((p) => {
+    const next = Update.apply({ optimiser: AdamW.single(training.lr), maxGradNorm: training.clip }, state, (p) => {
       parts = loss(config, p, x, noise)
-      // valueAndGrad releases everything but the value; the parts are read for progress.
+      // The gradient releases everything but the value; the parts are read for progress.
       tf.keep(parts.mse)
       tf.keep(parts.kl)
       return parts.total
-    }, state.params)
-    const clipped = Gradients.clipByGlobalNorm(grads, training.clip)
-    const next = AdamW.update(AdamW.single(training.lr), state.optimiser, state.params, clipped.grads, lrScale(training, state.step))
-    return { state: { step: state.step + 1, params: next.params, optimiser: next.state }, losses: parts! }
+    }, lrScale(training, state.step))
+    return { state: { step: state.step + 1, params: next.state.params, optimiser: next.state.optimiser }, losses: parts! }
   })
 }
 
 export const disposeState = (state: TrainState): void => ParamTree.dispose([state.params, state.optimiser.m, state.optimiser.v])
-
-/**
- * Trains from `state` to `training.steps`, calling `progress` every
- * `every` steps with the step and the mean MSE and KL since the last call.
- * `checkpoint` runs at the same cadence (resume is `train` from its state).
- */
-export const train = Effect.fn("Autoencoder.train")(function*(
-  config: Config,
-  training: TrainConfig,
-  set: Images.ImageSet,
-  from: TrainState,
-  options: {
-    readonly every: number
-    readonly progress: (step: number, mse: number, kl: number) => Effect.Effect<void>
-    readonly checkpoint?: (state: TrainState) => Effect.Effect<void, unknown>
-  }
-) {
-  const compute = yield* Compute
-  let state = from
-  let sums = { mse: 0, kl: 0, n: 0 }
-  while (state.step < training.steps) {
-    const next = step(config, training, state, set)
-    const [mse, klValue] = yield* Effect.all([compute.read(next.losses.mse), compute.read(next.losses.kl)])
-    tf.dispose([next.losses.total, next.losses.mse, next.losses.kl])
-    if (state !== from) disposeState(state)
-    state = next.state
-    sums = { mse: sums.mse + mse[0]!, kl: sums.kl + klValue[0]!, n: sums.n + 1 }
-    if (state.step % options.every === 0 || state.step === training.steps) {
-      yield* options.progress(state.step, sums.mse / sums.n, sums.kl / sums.n)
-      sums = { mse: 0, kl: 0, n: 0 }
-      if (options.checkpoint) yield* options.checkpoint(state).pipe(Effect.orDie)
-    }
-  }
-  return state
-})
 
 /** Encodes and decodes (posterior mean) images [start, start + count) of a set in batches; host arrays in [-1, 1]. */
 export const reconstruct = Effect.fn("Autoencoder.reconstruct")(function*(

@@ -40,8 +40,9 @@ export const fashionMnistFiles = {
 export class Dataset extends Context.Service<Dataset, {
   readonly name: string
   readonly classes: number
-  readonly train: Images.ImageSet
-  readonly test: Images.ImageSet
+  /** Read in batches (`Images.Source`): a stage holds the batch it reads, or loads the split whole where it samples at random. */
+  readonly train: Images.Source
+  readonly test: Images.Source
 }>()("@tinyfusion/data/Dataset") {
   /**
    * Fashion-MNIST from `dir` (default /usr/share/datasets/fashion-mnist),
@@ -53,17 +54,19 @@ export class Dataset extends Context.Service<Dataset, {
 
   /**
    * Class-per-subfolder PNG/JPEG images, centre-cropped and resized as ADM
-   * (DiT's center_crop_arr). `test` may be omitted: the test split is then empty.
+   * (DiT's center_crop_arr), read in batches as the stages ask for them
+   * (ImageNet's 1.28 M training images are never all in memory). `test` may
+   * be omitted: the test split is then empty.
    */
   static imageFolder(options: ImageFolder.Options & { readonly test?: string }): Layer.Layer<Dataset, DatasetError> {
     return Layer.effect(
       Dataset,
       Effect.gen(function*() {
-        const train = yield* ImageFolder.load(options)
+        const train = yield* ImageFolder.open(options)
         const test = options.test === undefined
-          ? Images.make({ height: options.size, width: options.size, channels: options.channels ?? 3 }, new Uint8Array(0), new Int32Array(0))
-          : (yield* ImageFolder.load({ ...options, root: options.test, classes: train.classNames })).images
-        return Dataset.of({ name: `images:${options.root}`, classes: train.classNames.length, train: train.images, test })
+          ? Images.fromSet(Images.make({ height: options.size, width: options.size, channels: options.channels ?? 3 }, new Uint8Array(0), new Int32Array(0)))
+          : (yield* ImageFolder.open({ ...options, root: options.test, classes: train.classNames })).source
+        return Dataset.of({ name: `images:${options.root}`, classes: train.classNames.length, train: train.source, test })
       })
     )
   }
@@ -74,10 +77,6 @@ export class Dataset extends Context.Service<Dataset, {
    * configs, which name their dataset, tell the subset from the whole.
    */
   static firstImages(counts: { readonly train: number; readonly test: number }): Layer.Layer<Dataset, never, Dataset> {
-    const first = (set: Images.ImageSet, n: number) => {
-      const count = Math.min(n, set.count)
-      return Images.make({ height: set.height, width: set.width, channels: set.channels }, set.pixels.subarray(0, count * Images.imageSize(set)), set.labels.subarray(0, count))
-    }
     return Layer.effect(
       Dataset,
       Effect.gen(function*() {
@@ -85,8 +84,8 @@ export class Dataset extends Context.Service<Dataset, {
         return Dataset.of({
           name: `${data.name}[:${counts.train}/:${counts.test}]`,
           classes: data.classes,
-          train: first(data.train, counts.train),
-          test: first(data.test, counts.test)
+          train: Images.first(data.train, counts.train),
+          test: Images.first(data.test, counts.test)
         })
       })
     )
@@ -97,8 +96,8 @@ export class Dataset extends Context.Service<Dataset, {
     return Layer.succeed(Dataset, Dataset.of({
       name: "synthetic",
       classes: options.classes,
-      train: Synthetic.images({ ...options, count: options.train }, "train"),
-      test: Synthetic.images({ ...options, count: options.test }, "test")
+      train: Images.fromSet(Synthetic.images({ ...options, count: options.train }, "train")),
+      test: Images.fromSet(Synthetic.images({ ...options, count: options.test }, "test"))
     }))
   }
 }
@@ -126,7 +125,7 @@ const loadFashionMnist = Effect.fn("Dataset.fashionMnist")(function*(dir: string
     const bad = labels.data.findIndex((l) => l > 9)
     if (bad >= 0) return yield* fail(labelsFile, `label ${labels.data[bad]} at index ${bad} is not a class 0..9`)
     const set = Images.make({ height: 28, width: 28, channels: 1 }, images.data, Int32Array.from(labels.data))
-    return size === 28 ? set : Images.pad(set, size)
+    return Images.fromSet(size === 28 ? set : Images.pad(set, size))
   })
   const train = yield* split(fashionMnistFiles.trainImages, fashionMnistFiles.trainLabels)
   const test = yield* split(fashionMnistFiles.testImages, fashionMnistFiles.testLabels)

@@ -15,8 +15,8 @@
  * global-average head on the same convolutions reached 86.1% test accuracy,
  * this head 90.0%.
  */
-import { Effect, Schema } from "effect"
-import { AdamW, Compute, Gradients, ParamTree, Rng, tf, tidy } from "@tinyfusion/tensor"
+import { Schema } from "effect"
+import { AdamW, ParamTree, Rng, tf, tidy, Update } from "@tinyfusion/tensor"
 import * as Batches from "./Batches.ts"
 import type * as Images from "./Images.ts"
 import * as Nn from "./Nn.ts"
@@ -40,7 +40,8 @@ export const poolDim = (config: Config): number => config.hidden
 const finalSide = (config: Config): number => config.imageSize / 2 ** (config.channels.length - 1)
 export const spatialDim = (config: Config): number => finalSide(config) ** 2 * config.spatialChannels
 
-type Params = {
+/** The feature network's parameter tree. */
+export type Params = {
   readonly conv_in: Nn.Conv
   readonly down: ReadonlyArray<Nn.Conv>
   readonly res: ReadonlyArray<Nn.Conv>
@@ -48,7 +49,7 @@ type Params = {
   readonly fc: Nn.Conv
 }
 
-export function init(config: Config, seed: number): ParamTree.ParamTree {
+export function init(config: Config, seed: number): Params {
   const s = Rng.stream(seed, "feature-net/init")
   const ch = config.channels
   const levels = ch.slice(1).map((c, l) => [ch[l]!, c] as const)
@@ -59,7 +60,7 @@ export function init(config: Config, seed: number): ParamTree.ParamTree {
     hidden: Nn.init(s, "hidden", [config.hidden, finalSide(config) ** 2 * ch[ch.length - 1]!], config.hidden),
     fc: Nn.init(s, "fc", [config.classes, config.hidden], config.classes)
   }
-  return params as unknown as ParamTree.ParamTree
+  return params
 }
 
 export interface Outputs {
@@ -73,7 +74,8 @@ export interface Outputs {
 
 /** Images [N,H,W,C] in [-1, 1] → features and logits. */
 export function forward(config: Config, tree: ParamTree.ParamTree, x: tf.Tensor4D): Outputs {
-  const p = tree as unknown as Params
+  // A tree read from a file, as the network's (its keys were written from Params).
+  const p = tree as Params
   let h = Nn.conv2d(x, p.conv_in)
   let spatial: tf.Tensor4D = h
   p.down.forEach((down, l) => {
@@ -101,7 +103,7 @@ export const miniTraining: TrainConfig = { seed: 0, steps: 2000, batchSize: 64, 
 
 export interface TrainState {
   readonly step: number
-  readonly params: ParamTree.ParamTree
+  readonly params: Params
   readonly optimiser: AdamW.State
 }
 
@@ -124,43 +126,12 @@ export function step(config: Config, training: TrainConfig, state: TrainState, s
     const batch = Batches.at(set, { seed: training.seed, batchSize: training.batchSize, flip: true }, state.step)
     const x = tf.tensor4d(batch.images, [...batch.shape])
     const labels = tf.tensor1d(batch.labels, "int32")
-    const { value, grads } = Gradients.valueAndGrad((p) => crossEntropy(forward(config, p, x).logits, labels, config.classes), state.params)
-    const clipped = Gradients.clipByGlobalNorm(grads, training.clip)
-    const optimiser = AdamW.single(training.lr, training.weightDecay)
-    const next = AdamW.update(optimiser, state.optimiser, state.params, clipped.grads, lrScale(training, state.step))
-    return { state: { step: state.step + 1, params: next.params, optimiser: next.state }, loss: value }
+    const next = Update.apply(
+      { optimiser: AdamW.single(training.lr, training.weightDecay), maxGradNorm: training.clip },
+      state,
+      (p) => crossEntropy(forward(config, p, x).logits, labels, config.classes),
+      lrScale(training, state.step)
+    )
+    return { state: { step: state.step + 1, params: next.state.params, optimiser: next.state.optimiser }, loss: next.loss }
   })
 }
-
-/** Trains from `state` to `training.steps`; `progress` gets the mean loss every `every` steps. */
-export const train = Effect.fn("FeatureNet.train")(function*(
-  config: Config,
-  training: TrainConfig,
-  set: Images.ImageSet,
-  from: TrainState,
-  options: {
-    readonly every: number
-    readonly progress: (step: number, loss: number) => Effect.Effect<void>
-    readonly checkpoint?: (state: TrainState) => Effect.Effect<void, unknown>
-  }
-) {
-  const compute = yield* Compute
-  let state = from
-  let sum = 0
-  let n = 0
-  while (state.step < training.steps) {
-    const next = step(config, training, state, set)
-    sum += (yield* compute.read(next.loss))[0]!
-    n++
-    next.loss.dispose()
-    if (state !== from) disposeState(state)
-    state = next.state
-    if (state.step % options.every === 0 || state.step === training.steps) {
-      yield* options.progress(state.step, sum / n)
-      sum = 0
-      n = 0
-      if (options.checkpoint) yield* options.checkpoint(state).pipe(Effect.orDie)
-    }
-  }
-  return state
-})

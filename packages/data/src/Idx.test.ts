@@ -75,18 +75,20 @@ describe("Dataset.fashionMnist", () => {
       assert.strictEqual(data.classes, 10)
       assert.deepStrictEqual([data.train.count, data.train.height, data.train.width, data.train.channels], [5, 32, 32, 1])
       assert.deepStrictEqual([...data.test.labels], [3, 4, 5])
-      const px = (n: number, y: number, x: number) => data.train.pixels[(n * 32 + y) * 32 + x]!
+      // Fashion-MNIST is held in memory: the source is its set.
+      const px = (n: number, y: number, x: number) => data.train.held!.pixels[(n * 32 + y) * 32 + x]!
       // Original (y, x) lands at (y + 2, x + 2); the two-pixel border is zero.
       assert.strictEqual(px(4, 2 + 7, 2 + 11), 40 + 7 + 11)
       assert.strictEqual(px(1, 2, 2), 10)
       assert.deepStrictEqual([px(1, 0, 0), px(1, 1, 15), px(1, 31, 31), px(1, 15, 30)], [0, 0, 0, 0])
       const unpadded = yield* Effect.provide(current, Dataset.fashionMnist({ dir, size: 28 }))
-      assert.strictEqual(unpadded.train.pixels[4 * 784 + 7 * 28 + 11], 58)
+      assert.strictEqual((yield* unpadded.train.read(4, 1)).pixels[7 * 28 + 11], 58)
       // A subset: the first images of each split, all of a split shorter than asked, under its own name.
       const first = yield* Effect.provide(current, Layer.provide(Dataset.firstImages({ train: 2, test: 10 }), Dataset.fashionMnist({ dir, size: 28 })))
       assert.strictEqual(first.name, "fashion-mnist[:2/:10]")
       assert.deepStrictEqual([first.train.count, first.test.count], [2, 3])
-      assert.deepStrictEqual([...first.train.pixels], [...unpadded.train.pixels.subarray(0, 2 * 784)])
+      assert.deepStrictEqual([...first.train.held!.pixels], [...unpadded.train.held!.pixels.subarray(0, 2 * 784)])
+      assert.deepStrictEqual([...(yield* first.train.read(1, 5)).labels], [...unpadded.train.labels.subarray(1, 2)])
       assert.deepStrictEqual([...first.test.labels], [3, 4, 5])
     }))
 

@@ -1,8 +1,12 @@
 /**
- * Labelled images held in host memory as unsigned bytes, NHWC. Pixels become
- * floats in [-1, 1] only when a batch is made (x/127.5 − 1, as DiT's
- * Normalize(mean 0.5, std 0.5) of ToTensor's x/255).
+ * Labelled images as unsigned bytes, NHWC: a set held in host memory, or a
+ * source read in batches (a folder too large to hold, ImageNet's train
+ * split). Pixels become floats in [-1, 1] only when a batch is made
+ * (x/127.5 − 1, as DiT's Normalize(mean 0.5, std 0.5) of ToTensor's x/255).
  */
+import { Effect } from "effect"
+import type { DatasetError } from "./Dataset.ts"
+
 export interface ImageSet {
   readonly count: number
   readonly height: number
@@ -15,7 +19,7 @@ export interface ImageSet {
 }
 
 export const make = (
-  shape: { readonly height: number; readonly width: number; readonly channels: number },
+  shape: Shape,
   pixels: Uint8Array,
   labels: Int32Array
 ): ImageSet => {
@@ -26,7 +30,79 @@ export const make = (
   return { count: labels.length, ...shape, pixels, labels }
 }
 
-export const imageSize = (set: ImageSet): number => set.height * set.width * set.channels
+export type Shape = Pick<ImageSet, "height" | "width" | "channels">
+
+export const imageSize = (set: Shape): number => set.height * set.width * set.channels
+
+export const shapeOf = (set: Shape): Shape => ({ height: set.height, width: set.width, channels: set.channels })
+
+/**
+ * Labelled images read in batches, in a fixed order. The labels are known
+ * up front; the pixels of a `read` are decoded for it and held by no one
+ * else, so a reader of batches of B holds at most B images. `held` is the
+ * whole set when the source keeps it in memory anyway (Fashion-MNIST).
+ */
+export interface Source {
+  readonly count: number
+  readonly height: number
+  readonly width: number
+  readonly channels: number
+  /** count class indices. */
+  readonly labels: Int32Array
+  /** Images [start, start + count) as a set of `count` images (fewer at the end). */
+  readonly read: (start: number, count: number) => Effect.Effect<ImageSet, DatasetError>
+  readonly held?: ImageSet
+}
+
+/** Images [start, start + count) of a set held in memory, without copying. */
+export const slice = (set: ImageSet, start: number, count: number): ImageSet => {
+  const n = Math.max(0, Math.min(count, set.count - start))
+  const per = imageSize(set)
+  return make(shapeOf(set), set.pixels.subarray(start * per, (start + n) * per), set.labels.subarray(start, start + n))
+}
+
+/** A set held in memory as a source. */
+export const fromSet = (set: ImageSet): Source => ({
+  count: set.count,
+  height: set.height,
+  width: set.width,
+  channels: set.channels,
+  labels: set.labels,
+  read: (start, count) => Effect.succeed(slice(set, start, count)),
+  held: set
+})
+
+/** The first `count` images of a source (all of them when it has fewer). */
+export const first = (source: Source, count: number): Source => {
+  const n = Math.min(count, source.count)
+  const held = source.held && slice(source.held, 0, n)
+  return {
+    count: n,
+    height: source.height,
+    width: source.width,
+    channels: source.channels,
+    labels: source.labels.subarray(0, n),
+    read: (start, k) => source.read(start, Math.max(0, Math.min(k, n - start))),
+    ...(held === undefined ? {} : { held })
+  }
+}
+
+/**
+ * A whole source in memory, for what samples it at random (training the
+ * autoencoder or the feature network): the set itself when the source holds
+ * it, else every image read once, `batch` at a time.
+ */
+export const load = (source: Source, batch = 256): Effect.Effect<ImageSet, DatasetError> =>
+  source.held !== undefined
+    ? Effect.succeed(source.held)
+    : Effect.gen(function*() {
+      const per = imageSize(source)
+      const pixels = new Uint8Array(source.count * per)
+      for (let start = 0; start < source.count; start += batch) {
+        pixels.set((yield* source.read(start, batch)).pixels, start * per)
+      }
+      return make(shapeOf(source), pixels, source.labels)
+    })
 
 /** Zero-pads every image to size × size, centred (28 → 32 puts 2 pixels on each side). */
 export function pad(set: ImageSet, size: number): ImageSet {

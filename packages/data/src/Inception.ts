@@ -25,7 +25,7 @@
  * of the paper path), and `inputSize` is the side images are resized to.
  */
 import { Effect, Schema } from "effect"
-import { Checkpoint } from "@tinyfusion/models"
+import { StateDict } from "@tinyfusion/models"
 import { type ParamTree, tf } from "@tinyfusion/tensor"
 
 export const Config = Schema.Struct({
@@ -306,8 +306,8 @@ export const describe = (config: Config): string =>
  * The weights of a pytorch-fid state_dict (BatchNorm counters dropped),
  * checked key by key against the config; mismatches name the key and both shapes.
  */
-export const fromStateDict = Effect.fn("Inception.fromStateDict")(function*<T extends Checkpoint.Shaped>(config: Config, tensors: ReadonlyMap<string, T>) {
+export const fromStateDict = Effect.fn("Inception.fromStateDict")(function*<T extends StateDict.Shaped>(config: Config, tensors: ReadonlyMap<string, T>) {
   const weights = new Map([...tensors].filter(([k]) => !isBookkeeping(k)))
-  yield* Checkpoint.checkShapes(describe(config), referenceShapes(config), weights)
+  yield* StateDict.checkShapes(describe(config), referenceShapes(config), weights)
   return weights
 })

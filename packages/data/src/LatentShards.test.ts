@@ -12,7 +12,7 @@ import * as LatentShards from "./LatentShards.ts"
 import * as Synthetic from "./Synthetic.ts"
 
 const config: Autoencoder.Config = { imageSize: 8, imageChannels: 1, channels: [4, 8], latentChannels: 2, klWeight: 1e-4 }
-const set = Synthetic.images({ classes: 3, count: 10, size: 8, channels: 1, seed: 5 }, "train")
+const set = Images.fromSet(Synthetic.images({ classes: 3, count: 10, size: 8, channels: 1, seed: 5 }, "train"))
 const tempDir = () => fs.mkdtempSync(path.join(os.tmpdir(), "latents-"))
 
 /** Extraction options around an untrained tiny autoencoder; `encodes` counts encoder calls. */
@@ -83,7 +83,7 @@ describe("LatentShards", () => {
       yield* LatentShards.extractTo(dir, sharp)
       const loaded = yield* LatentShards.load(dir)
       assert.deepStrictEqual([...loaded.labels], [...set.labels])
-      const batch = Batches.range(set, 4, 1)
+      const batch = Batches.range(set.held!, 4, 1)
       const x = tf.tensor4d(batch.images, [...batch.shape])
       const mean = yield* compute.read(Autoencoder.encode(params, x).mean)
       const mirror = yield* compute.read(Autoencoder.encode(params, tf.tensor4d(Images.flipHorizontal(batch.images, batch.shape), [...batch.shape])).mean)

@@ -17,6 +17,7 @@ import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { Compute, type ComputeError, HostTensor, Rng, Safetensors, tf } from "@tinyfusion/tensor"
 import type * as Autoencoder from "./Autoencoder.ts"
+import type { DatasetError } from "./Dataset.ts"
 import * as Batches from "./Batches.ts"
 import * as Images from "./Images.ts"
 
@@ -44,7 +45,8 @@ export const manifestFile = "latents.json"
 export const shardFile = (index: number): string => `shard-${String(index).padStart(5, "0")}.safetensors`
 
 export interface Options {
-  readonly set: Images.ImageSet
+  /** Read `batchSize` images at a time: an extraction holds one batch of images and one shard of latents. */
+  readonly set: Images.Source
   readonly classes: number
   readonly shardSize: number
   readonly batchSize: number
@@ -117,7 +119,7 @@ const validate = (bytes: Uint8Array | undefined, expected: Expected) =>
   })
 
 /** Encodes the images [first, first + count) and their mirrors: latents [count, 2, h, w, c]. */
-const encodeShard = Effect.fnUntraced(function*(options: Options, index: number, first: number, count: number) {
+const encodeImages = Effect.fnUntraced(function*(options: Options, index: number, first: number, count: number): Effect.fn.Return<Float32Array, DatasetError | ComputeError, Compute> {
   const compute = yield* Compute
   const [h, w, c] = options.latentShape
   const per = h * w * c
@@ -126,7 +128,7 @@ const encodeShard = Effect.fnUntraced(function*(options: Options, index: number,
   const imageShape = [options.set.height, options.set.width, options.set.channels] as const
   for (let start = 0; start < count; start += options.batchSize) {
     const n = Math.min(options.batchSize, count - start)
-    const batch = Batches.range(options.set, first + start, n)
+    const batch = Batches.range(yield* options.set.read(first + start, n), 0, n)
     const mirrored = Images.flipHorizontal(batch.images, batch.shape)
     // Rows 0..n−1 originals, n..2n−1 mirrors; noise in the stored [image, copy] order.
     const eps = new Float32Array(2 * n * per)
@@ -146,23 +148,30 @@ const encodeShard = Effect.fnUntraced(function*(options: Options, index: number,
   return latents
 })
 
+/** A shard's file: latents [count, 2, h, w, c] (each image and its mirror) and labels, with the fingerprint of what made them. */
+export const encodeShard = (
+  shard: { readonly latents: Float32Array; readonly labels: Int32Array; readonly first: number },
+  latentShape: readonly [number, number, number],
+  fingerprint: string
+): Uint8Array =>
+  Safetensors.encode([
+    ["latents", HostTensor.float32([shard.labels.length, 2, ...latentShape], shard.latents)],
+    ["labels", HostTensor.int32([shard.labels.length], shard.labels)]
+  ], { metadata: { fingerprint, first: String(shard.first) } })
+
 /** Extracts (or finishes extracting) the latent shards of a set into a shard store; returns their manifest. */
 export const extract = Effect.fn("LatentShards.extract")(function*<E>(
   options: Options,
   store: ShardStore<E>
-): Effect.fn.Return<Manifest, E | ComputeError, Compute> {
+): Effect.fn.Return<Manifest, E | DatasetError | ComputeError, Compute> {
   const shards: Array<Manifest["shards"][number]> = []
   const [h, w, c] = options.latentShape
   for (let index = 0, first = 0; first < options.set.count; index++, first += options.shardSize) {
     const count = Math.min(options.shardSize, options.set.count - first)
     const existing = yield* validate(yield* store.read(index), { count, latentShape: options.latentShape, fingerprint: options.fingerprint })
     if (existing === undefined) {
-      const latents = yield* encodeShard(options, index, first, count)
-      const bytes = Safetensors.encode([
-        ["latents", HostTensor.float32([count, 2, h, w, c], latents)],
-        ["labels", HostTensor.int32([count], options.set.labels.slice(first, first + count))]
-      ], { metadata: { fingerprint: options.fingerprint, first: String(first) } })
-      yield* store.write(index, bytes)
+      const latents = yield* encodeImages(options, index, first, count)
+      yield* store.write(index, encodeShard({ latents, labels: options.set.labels.slice(first, first + count), first }, options.latentShape, options.fingerprint))
     }
     if (options.onShard) yield* options.onShard(index, existing === undefined)
     shards.push({ file: shardFile(index), first, count })

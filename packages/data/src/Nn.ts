@@ -35,7 +35,7 @@ const convSame = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => 
   }
 }) as (x: tf.Tensor, kernel: tf.Tensor) => tf.Tensor4D
 
-export interface Conv {
+export type Conv = {
   readonly weight: tf.Tensor
   readonly bias: tf.Tensor
 }

@@ -72,7 +72,8 @@ describe("Dataset.imageFolder", () => {
     const orange = Buffer.alloc(16 * 16 * 4)
     for (let i = 0; i < 256; i++) orange.set([200, 100, 50, 255], 4 * i)
     fs.writeFileSync(path.join(root, "b-dog", "orange.jpg"), jpeg.encode({ data: orange, width: 16, height: 16 }, 95).data)
-    fs.writeFileSync(path.join(root, "b-dog", "notes.txt"), "not an image")
+    // A hidden file (a file manager's) is not part of the set.
+    fs.writeFileSync(path.join(root, "b-dog", ".DS_Store"), "not an image")
     return root
   }
   const load = (options: Parameters<typeof Dataset.imageFolder>[0]) =>
@@ -87,24 +88,30 @@ describe("Dataset.imageFolder", () => {
       assert.strictEqual(data.classes, 2)
       assert.deepStrictEqual([...data.train.labels], [0, 1])
       assert.strictEqual(data.test.count, 0)
-      const first = [...data.train.pixels.subarray(0, 27)].filter((_, i) => i % 3 === 0)
+      const pixels = (yield* data.train.read(0, 2)).pixels
+      const first = [...pixels.subarray(0, 27)].filter((_, i) => i % 3 === 0)
       assert.deepStrictEqual(first, [20, 40, 60, 80, 100, 120, 140, 160, 180])
-      const second = data.train.pixels.subarray(27, 54)
+      const second = pixels.subarray(27, 54)
       for (let i = 0; i < 9; i++) {
         assert.closeTo(second[3 * i]!, 200, 4)
         assert.closeTo(second[3 * i + 1]!, 100, 4)
         assert.closeTo(second[3 * i + 2]!, 50, 4)
       }
       const grey = yield* load({ root, size: 3, channels: 1 })
-      assert.closeTo(grey.train.pixels[9 + 4]!, 124, 4)
+      assert.closeTo((yield* grey.train.read(1, 1)).pixels[4]!, 124, 4)
     }))
 
-  it.effect("an unreadable image or an empty folder is an error naming the path", () =>
+  it.effect("an unreadable image, a file that is no image or an empty folder is an error naming the path", () =>
     Effect.gen(function*() {
       const root = writeFolder()
       fs.writeFileSync(path.join(root, "a-cat", "broken.png"), "not a png")
-      const broken = yield* Effect.flip(load({ root, size: 3 }))
-      assert.match(broken.message, /image folder at \/.*\/a-cat\/broken\.png: not a readable PNG: /)
+      // Found when its batch is read (the folder is listed, not decoded, up front).
+      const data = yield* load({ root, size: 3 })
+      const broken = yield* Effect.flip(data.train.read(0, 2))
+      assert.match(broken.message, /^image folder at \/.*\/a-cat\/broken\.png: not a readable PNG: /)
+      fs.writeFileSync(path.join(root, "b-dog", "notes.txt"), "not an image")
+      const notes = yield* Effect.flip(load({ root, size: 3 }))
+      assert.match(notes.message, /^image folder at \/.*\/b-dog\/notes\.txt: not a \.png\/\.jpg\/\.jpeg image\. /)
       const empty = fs.mkdtempSync(path.join(os.tmpdir(), "empty-"))
       assert.match((yield* Effect.flip(load({ root: empty, size: 3 }))).message, /no class subfolders/)
       assert.match((yield* Effect.flip(load({ root: "/nonexistent/images", size: 3 }))).message, /folder not found/)

@@ -48,28 +48,35 @@ export const checkDataset = (expected: string) =>
 
 const AdamData = Schema.Struct({ adamStep: Schema.Int })
 
-/** A training loop state as the checkpointed loop holds it. */
-const toLoop = (state: { readonly params: ParamTree.ParamTree; readonly optimiser: AdamW.State }): Checkpoint.State<{ readonly adamStep: number }> => ({
+/** A net's training state: its parameters (of its own tree type P) and AdamW's. */
+interface NetState<P extends ParamTree.ParamTree> {
+  readonly step: number
+  readonly params: P
+  readonly optimiser: AdamW.State
+}
+
+type NetTensors<P extends ParamTree.ParamTree> = { readonly params: P; readonly m: ParamTree.ParamTree; readonly v: ParamTree.ParamTree }
+
+/** A training state as the checkpointed loop holds it, and back. */
+const toLoop = <P extends ParamTree.ParamTree>(state: NetState<P>): Checkpoint.State<{ readonly adamStep: number }, NetTensors<P>> => ({
   tensors: { params: state.params, m: state.optimiser.m, v: state.optimiser.v },
   data: { adamStep: state.optimiser.step }
 })
-const fromLoop = (state: Checkpoint.State<{ readonly adamStep: number }>, step: number) => {
-  const t = state.tensors as { params: ParamTree.ParamTree; m: ParamTree.ParamTree; v: ParamTree.ParamTree }
-  return { step, params: t.params, optimiser: { step: state.data.adamStep, m: t.m, v: t.v } }
+const fromLoop = <P extends ParamTree.ParamTree>(state: Checkpoint.State<{ readonly adamStep: number }, NetTensors<P>>, step: number): NetState<P> => {
+  const { params, m, v } = state.tensors
+  return { step, params, optimiser: { step: state.data.adamStep, m, v } }
 }
-
-type NetState = ReturnType<typeof fromLoop>
 
 /**
  * A net trained by `step` (one AdamW step on batch `state.step`) on the
  * checkpointed loop, from `init`. `step` returns the next state and its loss
  * tensors, the first the loss logged; they are read and disposed here.
  */
-const train = (ctx: Stage.Context, options: {
+const train = <P extends ParamTree.ParamTree>(ctx: Stage.Context, options: {
   readonly steps: number
   readonly every: number
-  readonly init: () => NetState
-  readonly step: (state: NetState) => { readonly state: NetState; readonly losses: readonly [tf.Scalar, ...Array<tf.Scalar>] }
+  readonly init: () => NetState<P>
+  readonly step: (state: NetState<P>) => { readonly state: NetState<P>; readonly losses: readonly [tf.Scalar, ...Array<tf.Scalar>] }
 }) =>
   Effect.gen(function*() {
     const compute = yield* Compute
@@ -87,7 +94,7 @@ const train = (ctx: Stage.Context, options: {
         }),
       nonFinite: "skip"
     })
-    return { ...done, params: (done.state.tensors as { params: ParamTree.ParamTree }).params }
+    return { ...done, params: done.state.tensors.params }
   })
 
 // ---------------------------------------------------------------- autoencoder
@@ -124,7 +131,7 @@ export const miniAutoencoder: AutoencoderConfig = {
 }
 
 /** Originals and reconstructions in alternating rows of `columns`. */
-const comparison = (originals: Float32Array, reconstructions: Float32Array, set: Images.ImageSet, count: number, columns: number) => {
+const comparison = (originals: Float32Array, reconstructions: Float32Array, set: Images.Shape, count: number, columns: number) => {
   const per = set.height * set.width * set.channels
   const tile = (from: Float32Array, i: number) =>
     Png.raster(set.width, set.height, set.channels === 1 ? 1 : 3, Images.toBytes(from.subarray(i * per, (i + 1) * per)))
@@ -138,33 +145,36 @@ const comparison = (originals: Float32Array, reconstructions: Float32Array, set:
 
 export const AutoencoderStage = Stage.make({
   name: "autoencoder",
-  version: 1,
+  module: import.meta.url,
   config: AutoencoderConfig,
   output: AutoencoderOutput,
   run: (config, _inputs, ctx) =>
     Effect.gen(function*() {
       const data = yield* checkDataset(config.dataset)
+      // Training draws batches at random: both splits in memory (a folder's are read once).
+      const trainSet = yield* Images.load(data.train)
+      const testSet = yield* Images.load(data.test)
       const done = yield* train(ctx, {
         steps: config.training.steps,
         every: config.checkpointEvery,
         init: () => Autoencoder.initialState(config.model, config.training),
         step: (state) => {
-          const next = Autoencoder.step(config.model, config.training, state, data.train)
+          const next = Autoencoder.step(config.model, config.training, state, trainSet)
           return { state: next.state, losses: [next.losses.total, next.losses.mse, next.losses.kl] }
         }
       })
       const params = done.params
       yield* ctx.writeTensors("params.safetensors", yield* HostTensor.treeFromTensors(params))
-      const evalCount = Math.min(config.evalImages, data.test.count)
-      const { originals, reconstructions } = yield* Autoencoder.reconstruct(params, data.test, evalCount, 250)
-      const crop = data.name === "fashion-mnist" ? 28 : data.test.height
-      const psnrs = Autoencoder.psnr(originals, reconstructions, [evalCount, data.test.height, data.test.width, data.test.channels], crop)
+      const evalCount = Math.min(config.evalImages, testSet.count)
+      const { originals, reconstructions } = yield* Autoencoder.reconstruct(params, testSet, evalCount, 250)
+      const crop = data.name === "fashion-mnist" ? 28 : testSet.height
+      const psnrs = Autoencoder.psnr(originals, reconstructions, [evalCount, testSet.height, testSet.width, testSet.channels], crop)
       const psnr = psnrs.reduce((a, b) => a + b, 0) / evalCount
-      const scale = yield* Autoencoder.scaleFactor(config.model, params, data.train, config.scaleImages, 250, config.training.seed)
-      yield* ctx.writeBytes("reconstructions.png", Png.encode(comparison(originals, reconstructions, data.test, Math.min(32, evalCount), 8)))
+      const scale = yield* Autoencoder.scaleFactor(config.model, params, trainSet, config.scaleImages, 250, config.training.seed)
+      yield* ctx.writeBytes("reconstructions.png", Png.encode(comparison(originals, reconstructions, testSet, Math.min(32, evalCount), 8)))
       yield* ctx.metric("psnr", psnr)
       yield* ctx.metric("scale", scale)
-      yield* ctx.metric("final_loss", done.lastLoss)
+      yield* ctx.metric("finalLoss", done.lastLoss)
       ParamTree.dispose(done.state.tensors)
       return { model: config.model, scale, psnr, psnrImages: evalCount, psnrCrop: crop }
     })
@@ -177,27 +187,35 @@ export const loadAutoencoder = (artifact: Stage.Artifact<typeof AutoencoderOutpu
     return { model: artifact.output.model, codec: Codec.make(artifact.output.model, params), scale: artifact.output.scale, params }
   })
 
-/** The test-split reconstructions of a codec: PSNR (mean dB over `crop`² centres) and the comparison grid. */
-const measure = (codec: Codec.Codec, set: Images.ImageSet, count: number, crop: number, batchSize: number) =>
+/**
+ * The test-split reconstructions of a codec: PSNR (mean dB over `crop`²
+ * centres) and the comparison grid of the first few, the split read a batch
+ * at a time.
+ */
+const measure = (codec: Codec.Codec, source: Images.Source, count: number, crop: number, batchSize: number) =>
   Effect.gen(function*() {
     const compute = yield* Compute
-    const per = Images.imageSize(set)
-    const originals = new Float32Array(count * per)
-    const reconstructions = new Float32Array(count * per)
+    const per = Images.imageSize(source)
+    // Whole rows of up to 8 pairs.
+    const columns = Math.min(8, count)
+    const shown = columns * Math.floor(Math.min(32, count) / columns)
+    const originals = new Float32Array(shown * per)
+    const reconstructions = new Float32Array(shown * per)
+    let total = 0
     for (let start = 0; start < count; start += batchSize) {
-      const batch = Batches.range(set, start, Math.min(batchSize, count - start))
+      const n = Math.min(batchSize, count - start)
+      const batch = Batches.range(yield* source.read(start, n), 0, n)
       const out = yield* compute.scoped(Effect.gen(function*() {
         const x = tf.tensor4d(batch.images, [...batch.shape])
         return yield* compute.read(tf.clipByValue(codec.decode(codec.encode(x).mean), -1, 1))
       }))
-      originals.set(batch.images, start * per)
-      reconstructions.set(out, start * per)
+      // Summed image by image, in order (the mean of every image's PSNR).
+      for (const p of Autoencoder.psnr(batch.images, out, batch.shape, crop)) total += p
+      const keep = Math.max(0, Math.min(n, shown - start))
+      originals.set(batch.images.subarray(0, keep * per), start * per)
+      reconstructions.set(out.subarray(0, keep * per), start * per)
     }
-    const psnrs = Autoencoder.psnr(originals, reconstructions, [count, set.height, set.width, set.channels], crop)
-    // Whole rows of up to 8 pairs.
-    const columns = Math.min(8, count)
-    const shown = columns * Math.floor(Math.min(32, count) / columns)
-    return { psnr: psnrs.reduce((a, b) => a + b, 0) / count, png: Png.encode(comparison(originals, reconstructions, set, shown, columns)) }
+    return { psnr: total / count, png: Png.encode(comparison(originals, reconstructions, source, shown, columns)) }
   })
 
 // ---------------------------------------------------------------- imported autoencoder (SD-VAE)
@@ -213,8 +231,12 @@ export const ImportedAutoencoderConfig = Schema.Struct({
 })
 export type ImportedAutoencoderConfig = typeof ImportedAutoencoderConfig.Type
 
-/** A published SD-VAE file: its layout, config and hash, every key and shape checked, no tensor data read. */
-export const inspectSdVae = Effect.fn("Stages.inspectSdVae")(function*(path: string, imageSize: number) {
+/**
+ * A published SD-VAE file: its layout, config and hash, every key and shape
+ * checked, no tensor data read; for images of side `size.image`, or for the
+ * latents of side `size.latent` (images of that times the VAE's factor).
+ */
+export const inspectSdVae = Effect.fn("Stages.inspectSdVae")(function*(path: string, size: { readonly image: number } | { readonly latent: number }) {
   const listing = yield* WeightsFile.inspect(path)
   const layout = SdVae.detectLayout(listing.shapes.keys())
   if (layout === undefined) {
@@ -228,10 +250,19 @@ export const inspectSdVae = Effect.fn("Stages.inspectSdVae")(function*(path: str
   const mapped = SdVae.fromLayout(layout, listing.shapes, (t) => ({ ...t, shape: t.shape.slice(0, 2) }))
   const config = SdVae.inferConfig(mapped.tensors) ?? SdVae.klF8
   yield* SdVae.check(config, mapped.tensors)
+  const imageSize = "image" in size ? size.image : size.latent * SdVae.factor(config)
   if (imageSize % SdVae.factor(config) !== 0) {
     return yield* new DatasetError({ dataset: "SD-VAE", path, reason: `images of side ${imageSize} are not a multiple of ${SdVae.factor(config)}`, hint: "Use 256 × 256 images" })
   }
   return { layout, model: { kind: "sd-vae" as const, config, imageSize }, sha256: yield* WeightsFile.fileSha256(path), ignored: mapped.ignored }
+})
+
+/** An inspected SD-VAE file's weights in diffusers' keys, every key and shape checked. */
+export const readSdVae = Effect.fn("Stages.readSdVae")(function*(path: string, inspected: { readonly layout: SdVae.Layout; readonly model: Codec.SdVaeModel }) {
+  const weights = yield* WeightsFile.read(path)
+  const { tensors } = SdVae.fromLayout(inspected.layout, weights.tensors, SdVae.squeezeHost)
+  yield* SdVae.check(inspected.model.config, tensors)
+  return tensors
 })
 
 /**
@@ -243,7 +274,7 @@ export const inspectSdVae = Effect.fn("Stages.inspectSdVae")(function*(path: str
 export const importedAutoencoder = (path: string) =>
   Stage.make({
     name: "autoencoder",
-    version: 1,
+    module: import.meta.url,
     config: ImportedAutoencoderConfig,
     output: AutoencoderOutput,
     run: (config, _inputs, ctx) =>
@@ -253,9 +284,7 @@ export const importedAutoencoder = (path: string) =>
         if (found !== config.sha256) {
           return yield* new DatasetError({ dataset: "SD-VAE", path, reason: `sha256 ${found}, the stage config names ${config.sha256}`, hint: "Pass the file the run was started with" })
         }
-        const weights = yield* WeightsFile.read(path)
-        const { tensors } = SdVae.fromLayout(config.layout, weights.tensors, SdVae.squeezeHost)
-        yield* SdVae.check(config.model.config, tensors)
+        const tensors = yield* readSdVae(path, config)
         yield* ctx.writeTensors("params.safetensors", tensors)
         const params = HostTensor.treeToTensors(ParamTree.unflatten([...tensors]))
         const count = Math.min(config.evalImages, data.test.count)
@@ -290,10 +319,10 @@ export const miniLatents: LatentsConfig = { dataset: "fashion-mnist", seed: 0, s
 
 export const LatentsStage = Stage.make({
   name: "latents",
-  version: 1,
+  module: import.meta.url,
   config: LatentsConfig,
   output: LatentsOutput,
-  inputs: { autoencoder: AutoencoderStage },
+  inputs: { autoencoder: AutoencoderOutput },
   run: (config, { autoencoder }, ctx) =>
     Effect.gen(function*() {
       const data = yield* checkDataset(config.dataset)
@@ -373,33 +402,35 @@ export const miniFeatureNet: FeatureNetConfig = {
 
 export const FeatureNetStage = Stage.make({
   name: "feature-net",
-  version: 1,
+  module: import.meta.url,
   config: FeatureNetConfig,
   output: FeatureNetOutput,
   run: (config, _inputs, ctx) =>
     Effect.gen(function*() {
       const data = yield* checkDataset(config.dataset)
+      const trainSet = yield* Images.load(data.train)
+      const testSet = yield* Images.load(data.test)
       const done = yield* train(ctx, {
         steps: config.training.steps,
         every: config.checkpointEvery,
         init: () => FeatureNet.initialState(config.model, config.training),
         step: (state) => {
-          const next = FeatureNet.step(config.model, config.training, state, data.train)
+          const next = FeatureNet.step(config.model, config.training, state, trainSet)
           return { state: next.state, losses: [next.loss] }
         }
       })
       const host = yield* HostTensor.treeFromTensors(done.params)
       ParamTree.dispose(done.state.tensors)
       yield* ctx.writeTensors("params.safetensors", host)
-      const test = Batches.range(data.test, 0, data.test.count)
-      const features = yield* extract(test.images, data.test.count, 500).pipe(Effect.provide(FeatureExtractor.featureNet(config.model, host)))
-      const accuracy = topOneAccuracy(features.probs, data.test.labels, config.model.classes)
+      const test = Batches.range(testSet, 0, testSet.count)
+      const features = yield* extract(test.images, testSet.count, 500).pipe(Effect.provide(FeatureExtractor.featureNet(config.model, host)))
+      const accuracy = topOneAccuracy(features.probs, testSet.labels, config.model.classes)
       yield* ctx.metric("accuracy", accuracy)
-      yield* ctx.metric("final_loss", done.lastLoss)
+      yield* ctx.metric("finalLoss", done.lastLoss)
       return {
         model: config.model,
         accuracy,
-        testImages: data.test.count,
+        testImages: testSet.count,
         poolDim: FeatureNet.poolDim(config.model),
         spatialDim: FeatureNet.spatialDim(config.model)
       }
@@ -436,7 +467,7 @@ export const inspectInception = Effect.fn("Stages.inspectInception")(function*(p
 export const importedFeatureNet = (path: string) =>
   Stage.make({
     name: "feature-net",
-    version: 1,
+    module: import.meta.url,
     config: ImportedFeatureNetConfig,
     output: FeatureNetOutput,
     run: (config, _inputs, ctx) =>

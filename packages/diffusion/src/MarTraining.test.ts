@@ -1,6 +1,6 @@
 import { assert, beforeEach, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { Fixtures, Mar, MarCheckpoint, type MarConfig, MarReference } from "@tinyfusion/models"
+import { Fixtures, Mar, type MarConfig, MarReference, MarStateDict } from "@tinyfusion/models"
 import { AdamW, Compute, HostTensor, ParamTree, Rng, tf, tidy, WebGpuFixture } from "@tinyfusion/tensor"
 import * as DiffLoss from "./DiffLoss.ts"
 import * as MarTraining from "./MarTraining.ts"
@@ -124,7 +124,7 @@ describe("MAR training", () => {
       const x = tf.tensor4d(Rng.uniform(Rng.stream(0, "test/batch"), 0, 4 * 32).map((u) => 2 * u - 1), [4, 4, 4, 2])
       const d = MarTraining.draws(config, [0, 1, 2, 1], { seed: 1, step: 0 })
       const hyper: Training.Hyper = { optimiser: AdamW.single(2e-3), emaDecay: 0.99, maxGradNorm: 3 }
-      let state = Training.init(HostTensor.treeToTensors(MarCheckpoint.init(config, 0)))
+      let state = Training.init(HostTensor.treeToTensors(MarStateDict.init(config, 0)))
       const losses: Array<number> = []
       for (let i = 0; i < 150; i++) {
         const next = Training.step(hyper, state, (p) => MarTraining.loss(diffloss, config, p, x, d).loss)

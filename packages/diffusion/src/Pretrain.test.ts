@@ -34,8 +34,8 @@ describe("pretrain stage", () => {
       const out = trained.output
       assert.deepStrictEqual([out.family, out.config, out.steps, out.skipped], ["dit", model, 12, []])
       assert.isTrue(Number.isFinite(out.finalLoss))
-      assert.isAbove(trained.manifest.metrics["samples_per_second"]!, 0)
-      assert.strictEqual(trained.manifest.metrics["resumed_from"], 0)
+      assert.isAbove(trained.manifest.metrics["samplesPerSecond"]!, 0)
+      assert.strictEqual(trained.manifest.metrics["resumedFrom"], 0)
 
       const curve = yield* Trainer.readCurve(trained)
       assert.deepStrictEqual(curve.map((p) => p.step), [0, 4, 8, 11])

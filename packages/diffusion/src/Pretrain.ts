@@ -54,27 +54,27 @@ export const mini: PretrainConfig = {
 
 export const PretrainStage = Stage.make({
   name: "pretrain",
-  version: 1,
+  module: import.meta.url,
   config: PretrainConfig,
   output: PretrainOutput,
-  inputs: { latents: Stages.LatentsStage },
+  inputs: { latents: Stages.LatentsOutput },
   run: (config, { latents }, ctx) =>
     Effect.gen(function*() {
       const objective = yield* Trainer.objective(config.family, config.model)
       const task = Trainer.diffusionTask(objective, config.model, Init.host(config.model, config.training.seed))
       const outcome = yield* Trainer.run(ctx, config.training, task).pipe(Effect.provide(Stages.latentDataset(latents)))
-      yield* ctx.metric("resumed_from", outcome.resumedFrom)
+      yield* ctx.metric("resumedFrom", outcome.resumedFrom)
       if (outcome._tag === "Diverged") {
         return yield* new Trainer.Diverged({ stage: ctx.stage, step: outcome.step, loss: outcome.loss })
       }
       yield* Trainer.writeCurve(ctx, outcome.curve, `pretrain ${config.family}: ${Config.describe(config.model)}`)
       const model = yield* ModelArtifact.write(ctx, { family: config.family, config: config.model, params: outcome.params, ema: outcome.ema })
       const finalLoss = Number.isFinite(outcome.lastLoss) ? outcome.lastLoss : null
-      yield* ctx.metric("final_loss", outcome.lastLoss)
+      yield* ctx.metric("finalLoss", outcome.lastLoss)
       yield* ctx.metric("steps", config.training.steps)
       if (outcome.stepsRun > 0) {
-        yield* ctx.metric("samples_per_second", (outcome.stepsRun * config.training.batchSize) / outcome.seconds)
-        yield* ctx.metric("ms_per_step", (1000 * outcome.seconds) / outcome.stepsRun)
+        yield* ctx.metric("samplesPerSecond", (outcome.stepsRun * config.training.batchSize) / outcome.seconds)
+        yield* ctx.metric("msPerStep", (1000 * outcome.seconds) / outcome.stepsRun)
       }
       return { ...model, steps: config.training.steps, finalLoss, skipped: outcome.skipped }
     })

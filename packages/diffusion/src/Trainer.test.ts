@@ -52,7 +52,7 @@ const linearTask = (poisonAt: number): Trainer.Task => ({
 
 const Linear = Stage.make({
   name: "linear-loop",
-  version: 1,
+  module: import.meta.url,
   config: Schema.Struct({ settings: Trainer.Settings, poisonAt: Schema.Int }),
   output: Schema.Struct({
     tag: Schema.String,
@@ -125,7 +125,7 @@ describe("Trainer", () => {
       const stops = { at: -1 }
       const Run = Stage.make({
         name: "dit-loop",
-        version: 1,
+        module: import.meta.url,
         config: Schema.Struct({ name: Schema.String }),
         output: Schema.Struct({ resumedFrom: Schema.Int, curve: Trainer.Curve }),
         run: (_config, _inputs, ctx) =>

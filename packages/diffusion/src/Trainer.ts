@@ -8,8 +8,9 @@
  *     the gradient (a teacher's forward on the same draws), the function it
  *     returns is differentiated;
  *   - Training.step: gradients of the trainable parameters, global-norm
- *     clipping, AdamW at the learning rate of a schedule (constant, or cosine
- *     down to a floor), EMA;
+ *     clipping, AdamW (its betas; weight decay on all parameters, or off
+ *     timm's exempt ones) at the learning rate of a schedule (constant, or
+ *     cosine down to a floor, after an optional linear warm-up), EMA;
  *   - Checkpoint.loop: checkpoints, bit-identical resume, progress, and the
  *     non-finite policy (skip / rollback / fail). A run that a non-finite loss
  *     stops ends as a `Diverged` outcome, not as an error, so a grid of runs
@@ -30,6 +31,7 @@ import * as Training from "./Training.ts"
 const Count = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
 const PositiveInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
 const Positive = Schema.Finite.check(Schema.isGreaterThan(0))
+const Beta = Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0), Schema.isLessThan(1))
 
 export const NonFinitePolicy = Schema.Literals(["skip", "rollback", "fail"])
 export type NonFinitePolicy = typeof NonFinitePolicy.Type
@@ -43,7 +45,22 @@ export const Settings = Schema.Struct({
   lr: Positive,
   /** Cosine from lr down to this at the last step (CosineAnnealingLR's eta_min); absent: constant lr. */
   lrFloor: Schema.optional(Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0))),
+  /**
+   * Steps of linear warm-up from 0 (MAE/MAR's lr_sched: lr·step/warmup), in
+   * front of the constant or cosine rate, which then spans the steps left;
+   * absent: none.
+   */
+  warmup: Schema.optional(Count),
+  /** AdamW's (β1, β2); absent: torch's (0.9, 0.999). MAR: (0.9, 0.95). */
+  betas: Schema.optional(Schema.Tuple([Beta, Beta])),
   weightDecay: Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0)),
+  /**
+   * Parameters exempt from the weight decay, timm's add_weight_decay (MAE,
+   * MAR): every 1-D tensor and bias, and the keys containing any of these
+   * strings (MAR: ["diffloss"]). Absent: every parameter decays (DiT's
+   * AdamW on model.parameters()).
+   */
+  noDecay: Schema.optional(Schema.Array(Schema.String)),
   /** Global-norm clip (clip_grad_norm_); absent: no clipping (DiT's train.py). */
   maxGradNorm: Schema.optional(Positive),
   emaDecay: Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0), Schema.isLessThanOrEqualTo(1)),
@@ -52,9 +69,10 @@ export const Settings = Schema.Struct({
   /** Record the loss curve every this many steps (and at the last step). */
   curveEvery: PositiveInt,
   nonFinite: NonFinitePolicy
-}).check(Schema.makeFilter((s) =>
-  s.lrFloor !== undefined && s.lrFloor > s.lr ? `lrFloor ${s.lrFloor} is above lr ${s.lr}` : undefined
-))
+}).check(Schema.makeFilter((s) => [
+  ...(s.lrFloor !== undefined && s.lrFloor > s.lr ? [`lrFloor ${s.lrFloor} is above lr ${s.lr}`] : []),
+  ...(s.warmup !== undefined && s.warmup > s.steps ? [`warmup ${s.warmup} is longer than the run's ${s.steps} steps`] : [])
+]))
 export type Settings = typeof Settings.Type
 
 /** One recorded step: the loss and its named (unweighted) terms. */
@@ -137,14 +155,25 @@ export const diffusionTask = (objective: Training.Objective, config: Config.Conf
 
 /** The learning rate of each step, as a multiple of `lr` (what AdamW.update scales by). */
 export const lrScale = (settings: Settings): Schedules.Schedule => {
-  const schedule = settings.lrFloor === undefined
+  const warmup = settings.warmup ?? 0
+  const after = settings.lrFloor === undefined
     ? Schedules.constant(settings.lr)
-    : Schedules.cosine({ from: settings.lr, to: settings.lrFloor, steps: settings.steps })
+    : Schedules.cosine({ from: settings.lr, to: settings.lrFloor, steps: settings.steps - warmup })
+  const schedule = warmup === 0 ? after : Schedules.warmup(warmup, after)
   return (step) => schedule(step) / settings.lr
 }
 
+/** The AdamW of the settings: their betas, and one group, or timm's two when some parameters are exempt from decay. */
+export const optimiser = (settings: Settings): AdamW.Config => ({
+  ...AdamW.defaults,
+  ...(settings.betas === undefined ? {} : { beta1: settings.betas[0], beta2: settings.betas[1] }),
+  groups: settings.noDecay === undefined
+    ? AdamW.single(settings.lr, settings.weightDecay).groups
+    : AdamW.decoupled(settings.lr, settings.weightDecay, AdamW.undecayed(settings.noDecay))
+})
+
 export const hyper = (settings: Settings): Training.Hyper => ({
-  optimiser: AdamW.single(settings.lr, settings.weightDecay),
+  optimiser: optimiser(settings),
   emaDecay: settings.emaDecay,
   ...(settings.maxGradNorm === undefined ? {} : { maxGradNorm: settings.maxGradNorm })
 })
@@ -209,13 +238,15 @@ export const step = Effect.fnUntraced(function*(
 const LoopData = Schema.Struct({ adamStep: Count, curve: Curve })
 type LoopData = typeof LoopData.Type
 
-const toLoop = (s: Training.State, curve: Curve): Checkpoint.State<LoopData> => ({
+type LoopTensors = Readonly<Record<"params" | "ema" | "m" | "v", ParamTree.ParamTree>>
+
+const toLoop = (s: Training.State, curve: Curve): Checkpoint.State<LoopData, LoopTensors> => ({
   tensors: { params: s.params, ema: s.ema, m: s.optimiser.m, v: s.optimiser.v },
   data: { adamStep: s.optimiser.step, curve }
 })
 
-const fromLoop = (s: Checkpoint.State<LoopData>): Training.State => {
-  const t = s.tensors as Record<"params" | "ema" | "m" | "v", ParamTree.ParamTree>
+const fromLoop = (s: Checkpoint.State<LoopData, LoopTensors>): Training.State => {
+  const t = s.tensors
   return { params: t.params, ema: t.ema, optimiser: { step: s.data.adamStep, m: t.m, v: t.v } }
 }
 

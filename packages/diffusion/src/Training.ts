@@ -1,15 +1,16 @@
 /**
  * One training step of a DiT (Gaussian diffusion) or SiT (linear transport):
  * the draws of a step (timesteps, noise, label dropout) from Rng streams at
- * the step index, the objective's loss, and the update — gradients of the
- * trainable parameters (not pos_embed), optional global-norm clipping, AdamW
- * and an EMA. Pure: returns a new state; the caller releases the old one.
+ * the step index, the objective's loss, and the update (tensor's Update:
+ * gradients, optional global-norm clipping, AdamW, EMA) of the trainable
+ * parameters, pos_embed held fixed. Pure: returns a new state; the caller
+ * releases the old one.
  *
- * `step` takes any scalar loss of the parameters, so distillation or mask
- * learning reuse it with their own losses.
+ * `step` takes any scalar loss of the parameters, so distillation reuses it
+ * with its own losses.
  */
 import { Config, DiT } from "@tinyfusion/models"
-import { AdamW, Ema, Gradients, ParamTree, Rng, tf, tidy } from "@tinyfusion/tensor"
+import { AdamW, ParamTree, Rng, tf, tidy, Update } from "@tinyfusion/tensor"
 import * as GaussianDiffusion from "./GaussianDiffusion.ts"
 import * as Network from "./Network.ts"
 import * as Transport from "./Transport.ts"
@@ -90,12 +91,9 @@ export function networkLoss(objective: Objective, network: Network.Network, x: t
   return { loss: tf.mean(terms.loss), perSample: terms.loss, output: terms.output }
 }
 
-export interface Hyper {
-  readonly optimiser: AdamW.Config
-  /** DiT: 0.9999. */
+/** The update's settings with an EMA (DiT: 0.9999). */
+export interface Hyper extends Update.Settings {
   readonly emaDecay: number
-  /** Global-norm clip (torch.nn.utils.clip_grad_norm_); undefined: no clipping. */
-  readonly maxGradNorm?: number
 }
 
 export interface State {
@@ -130,20 +128,16 @@ export function step(
 ): { readonly state: State; readonly loss: tf.Scalar; readonly gradNorm: tf.Scalar } {
   return tidy(() => {
     const { trainable, frozen } = DiT.split(state.params)
-    const { value, grads } = Gradients.valueAndGrad((p) => lossOf(DiT.join(p, frozen)), trainable)
-    const clipped = hyper.maxGradNorm === undefined
-      ? { grads, norm: Gradients.globalNorm(grads) }
-      : Gradients.clipByGlobalNorm(grads, hyper.maxGradNorm)
-    const next = AdamW.update(hyper.optimiser, state.optimiser, trainable, clipped.grads, lrScale)
-    const ema = Ema.update(DiT.split(state.ema).trainable, next.params, hyper.emaDecay)
+    const ema = DiT.split(state.ema)
+    const next = Update.apply(hyper, { params: trainable, optimiser: state.optimiser, ema: ema.trainable }, (p) => lossOf(DiT.join(p, frozen)), lrScale)
     return {
       state: {
-        params: DiT.join(next.params, ParamTree.clone(frozen)),
-        ema: DiT.join(ema, ParamTree.clone(DiT.split(state.ema).frozen)),
-        optimiser: next.state
+        params: DiT.join(next.state.params, ParamTree.clone(frozen)),
+        ema: DiT.join(next.state.ema!, ParamTree.clone(ema.frozen)),
+        optimiser: next.state.optimiser
       },
-      loss: value,
-      gradNorm: clipped.norm
+      loss: next.loss,
+      gradNorm: next.gradNorm
     }
   })
 }

@@ -77,12 +77,12 @@ describe("Bootstrap", () => {
         )
         assert.closeTo(replicates.fid[b]!, fid, 1e-9 * fid)
         assert.closeTo(replicates.sfid[b]!, sfid, 1e-9 * sfid)
-        assert.strictEqual(replicates.inceptionScore[b], yield* InceptionScore.compute(rowsOf(samples.probabilities, groups.samples, cs), { splitSize: 12 }))
+        assert.strictEqual(replicates.is[b], yield* InceptionScore.compute(rowsOf(samples.probabilities, groups.samples, cs), { splitSize: 12 }))
         for (const share of [replicates.precision[b]!, replicates.recall[b]!]) assert.isTrue(share >= 0 && share <= 1)
       }
       // The replicates scatter around the point estimates.
       assert.isAbove(sd(replicates.fid), 0)
-      assert.isBelow(Math.abs(replicates.inceptionScore.reduce((s, x) => s + x, 0) / 6 - results.inceptionScore), 3 * sd(replicates.inceptionScore))
+      assert.isBelow(Math.abs(replicates.is.reduce((s, x) => s + x, 0) / 6 - results.is), 3 * sd(replicates.is))
     }).pipe(Effect.provide(Compute.wasm)))
 
   it.effect("paired: two evaluations of the same samples have the same replicates, so their difference is exactly 0", () =>

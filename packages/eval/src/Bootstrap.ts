@@ -22,14 +22,14 @@
  * the paired bootstrap of their difference, and the shared reference is
  * resampled alike on both sides.
  */
-import { Effect, Schema } from "effect"
+import { Effect, Record, Schema } from "effect"
 import { Rng, Safetensors } from "@tinyfusion/tensor"
 import * as FeatureStatistics from "./FeatureStatistics.ts"
 import * as FrechetDistance from "./FrechetDistance.ts"
 import * as InceptionScore from "./InceptionScore.ts"
 import * as Interval from "./Interval.ts"
 import * as Matrix from "./Matrix.ts"
-import type * as Metrics from "./Metrics.ts"
+import * as Metrics from "./Metrics.ts"
 import * as PrecisionRecall from "./PrecisionRecall.ts"
 
 const Count = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
@@ -160,16 +160,11 @@ const rowWeights = (offsets: Int32Array, counts: Int32Array) => {
   return { weights, drawn }
 }
 
-export interface Replicates {
-  readonly fid: Float64Array
-  /** The first `spatialReplicates` draws only. */
-  readonly sfid: Float64Array
-  readonly inceptionScore: Float64Array
-  readonly precision: Float64Array
-  readonly recall: Float64Array
-}
+/** Each number's replicates, under the scores' names (Metrics.Scores); sFID's are the first `spatialReplicates` draws only. */
+export type Replicates = { readonly [K in keyof Metrics.Results]: Float64Array }
 
-export const metricNames = ["fid", "sfid", "inceptionScore", "precision", "recall"] as const
+/** The scores' names, in their order (Metrics.Scores): the tensors of the bootstrap file. */
+export const metricNames = Object.keys(Metrics.Scores.fields) as ReadonlyArray<keyof Metrics.Results>
 
 /**
  * The replicates of the five numbers. `coverage` must come from
@@ -202,9 +197,9 @@ export const replicates = Effect.fn("Bootstrap.replicates")(function*(
     reference: yield* groupMoments("reference.spatial", yield* rowsOf("reference", reference), referenceGroups)
   }
   const out: Replicates = {
+    is: new Float64Array(settings.replicates),
     fid: new Float64Array(settings.replicates),
     sfid: new Float64Array(settings.spatialReplicates),
-    inceptionScore: new Float64Array(settings.replicates),
     precision: new Float64Array(settings.replicates),
     recall: new Float64Array(settings.replicates)
   }
@@ -215,7 +210,7 @@ export const replicates = Effect.fn("Bootstrap.replicates")(function*(
     if (spatial !== undefined && b < settings.spatialReplicates) {
       out.sfid[b] = yield* FrechetDistance.compute(merged(spatial.samples, cs), merged(spatial.reference, cr))
     }
-    out.inceptionScore[b] = yield* InceptionScore.compute(drawnRows(samples.probabilities, sampleGroups, cs), options)
+    out.is[b] = yield* InceptionScore.compute(drawnRows(samples.probabilities, sampleGroups, cs), options)
     const s = rowWeights(sampleGroups, cs)
     const r = rowWeights(referenceGroups, cr)
     const pr = PrecisionRecall.shares(coverage, { samples: s.drawn, reference: r.drawn }, { samples: s.weights, reference: r.weights })
@@ -234,6 +229,9 @@ const rowsOf = (set: Set, s: Metrics.Summary) =>
 
 /** The sample standard deviation of replicates (null for fewer than two). */
 export const standardError = (xs: ArrayLike<number>): number | null => (xs.length < 2 ? null : Math.sqrt(Interval.variance(xs)))
+
+/** Each number's standard error, under its name. */
+export const standardErrors = (r: Replicates): { readonly [K in keyof Replicates]: number | null } => Record.map(r, standardError)
 
 export const file = "bootstrap.safetensors"
 
@@ -259,11 +257,7 @@ export const decode = Effect.fn("Bootstrap.decode")(function*(bytes: Uint8Array)
     const v = f.float64.get(name)
     return v === undefined ? Effect.fail(new InvalidReplicates({ reason: `no F64 tensor ${name}` })) : Effect.succeed(v)
   }
-  return {
-    fid: yield* get("fid"),
-    sfid: yield* get("sfid"),
-    inceptionScore: yield* get("inceptionScore"),
-    precision: yield* get("precision"),
-    recall: yield* get("recall")
-  } satisfies Replicates
+  const read: { -readonly [K in keyof Replicates]?: Float64Array } = {}
+  for (const name of metricNames) read[name] = yield* get(name)
+  return read as Replicates
 })

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { GaussianDiffusion, Training } from "@tinyfusion/diffusion"
-import { Checkpoint, type Config, Embeddings, Fixtures, Init } from "@tinyfusion/models"
+import { type Config, Embeddings, Fixtures, Init, StateDict } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree, Rng, tf } from "@tinyfusion/tensor"
 import * as CalibrationLoss from "./CalibrationLoss.ts"
 
@@ -15,7 +15,7 @@ const batch = (n: number) => ({
 
 /** Every parameter N(0, 0.3²), so every block changes the output. */
 const randomParams = (config: Config.Config) =>
-  HostTensor.treeToTensors(ParamTree.unflatten(Checkpoint.referenceShapes(config).map(([key, shape]) => [
+  HostTensor.treeToTensors(ParamTree.unflatten(StateDict.referenceShapes(config).map(([key, shape]) => [
     key,
     HostTensor.float32(
       shape,

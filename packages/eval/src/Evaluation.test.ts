@@ -6,7 +6,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { ArtifactStore, Checkpoint, Manifest, Stage } from "@tinyfusion/core"
 import { Dataset, Npz, Png, Stages } from "@tinyfusion/data"
-import { Config, Fixtures, MarArtifact, MarCheckpoint, ModelArtifact } from "@tinyfusion/models"
+import { Config, Fixtures, MarArtifact, MarStateDict, ModelArtifact } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree, Rng, Safetensors } from "@tinyfusion/tensor"
 import * as Bootstrap from "./Bootstrap.ts"
 import * as Evaluation from "./Evaluation.ts"
@@ -16,7 +16,7 @@ import * as Metrics from "./Metrics.ts"
 import * as Reference from "./Reference.ts"
 import * as Sampling from "./Sampling.ts"
 
-const EvaluateTiny = Evaluation.make(Tiny.ModelStage)
+const EvaluateTiny = Evaluation.EvaluationStage
 
 const evaluation: Evaluation.EvaluationConfig = {
   samples: 20,
@@ -76,14 +76,14 @@ describe("Evaluation", () => {
       const data = yield* Dataset
       const samples = yield* Effect.gen(function*() {
         const collector = Metrics.collector({ pooled: 8, spatial: 112, classes: 3 }, "samples")
-        for (let start = 0; start < 16; start += 8) yield* collector.add(yield* Features.ofPixels(data.test.pixels.subarray(start * 64, (start + 8) * 64), 8))
+        for (let start = 0; start < 16; start += 8) yield* collector.add(yield* Features.ofPixels((yield* data.test.read(start, 8)).pixels, 8))
         return yield* collector.result
       }).pipe(Effect.provide(Stages.featureExtractor(featureNet)))
       const results = yield* Metrics.evaluate(samples, loaded.summary, { referenceRadii: loaded.radii, k: loaded.k, splitSize: 8 })
       assert.closeTo(results.fid, 0, 1e-6)
       assert.closeTo(results.sfid, 0, 1e-6)
       assert.deepStrictEqual([results.precision, results.recall], [1, 1])
-      assert.strictEqual(results.inceptionScore, reference.output.inceptionScore)
+      assert.strictEqual(results.is, reference.output.is)
       // The stored statistics are the float64 bits of the features' own.
       assert.deepStrictEqual([...loaded.summary.pooled.covariance], [...samples.pooled.covariance])
     }).pipe(Effect.provide(layers), Effect.provide(Compute.wasm)), 120_000)
@@ -94,13 +94,13 @@ describe("Evaluation", () => {
       const inputs = { model, autoencoder, reference }
       const first = yield* Stage.run(EvaluateTiny, evaluation, inputs)
       const out = first.output
-      for (const value of [out.fid, out.sfid, out.inceptionScore]) assert.isTrue(Number.isFinite(value) && value >= 0)
-      assert.isAtLeast(out.inceptionScore, 1)
-      assert.isAtMost(out.inceptionScore, 3)
+      for (const value of [out.fid, out.sfid, out.is]) assert.isTrue(Number.isFinite(value) && value >= 0)
+      assert.isAtLeast(out.is, 1)
+      assert.isAtMost(out.is, 3)
       for (const share of [out.precision, out.recall]) assert.isTrue(share >= 0 && share <= 1)
       assert.deepStrictEqual([out.samples, out.family, out.depth, out.weights, out.referenceImages], [20, "dit", 2, "ema", 16])
       assert.strictEqual(out.parameters, model.output.parameters)
-      for (const name of ["fid", "sfid", "inception_score", "precision", "recall", "sampling_it_per_s", "images_per_s"]) {
+      for (const name of ["fid", "sfid", "is", "precision", "recall", "itPerS", "imagesPerS"]) {
         assert.isTrue(Number.isFinite(first.manifest.metrics[name]), name)
       }
       assert.strictEqual(first.manifest.metrics["fid"], out.fid)
@@ -154,8 +154,8 @@ describe("Evaluation", () => {
       const inputs = { model, autoencoder, reference }
       const clean = yield* Stage.run(EvaluateTiny, evaluation, inputs)
       const config = { ...evaluation, splitSize: 5 }
-      const key = yield* Stage.key(EvaluateTiny, config, { model: model.key, autoencoder: autoencoder.key, reference: reference.key })
-      const parts = yield* Checkpoint.parts({ key, stage: EvaluateTiny.name, version: EvaluateTiny.version }, Evaluation.partFile)
+      const { key, code } = yield* Stage.prepare(EvaluateTiny, config, { model: model.key, autoencoder: autoencoder.key, reference: reference.key })
+      const parts = yield* Checkpoint.parts({ key, stage: EvaluateTiny.name, code }, Evaluation.partFile)
       // Part 0 (samples 0–15, grid images 0–5) as an earlier run left it, with made-up features;
       // part 1 with the features of 3 samples where 4 belong.
       const dims = { pooled: 8, spatial: 112, classes: 3 }
@@ -178,22 +178,22 @@ describe("Evaluation", () => {
       assert.deepStrictEqual([...pooled.subarray(0, 16 * 8)], new Array(16 * 8).fill(0.5))
       assert.deepStrictEqual([...pooled.subarray(16 * 8)], [...cleanPooled.subarray(16 * 8)])
       // The speed counts every part, the kept one by the time it carries: 3 batches of 4 steps per 20 images.
-      const { sampling_it_per_s: itPerS, images_per_s: imagesPerS } = resumed.manifest.metrics
+      const { itPerS, imagesPerS } = resumed.manifest.metrics
       assert.closeTo(itPerS! / imagesPerS!, (3 * 4) / 20, 1e-9)
 
       // Killed after its last part: the rerun samples nothing and records the speed the parts carry.
       const done = { ...evaluation, splitSize: 4 }
-      const doneKey = yield* Stage.key(EvaluateTiny, done, { model: model.key, autoencoder: autoencoder.key, reference: reference.key })
-      const doneParts = yield* Checkpoint.parts({ key: doneKey, stage: EvaluateTiny.name, version: EvaluateTiny.version }, Evaluation.partFile)
+      const doneRun = yield* Stage.prepare(EvaluateTiny, done, { model: model.key, autoencoder: autoencoder.key, reference: reference.key })
+      const doneParts = yield* Checkpoint.parts({ key: doneRun.key, stage: EvaluateTiny.name, code: doneRun.code }, Evaluation.partFile)
       yield* doneParts.write(0, Evaluation.encodePart(made(16, 6), 16, dims, [8, 8, 1]))
       yield* doneParts.write(1, Evaluation.encodePart({ ...made(4, 0), timing: { batches: 1, images: 4, ms: 250 } }, 4, dims, [8, 8, 1]))
       const finished = yield* Stage.run(EvaluateTiny, done, inputs)
-      assert.closeTo(finished.manifest.metrics["sampling_it_per_s"]!, (3 * 4 * 1000) / 1250, 1e-9)
-      assert.closeTo(finished.manifest.metrics["images_per_s"]!, (20 * 1000) / 1250, 1e-9)
+      assert.closeTo(finished.manifest.metrics["itPerS"]!, (3 * 4 * 1000) / 1250, 1e-9)
+      assert.closeTo(finished.manifest.metrics["imagesPerS"]!, (20 * 1000) / 1250, 1e-9)
       // A part from before parts carried their time is sampled again.
       const old = { ...evaluation, splitSize: 2 }
-      const oldKey = yield* Stage.key(EvaluateTiny, old, { model: model.key, autoencoder: autoencoder.key, reference: reference.key })
-      const oldParts = yield* Checkpoint.parts({ key: oldKey, stage: EvaluateTiny.name, version: EvaluateTiny.version }, Evaluation.partFile)
+      const oldRun = yield* Stage.prepare(EvaluateTiny, old, { model: model.key, autoencoder: autoencoder.key, reference: reference.key })
+      const oldParts = yield* Checkpoint.parts({ key: oldRun.key, stage: EvaluateTiny.name, code: oldRun.code }, Evaluation.partFile)
       const timed = yield* Safetensors.decode(Evaluation.encodePart(made(16, 6), 16, dims, [8, 8, 1]))
       yield* oldParts.write(0, Safetensors.encode(timed.tensors, { metadata: { format: "tinyfusion/evaluation-part" } }))
       logs.length = 0
@@ -206,9 +206,9 @@ describe("Evaluation", () => {
       const { autoencoder, reference, model } = yield* upstream
       const Broken = Stage.make({
         name: "broken-model",
-        version: 1,
+        module: import.meta.url,
         config: Schema.Struct({ poison: Schema.Literals(["nan", "huge"]) }),
-        output: ModelArtifact.Output,
+        output: ModelArtifact.Model,
         run: (config, _inputs, ctx) =>
           Effect.gen(function*() {
             const read = yield* ModelArtifact.read(model, { ema: true })
@@ -217,7 +217,7 @@ describe("Evaluation", () => {
             return yield* ModelArtifact.write(ctx, { family: read.family, config: read.config, params })
           })
       })
-      const EvaluateBroken = Evaluation.make(Broken)
+      const EvaluateBroken = Evaluation.EvaluationStage
       for (const [poison, message] of [
         ["nan", /^the raw weights of broken-model-\w+: 1[\d]+ of 1[\d]+ values are not finite \(the first in pos_embed\); no metric of them means anything$/],
         ["huge", /^the decoded samples of batch 0: \d+ of 512 values are not finite \(the first in samples\)/]
@@ -278,12 +278,12 @@ describe("Evaluation", () => {
 /** A tiny MAR on the 4×4×4 latents: the parity fixture's shape, every weight N(0, 0.1²). */
 const MarModel = Stage.make({
   name: "tiny-mar",
-  version: 1,
+  module: import.meta.url,
   config: Schema.Struct({ seed: Schema.Int }),
-  output: MarArtifact.Output,
+  output: MarArtifact.Model,
   run: (c, _inputs, ctx) => {
     const config = { ...Fixtures.mar, inChannels: 4, numSamplingSteps: "4" }
-    const params = ParamTree.unflatten(MarCheckpoint.referenceShapes(config).map(([key, shape]) =>
+    const params = ParamTree.unflatten(MarStateDict.referenceShapes(config).map(([key, shape]) =>
       [key, HostTensor.float32(shape, Rng.normal(Rng.stream(c.seed, key), 0, HostTensor.numel(shape)).map((v) => v * 0.1))] as const
     ))
     return MarArtifact.write(ctx, { config, params })
@@ -295,7 +295,7 @@ describe("Evaluation of a MAR", () => {
     Effect.gen(function*() {
       const { autoencoder, reference, model } = yield* upstream
       const mar = yield* Stage.run(MarModel, { seed: 3 }, {})
-      const stage = Evaluation.make(MarModel)
+      const stage = Evaluation.EvaluationStage
       const config: Evaluation.EvaluationConfig = {
         ...evaluation,
         samples: 8,
@@ -303,9 +303,9 @@ describe("Evaluation of a MAR", () => {
       }
       const out = yield* Stage.run(stage, config, { model: mar, autoencoder, reference })
       assert.deepStrictEqual([out.output.family, out.output.depth, out.output.weights], ["mar", 4, "raw"])
-      for (const v of [out.output.fid, out.output.sfid, out.output.inceptionScore]) assert.isTrue(Number.isFinite(v))
+      for (const v of [out.output.fid, out.output.sfid, out.output.is]) assert.isTrue(Number.isFinite(v))
       // 4 steps, each a network forward and 4 head steps.
-      assert.isAbove(out.manifest.metrics["sampling_it_per_s"] as number, 0)
+      assert.isAbove(out.manifest.metrics["itPerS"] as number, 0)
       const missing = yield* Effect.flip(Stage.run(stage, evaluation, { model: mar, autoencoder, reference }))
       assert.match(missing.message, /the model is a MAR: the config needs `mar` sampling options/)
       const refused = yield* Effect.flip(Stage.run(EvaluateTiny, config, { model, autoencoder, reference }))

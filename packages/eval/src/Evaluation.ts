@@ -3,7 +3,7 @@
  * autoencoder, quantised to 8 bits as ADM's evaluator receives them, and
  * scored against a reference with ADM's five numbers.
  *
- *   inputs   model        any stage that writes a ModelArtifact (`make(stage)`)
+ *   inputs   model        any model artifact of any family (the Models.Any port)
  *            autoencoder  the `autoencoder` artifact of the model's latents
  *            reference    a `reference` artifact; its feature network (an
  *                         input of it) is opened by key
@@ -16,10 +16,10 @@
  *            bootstrap.safetensors  the bootstrap replicates of the five
  *                                   numbers (Bootstrap), whose spread the
  *                                   output states as standard errors
- *   metrics  fid, sfid, inception_score, precision, recall; and the speed of
- *            the sampling, decoding included, timed as each part was made:
- *            sampling_it_per_s (network evaluations of a batch per second,
- *            guidance doubling included) and images_per_s
+ *   metrics  fid, sfid, is, precision, recall (the output's names); and the
+ *            speed of the sampling, decoding included, timed as each part
+ *            was made: itPerS (network evaluations of a batch per second,
+ *            guidance doubling included) and imagesPerS
  *
  * Weights or samples that are not finite numbers are an error
  * (NonFiniteValues): no metric of them means anything.
@@ -33,10 +33,10 @@
  * ends with the same bits as an uninterrupted one. The collector's float64
  * state is not stored: replaying the parts rebuilds it exactly.
  */
-import { Effect, Schema } from "effect"
+import { Effect, Schema, Struct } from "effect"
 import { Checkpoint, Progress, Stage } from "@tinyfusion/core"
 import { Codec, FeatureExtractor, Images, Npz, Png, Stages } from "@tinyfusion/data"
-import { MarArtifact, MarConfig, ModelArtifact } from "@tinyfusion/models"
+import { ModelArtifact, Models } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree, Safetensors, tf } from "@tinyfusion/tensor"
 import * as Bootstrap from "./Bootstrap.ts"
 import * as FeatureStatistics from "./FeatureStatistics.ts"
@@ -79,11 +79,7 @@ export type EvaluationConfig = typeof EvaluationConfig.Type
 
 export const EvaluationOutput = Schema.Struct({
   samples: Schema.Int,
-  fid: Schema.Finite,
-  sfid: Schema.Finite,
-  inceptionScore: Schema.Finite,
-  precision: Schema.Finite,
-  recall: Schema.Finite,
+  ...Metrics.Scores.fields,
   family: Schema.Literals([...ModelArtifact.Family.literals, "mar"]),
   depth: Schema.Int,
   parameters: Schema.Int,
@@ -95,13 +91,8 @@ export const EvaluationOutput = Schema.Struct({
     replicates: Schema.Int,
     spatialReplicates: Schema.Int,
     groups: Schema.Struct({ samples: Schema.Int, reference: Schema.Int }),
-    standardErrors: Schema.Struct({
-      fid: Schema.NullOr(Schema.Finite),
-      sfid: Schema.NullOr(Schema.Finite),
-      inceptionScore: Schema.NullOr(Schema.Finite),
-      precision: Schema.NullOr(Schema.Finite),
-      recall: Schema.NullOr(Schema.Finite)
-    })
+    /** Under the scores' names (Metrics.Scores); null where fewer than two replicates were drawn. */
+    standardErrors: Metrics.Scores.mapFields(Struct.map(Schema.NullOr))
   }))
 })
 export type EvaluationOutput = typeof EvaluationOutput.Type
@@ -151,7 +142,7 @@ export class NonFiniteValues extends Schema.TaggedError<NonFiniteValues>()("NonF
 }
 
 /** Fails when any of the named arrays holds a NaN or an infinity. */
-const checkFinite = (what: string, arrays: ReadonlyArray<readonly [string, ArrayLike<number>]>) =>
+export const checkFinite = (what: string, arrays: ReadonlyArray<readonly [string, ArrayLike<number>]>) =>
   Effect.suspend(() => {
     let count = 0
     let total = 0
@@ -167,6 +158,10 @@ const checkFinite = (what: string, arrays: ReadonlyArray<readonly [string, Array
     }
     return first === undefined ? Effect.void : Effect.fail(new NonFiniteValues({ what, count, total, first }))
   })
+
+/** Fails when any weight of the tree is not finite, naming the first key that holds one. */
+export const checkWeights = (what: string, params: HostTensor.HostTree) =>
+  checkFinite(what, ParamTree.flatten(params, HostTensor.isHostTensor).map(([key, t]) => [key, t.data] as const))
 
 /** One checkpointed part: the features of its samples, the grid images among them (8-bit values), how long sampling it took. */
 export interface Part {
@@ -286,7 +281,7 @@ const grid = (images: Uint8Array, count: number, shape: readonly [number, number
 }
 
 interface Inputs {
-  readonly model: Stage.Artifact<unknown>
+  readonly model: Stage.Artifact<Models.Any>
   readonly autoencoder: Stage.Artifact<typeof Stages.AutoencoderOutput.Type>
   readonly reference: Stage.Artifact<Reference.ReferenceOutput>
 }
@@ -305,54 +300,35 @@ interface Generator {
   readonly sample: (batch: number, labels: ReadonlyArray<number>) => tf.Tensor4D
 }
 
-/** The generator of the input model artifact, its weights on the device for the scope. */
-const generatorOf = (config: EvaluationConfig, modelArtifact: Stage.Artifact<unknown>) =>
+/** The generator of the input model, its weights on the device for the scope. */
+const generatorOf = (config: EvaluationConfig, modelArtifact: Stage.Artifact<Models.Any>) =>
   Effect.gen(function*() {
-    const notModel = (e: { readonly message: string }) =>
-      new IncompatibleInputs({ reason: `input model (${modelArtifact.manifest.stage} ${modelArtifact.key}) is not a model artifact: ${e.message}` })
     const upload = (host: HostTensor.HostTree) =>
       Effect.acquireRelease(Effect.sync(() => HostTensor.treeToTensors(host)), (p) => Effect.sync(() => ParamTree.dispose(p)))
-    /** Warns when the EMA was asked for and is missing; fails on weights that are not all finite. */
-    const checkWeights = (ema: boolean, params: HostTensor.HostTree) =>
-      Effect.andThen(
-        config.weights === "ema" && !ema ? Effect.logWarning("the model artifact holds no EMA weights: sampling its raw weights") : Effect.void,
-        checkFinite(
-          `the ${ema ? "EMA" : "raw"} weights of ${modelArtifact.key}`,
-          ParamTree.flatten(params, HostTensor.isHostTensor).map(([key, t]) => [key, t.data] as const)
-        )
-      )
-    const mar = Schema.decodeUnknownOption(MarArtifact.Output)(modelArtifact.output)
-    if (mar._tag === "Some") {
-      const loaded = yield* MarArtifact.read({ ...modelArtifact, output: mar.value }, { ema: config.weights === "ema" })
-      yield* checkWeights(loaded.ema, loaded.params)
+    const loaded = yield* Models.read(modelArtifact, { ema: config.weights === "ema" })
+    // Warns when the EMA was asked for and is missing; fails on weights that are not all finite.
+    if (config.weights === "ema" && !loaded.ema) yield* Effect.logWarning("the model artifact holds no EMA weights: sampling its raw weights")
+    yield* checkWeights(`the ${loaded.ema ? "EMA" : "raw"} weights of ${modelArtifact.key}`, loaded.params)
+    const common = { family: loaded.family, depth: Models.depth(loaded), parameters: modelArtifact.output.parameters, ema: loaded.ema, config: loaded.config }
+    if (loaded.family === "mar") {
       if (config.mar === undefined) return yield* new IncompatibleInputs({ reason: "the model is a MAR: the config needs `mar` sampling options" })
-      const sampler = yield* MarSampling.make(loaded.config, config.mar)
+      const mar = config.mar
+      const sampler = yield* MarSampling.make(loaded.config, mar)
       const params = yield* upload(loaded.params)
       const generator: Generator = {
-        family: "mar",
-        depth: MarConfig.depth(loaded.config),
-        parameters: mar.value.parameters,
-        ema: loaded.ema,
-        config: loaded.config,
-        evaluations: MarSampling.evaluations(config.mar, sampler.diffloss.generate.numTimesteps),
+        ...common,
+        evaluations: MarSampling.evaluations(mar, sampler.diffloss.generate.numTimesteps),
         sample: (batch, labels) => sampler.sample({ config: loaded.config, params }, batch, labels)
       }
       return generator
     }
-    const fields = yield* Schema.decodeUnknownEffect(ModelArtifact.Output)(modelArtifact.output).pipe(Effect.mapError(notModel))
-    const loaded = yield* ModelArtifact.read({ ...modelArtifact, output: fields }, { ema: config.weights === "ema" })
-    yield* checkWeights(loaded.ema, loaded.params)
     if (config.mar !== undefined) return yield* new IncompatibleInputs({ reason: `MAR sampling options given for a ${loaded.family}` })
     yield* Sampling.check(loaded, config.sampling)
     const sampler = yield* Sampling.make(config.sampling)
     const params = yield* upload(loaded.params)
     const network: Sampling.Model = { family: loaded.family, config: loaded.config, params }
     const generator: Generator = {
-      family: loaded.family,
-      depth: loaded.config.depth,
-      parameters: fields.parameters,
-      ema: loaded.ema,
-      config: loaded.config,
+      ...common,
       evaluations: Sampling.evaluations(config.sampling),
       sample: (batch, labels) => sampler.sample(network, batch, labels)
     }
@@ -516,14 +492,10 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
     yield* ctx.writeBytes(files.spatial, FeatureStatistics.encode(summary.spatial))
     yield* ctx.writeBytes(files.features, Features.encode({ pooled: summary.pooledFeatures, probabilities: summary.probabilities, labels }))
     if (replicates !== undefined) yield* ctx.writeBytes(files.bootstrap, Bootstrap.encode(replicates))
-    yield* ctx.metric("fid", results.fid)
-    yield* ctx.metric("sfid", results.sfid)
-    yield* ctx.metric("inception_score", results.inceptionScore)
-    yield* ctx.metric("precision", results.precision)
-    yield* ctx.metric("recall", results.recall)
+    for (const [name, value] of Object.entries(results)) yield* ctx.metric(name, value)
     // Every part, kept or sampled now, carries its time: a resumed run records what an uninterrupted one does.
-    yield* ctx.metric("sampling_it_per_s", (sampled.batches * evaluations * 1000) / sampled.ms)
-    yield* ctx.metric("images_per_s", (sampled.images * 1000) / sampled.ms)
+    yield* ctx.metric("itPerS", (sampled.batches * evaluations * 1000) / sampled.ms)
+    yield* ctx.metric("imagesPerS", (sampled.images * 1000) / sampled.ms)
     yield* Effect.logInfo(`FID ${results.fid.toFixed(3)} against ${featureNet.key}'s features of ${reference.summary.pooled.count} reference images`)
     return {
       samples: n,
@@ -537,28 +509,26 @@ const evaluate = (config: EvaluationConfig, inputs: Inputs, ctx: Stage.Context, 
         replicates: boot.replicates,
         spatialReplicates: boot.spatialReplicates,
         groups: { samples: groups.samples.length - 1, reference: groups.reference.length - 1 },
-        standardErrors: {
-          fid: Bootstrap.standardError(replicates.fid),
-          sfid: Bootstrap.standardError(replicates.sfid),
-          inceptionScore: Bootstrap.standardError(replicates.inceptionScore),
-          precision: Bootstrap.standardError(replicates.precision),
-          recall: Bootstrap.standardError(replicates.recall)
-        }
+        standardErrors: Bootstrap.standardErrors(replicates)
       }
     } satisfies EvaluationOutput
   })
 
-/** The evaluation stage for models made by `model` (any stage whose output is a ModelArtifact's). */
-export const make = <M extends Stage.Any>(model: M) =>
-  Stage.make({
-    name: "evaluation",
-    version: 2,
-    config: EvaluationConfig,
-    output: EvaluationOutput,
-    inputs: { model, autoencoder: Stages.AutoencoderStage, reference: Reference.ReferenceStage },
-    run: (config, inputs, ctx) =>
-      Effect.gen(function*() {
-        const featureNet = yield* Stage.open(Stages.FeatureNetStage, inputs.reference.manifest.inputs["featureNet"] ?? "")
-        return yield* evaluate(config, inputs, ctx, featureNet).pipe(Effect.scoped, Effect.provide(Stages.featureExtractor(featureNet)))
-      })
-  })
+/** The evaluation stage: a model (any model artifact), the autoencoder of its latents, a reference. */
+export const EvaluationStage = Stage.make({
+  name: "evaluation",
+  module: import.meta.url,
+  config: EvaluationConfig,
+  output: EvaluationOutput,
+  inputs: { model: Models.Any, autoencoder: Stages.AutoencoderOutput, reference: Reference.ReferenceOutput },
+  run: (config, inputs, ctx) =>
+    Effect.gen(function*() {
+      // The reference's own feature network, opened by the key its manifest names.
+      const opened = yield* Stage.open(inputs.reference.manifest.inputs["featureNet"] ?? "")
+      const featureNet = yield* Schema.decodeUnknownEffect(Stages.FeatureNetOutput)(opened.output).pipe(
+        Effect.map((output) => ({ ...opened, output })),
+        Effect.mapError((e) => new IncompatibleInputs({ reason: `the reference's feature network ${opened.key} does not decode: ${e.message}` }))
+      )
+      return yield* evaluate(config, inputs, ctx, featureNet).pipe(Effect.scoped, Effect.provide(Stages.featureExtractor(featureNet)))
+    })
+})

@@ -10,7 +10,7 @@
  */
 import { Effect } from "effect"
 import { CorruptArtifact } from "@tinyfusion/core"
-import { Batches, Features as Extraction, FeatureExtractor, Images } from "@tinyfusion/data"
+import { Batches, Extraction, FeatureExtractor, Images } from "@tinyfusion/data"
 import { type Compute, type ComputeError, HostTensor, Safetensors } from "@tinyfusion/tensor"
 import * as Matrix from "./Matrix.ts"
 import type * as Metrics from "./Metrics.ts"

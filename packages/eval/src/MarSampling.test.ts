@@ -1,6 +1,6 @@
 import { assert, beforeEach, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { Fixtures, MarCheckpoint } from "@tinyfusion/models"
+import { Fixtures, MarStateDict } from "@tinyfusion/models"
 import { type BackendName, Compute, HostTensor, ParamTree, tf, WebGpuFixture } from "@tinyfusion/tensor"
 import * as MarSampling from "./MarSampling.ts"
 
@@ -27,7 +27,7 @@ describe("MarSampling", () => {
     Effect.gen(function*() {
       const compute = yield* Compute
       const config = { ...Fixtures.mar, numSamplingSteps: "5" }
-      const params = HostTensor.treeToTensors(MarCheckpoint.init(config, 1))
+      const params = HostTensor.treeToTensors(MarStateDict.init(config, 1))
       // Non-zero head output layers, so the head's ε and v depend on its inputs.
       const model = { config, params: ParamTree.mapTensors(params, (t) => tf.add(t, 0.05)) as ParamTree.ParamTree }
       ParamTree.dispose(params)
@@ -63,7 +63,7 @@ describe("MarSampling", () => {
         const run = (backend: BackendName) =>
           Effect.gen(function*() {
             const compute = yield* Compute
-            const params = HostTensor.treeToTensors(MarCheckpoint.init(config, 1))
+            const params = HostTensor.treeToTensors(MarStateDict.init(config, 1))
             const model = { config, params: ParamTree.mapTensors(params, (t) => tf.add(t, 0.05)) as ParamTree.ParamTree }
             ParamTree.dispose(params)
             const sampler = yield* MarSampling.make(config, { ...options, cfgScale: 3, temperature: 0.9 })

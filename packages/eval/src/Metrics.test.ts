@@ -62,7 +62,7 @@ describe("Metrics", () => {
       assert.closeTo(results.fid, fid, 1e-9 * fid)
       assert.closeTo(results.sfid, sfid, 1e-9 * sfid)
       assert.isAbove(results.fid, 0.5, "a shift of 0.5 in 8 dimensions moves the means by 2 in squared distance")
-      assert.strictEqual(results.inceptionScore, yield* InceptionScore.compute(sampleSet.probabilities, { splitSize: 30 }))
+      assert.strictEqual(results.is, yield* InceptionScore.compute(sampleSet.probabilities, { splitSize: 30 }))
       const pr = yield* PrecisionRecall.compute(referenceSet.pooled, sampleSet.pooled)
       assert.strictEqual(results.precision, pr.precision)
       assert.strictEqual(results.recall, pr.recall)

@@ -9,7 +9,7 @@
  * probabilities that precision/recall and IS need whole, as ADM does. The
  * reference set is summarised the same way, once, and stored.
  */
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import * as FeatureStatistics from "./FeatureStatistics.ts"
 import * as FrechetDistance from "./FrechetDistance.ts"
 import * as InceptionScore from "./InceptionScore.ts"
@@ -94,19 +94,25 @@ export interface Options extends PrecisionRecall.Options, InceptionScore.Options
   readonly groups?: { readonly samples: Int32Array; readonly reference: Int32Array }
 }
 
-export interface Results {
-  readonly fid: number
-  readonly sfid: number
-  readonly inceptionScore: number
-  readonly precision: number
-  readonly recall: number
-}
+/**
+ * ADM's five numbers of a sample set, under the names every stage output,
+ * manifest metric, result and report column uses; each says what it is
+ * (`title`) for the report.
+ */
+export const Scores = Schema.Struct({
+  is: Schema.Finite.annotate({ title: "IS" }),
+  fid: Schema.Finite.annotate({ title: "FID" }),
+  sfid: Schema.Finite.annotate({ title: "sFID" }),
+  precision: Schema.Finite.annotate({ title: "Prec." }),
+  recall: Schema.Finite.annotate({ title: "Recall" })
+})
+export type Results = typeof Scores.Type
 
 /** The five numbers and the precision/recall coverage masks they came from (what the bootstrap resamples). */
 export const score = Effect.fn("Metrics.score")(function*(samples: Summary, reference: Summary, options: Options = {}) {
   const fid = yield* FrechetDistance.compute(samples.pooled, reference.pooled)
   const sfid = yield* FrechetDistance.compute(samples.spatial, reference.spatial)
-  const inceptionScore = yield* InceptionScore.compute(samples.probabilities, options)
+  const is = yield* InceptionScore.compute(samples.probabilities, options)
   const referenceRadii = options.referenceRadii ?? (yield* PrecisionRecall.radii("reference", reference.pooledFeatures, options))
   const sampleRadii = yield* PrecisionRecall.radii("samples", samples.pooledFeatures, options)
   const groups = options.groups
@@ -116,7 +122,7 @@ export const score = Effect.fn("Metrics.score")(function*(samples: Summary, refe
     options
   )
   const { precision, recall } = PrecisionRecall.shares(coverage)
-  return { results: { fid, sfid, inceptionScore, precision, recall } satisfies Results, coverage }
+  return { results: { is, fid, sfid, precision, recall } satisfies Results, coverage }
 })
 
 /** The five numbers of `samples` against `reference`. */

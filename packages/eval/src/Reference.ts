@@ -17,7 +17,7 @@
  */
 import { Effect, Schema } from "effect"
 import { CorruptArtifact, Stage } from "@tinyfusion/core"
-import { FeatureExtractor, Images, Npz, Stages } from "@tinyfusion/data"
+import { FeatureExtractor, Npz, Stages } from "@tinyfusion/data"
 import { WeightsFile } from "@tinyfusion/tensor"
 import * as FeatureStatistics from "./FeatureStatistics.ts"
 import * as Features from "./Features.ts"
@@ -49,7 +49,7 @@ export const ReferenceOutput = Schema.Struct({
   classes: Schema.Int,
   k: Schema.Int,
   /** The Inception Score of the real images: the ceiling samples are measured against. */
-  inceptionScore: Schema.Finite
+  is: Schema.Finite
 })
 export type ReferenceOutput = typeof ReferenceOutput.Type
 
@@ -80,10 +80,10 @@ const encodeFeatures = (summary: Metrics.Summary, radii: Float32Array) =>
 
 export const ReferenceStage = Stage.make({
   name: "reference",
-  version: 2,
+  module: import.meta.url,
   config: ReferenceConfig,
   output: ReferenceOutput,
-  inputs: { featureNet: Stages.FeatureNetStage },
+  inputs: { featureNet: Stages.FeatureNetOutput },
   run: (config, { featureNet }, ctx) =>
     Effect.gen(function*() {
       const data = yield* Stages.checkDataset(config.dataset)
@@ -97,25 +97,24 @@ export const ReferenceStage = Stage.make({
       const collector = Metrics.collector({ pooled: extractor.poolDim, spatial: extractor.spatialDim, classes: extractor.classes }, "reference", {
         keepSpatial: true
       })
-      const per = Images.imageSize(set)
       for (let start = 0; start < count; start += config.batchSize) {
         const n = Math.min(config.batchSize, count - start)
-        yield* collector.add(yield* Features.ofPixels(set.pixels.subarray(start * per, (start + n) * per), n))
+        yield* collector.add(yield* Features.ofPixels((yield* set.read(start, n)).pixels, n))
       }
       const summary = yield* collector.result
       const radii = yield* PrecisionRecall.radii("reference", summary.pooledFeatures, { k: config.k })
-      const inceptionScore = yield* InceptionScore.compute(summary.probabilities, { splitSize: config.splitSize })
+      const is = yield* InceptionScore.compute(summary.probabilities, { splitSize: config.splitSize })
       yield* ctx.writeBytes(files.pooled, FeatureStatistics.encode(summary.pooled))
       yield* ctx.writeBytes(files.spatial, FeatureStatistics.encode(summary.spatial))
       yield* ctx.writeBytes(files.features, encodeFeatures(summary, radii))
-      yield* ctx.metric("inception_score", inceptionScore)
+      yield* ctx.metric("is", is)
       return {
         count,
         poolDim: extractor.poolDim,
         spatialDim: extractor.spatialDim,
         classes: extractor.classes,
         k: config.k,
-        inceptionScore
+        is
       }
     }).pipe(Effect.provide(Stages.featureExtractor(featureNet)))
 })
@@ -183,7 +182,7 @@ export const inspectBatch = Effect.fn("Reference.inspectBatch")(function*(
  * network for precision/recall's features and radii and the IS; the FID and
  * sFID statistics are the batch's own mu/sigma and mu_s/sigma_s when it has
  * them, as ADM's evaluator reads them (the FID between those and the ones
- * recomputed here is the metric `fid_batch_vs_recomputed`: how far this
+ * recomputed here is the metric `fidBatchVsRecomputed`: how far this
  * feature network is from the TF graph on these images). The features file
  * keeps every image's spatial rows, as the dataset-split reference's does, for
  * the bootstrap of sFID. The bootstrap resamples the features recomputed
@@ -193,10 +192,10 @@ export const inspectBatch = Effect.fn("Reference.inspectBatch")(function*(
 export const fromBatch = (path: string) =>
   Stage.make({
     name: "reference",
-    version: 2,
+    module: import.meta.url,
     config: BatchConfig,
     output: ReferenceOutput,
-    inputs: { featureNet: Stages.FeatureNetStage },
+    inputs: { featureNet: Stages.FeatureNetOutput },
     run: (config, { featureNet }, ctx) =>
       Effect.gen(function*() {
         const extractor = yield* FeatureExtractor
@@ -218,14 +217,14 @@ export const fromBatch = (path: string) =>
           })
         const pooled = checked.statistics ? yield* given("mu", "sigma") : summary.pooled
         const spatial = checked.statistics ? yield* given("mu_s", "sigma_s") : summary.spatial
-        if (checked.statistics) yield* ctx.metric("fid_batch_vs_recomputed", yield* FrechetDistance.compute(pooled, summary.pooled))
+        if (checked.statistics) yield* ctx.metric("fidBatchVsRecomputed", yield* FrechetDistance.compute(pooled, summary.pooled))
         const radii = yield* PrecisionRecall.radii("reference", summary.pooledFeatures, { k: config.k })
-        const inceptionScore = yield* InceptionScore.compute(summary.probabilities, { splitSize: config.splitSize })
+        const is = yield* InceptionScore.compute(summary.probabilities, { splitSize: config.splitSize })
         yield* ctx.writeBytes(files.pooled, FeatureStatistics.encode(pooled))
         yield* ctx.writeBytes(files.spatial, FeatureStatistics.encode(spatial))
         yield* ctx.writeBytes(files.features, encodeFeatures(summary, radii))
-        yield* ctx.metric("inception_score", inceptionScore)
-        return { count: checked.count, poolDim: dims.pooled, spatialDim: dims.spatial, classes: dims.classes, k: config.k, inceptionScore }
+        yield* ctx.metric("is", is)
+        return { count: checked.count, poolDim: dims.pooled, spatialDim: dims.spatial, classes: dims.classes, k: config.k, is }
       }).pipe(Effect.scoped, Effect.provide(Stages.featureExtractor(featureNet)))
   })
 

@@ -1,7 +1,7 @@
 import { assert, beforeEach, describe, it } from "@effect/vitest"
 import { Effect, Schema } from "effect"
 import { GaussianDiffusion } from "@tinyfusion/diffusion"
-import { Checkpoint, Config, Init } from "@tinyfusion/models"
+import { Config, Init, StateDict } from "@tinyfusion/models"
 import { type BackendName, Compute, HostTensor, ParamTree, Rng, WebGpuFixture } from "@tinyfusion/tensor"
 import * as Sampling from "./Sampling.ts"
 
@@ -80,7 +80,7 @@ describe("Sampling", () => {
       Effect.gen(function*() {
         const config = yield* Config.make("mini", { depth: 2, hiddenSize: 16, numHeads: 2, inputSize: 4, numClasses: 3 })
         // Weights N(0, 0.1²) everywhere, so that every output depends on its inputs.
-        const host = ParamTree.unflatten(Checkpoint.referenceShapes(config).map(([key, shape]) =>
+        const host = ParamTree.unflatten(StateDict.referenceShapes(config).map(([key, shape]) =>
           [key, HostTensor.float32(shape, Rng.normal(Rng.stream(3, key), 0, HostTensor.numel(shape)).map((v) => 0.1 * v))] as const
         )) as HostTensor.HostTree
         const samplers = [options("ddpm", "6"), options("ddim", "ddim6"), options("ode", "4"), options("sde", "6")]

@@ -19,9 +19,9 @@ describe("Throughput", () => {
       const t = yield* Throughput.measure(forward, { imagesPerBatch: 16, steps: 250, warmup: 2, repetitions: 5 })
       assert.strictEqual(calls, 7)
       assert.strictEqual(t.repetitions, 5)
-      assert.isAtLeast(t.msPerIteration, 3)
-      assert.strictEqual(t.iterationsPerSecond, 1000 / t.msPerIteration)
-      assert.strictEqual(t.imagesPerSecond, (t.iterationsPerSecond * 16) / 250)
+      assert.isAtLeast(t.msPerIt, 3)
+      assert.strictEqual(t.itPerS, 1000 / t.msPerIt)
+      assert.strictEqual(t.imagesPerS, (t.itPerS * 16) / 250)
     }))
 
   it.effect("bad options are a typed error naming the field, before any pass runs", () =>
@@ -44,8 +44,8 @@ describe("Throughput", () => {
       const sampling = Schema.decodeUnknownSync(Sampling.Options)({ sampler: "ddpm", steps: "250", cfgScale: 1.5, guidedChannels: "first-3", seed: 0 })
       const t = yield* Throughput.sampling({ family: "dit", config, params }, sampling, { batch: 4, warmup: 1, repetitions: 3 })
       assert.deepStrictEqual([t.batch, t.forwardBatch, t.repetitions], [4, 8, 3])
-      assert.strictEqual(t.iterationsPerSecond, 1000 / t.msPerIteration)
-      assert.strictEqual(t.imagesPerSecond, (t.iterationsPerSecond * 4) / 250)
+      assert.strictEqual(t.itPerS, 1000 / t.msPerIt)
+      assert.strictEqual(t.imagesPerS, (t.itPerS * 4) / 250)
       assert.strictEqual(t.parameters, ModelArtifact.parameterCount(config))
       assert.strictEqual((yield* compute.memory).tensors, before, "no tensor outlives the measurement")
       const unguided = yield* Throughput.sampling({ family: "dit", config, params }, { ...sampling, cfgScale: 1 }, { batch: 4, warmup: 0, repetitions: 1 })
@@ -72,7 +72,7 @@ describe("Throughput", () => {
         // Six rounds: the interval is the range, at 1 − 2/64.
         assert.deepStrictEqual([r.median.lo, r.median.hi], [Math.min(...r.itPerS), Math.max(...r.itPerS)])
         assert.closeTo(r.median.level, 62 / 64, 1e-15)
-        assert.strictEqual(r.imagesPerSecond, (r.median.value * 2) / 50)
+        assert.strictEqual(r.imagesPerS, (r.median.value * 2) / 50)
       }
       assert.strictEqual(deep!.parameters, ModelArtifact.parameterCount(config))
       assert.strictEqual(one!.parameters, ModelArtifact.parameterCount(shallow.config))

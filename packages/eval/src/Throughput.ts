@@ -39,9 +39,9 @@ export class InvalidThroughputOptions extends Schema.TaggedError<InvalidThroughp
 
 export interface Throughput {
   /** Median milliseconds of one forward pass. */
-  readonly msPerIteration: number
-  readonly iterationsPerSecond: number
-  readonly imagesPerSecond: number
+  readonly msPerIt: number
+  readonly itPerS: number
+  readonly imagesPerS: number
   readonly repetitions: number
 }
 
@@ -54,11 +54,11 @@ export const measure = Effect.fn("Throughput.measure")(function*<E, R>(
     Effect.mapError((e) => new InvalidThroughputOptions({ reason: e.message }))
   )
   const timing = yield* Benchmark.time(forward, { warmup: o.warmup, repetitions: o.repetitions })
-  const iterationsPerSecond = 1000 / timing.ms
+  const itPerS = 1000 / timing.ms
   return {
-    msPerIteration: timing.ms,
-    iterationsPerSecond,
-    imagesPerSecond: (iterationsPerSecond * o.imagesPerBatch) / o.steps,
+    msPerIt: timing.ms,
+    itPerS,
+    imagesPerS: (itPerS * o.imagesPerBatch) / o.steps,
     repetitions: timing.repetitions
   }
 })
@@ -122,7 +122,7 @@ export interface Rounds {
   /** Their median, with its distribution-free 95% interval (Interval.medianInterval). */
   readonly median: Interval.Interval
   /** The median's images per second (`Sampling.evaluations` iterations per image). */
-  readonly imagesPerSecond: number
+  readonly imagesPerS: number
   readonly parameters: number
 }
 
@@ -165,7 +165,7 @@ export const interleaved = Effect.fn("Throughput.interleaved")(function*(
       itPerS,
       cpuMs: cpuMs[i]!,
       median,
-      imagesPerSecond: (median.value * options.batch) / Sampling.evaluations(m.sampling),
+      imagesPerS: (median.value * options.batch) / Sampling.evaluations(m.sampling),
       parameters: ModelArtifact.parameterCount(m.model.config)
     }
   })

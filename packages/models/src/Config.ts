@@ -49,7 +49,7 @@ export class InvalidConfig extends Schema.TaggedError<InvalidConfig>()("InvalidC
   reason: Schema.String
 }) {
   override get message(): string {
-    return `invalid DiT config: ${this.reason}`
+    return `invalid model config: ${this.reason}`
   }
 }
 
@@ -139,8 +139,11 @@ export interface Inferred {
  * The config whose reference state_dict these shapes are: depth (blocks
  * present), width and patch and latent channels (x_embedder), input size
  * (pos_embed's tokens), learn_sigma (final layer's outputs), classes (the
- * label table, less the null-class row when label dropout is on), MLP ratio.
- * Heads are not in any shape: `heads`, or the width's known model.
+ * label table, less the null-class row when label dropout is on). Heads are not in any shape: `heads`, or the width's known model. A
+ * width-pruned model (Diff-Pruning's shape: whole heads and MLP channels
+ * removed) records the widths its shapes give where they are not the
+ * reference's defaults: `headDim` = qkv rows / 3 / heads, `mlpHidden` = fc1
+ * rows (the MLP ratio is DiT's 4, which no shape can tell from a width).
  */
 export const infer = Effect.fn("Config.infer")(function*(
   shapes: ReadonlyMap<string, ReadonlyArray<number>>,
@@ -158,6 +161,7 @@ export const infer = Effect.fn("Config.infer")(function*(
   const [outs] = yield* shape("final_layer.linear.weight", 2)
   const [rows] = yield* shape("y_embedder.embedding_table.weight", 2)
   const [mlp] = yield* shape("blocks.0.mlp.fc1.weight", 2)
+  const [qkv] = yield* shape("blocks.0.attn.qkv.weight", 2)
   let depth = 0
   while (shapes.has(`blocks.${depth}.attn.qkv.weight`)) depth++
   const side = Math.round(Math.sqrt(tokens)) * patch!
@@ -174,6 +178,14 @@ export const infer = Effect.fn("Config.infer")(function*(
     )
   }
   if (options.heads === undefined) assumed.push(`${heads} heads, as every model of width ${hidden}`)
+  if (qkv! % (3 * heads) !== 0) return yield* fail(`blocks.0.attn.qkv.weight has ${qkv} rows, not 3 × ${heads} heads × a head width`)
+  const headDim = qkv! / 3 / heads
+  // DiT's MLP ratio (every published DiT's); another fc1 width is recorded as it is.
+  const widths = {
+    mlpRatio: 4,
+    ...(headDim * heads === hidden ? {} : { headDim }),
+    ...(Math.trunc(hidden! * 4) === mlp ? {} : { mlpHidden: mlp })
+  }
   const dropout = options.classDropoutProb ?? 0.1
   if (options.classDropoutProb === undefined) {
     assumed.push(`class dropout 0.1 (DiT's): the last of the ${rows} label rows is the null class; --class-dropout 0 reads ${rows} classes`)
@@ -186,7 +198,7 @@ export const infer = Effect.fn("Config.infer")(function*(
       hiddenSize: hidden,
       depth,
       numHeads: heads,
-      mlpRatio: mlp! / hidden!,
+      ...widths,
       numClasses: dropout > 0 ? rows! - 1 : rows,
       classDropoutProb: dropout,
       learnSigma: outChannels === 2 * inChannels!

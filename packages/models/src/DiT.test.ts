@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { Compute, FusedKernels, Gradients, HostTensor, ParamTree, Rng, tf, tidy, WebGpuFixture } from "@tinyfusion/tensor"
-import * as Checkpoint from "./Checkpoint.ts"
+import * as StateDict from "./StateDict.ts"
 import * as Config from "./Config.ts"
 import * as DiT from "./DiT.ts"
 import * as Embeddings from "./Embeddings.ts"
@@ -13,7 +13,7 @@ const tiny: Config.Config = Fixtures.tiny
 
 /** Every parameter N(0, 0.3²) (no zero adaLN or final layer), so every path of the forward matters. */
 const randomHost = (config: Config.Config, seed: number): Map<string, HostTensor.HostTensor> =>
-  new Map(Checkpoint.referenceShapes(config).map(([key, shape]) => {
+  new Map(StateDict.referenceShapes(config).map(([key, shape]) => {
     const n = HostTensor.numel(shape)
     const values = key === "pos_embed"
       ? Embeddings.positionEmbedding(config.hiddenSize, Config.gridSize(config))
@@ -220,7 +220,7 @@ describe("DiT", () => {
       const plain = tidy(() => DiT.forward(tiny, params, { x, t, y }))
       const traced = tidy(() =>
         DiT.forward(tiny, params, { x, t, y }, { linear: (path, layer, input) => (seen.push(path), Linear.apply(path, layer, input)) }))
-      const linears = Checkpoint.referenceShapes(tiny)
+      const linears = StateDict.referenceShapes(tiny)
         .map(([k]) => k)
         .filter((k) => k.endsWith(".weight") && !k.startsWith("x_embedder") && !k.startsWith("y_embedder"))
         .map((k) => k.slice(0, -".weight".length))
@@ -245,7 +245,7 @@ describe("DiT", () => {
       const config = { ...tiny, hiddenSize: 32, numHeads: 4 }
       const host = Init.host(config, 7)
       const flat = new Map(ParamTree.flatten(host, HostTensor.isHostTensor))
-      assert.deepStrictEqual([...flat.keys()], Checkpoint.referenceShapes(config).map(([k]) => k))
+      assert.deepStrictEqual([...flat.keys()], StateDict.referenceShapes(config).map(([k]) => k))
       const values = (k: string) => [...flat.get(k)!.data]
       for (const k of flat.keys()) {
         if (k.endsWith(".bias") || k.includes("adaLN_modulation") || k.startsWith("final_layer.linear")) {

@@ -33,8 +33,8 @@ export type Params = {
   readonly final_layer: { readonly linear: Linear.Params; readonly adaLN_modulation: AdaLN }
 }
 
-/** A tree as DiT params (the keys are checked by Checkpoint on import, not here). */
-export const params = (tree: ParamTree.ParamTree): Params => tree as unknown as Params
+/** A tree as DiT params (the keys are checked by StateDict on import, not here). */
+export const params = (tree: ParamTree.ParamTree): Params => tree as Params
 
 export interface Inputs {
   /** Latents [B, H, W, C]. */
@@ -202,21 +202,19 @@ export function infer(config: Config.Config, tree: ParamTree.ParamTree, inputs: 
  * The model with only the blocks at `kept` (ascending, distinct), renumbered
  * 0..k−1: pruning's export. The tensors are shared with the input tree.
  */
-export function keepBlocks(
+export function keepBlocks<L>(
   config: Config.Config,
-  tree: ParamTree.ParamTree,
+  tree: ParamTree.Tree<L>,
   kept: ReadonlyArray<number>
-): { readonly config: Config.Config; readonly params: ParamTree.ParamTree } {
-  const p = params(tree)
+): { readonly config: Config.Config; readonly params: ParamTree.Tree<L> } {
+  // Restructures the tree and reads no leaf, so it serves device and host trees alike.
+  const { blocks, ...rest } = tree as { readonly blocks: ReadonlyArray<ParamTree.Tree<L>> }
   kept.forEach((k, i) => {
-    if (!Number.isInteger(k) || k < 0 || k >= p.blocks.length) throw new Error(`block ${k} is not in 0..${p.blocks.length - 1}`)
+    if (!Number.isInteger(k) || k < 0 || k >= blocks.length) throw new Error(`block ${k} is not in 0..${blocks.length - 1}`)
     if (i > 0 && k <= kept[i - 1]!) throw new Error(`kept blocks must be ascending and distinct, got [${kept}]`)
   })
   if (kept.length === 0) throw new Error("a DiT needs at least one block")
-  return {
-    config: { ...config, depth: kept.length },
-    params: { ...p, blocks: kept.map((k) => p.blocks[k]!) } as unknown as ParamTree.ParamTree
-  }
+  return { config: { ...config, depth: kept.length }, params: { ...rest, blocks: kept.map((k) => blocks[k]!) } }
 }
 
 /** Keys that are not trained (DiT's pos_embed has requires_grad=False). */

@@ -6,7 +6,7 @@
  * bits on every backend; every key draws from its own Rng stream.
  */
 import { HostTensor, ParamTree, Rng } from "@tinyfusion/tensor"
-import * as Checkpoint from "./Checkpoint.ts"
+import * as StateDict from "./StateDict.ts"
 import * as Config from "./Config.ts"
 import * as Embeddings from "./Embeddings.ts"
 
@@ -43,7 +43,7 @@ const values = (config: Config.Config, key: string, shape: ReadonlyArray<number>
 
 /** The reference initialisation as host tensors under the reference keys. */
 export const host = (config: Config.Config, seed: number): HostTensor.HostTree =>
-  ParamTree.unflatten(Checkpoint.referenceShapes(config).map(([key, shape]) =>
+  ParamTree.unflatten(StateDict.referenceShapes(config).map(([key, shape]) =>
     [key, HostTensor.float32(shape, values(config, key, shape, seed))] as const
   ))
 

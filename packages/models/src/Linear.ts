@@ -7,7 +7,7 @@
  */
 import { Fused, type tf } from "@tinyfusion/tensor"
 
-export interface Params {
+export type Params = {
   readonly weight: tf.Tensor
   readonly bias: tf.Tensor
 }

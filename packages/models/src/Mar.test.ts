@@ -2,7 +2,7 @@ import { assert, beforeEach, describe, it } from "@effect/vitest"
 import { Effect, Option } from "effect"
 import { Compute, HostTensor, ParamTree, tf, tidy, WebGpuFixture } from "@tinyfusion/tensor"
 import * as Mar from "./Mar.ts"
-import * as MarCheckpoint from "./MarCheckpoint.ts"
+import * as MarStateDict from "./MarStateDict.ts"
 import * as MarConfig from "./MarConfig.ts"
 import * as MarReference from "./fixtures/MarReference.ts"
 import * as Fixtures from "./fixtures/Tiny.ts"
@@ -56,11 +56,11 @@ describe("MAR", () => {
     Effect.gen(function*() {
       const fixture = yield* MarReference.load
       assert.deepStrictEqual(fixture.config, Fixtures.mar)
-      assert.deepStrictEqual(MarCheckpoint.referenceShapes(fixture.config).map(([k]) => k), fixture.order)
+      assert.deepStrictEqual(MarStateDict.referenceShapes(fixture.config).map(([k]) => k), fixture.order)
       // Counted on the reference's mar_base/mar_large (DiffLoss 6×1024, 8×1280) under PyTorch.
-      assert.strictEqual(MarCheckpoint.parameterCount(MarConfig.presets["MAR-B"]), 207_924_768)
-      assert.strictEqual(MarCheckpoint.parameterCount(MarConfig.presets["MAR-L"]), 478_326_304)
-      assert.strictEqual(Math.round(MarCheckpoint.parameterCount(MarConfig.presets["TinyMAR-D16"]) / 1e6), 277)
+      assert.strictEqual(MarStateDict.parameterCount(MarConfig.presets["MAR-B"]), 207_924_768)
+      assert.strictEqual(MarStateDict.parameterCount(MarConfig.presets["MAR-L"]), 478_326_304)
+      assert.strictEqual(Math.round(MarStateDict.parameterCount(MarConfig.presets["TinyMAR-D16"]) / 1e6), 277)
       assert.strictEqual(MarConfig.depth(MarConfig.presets["MAR-L"]), 32)
       assert.strictEqual(MarConfig.depth(MarConfig.presets.mini), 32)
       assert.strictEqual(MarConfig.depth(MarConfig.presets["mini-base"]), 24)
@@ -73,17 +73,17 @@ describe("MAR", () => {
   it.effect("export → import is bit-exact, with exactly the reference keys; a mismatched file names what differs", () =>
     Effect.gen(function*() {
       const config = MarConfig.presets.mini
-      const params = MarCheckpoint.init(config, 3)
-      const bytes = yield* MarCheckpoint.encode(config, params)
-      const loaded = yield* MarCheckpoint.decode(config, bytes)
+      const params = MarStateDict.init(config, 3)
+      const bytes = yield* MarStateDict.encode(config, params)
+      const loaded = yield* MarStateDict.decode(config, bytes)
       const a = flat(params)
       const b = flat(loaded.params)
-      assert.deepStrictEqual([...b.keys()], MarCheckpoint.referenceShapes(config).map(([k]) => k))
+      assert.deepStrictEqual([...b.keys()], MarStateDict.referenceShapes(config).map(([k]) => k))
       for (const [k, t] of a) assert.isTrue(HostTensor.bitEqual(t, b.get(k)!), k)
-      assert.deepStrictEqual(Option.getOrThrow(yield* MarCheckpoint.storedConfig(loaded.metadata)), config)
-      assert.deepStrictEqual(yield* MarCheckpoint.encode(config, loaded.params), bytes)
-      const shallower = yield* Effect.flip(MarCheckpoint.decode({ ...config, decoderDepth: 15 }, bytes))
-      if (shallower._tag !== "CheckpointMismatch") return assert.fail(shallower.message)
+      assert.deepStrictEqual(Option.getOrThrow(yield* MarStateDict.storedConfig(loaded.metadata)), config)
+      assert.deepStrictEqual(yield* MarStateDict.encode(config, loaded.params), bytes)
+      const shallower = yield* Effect.flip(MarStateDict.decode({ ...config, decoderDepth: 15 }, bytes))
+      if (shallower._tag !== "StateDictMismatch") return assert.fail(shallower.message)
       assert.strictEqual(shallower.count, 12)
       assert.match(shallower.mismatches[0]!, /^unexpected decoder_blocks\.15\./)
       // The reference's init: LayerNorms 1 and 0, zero head output, N(0, 0.02) embeddings, Xavier bounds.

@@ -75,7 +75,7 @@ export type Params = {
   readonly diffloss: { readonly net: HeadParams }
 }
 
-/** A tree as MAR params (the keys are checked by MarCheckpoint on import, not here). */
+/** A tree as MAR params (the keys are checked by MarStateDict on import, not here). */
 export const params = (tree: ParamTree.ParamTree): Params => tree as unknown as Params
 
 const encoderBlocks = (p: Params) => p.encoder_blocks ?? []
@@ -380,12 +380,16 @@ export function head(
  * below the encoder depth stay encoder blocks, the rest decoder blocks, each
  * half renumbered from 0. The tensors are shared with the input tree.
  */
-export function keepBlocks(
+export function keepBlocks<L>(
   config: Config,
-  tree: ParamTree.ParamTree,
+  tree: ParamTree.Tree<L>,
   kept: ReadonlyArray<number>
-): { readonly config: Config; readonly params: ParamTree.ParamTree } {
-  const p = params(tree)
+): { readonly config: Config; readonly params: ParamTree.Tree<L> } {
+  // Restructures the tree and reads no leaf, so it serves device and host trees alike.
+  const { encoder_blocks: encoder = [], decoder_blocks: decoder = [], ...rest } = tree as {
+    readonly encoder_blocks?: ReadonlyArray<ParamTree.Tree<L>>
+    readonly decoder_blocks?: ReadonlyArray<ParamTree.Tree<L>>
+  }
   const depth = MarConfig.depth(config)
   kept.forEach((k, i) => {
     if (!Number.isInteger(k) || k < 0 || k >= depth) throw new Error(`block ${k} is not in 0..${depth - 1}`)
@@ -393,15 +397,14 @@ export function keepBlocks(
   })
   if (kept.length === 0) throw new Error("a MAR needs at least one block")
   const e = config.encoderDepth
-  const enc = kept.filter((k) => k < e).map((k) => encoderBlocks(p)[k]!)
-  const dec = kept.filter((k) => k >= e).map((k) => decoderBlocks(p)[k - e]!)
-  const { encoder_blocks: _e, decoder_blocks: _d, ...rest } = p
+  const enc = kept.filter((k) => k < e).map((k) => encoder[k]!)
+  const dec = kept.filter((k) => k >= e).map((k) => decoder[k - e]!)
   return {
     config: { ...config, encoderDepth: enc.length, decoderDepth: dec.length },
     params: {
       ...rest,
       ...(enc.length > 0 ? { encoder_blocks: enc } : {}),
       ...(dec.length > 0 ? { decoder_blocks: dec } : {})
-    } as unknown as ParamTree.ParamTree
+    }
   }
 }

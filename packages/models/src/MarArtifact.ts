@@ -8,7 +8,7 @@
 import { Effect, Schema } from "effect"
 import type { Stage } from "@tinyfusion/core"
 import type { HostTensor } from "@tinyfusion/tensor"
-import * as MarCheckpoint from "./MarCheckpoint.ts"
+import * as MarStateDict from "./MarStateDict.ts"
 import * as MarConfig from "./MarConfig.ts"
 import { files } from "./ModelArtifact.ts"
 
@@ -17,8 +17,9 @@ export const Fields = {
   config: MarConfig.MarConfig,
   parameters: Schema.Int
 }
-export const Output = Schema.Struct(Fields)
-export type Output = typeof Output.Type
+/** A MAR artifact's output: the port of stages that read a MAR only (Models.Any takes either family). */
+export const Model = Schema.Struct(Fields)
+export type Model = typeof Model.Type
 
 /** What reading a MAR needs of a stage's output. */
 export const Identity = Schema.Struct({ family: Schema.Literal("mar"), config: MarConfig.MarConfig })
@@ -29,15 +30,15 @@ export const write = Effect.fn("MarArtifact.write")(function*(
   ctx: Stage.Context,
   model: { readonly config: MarConfig.MarConfig; readonly params: HostTensor.HostTree; readonly ema?: HostTensor.HostTree }
 ) {
-  yield* ctx.writeBytes(files.raw, yield* MarCheckpoint.encode(model.config, model.params))
-  if (model.ema !== undefined) yield* ctx.writeBytes(files.ema, yield* MarCheckpoint.encode(model.config, model.ema))
-  return { family: "mar", config: model.config, parameters: MarCheckpoint.parameterCount(model.config) } satisfies Output
+  yield* ctx.writeBytes(files.raw, yield* MarStateDict.encode(model.config, model.params))
+  if (model.ema !== undefined) yield* ctx.writeBytes(files.ema, yield* MarStateDict.encode(model.config, model.ema))
+  return { family: "mar", config: model.config, parameters: MarStateDict.parameterCount(model.config) } satisfies Model
 })
 
 /** Reads a MAR artifact's weights: the EMA when asked and present, otherwise the raw weights. */
 export const read = Effect.fn("MarArtifact.read")(function*(artifact: Stage.Artifact<Identity>, options: { readonly ema: boolean }) {
   const hasEma = artifact.manifest.files.some((f) => f.name === files.ema)
   const name = options.ema && hasEma ? files.ema : files.raw
-  const loaded = yield* MarCheckpoint.decode(artifact.output.config, yield* artifact.bytes(name))
+  const loaded = yield* MarStateDict.decode(artifact.output.config, yield* artifact.bytes(name))
   return { family: "mar" as const, config: artifact.output.config, params: loaded.params, ema: name === files.ema }
 })

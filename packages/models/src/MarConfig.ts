@@ -147,3 +147,116 @@ export const describe = (c: MarConfig): string =>
   `MAR(encoder ${c.encoderDepth}×${c.encoderEmbedDim}, decoder ${c.decoderDepth}×${c.decoderEmbedDim}, ` +
   `patch ${c.patchSize}, ${c.inputSize}×${c.inputSize}×${c.inChannels}, ${c.numClasses} classes, ` +
   `DiffLoss ${c.difflossDepth}×${c.difflossWidth})`
+
+/** Heads of the reference's models (mar_base, mar_large, mar_huge) by their width: what no shape tells. */
+export const knownHeads: ReadonlyMap<number, number> = new Map([[768, 12], [1024, 16], [1280, 16]])
+
+/** The reference's model names (main_mar.py's --model) and their heads. */
+const referenceHeads: Readonly<Record<string, number>> = { mar_base: 12, mar_large: 16, mar_huge: 16 }
+
+export interface InferOptions {
+  /** Attention heads of both halves; required when neither the checkpoint's args nor the width name a known model. */
+  readonly heads?: number | undefined
+  /** Patch size (how the tokens split into latent pixels); default the args' patch_size, else 1. */
+  readonly patch?: number | undefined
+  /** main_mar.py's arguments as its training checkpoint stores them (`args`): what the shapes cannot tell. */
+  readonly args?: Readonly<Record<string, string | number | boolean | null>> | undefined
+}
+
+export interface Inferred {
+  readonly config: MarConfig
+  /** What was neither read from a shape nor from the checkpoint's args, in words. */
+  readonly assumed: ReadonlyArray<string>
+}
+
+/**
+ * The config whose reference state_dict these shapes are: widths (fake_latent,
+ * mask_token), depths (blocks present), tokens and buffer (the position
+ * embeddings), token width (z_proj), MLP ratio, classes (class_emb), the
+ * DiffLoss head's depth and width. How the tokens split into latent side,
+ * patch and channels, and the training-only fields (label drop, masking,
+ * dropout, sampling steps, batch multiplier), come from the training
+ * checkpoint's args when it has them, otherwise the reference's defaults
+ * (patch 1, as every released model) and the released models' settings,
+ * each said in `assumed`. Heads: `heads`, the args' model name, or the
+ * width's known model.
+ */
+export const infer = Effect.fn("MarConfig.infer")(function*(
+  shapes: ReadonlyMap<string, ReadonlyArray<number>>,
+  options: InferOptions = {}
+) {
+  const fail = (reason: string) => new InvalidConfig({ reason })
+  const shape = (key: string, rank: number) => {
+    const s = shapes.get(key)
+    if (s === undefined) return Effect.fail(fail(`no ${key}: not a MAR state_dict (its keys start ${[...shapes.keys()].slice(0, 3).join(", ")})`))
+    if (s.length !== rank) return Effect.fail(fail(`${key} is [${s.join(", ")}], a MAR's has rank ${rank}`))
+    return Effect.succeed(s)
+  }
+  const count = (prefix: string) => {
+    let n = 0
+    while (shapes.has(`${prefix}.${n}.attn.qkv.weight`) || shapes.has(`${prefix}.${n}.in_ln.weight`)) n++
+    return n
+  }
+  const encoderEmbedDim = (yield* shape("fake_latent", 2))[1]!
+  const decoderEmbedDim = (yield* shape("mask_token", 3))[2]!
+  const positions = (yield* shape("encoder_pos_embed_learned", 3))[1]!
+  const seq = (yield* shape("diffusion_pos_embed_learned", 3))[1]!
+  const tokenDim = (yield* shape("z_proj.weight", 2))[1]!
+  const numClasses = (yield* shape("class_emb.weight", 2))[0]!
+  const difflossWidth = (yield* shape("diffloss.net.input_proj.weight", 2))[0]!
+  const encoderDepth = count("encoder_blocks")
+  const decoderDepth = count("decoder_blocks")
+  const [hidden, dim] = encoderDepth > 0 ? yield* shape("encoder_blocks.0.mlp.fc1.weight", 2) : yield* shape("decoder_blocks.0.mlp.fc1.weight", 2)
+  const args = options.args ?? {}
+  const assumed: Array<string> = []
+  const number = (name: string, fallback: number, why: string): number => {
+    const v = args[name]
+    if (typeof v === "number") return v
+    assumed.push(`${name} ${fallback} (${why})`)
+    return fallback
+  }
+  const patchSize = options.patch ?? number("patch_size", 1, "the reference's default, every released model's")
+  const inChannels = tokenDim / patchSize ** 2
+  const side = Math.round(Math.sqrt(seq)) * patchSize
+  if ((side / patchSize) ** 2 !== seq) return yield* fail(`diffusion_pos_embed_learned has ${seq} tokens, not a square grid`)
+  if (!Number.isInteger(inChannels)) return yield* fail(`z_proj takes ${tokenDim} features, not channels × patch ${patchSize}²`)
+  if (typeof args["img_size"] === "number" && typeof args["vae_stride"] === "number" && args["img_size"] / args["vae_stride"] !== side) {
+    return yield* fail(`args img_size ${args["img_size"]} / vae_stride ${args["vae_stride"]} is not the ${side} latent side of ${seq} tokens of patch ${patchSize}`)
+  }
+  const named = typeof args["model"] === "string" ? referenceHeads[args["model"]] : undefined
+  const heads = options.heads ?? named ?? knownHeads.get(encoderDepth > 0 ? encoderEmbedDim : decoderEmbedDim)
+  if (heads === undefined) {
+    return yield* fail(
+      `width ${encoderEmbedDim} names no known MAR (${[...knownHeads].map(([w, h]) => `${w}: ${h} heads`).join(", ")}); give --heads`
+    )
+  }
+  if (options.heads === undefined && named === undefined) assumed.push(`${heads} heads, as the reference's model of width ${encoderEmbedDim}`)
+  const released = presets["MAR-L"]
+  const sampling = args["num_sampling_steps"]
+  if (typeof sampling !== "string") assumed.push(`num_sampling_steps "${released.numSamplingSteps}" (the reference's)`)
+  return {
+    config: yield* decode({
+      inputSize: side,
+      patchSize,
+      inChannels,
+      encoderEmbedDim,
+      encoderDepth,
+      encoderNumHeads: heads,
+      decoderEmbedDim,
+      decoderDepth,
+      decoderNumHeads: heads,
+      mlpRatio: hidden! / dim!,
+      numClasses,
+      labelDropProb: number("label_drop_prob", released.labelDropProb, "the reference's"),
+      maskRatioMin: number("mask_ratio_min", released.maskRatioMin, "the reference's"),
+      attnDropout: number("attn_dropout", released.attnDropout, "the reference's"),
+      projDropout: number("proj_dropout", released.projDropout, "the reference's"),
+      bufferSize: positions - seq,
+      difflossDepth: count("diffloss.net.res_blocks"),
+      difflossWidth,
+      numSamplingSteps: typeof sampling === "string" ? sampling : released.numSamplingSteps,
+      diffusionBatchMul: number("diffusion_batch_mul", released.diffusionBatchMul, "the README's training runs")
+    }),
+    assumed
+  } satisfies Inferred
+})

@@ -9,9 +9,9 @@ import * as ModelArtifact from "./ModelArtifact.ts"
 
 const Tiny = Stage.make({
   name: "tiny-model",
-  version: 1,
+  module: import.meta.url,
   config: Schema.Struct({ seed: Schema.Int }),
-  output: ModelArtifact.Output,
+  output: ModelArtifact.Model,
   run: (config, _inputs, ctx) =>
     Effect.gen(function*() {
       const model = yield* Config.make("mini", { depth: 2, hiddenSize: 16, numHeads: 2, inputSize: 4 })
@@ -45,26 +45,21 @@ describe("ModelArtifact", () => {
       expect(ema.params, 4)
     }).pipe(Effect.provide(ArtifactStore.layerTemp), Effect.provide(Layer.mergeAll(NodeServices.layer))))
 
-  it.effect("open: a model artifact by key with a stand-in for its producer, which feeds a downstream stage", () =>
+  it.effect("the Model port: any stage's model artifact, opened by key, feeds a stage that needs a model; other outputs do not fit", () =>
     Effect.gen(function*() {
       const made = yield* Stage.run(Tiny, { seed: 5 }, {})
-      const { stage, artifact } = yield* ModelArtifact.open(made.key)
-      assert.strictEqual(stage.name, "tiny-model")
-      assert.deepStrictEqual(artifact.output, made.output)
       const Depth = Stage.make({
         name: "depth",
-        version: 1,
+        module: import.meta.url,
         config: Schema.Struct({}),
         output: Schema.Struct({ depth: Schema.Int }),
-        inputs: { model: stage },
+        inputs: { model: ModelArtifact.Model },
         run: (_config, { model }) => Effect.succeed({ depth: model.output.config.depth })
       })
-      const depth = yield* Stage.run(Depth, {}, { model: artifact })
+      const depth = yield* Stage.run(Depth, {}, { model: yield* Stage.open(made.key) })
       assert.strictEqual(depth.output.depth, 2)
       assert.strictEqual(depth.manifest.inputs["model"], made.key)
-      assert.match((yield* Effect.flip(ModelArtifact.open("tiny-model-000000000000000000000000"))).message, /no model artifact .*nothing committed/)
-      // An artifact whose output is not a model's.
-      assert.match((yield* Effect.flip(ModelArtifact.open(depth.key))).message, /no depth artifact .*: output does not decode/)
-      assert.match((yield* Effect.flip(ModelArtifact.open("a/b"))).message, /not a key/)
+      const notModel = yield* Effect.flip(Stage.run(Depth, {}, { model: depth }))
+      assert.match(notModel.message, /stage depth: input model \(depth artifact depth-\w+\) does not fit: .*\["family"\]/)
     }).pipe(Effect.provide(ArtifactStore.layerTemp), Effect.provide(Layer.mergeAll(NodeServices.layer))))
 })

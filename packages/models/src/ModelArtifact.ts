@@ -8,14 +8,16 @@
  * family in their metadata, so that a file taken out of the store says
  * what it holds.
  *
- * A stage that reads a model takes the producing stage as a parameter (any
- * stage with this output); `open` finds a model artifact by key alone.
+ * `Model` is the port of a stage that reads a DiT or SiT: any artifact whose
+ * output has these fields is one, whatever stage made it (a pre-training, a
+ * pruning export, a recovery, an imported file). A MAR is stored alike by
+ * MarArtifact; `Models.Any` is the port of a stage that takes either.
  */
-import { Effect, Option, Schema } from "effect"
-import { ArtifactStore, Manifest, Stage } from "@tinyfusion/core"
+import { Effect, Schema } from "effect"
+import type { Stage } from "@tinyfusion/core"
 import type { HostTensor } from "@tinyfusion/tensor"
-import * as Checkpoint from "./Checkpoint.ts"
 import * as Config from "./Config.ts"
+import * as StateDict from "./StateDict.ts"
 
 export const Family = Schema.Literals(["dit", "sit"])
 export type Family = typeof Family.Type
@@ -26,10 +28,11 @@ export const Fields = {
   config: Config.Config,
   parameters: Schema.Int
 }
-export const Output = Schema.Struct(Fields)
-export type Output = typeof Output.Type
+/** A model artifact's output: the port of stages that read a model. */
+export const Model = Schema.Struct(Fields)
+export type Model = typeof Model.Type
 
-/** What reading a model needs of a stage's output (any stage whose output has these fields holds a model). */
+/** What reading a model needs of a stage's output. */
 export const Identity = Schema.Struct({ family: Family, config: Config.Config })
 export type Identity = typeof Identity.Type
 
@@ -37,7 +40,7 @@ export const files = { raw: "model.safetensors", ema: "ema.safetensors" } as con
 
 /** Parameters of a model of this shape: every tensor of the reference state_dict, pos_embed included. */
 export const parameterCount = (config: Config.Config): number =>
-  Checkpoint.referenceShapes(config).reduce((n, [, s]) => n + s.reduce((a, b) => a * b, 1), 0)
+  StateDict.referenceShapes(config).reduce((n, [, s]) => n + s.reduce((a, b) => a * b, 1), 0)
 
 /** Writes a model's weights through a stage context; returns the output fields to merge into the stage's output. */
 export const write = Effect.fn("ModelArtifact.write")(function*(
@@ -49,10 +52,10 @@ export const write = Effect.fn("ModelArtifact.write")(function*(
     readonly ema?: HostTensor.HostTree
   }
 ) {
-  const metadata = { [Checkpoint.familyKey]: model.family }
-  yield* ctx.writeBytes(files.raw, yield* Checkpoint.encode(model.config, model.params, { metadata }))
-  if (model.ema !== undefined) yield* ctx.writeBytes(files.ema, yield* Checkpoint.encode(model.config, model.ema, { metadata }))
-  return { family: model.family, config: model.config, parameters: parameterCount(model.config) } satisfies Output
+  const metadata = { [StateDict.familyKey]: model.family }
+  yield* ctx.writeBytes(files.raw, yield* StateDict.encode(model.config, model.params, { metadata }))
+  if (model.ema !== undefined) yield* ctx.writeBytes(files.ema, yield* StateDict.encode(model.config, model.ema, { metadata }))
+  return { family: model.family, config: model.config, parameters: parameterCount(model.config) } satisfies Model
 })
 
 /** Reads a model artifact's weights: the EMA when asked and present, otherwise the raw weights. */
@@ -62,35 +65,6 @@ export const read = Effect.fn("ModelArtifact.read")(function*(
 ) {
   const hasEma = artifact.manifest.files.some((f) => f.name === files.ema)
   const name = options.ema && hasEma ? files.ema : files.raw
-  const loaded = yield* Checkpoint.decode(artifact.output.config, yield* artifact.bytes(name))
+  const loaded = yield* StateDict.decode(artifact.output.config, yield* artifact.bytes(name))
   return { family: artifact.output.family, config: artifact.output.config, params: loaded.params, ema: name === files.ema }
-})
-
-/**
- * A stand-in for the stage that made a model artifact: Stage.run accepts an
- * input by its producer's name, so this lets an artifact found by key feed a
- * downstream stage. It never computes (the artifact exists); running it fails.
- */
-export const producer = (made: { readonly stage: string; readonly version: number }) =>
-  Stage.make({
-    name: made.stage,
-    version: made.version,
-    config: Schema.Json,
-    output: Output,
-    run: (_config, _inputs, ctx) =>
-      Effect.fail(new Stage.ArtifactNotFound({ stage: made.stage, key: ctx.key, reason: "a stand-in for an existing model artifact computes nothing" }))
-  })
-
-/**
- * The model artifact under `key`, whatever stage made it (a key from the
- * command line), verified, with a stand-in for its producer. Fails with
- * Stage.ArtifactNotFound naming the reason when the key holds none.
- */
-export const open = Effect.fn("ModelArtifact.open")(function*(key: string) {
-  const store = yield* ArtifactStore
-  const safe = Option.isSome(Schema.decodeUnknownOption(Manifest.SafeName)(key))
-  // A cheap look at the manifest for the producer's name; Stage.open then verifies every file.
-  const seen = safe ? yield* store.inspect(key, { hash: false }) : undefined
-  const stage = producer(seen?._tag === "Valid" ? seen.manifest : { stage: "model", version: 1 })
-  return { stage, artifact: yield* Stage.open(stage, key) }
 })

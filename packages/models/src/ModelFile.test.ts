@@ -4,7 +4,7 @@ import { Effect, FileSystem, Layer, Logger, Schema } from "effect"
 import { fileURLToPath } from "node:url"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { Hashed, HostTensor, ParamTree, Safetensors } from "@tinyfusion/tensor"
-import * as Checkpoint from "./Checkpoint.ts"
+import * as StateDict from "./StateDict.ts"
 import * as Config from "./Config.ts"
 import * as Init from "./Init.ts"
 import * as ModelArtifact from "./ModelArtifact.ts"
@@ -37,7 +37,7 @@ describe("ModelFile", () => {
       const fs = yield* FileSystem.FileSystem
       const dir = yield* fs.makeTempDirectoryScoped()
       const model = yield* Config.make("mini", { depth: 1, hiddenSize: 16, numHeads: 2, inputSize: 4 })
-      yield* fs.writeFile(`${dir}/d1.safetensors`, yield* Checkpoint.encode(model, Init.host(model, 2)))
+      yield* fs.writeFile(`${dir}/d1.safetensors`, yield* StateDict.encode(model, Init.host(model, 2)))
       const { described: loaded, artifact } = yield* ModelFile.store(`${dir}/d1.safetensors`, { family: "dit" })
       assert.deepStrictEqual(loaded.config, model)
       assert.strictEqual(loaded.configFrom, "from the file's metadata")
@@ -48,7 +48,7 @@ describe("ModelFile", () => {
       assert.notStrictEqual((yield* ModelFile.store(`${dir}/d1.safetensors`, { family: "sit" })).artifact.key, artifact.key)
       // The file changed after it was inspected: the stage refuses it.
       const described = yield* ModelFile.inspect(`${dir}/elsewhere.safetensors`, { family: "dit" })
-      yield* fs.writeFile(`${dir}/elsewhere.safetensors`, yield* Checkpoint.encode(model, Init.host(model, 3)))
+      yield* fs.writeFile(`${dir}/elsewhere.safetensors`, yield* StateDict.encode(model, Init.host(model, 3)))
       const changed = yield* Effect.flip(Stage.run(ModelFile.stage(described), { ...ModelFile.stageConfig(described), entry: "model" as const }, {}))
       assert.match(changed.message, /sha256 is [0-9a-f]{64}, the stage config names/)
     }).pipe(Effect.scoped, Effect.provide(layers)))
@@ -67,7 +67,7 @@ describe("ModelFile", () => {
       const noNull = yield* ModelFile.read(`${dir}/bare.safetensors`, { family: "dit", infer: { heads: 2, classDropoutProb: 0 } })
       assert.deepStrictEqual([noNull.config.numClasses, noNull.config.classDropoutProb], [4, 0])
       // The DiT-XL/2 shape names its heads.
-      const xl = yield* Config.infer(new Map(Checkpoint.referenceShapes(Config.presets["DiT-XL/2"])))
+      const xl = yield* Config.infer(new Map(StateDict.referenceShapes(Config.presets["DiT-XL/2"])))
       assert.deepStrictEqual(xl.config, Config.presets["DiT-XL/2"])
       assert.strictEqual(Config.presetOf(xl.config), "DiT-XL/2")
       assert.strictEqual(ModelFile.describeModel("sit", Config.presets["TinyDiT-D14"]), "TinyDiT-D14: SiT(depth 14, hidden 1152, heads 16, patch 2, 32×32×4, 1000 classes, learn_sigma)")
@@ -91,7 +91,7 @@ describe("ModelFile", () => {
       assert.deepStrictEqual(values(model.params, "blocks.0.attn.qkv.bias"), [...Hashed.values("model/blocks.0.attn.qkv.bias", 48, -1, 1)])
 
       const wrong = yield* Effect.flip(ModelFile.read(torchFixture("dit-bare.pt"), { family: "dit", preset: "DiT-S/2" }))
-      assert.strictEqual(wrong._tag, "CheckpointMismatch")
+      assert.strictEqual(wrong._tag, "StateDictMismatch")
       assert.include(wrong.message, "pos_embed is [1, 16, 16], expected [1, 256, 384]")
       const missing = yield* Effect.flip(ModelFile.read(torchFixture("absent.pt"), { family: "dit" }))
       assert.match(missing.message, /absent\.pt: file not found/)
@@ -104,15 +104,15 @@ describe("ModelFile", () => {
       const model = yield* Config.make("mini", { depth: 1, hiddenSize: 16, numHeads: 2, inputSize: 4 })
       const Sit = Stage.make({
         name: "sit-model",
-        version: 1,
+        module: import.meta.url,
         config: Schema.Struct({}),
-        output: ModelArtifact.Output,
+        output: ModelArtifact.Model,
         run: (_config, _inputs, ctx) => ModelArtifact.write(ctx, { family: "sit", config: model, params: Init.host(model, 1), ema: Init.host(model, 2) })
       })
       const made = yield* Stage.run(Sit, {}, {})
       for (const name of [ModelArtifact.files.raw, ModelArtifact.files.ema]) {
         const bytes = yield* made.bytes(name)
-        assert.strictEqual((yield* Safetensors.decode(bytes)).metadata[Checkpoint.familyKey], "sit")
+        assert.strictEqual((yield* Safetensors.decode(bytes)).metadata[StateDict.familyKey], "sit")
         // Taken out of the store, the file says what it holds: no flag needed, a wrong one refused.
         const file = `${dir}/${name}`
         yield* fs.writeFile(file, bytes)
@@ -122,7 +122,7 @@ describe("ModelFile", () => {
         assert.strictEqual(wrong.message, `${file} holds a sit model (its metadata records the family), not a dit one`)
       }
       // A file that records no family (a reference checkpoint imported without --family) is what it is asked to be, dit by default.
-      yield* fs.writeFile(`${dir}/plain.safetensors`, yield* Checkpoint.encode(model, Init.host(model, 1)))
+      yield* fs.writeFile(`${dir}/plain.safetensors`, yield* StateDict.encode(model, Init.host(model, 1)))
       assert.deepStrictEqual(
         [(yield* ModelFile.inspect(`${dir}/plain.safetensors`, {})).family, (yield* ModelFile.inspect(`${dir}/plain.safetensors`, { family: "sit" })).family],
         ["dit", "sit"]

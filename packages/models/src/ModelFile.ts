@@ -18,7 +18,7 @@
 import { Effect, Option, Schema } from "effect"
 import { Stage } from "@tinyfusion/core"
 import { type HostTensor, WeightsFile } from "@tinyfusion/tensor"
-import * as Checkpoint from "./Checkpoint.ts"
+import * as StateDict from "./StateDict.ts"
 import * as Config from "./Config.ts"
 import * as ModelArtifact from "./ModelArtifact.ts"
 
@@ -95,7 +95,7 @@ export const family = Effect.fn("ModelFile.family")(function*(
   asked: ModelArtifact.Family | undefined,
   file: string
 ) {
-  const text = metadata[Checkpoint.familyKey]
+  const text = metadata[StateDict.familyKey]
   if (text === undefined) return asked ?? "dit"
   const recorded = Schema.decodeUnknownOption(ModelArtifact.Family)(text)
   if (Option.isNone(recorded)) return yield* new FamilyMismatch({ file, recorded: JSON.stringify(text), asked: asked ?? "dit or sit" })
@@ -108,7 +108,7 @@ export const inspect = Effect.fn("ModelFile.inspect")(function*(path: string, op
   const { shapes: listed, ...weights } = yield* WeightsFile.inspect(path, options.entry === undefined ? {} : { entry: options.entry })
   const prefix = options.prefix ?? ""
   const shapes = underPrefix(listed, prefix)
-  const stored = yield* Checkpoint.storedConfig(weights.metadata)
+  const stored = yield* StateDict.storedConfig(weights.metadata)
   let config: Config.Config
   let configFrom: string
   if (options.preset !== undefined) {
@@ -122,8 +122,8 @@ export const inspect = Effect.fn("ModelFile.inspect")(function*(path: string, op
     config = yield* Config.decode({ ...inferred.config, ...options.overrides })
     configFrom = `inferred from the tensor shapes${inferred.assumed.length > 0 ? `; assumed ${inferred.assumed.join("; ")}` : ""}`
   }
-  yield* Checkpoint.check(config, shapes)
-  const entry = /^entry (ema|model) /.exec(weights.source)?.[1] as WeightsFile.Entry | undefined
+  yield* StateDict.check(config, shapes)
+  const { entry } = weights
   return {
     path,
     family: yield* family(weights.metadata, options.family, path),
@@ -139,7 +139,7 @@ export const inspect = Effect.fn("ModelFile.inspect")(function*(path: string, op
 /** Reads the weights of an inspected file. */
 export const load = Effect.fn("ModelFile.load")(function*(described: Described) {
   const { tensors } = yield* WeightsFile.read(described.path, described.entry === undefined ? {} : { entry: described.entry })
-  const { params } = yield* Checkpoint.fromTensors(described.config, tensors, { prefix: described.prefix })
+  const { params } = yield* StateDict.fromTensors(described.config, tensors, { prefix: described.prefix })
   return { ...described, params } satisfies Loaded
 })
 
@@ -158,9 +158,9 @@ export const describeModel = (family: ModelArtifact.Family, config: Config.Confi
 export const stage = (described: Described) =>
   Stage.make({
     name: "model-file",
-    version: 1,
+    module: import.meta.url,
     config: ModelFileConfig,
-    output: ModelArtifact.Output,
+    output: ModelArtifact.Model,
     run: (config, _inputs, ctx) =>
       Effect.gen(function*() {
         const found = yield* WeightsFile.fileSha256(described.path)

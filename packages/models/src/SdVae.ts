@@ -20,7 +20,7 @@
  */
 import { Schema } from "effect"
 import { HostTensor, type ParamTree, tf } from "@tinyfusion/tensor"
-import * as Checkpoint from "./Checkpoint.ts"
+import * as StateDict from "./StateDict.ts"
 
 export const Config = Schema.Struct({
   imageChannels: Schema.Int,
@@ -141,7 +141,7 @@ const isVaeKey = (key: string) => /^(encoder|decoder|quant_conv|post_quant_conv)
  * [C, C] (latent-diffusion's 1×1 convs squeezed). Keys outside the VAE are
  * returned in `ignored`, so a caller can say what it left out.
  */
-export function fromLayout<T extends Checkpoint.Shaped>(
+export function fromLayout<T extends StateDict.Shaped>(
   layout: Layout,
   tensors: ReadonlyMap<string, T>,
   squeeze: (t: T) => T
@@ -167,7 +167,7 @@ export function fromLayout<T extends Checkpoint.Shaped>(
 export const squeezeHost = (t: HostTensor.HostTensor): HostTensor.HostTensor => HostTensor.float32(t.shape.slice(0, 2), t.data as Float32Array)
 
 /** The config the tensors' shapes name (the latent scale and GroupNorm groups are not in the weights: kl-f8's). */
-export function inferConfig(tensors: ReadonlyMap<string, Checkpoint.Shaped>): Config | undefined {
+export function inferConfig(tensors: ReadonlyMap<string, StateDict.Shaped>): Config | undefined {
   const convIn = tensors.get("encoder.conv_in.weight")
   const quant = tensors.get("quant_conv.weight")
   if (convIn === undefined || quant === undefined) return undefined
@@ -184,8 +184,8 @@ export const describe = (config: Config): string =>
   `SD-VAE (channels ${config.channels.join("/")}, ${config.layersPerBlock} resnets per level, ${config.latentChannels} latent channels)`
 
 /** Fails unless the (diffusers-keyed) tensors are exactly the config's, in float32; mismatches name the key and both shapes. */
-export const check = (config: Config, tensors: ReadonlyMap<string, Checkpoint.Shaped>) =>
-  Checkpoint.checkShapes(describe(config), referenceShapes(config), tensors)
+export const check = (config: Config, tensors: ReadonlyMap<string, StateDict.Shaped>) =>
+  StateDict.checkShapes(describe(config), referenceShapes(config), tensors)
 
 // ---------------------------------------------------------------- forward
 

@@ -7,7 +7,7 @@
 import { Effect } from "effect"
 import { GaussianDiffusion, Training, Transport } from "@tinyfusion/diffusion"
 import { CalibrationLoss } from "@tinyfusion/eval"
-import { Checkpoint, Config, DiT } from "@tinyfusion/models"
+import { Config, DiT, StateDict } from "@tinyfusion/models"
 import { type Compute, type ComputeError, type ParamTree, tf } from "@tinyfusion/tensor"
 
 /** An nn.Linear the forward routes through its Linear hook: its module path and [out, in]. */
@@ -70,7 +70,7 @@ const noised = (objective: Training.Objective, x: tf.Tensor4D, d: Training.Draws
 
 /** A DiT (objective ddpm) or SiT (objective sit) of this config. */
 export function dit(objective: Training.Objective, config: Config.Config): BlockStack {
-  const linears = Checkpoint.referenceShapes(config).flatMap(([key, shape]): Array<LinearLayout> =>
+  const linears = StateDict.referenceShapes(config).flatMap(([key, shape]): Array<LinearLayout> =>
     key.endsWith(".weight") && shape.length === 2 && key !== "y_embedder.embedding_table.weight"
       ? [{ path: key.slice(0, -".weight".length), outFeatures: shape[0]!, inFeatures: shape[1]! }]
       : []
@@ -79,7 +79,7 @@ export function dit(objective: Training.Objective, config: Config.Config): Block
     depth: config.depth,
     dit: { config, objective },
     description: Config.describe(config),
-    block: (params, index) => DiT.params(params).blocks[index]! as unknown as ParamTree.ParamTree,
+    block: (params, index) => DiT.params(params).blocks[index]!,
     linears,
     split: DiT.split,
     join: DiT.join,

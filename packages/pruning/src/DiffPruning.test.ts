@@ -2,6 +2,7 @@ import { NodeServices } from "@effect/platform-node"
 import { assert, beforeEach, describe, it } from "@effect/vitest"
 import { Effect, Layer, Logger } from "effect"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
+import { Stages } from "@tinyfusion/data"
 import { type Config, ModelArtifact } from "@tinyfusion/models"
 import { type BackendName, Compute, HostTensor, ParamTree, WebGpuFixture } from "@tinyfusion/tensor"
 import * as BlockStack from "./BlockStack.ts"
@@ -44,12 +45,11 @@ const threshold = 0.5
 const pruneTeacher = Effect.gen(function*() {
   const teacher = yield* Stage.run(Fixtures.Teacher, { family: "dit", config, weights: { random: 3, zeroed } }, {})
   const data = yield* Stage.run(Fixtures.Latents, { count: 8, shape: [4, 4, 4], classes: 3, seed: 0 }, {})
-  const pruned = yield* Stage.run(Fixtures.stages.prune, {
+  const pruned = yield* Fixtures.prune({
     method: "diff-pruning",
     keep: 2,
     seed: 0,
     calibration: 8,
-    iterations: 0,
     options: { ratio, stride: 100, threshold, batchSize: 4, checkpointEvery: 3 }
   }, { teacher, data })
   return { teacher, data, pruned }
@@ -59,7 +59,7 @@ const pruneTeacher = Effect.gen(function*() {
 const pruneOn = (backend: BackendName) =>
   Effect.gen(function*() {
     const { pruned } = yield* pruneTeacher
-    return { decision: yield* PruneStage.readDecision(pruned), importance: yield* pruned.tensorMap("importance.safetensors") }
+    return { decision: yield* Fixtures.decision(pruned, DiffPruning.Evidence), importance: yield* pruned.tensorMap("importance.safetensors") }
   }).pipe(
     Effect.provide(ArtifactStore.layerTemp),
     Effect.provide(Layer.mergeAll(NodeServices.layer, Compute.layer(backend), Logger.layer([])))
@@ -69,18 +69,20 @@ describe("Diff-Pruning", () => {
   it.live("removes exactly the units that are zero; the export is the teacher cut to the rest, a DiT recording its widths", () =>
     Effect.gen(function*() {
       const { teacher, data, pruned } = yield* pruneTeacher
-      const decision = yield* PruneStage.readDecision(pruned)
-      const width = decision.width!
+      const decision = yield* Fixtures.decision(pruned, DiffPruning.Evidence)
+      const { cut, sweep } = decision.evidence
       assert.deepStrictEqual(decision.kept, [0, 1])
-      assert.deepStrictEqual(width.kept, complement(Width.all(config), zeroed))
-      assert.strictEqual(width.share, 0.75)
-      assert.strictEqual(width.parameters, ModelArtifact.parameterCount(Width.narrowed(config, 12)))
+      assert.deepStrictEqual(cut.kept, complement(Width.all(config), zeroed))
+      assert.strictEqual(cut.share, 0.75)
+      // The narrower DiT's parameters are in the cut (no headline figure: the cell's metrics are the scores).
+      assert.strictEqual(cut.parameters, ModelArtifact.parameterCount(Width.narrowed(config, 12)))
+      assert.deepStrictEqual(pruned.output.headline, {})
       // The sweep: chain steps 0, 100, …, ending at the first loss below threshold × the largest before it.
-      assert.deepStrictEqual(width.steps, width.losses.map((_, i) => 100 * i))
-      assert.isBelow(width.steps.length, 10, "the threshold ended the sweep")
-      width.losses.forEach((loss, i) => {
-        const largest = Math.max(...width.losses.slice(0, i + 1))
-        if (i < width.losses.length - 1) assert.isAtLeast(loss, threshold * largest, `step ${width.steps[i]}`)
+      assert.deepStrictEqual(sweep.steps, sweep.losses.map((_, i) => 100 * i))
+      assert.isBelow(sweep.steps.length, 10, "the threshold ended the sweep")
+      sweep.losses.forEach((loss, i) => {
+        const largest = Math.max(...sweep.losses.slice(0, i + 1))
+        if (i < sweep.losses.length - 1) assert.isAtLeast(loss, threshold * largest, `step ${sweep.steps[i]}`)
         else assert.isBelow(loss, threshold * largest)
       })
       assert.isTrue(Number.isFinite(decision.calibrationLoss))
@@ -93,10 +95,10 @@ describe("Diff-Pruning", () => {
       const params = HostTensor.treeToTensors(host)
       const objective = yield* BlockStack.objective("dit", config)
       const stack = BlockStack.dit(objective, config)
-      const source = yield* Fixtures.readLatents(data)
+      const source = yield* Stages.readLatents(data)
       const set = stack.calibrationSet(source.batch({ seed: 0, batchSize: 8 }, 0), 0)
       const sum = new Map<string, Float64Array>()
-      for (const step of width.steps) {
+      for (const step of sweep.steps) {
         const at = yield* DiffPruning.gradientAt(stack, params, set, step, 8)
         for (const [k, g] of ParamTree.flatten(yield* HostTensor.treeFromTensors(at.grads), HostTensor.isHostTensor)) {
           const into = sum.get(k) ?? new Float64Array(g.data.length)
@@ -113,28 +115,21 @@ describe("Diff-Pruning", () => {
       taylor.hidden.forEach((v, j) => assert.closeTo(stored("hidden")[j]!, v, 1e-4 * Math.max(...taylor.hidden), `hidden ${j}`))
       taylor.mlp.flatMap((m) => [...m]).forEach((v, i) => assert.closeTo(stored("mlp")[i]!, v, 1e-4 * Math.max(...taylor.mlp[0]!), `mlp ${i}`))
 
-      const exported = yield* Stage.run(Fixtures.stages.export, {}, { decision: pruned, teacher })
+      const exported = yield* Stage.run(PruneStage.ExportStage, {}, { decision: pruned, teacher })
       assert.deepStrictEqual(exported.output.config, { ...config, hiddenSize: 12, numHeads: 3, headDim: 4, mlpHidden: 24 })
-      assert.strictEqual(exported.output.parameters, width.parameters)
+      assert.strictEqual(exported.output.parameters, cut.parameters)
       const student = yield* PruneStage.readModel(exported)
-      const expected = Width.narrow(config, host, width.kept).params
+      const expected = Width.narrow(config, host, cut.kept).params
       const got = new Map(ParamTree.flatten(student.params, HostTensor.isHostTensor))
       for (const [key, t] of ParamTree.flatten(expected, HostTensor.isHostTensor)) assert.isTrue(HostTensor.bitEqual(got.get(key)!, t), key)
       assert.deepStrictEqual(got.get("blocks.1.attn.qkv.weight")!.shape, [36, 12])
       assert.deepStrictEqual(got.get("blocks.1.mlp.fc2.weight")!.shape, [12, 24])
       // The pruned model's calibration loss is the narrow model's: pruning it "again" at ratio 0 keeps it whole.
-      const prunedAgain = PruneStage.make({
-        teacher: Fixtures.stages.export,
-        data: Fixtures.Latents,
-        readTeacher: PruneStage.readModel,
-        readData: Fixtures.readLatents
-      })
-      const again = yield* Stage.run(prunedAgain.prune, {
+      const again = yield* Fixtures.prune({
         method: "diff-pruning",
         keep: 2,
         seed: 0,
         calibration: 8,
-        iterations: 0,
         options: { ratio: 0, stride: 500, threshold: 0 }
       }, { teacher: exported, data })
       assert.strictEqual(again.output.calibrationLoss, decision.calibrationLoss)
@@ -145,14 +140,14 @@ describe("Diff-Pruning", () => {
       const teacher = yield* Stage.run(Fixtures.Teacher, { family: "sit", config, weights: { random: 4 } }, {})
       const data = yield* Stage.run(Fixtures.Latents, { count: 4, shape: [4, 4, 4], classes: 3, seed: 0 }, {})
       const run = (keep: number, options: Record<string, number>) =>
-        Stage.run(Fixtures.stages.prune, { method: "diff-pruning", keep, seed: 0, calibration: 4, iterations: 0, options }, { teacher, data })
+        Fixtures.prune({ method: "diff-pruning", keep, seed: 0, calibration: 4, options }, { teacher, data })
       const shallower = yield* Effect.flip(run(1, { ratio: 0.5 }))
       assert.match(shallower.message, /keeps every block: give keep 2/)
       const noRatio = yield* Effect.flip(run(2, { stride: 10 }))
       assert.match(noRatio.message, /invalid options for pruner diff-pruning.*ratio/)
       const sit = yield* run(2, { ratio: 0.5, stride: 250, threshold: 0 })
-      const decision = yield* PruneStage.readDecision(sit)
-      assert.deepStrictEqual(decision.width!.steps, [0, 250, 500, 750])
+      const decision = yield* Fixtures.decision(sit, DiffPruning.Evidence)
+      assert.deepStrictEqual(decision.evidence.sweep.steps, [0, 250, 500, 750])
       assert.isTrue(Number.isFinite(decision.calibrationLoss))
     }).pipe(Effect.provide(ArtifactStore.layerTemp)).pipe(Effect.provide(env)))
 
@@ -163,9 +158,10 @@ describe("Diff-Pruning", () => {
       Effect.gen(function*() {
         const wasm = yield* pruneOn("wasm")
         const gpu = yield* pruneOn("webgpu")
-        assert.deepStrictEqual(gpu.decision.width!.kept, complement(Width.all(config), zeroed))
-        assert.deepStrictEqual(gpu.decision.width!.steps, wasm.decision.width!.steps)
-        gpu.decision.width!.losses.forEach((l, i) => assert.closeTo(l, wasm.decision.width!.losses[i]!, 1e-5 * wasm.decision.width!.losses[i]!))
+        const [g, w] = [gpu.decision.evidence, wasm.decision.evidence]
+        assert.deepStrictEqual(g.cut.kept, complement(Width.all(config), zeroed))
+        assert.deepStrictEqual(g.sweep.steps, w.sweep.steps)
+        g.sweep.losses.forEach((l, i) => assert.closeTo(l, w.sweep.losses[i]!, 1e-5 * w.sweep.losses[i]!))
         for (const [name, t] of wasm.importance) {
           const scale = Math.max(...t.data)
           t.data.forEach((v, j) => assert.closeTo(gpu.importance.get(name)!.data[j]!, v, 1e-4 * scale, `${name}[${j}]`))

@@ -21,7 +21,7 @@
  * summed on a Checkpoint.loop, so a killed run resumes where it was.
  */
 import { Effect, Schema } from "effect"
-import { Checkpoint } from "@tinyfusion/core"
+import { Checkpoint, Method } from "@tinyfusion/core"
 import { CalibrationLoss } from "@tinyfusion/eval"
 import type { Training } from "@tinyfusion/diffusion"
 import { Compute, Gradients, HostTensor, ParamTree, tf, tidy } from "@tinyfusion/tensor"
@@ -32,22 +32,39 @@ import * as Width from "./Width.ts"
 
 export const name = "diff-pruning"
 
-const withDefault = <S extends Schema.Top>(schema: S, value: S["Encoded"]) => schema.pipe(Schema.withDecodingDefaultKey(Effect.succeed(value)))
+const { option } = Method
 const PositiveInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
+const Index = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
 
 export const Options = Schema.Struct({
-  /** The share of the teacher's parameters removed (Table 1: 0.5 and 0.75). */
-  ratio: Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0), Schema.isLessThan(1)),
-  /** End the sweep after the first step whose loss is below threshold × the largest so far (0: visit every step). */
-  threshold: withDefault(Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0), Schema.isLessThan(1)), 0.05),
-  /** Visit chain steps 0, stride, 2·stride, … */
-  stride: withDefault(PositiveInt, 1),
-  /** Samples per forward and backward pass (memory, not the result). */
-  batchSize: withDefault(PositiveInt, 64),
-  /** Checkpoint the sweep every this many visited steps (0: never). */
-  checkpointEvery: withDefault(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)), 100)
+  ratio: Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0), Schema.isLessThan(1))
+    .annotate({ description: "The share of the teacher's parameters removed (Table 1: 0.5 and 0.75); every block stays" }),
+  threshold: option(
+    Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0), Schema.isLessThan(1)),
+    0.05,
+    "End the sweep after the first step whose loss is below threshold × the largest so far (0: visit every step)"
+  ),
+  stride: option(PositiveInt, 1, "Visit chain steps 0, stride, 2·stride, … (the reference: 1)"),
+  batchSize: option(PositiveInt, 64, "Samples per forward and backward pass (memory, not the result)"),
+  checkpointEvery: option(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)), 100, "Checkpoint the sweep every this many visited steps (0: never)")
 })
 export type Options = typeof Options.Type
+
+/** What Diff-Pruning decides besides keeping every block: the narrower DiT's channels, and the sweep behind them. */
+export const Evidence = Schema.Struct({
+  cut: Schema.Struct({
+    /** Parameters of the narrower DiT. */
+    parameters: Index,
+    /** The share of the teacher's parameters the target removes. */
+    ratio: Schema.Finite,
+    /** The share of every width kept (Width.forRatio). */
+    share: Schema.Finite,
+    kept: Width.Kept
+  }),
+  /** The chain steps the diffusion-loss gradient was accumulated over, in order, and the loss at each. */
+  sweep: Schema.Struct({ steps: Schema.Array(Index), losses: Schema.Array(Schema.Finite) })
+}).check(Schema.makeFilter((e) => (e.sweep.steps.length === e.sweep.losses.length ? undefined : "one loss per accumulated step")))
+export type Evidence = typeof Evidence.Type
 
 /** Chain steps of the sweep's grid: DDPM's timesteps, and SiT's t in thousandths. */
 const chainSteps = (objective: Training.Objective): number => (objective._tag === "ddpm" ? objective.diffusion.numTimesteps : 1000)
@@ -123,7 +140,7 @@ export const sweep = Effect.fn("DiffPruning.sweep")(function*(
  * (a host tree of the trained keys), on Checkpoint.loop in `ctx`.
  */
 export const accumulate = Effect.fn("DiffPruning.accumulate")(function*(
-  request: Pick<Pruner.Request, "stack" | "params" | "calibration" | "ctx">,
+  request: Pick<Pruner.Request<Options>, "stack" | "params" | "calibration" | "ctx">,
   objective: Training.Objective,
   steps: ReadonlyArray<number>,
   options: Pick<Options, "batchSize" | "checkpointEvery">
@@ -151,12 +168,16 @@ export const accumulate = Effect.fn("DiffPruning.accumulate")(function*(
   return grads
 })
 
-export const method: Pruner.Method = {
+export const method = Pruner.make({
   name,
   description: "Diff-Pruning: width pruning of heads, MLP channels and hidden widths by Taylor importance over the informative timesteps",
-  prune: Effect.fn("DiffPruning.prune")(function*(request: Pruner.Request) {
-    const o = yield* Pruner.options(name, Options, request.options)
-    const { stack, target } = request
+  module: import.meta.url,
+  options: Options,
+  evidence: Evidence,
+  // Every block stays; the model is the teacher cut to the kept channels.
+  model: (teacher, evidence) => Width.narrow(teacher.config, teacher.params, evidence.cut.kept),
+  prune: Effect.fn("DiffPruning.prune")(function*(request: Pruner.Request<Options>) {
+    const { stack, target, options: o } = request
     const dit = stack.dit
     if (dit === undefined) {
       return yield* new Pruner.UnsupportedTarget({ method: name, target: stack.description, reason: "width pruning cuts a DiT's heads and channels" })
@@ -182,21 +203,14 @@ export const method: Pruner.Method = {
       heads: asTensor(scores.heads),
       mlp: asTensor(scores.mlp)
     })
-    yield* request.ctx.metric("parameters", shape.parameters)
-    yield* request.ctx.metric("parameters_removed", shape.removed)
-    yield* request.ctx.metric("steps_accumulated", swept.steps.length)
+    yield* request.ctx.metric("parametersRemoved", shape.removed)
+    yield* request.ctx.metric("stepsAccumulated", swept.steps.length)
     return {
-      method: name,
-      teacherDepth: stack.depth,
       kept: Array.from({ length: stack.depth }, (_, i) => i),
-      width: {
-        ratio: o.ratio,
-        share: shape.share,
-        parameters: shape.parameters,
-        kept: Width.select(scores, shape.config),
-        steps: swept.steps,
-        losses: swept.losses
+      evidence: {
+        cut: { parameters: shape.parameters, ratio: o.ratio, share: shape.share, kept: Width.select(scores, shape.config) },
+        sweep: { steps: swept.steps, losses: swept.losses }
       }
     }
   })
-}
+})

@@ -29,9 +29,10 @@ export const probabilities = (logits: tf.Tensor2D, scale: number): tf.Tensor2D =
  */
 export const gates = (onehot: tf.Tensor3D, scheme: Scheme.Scheme, depth: number): tf.Tensor2D =>
   tf.tidy(() => {
+    const { groups, rest } = Scheme.groups(scheme, depth)
     const [batch, groupCount] = onehot.shape
+    if (groupCount !== groups.length) throw new Error(`${groupCount} groups of choices for ${groups.length} groups of ${scheme.m} layers`)
     const matrix = tf.tensor2d(Scheme.candidateMatrix(scheme).map((r) => [...r]))
     const grouped = tf.reshape(tf.matMul(tf.reshape(onehot, [batch * groupCount, -1]), matrix), [batch, groupCount * scheme.m])
-    const rest = depth - groupCount * scheme.m
-    return (rest === 0 ? grouped : tf.concat([grouped, tf.ones([batch, rest])], 1)) as tf.Tensor2D
+    return (rest.length === 0 ? grouped : tf.concat([grouped, tf.ones([batch, rest.length])], 1)) as tf.Tensor2D
   })

@@ -18,10 +18,9 @@
  * step: a resumed run ends with the same bits as an uninterrupted one.
  */
 import { Effect, Schema } from "effect"
-import { Checkpoint } from "@tinyfusion/core"
-import { AdamW, Compute, type ComputeError, Ema, Gradients, HostTensor, ParamTree, Rng, Schedules, tf, tidy } from "@tinyfusion/tensor"
+import { Checkpoint, Method } from "@tinyfusion/core"
+import { AdamW, Compute, type ComputeError, HostTensor, ParamTree, Rng, Schedules, tf, tidy, Update } from "@tinyfusion/tensor"
 import type { BlockStack } from "./BlockStack.ts"
-import { type Snapshot, Snapshot as SnapshotSchema } from "./Decision.ts"
 import * as Gumbel from "./Gumbel.ts"
 import type { LatentSource } from "./LatentSource.ts"
 import * as Lora from "./Lora.ts"
@@ -30,30 +29,47 @@ import * as Scheme from "./Scheme.ts"
 import * as Selection from "./Selection.ts"
 
 const Positive = Schema.Finite.check(Schema.isGreaterThan(0))
-const withDefault = <S extends Schema.Top>(schema: S, value: S["Encoded"]) => schema.pipe(Schema.withDecodingDefaultKey(Effect.succeed(value)))
+const { option } = Method
 
 export const Options = Schema.Struct({
-  /** The co-optimised weight update ΔW. */
-  update: withDefault(Schema.Literals(["lora", "full", "frozen"]), "lora"),
-  rank: withDefault(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)), 8),
-  /** LoRA's α; the update is scaled by α / rank (16 / 8 = 2, as the reference's alpha = 2·rank). */
-  alpha: withDefault(Positive, 16),
-  /** Gumbel temperature, linear from the first to the second over the run. */
-  tau: withDefault(Schema.Tuple([Positive, Positive]), [4, 0.1]),
-  /** Logit scaling of the sampling and of the confidence. */
-  scaling: withDefault(Positive, 100),
-  gateLr: withDefault(Positive, 1e-3),
-  /** Learning rate of ΔW (LoRA or, with Full, the weights). */
-  weightLr: withDefault(Positive, 1e-4),
-  maxGradNorm: withDefault(Positive, 1),
-  emaDecay: withDefault(Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0), Schema.isLessThan(1)), 0.999),
-  batchSize: withDefault(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)), 64),
-  /** Record the decision every this many steps (and at the start and the end). */
-  logEvery: withDefault(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)), 10),
-  /** Checkpoint every this many steps (0: never). */
-  checkpointEvery: withDefault(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)), 100)
+  iterations: option(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)), 500, "Mask-learning iterations (the τ schedule spans them)"),
+  update: option(Schema.Literals(["lora", "full", "frozen"]), "lora", "The co-optimised weight update ΔW: LoRA on every Linear, all weights, or none"),
+  rank: option(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)), 8, "LoRA rank"),
+  alpha: option(Positive, 16, "LoRA α; the update is scaled by α / rank (16 / 8 = 2, the reference's alpha = 2·rank)"),
+  tau: option(Schema.Tuple([Positive, Positive]), [4, 0.1], "Gumbel temperature, linear from the first to the second over the run"),
+  scaling: option(Positive, 100, "Logit scaling of the sampling and of the confidence"),
+  gateLr: option(Positive, 1e-3, "Learning rate of the gate logits"),
+  weightLr: option(Positive, 1e-4, "Learning rate of ΔW (LoRA or, with full, the weights)"),
+  maxGradNorm: option(Positive, 1, "Global gradient-norm clip"),
+  emaDecay: option(Schema.Finite.check(Schema.isGreaterThanOrEqualTo(0), Schema.isLessThan(1)), 0.999, "EMA decay of the logits that decide"),
+  batchSize: option(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)), 64, "Latents per iteration"),
+  logEvery: option(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)), 10, "Record the decision every this many iterations (and at the start and the end)"),
+  checkpointEvery: option(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)), 100, "Checkpoint every this many iterations (0: never)")
 })
 export type Options = typeof Options.Type
+
+const Index = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
+
+/** One logged iteration of mask learning: the decision the EMA gates gave then. */
+export const Snapshot = Schema.Struct({
+  /** Iterations done when it was taken (0: the uniform start). */
+  step: Index,
+  /** Teacher indices of the pruned model's layers, ascending. */
+  kept: Schema.Array(Index),
+  /** Per kept layer: the probability of the candidate that put it there (1 for trailing layers outside every group). */
+  probability: Schema.Array(Schema.Finite)
+})
+export type Snapshot = typeof Snapshot.Type
+
+export const Evidence = Schema.Struct({
+  /** Per group, each candidate's probability softmax(scaling × EMA logits). */
+  probabilities: Schema.Array(Schema.Array(Schema.Finite)),
+  /** Mean over groups of the largest candidate probability. */
+  confidence: Schema.Finite,
+  /** The decision at every logged iteration (Figure 6). */
+  history: Schema.Array(Snapshot)
+})
+export type Evidence = typeof Evidence.Type
 
 /** What the EMA logits of a scheme decide. */
 export interface Decided {
@@ -94,17 +110,22 @@ export function decide(scheme: Scheme.Scheme, depth: number, logits: ArrayLike<n
 const snapshot = (step: number, d: Decided): Snapshot => ({ step, kept: [...d.kept], probability: [...d.slotProbability] })
 
 /** The JSON part of the loop state: AdamW's step count and the logged decisions. */
-export const LoopData = Schema.Struct({ adamStep: Schema.Int, history: Schema.Array(SnapshotSchema) })
+export const LoopData = Schema.Struct({ adamStep: Schema.Int, history: Schema.Array(Snapshot) })
 export type LoopData = typeof LoopData.Type
 
 /** The loop's tensors: gate logits, their EMA, ΔW (absent when Frozen) and the AdamW moments of {gates, delta}. */
-interface LoopTensors {
-  readonly logits: tf.Tensor2D
-  readonly ema: tf.Tensor2D
+export type LoopTensors = {
+  readonly logits: tf.Tensor
+  readonly ema: tf.Tensor
   readonly delta?: ParamTree.ParamTree
   readonly m: ParamTree.ParamTree
   readonly v: ParamTree.ParamTree
 }
+
+export type LoopState = Checkpoint.State<LoopData, LoopTensors>
+
+/** What the optimiser trains: the gate logits and ΔW. */
+type Trainable = { readonly gates: tf.Tensor; readonly delta?: ParamTree.ParamTree }
 
 const isGate = (key: string) => key === "gates"
 
@@ -123,20 +144,15 @@ export interface Setup {
   readonly params: ParamTree.ParamTree
   readonly scheme: Scheme.Scheme
   readonly options: Options
-  /** Steps of the run (the τ schedule spans them). */
-  readonly iterations: number
   readonly seed: number
   readonly source: LatentSource
 }
 
 /** A mask-learning run: its state before step 0, one step, and what EMA logits decide. */
 export interface Session {
-  readonly init: Effect.Effect<Checkpoint.State<LoopData>>
+  readonly init: Effect.Effect<LoopState>
   /** Step `index` from the state after `index` steps (what Checkpoint.loop calls). */
-  readonly step: (
-    state: Checkpoint.State<LoopData>,
-    index: number
-  ) => Effect.Effect<{ readonly state: Checkpoint.State<LoopData>; readonly loss: number }, ComputeError>
+  readonly step: (state: LoopState, index: number) => Effect.Effect<{ readonly state: LoopState; readonly loss: number }, ComputeError>
   readonly decide: (ema: ArrayLike<number>) => Decided
 }
 
@@ -146,21 +162,25 @@ export const session = Effect.fn("Learnable.session")(function*(setup: Setup): E
   const depth = stack.depth
   const groupCount = Scheme.groups(scheme, depth).groups.length
   const candidateCount = Scheme.candidates(scheme).length
-  const tau = Schedules.linear({ from: o.tau[0], to: o.tau[1], steps: setup.iterations - 1 })
-  const optimiser: AdamW.Config = {
-    ...AdamW.defaults,
-    groups: [
-      { name: "gates", includes: isGate, lr: o.gateLr, weightDecay: 0 },
-      { name: "delta", includes: () => true, lr: o.weightLr, weightDecay: 0 }
-    ]
+  const tau = Schedules.linear({ from: o.tau[0], to: o.tau[1], steps: o.iterations - 1 })
+  const update: Update.Settings = {
+    optimiser: {
+      ...AdamW.defaults,
+      groups: [
+        { name: "gates", includes: isGate, lr: o.gateLr, weightDecay: 0 },
+        { name: "delta", includes: () => true, lr: o.weightLr, weightDecay: 0 }
+      ]
+    },
+    maxGradNorm: o.maxGradNorm,
+    emaDecay: o.emaDecay
   }
   const frozen = stack.split(params).frozen
   const loraScale = o.alpha / o.rank
   const gumbel = Rng.stream(seed, "prune/gumbel")
   const decideFrom = (values: ArrayLike<number>) => decide(scheme, depth, values, o.scaling)
 
-  const init = Effect.sync((): Checkpoint.State<LoopData> => {
-    const logits = tf.zeros([groupCount, candidateCount]) as tf.Tensor2D
+  const init = Effect.sync((): LoopState => {
+    const logits = tf.zeros([groupCount, candidateCount])
     const delta = o.update === "lora"
       ? canonical(HostTensor.treeToTensors(Lora.init(stack.linears, o.rank, seed)))
       : o.update === "full"
@@ -168,16 +188,15 @@ export const session = Effect.fn("Learnable.session")(function*(setup: Setup): E
       : undefined
     const trainable = { gates: logits, ...(delta === undefined ? {} : { delta }) }
     const adam = AdamW.init(trainable)
-    const tensors: LoopTensors = { logits, ema: tf.clone(logits), ...(delta === undefined ? {} : { delta }), m: adam.m, v: adam.v }
     return {
-      tensors: tensors as unknown as ParamTree.ParamTree,
+      tensors: { logits, ema: tf.clone(logits), ...(delta === undefined ? {} : { delta }), m: adam.m, v: adam.v },
       data: { adamStep: 0, history: [snapshot(0, decideFrom(new Float32Array(groupCount * candidateCount)))] }
     }
   })
 
-  const step = (state: Checkpoint.State<LoopData>, index: number) =>
+  const step = (state: LoopState, index: number) =>
     compute.scoped(Effect.gen(function*() {
-      const t = state.tensors as unknown as LoopTensors
+      const t = state.tensors
       const batch = setup.source.batch({ seed, batchSize: o.batchSize }, index)
       const draws = stack.draws(batch.labels, { seed, step: index, purpose: "prune" })
       const b = batch.shape[0]
@@ -185,80 +204,68 @@ export const session = Effect.fn("Learnable.session")(function*(setup: Setup): E
         const x = tf.tensor4d(batch.latents, [...batch.shape] as [number, number, number, number])
         const noise = Rng.gumbelTensor(gumbel, index, [b, groupCount, candidateCount]) as tf.Tensor3D
         const temperature = tau(index)
-        const trainable = { gates: t.logits, ...(t.delta === undefined ? {} : { delta: t.delta }) }
-        const { value, grads } = Gradients.valueAndGrad((p) => {
-          const { gates: logits, delta } = p as { gates: tf.Tensor2D; delta?: ParamTree.ParamTree }
-          const gates = Gumbel.gates(Gumbel.sample(logits, noise, temperature, o.scaling), scheme, depth)
+        const trainable: Trainable = { gates: t.logits, ...(t.delta === undefined ? {} : { delta: t.delta }) }
+        const next = Update.apply(update, { params: trainable, optimiser: { step: state.data.adamStep, m: t.m, v: t.v }, ema: { gates: t.ema } }, (p) => {
+          const { gates: logits, delta } = p
+          const gates = Gumbel.gates(Gumbel.sample(logits as tf.Tensor2D, noise, temperature, o.scaling), scheme, depth)
           const weights = o.update === "full" ? stack.join(delta!, frozen) : params
           return stack.loss(weights, x, draws, { gates, ...(o.update === "lora" ? { linear: Lora.linear(delta!, loraScale) } : {}) })
-        }, trainable)
-        const clipped = Gradients.clipByGlobalNorm(grads, o.maxGradNorm)
-        const next = AdamW.update(optimiser, { step: state.data.adamStep, m: t.m, v: t.v }, trainable, clipped.grads)
-        const updated = next.params as { gates: tf.Tensor2D; delta?: ParamTree.ParamTree }
-        const ema = Ema.update({ gates: t.ema }, { gates: updated.gates }, o.emaDecay) as { gates: tf.Tensor2D }
+        })
+        const updated = next.state.params
         const tensors: LoopTensors = {
           logits: updated.gates,
-          ema: ema.gates,
+          ema: next.state.ema!.gates,
           ...(updated.delta === undefined ? {} : { delta: updated.delta }),
-          m: next.state.m,
-          v: next.state.v
+          m: next.state.optimiser.m,
+          v: next.state.optimiser.v
         }
+        const value = next.loss
         return { value, tensors }
       })
       const loss = (yield* compute.read(out.value))[0]!
       const done = index + 1
-      const log = done % o.logEvery === 0 || done === setup.iterations
+      const log = done % o.logEvery === 0 || done === o.iterations
       const history = log ? [...state.data.history, snapshot(done, decideFrom(yield* compute.read(out.tensors.ema)))] : state.data.history
-      return {
-        state: { tensors: out.tensors as unknown as ParamTree.ParamTree, data: { adamStep: state.data.adamStep + 1, history } },
-        loss
-      }
+      return { state: { tensors: out.tensors, data: { adamStep: state.data.adamStep + 1, history } }, loss }
     }))
 
   return { init, step, decide: decideFrom }
 })
 
-export const method: Pruner.Method = {
+export const method = Pruner.make({
   name: "learnable",
   description: "TinyFusion: learn N:M layer masks jointly with a weight update (LoRA, Full or Frozen)",
-  prune: Effect.fn("Learnable.prune")(function*(request: Pruner.Request) {
-    const o = yield* Pruner.options("learnable", Options, request.options)
-    const { stack, target } = request
+  module: import.meta.url,
+  options: Options,
+  evidence: Evidence,
+  prune: Effect.fn("Learnable.prune")(function*(request: Pruner.Request<Options>) {
+    const { target, options: o } = request
     const scheme = target.scheme
     if (scheme === undefined) {
       return yield* new Pruner.UnsupportedTarget({ method: "learnable", target: Selection.describe(target), reason: "it learns N:M masks; give a scheme such as 1:2" })
     }
-    if (request.iterations < 1) {
-      return yield* new Pruner.InvalidOptions({ method: "learnable", issue: `needs at least 1 iteration, got ${request.iterations}` })
-    }
     const compute = yield* Compute
-    const run = yield* session({ ...request, scheme, options: o })
+    const run = yield* session({ ...request, scheme })
     const result = yield* Checkpoint.loop(request.ctx, {
-      steps: request.iterations,
+      steps: o.iterations,
       every: o.checkpointEvery,
       data: LoopData,
       init: run.init,
       step: run.step,
       nonFinite: "skip"
     })
-    const final = result.state.tensors as unknown as LoopTensors
+    const final = result.state.tensors
     const emaValues = yield* compute.read(final.ema)
     const host = yield* HostTensor.treeFromTensors({ logits: final.logits, ema: final.ema })
-    ParamTree.dispose(result.state.tensors)
+    ParamTree.dispose(final)
     yield* request.ctx.writeTensors("gates.safetensors", host)
     const decided = run.decide(emaValues)
     const confidence = decided.confidence.reduce((a, p) => a + p, 0) / decided.confidence.length
-    yield* request.ctx.metric("confidence", confidence)
-    yield* request.ctx.metric("final_loss", result.lastLoss)
-    yield* request.ctx.metric("skipped_steps", result.skipped.length)
+    yield* request.ctx.metric("finalLoss", result.lastLoss)
+    yield* request.ctx.metric("skippedSteps", result.skipped.length)
     return {
-      method: "learnable",
-      teacherDepth: stack.depth,
-      kept: [...decided.kept],
-      ...Selection.groupsOf(target, stack.depth),
-      probabilities: decided.probabilities.map((p) => [...p]),
-      confidence,
-      history: [...result.state.data.history]
+      kept: decided.kept,
+      evidence: { probabilities: decided.probabilities.map((p) => [...p]), confidence, history: [...result.state.data.history] }
     }
   })
-}
+})

@@ -26,7 +26,7 @@ export function init(linears: ReadonlyArray<LinearLayout>, rank: number, seed: n
   }))
 }
 
-interface Adapter {
+type Adapter = {
   readonly lora_a: { readonly weight: tf.Tensor }
   readonly lora_b: { readonly weight: tf.Tensor }
 }
@@ -41,7 +41,8 @@ interface Adapter {
  * branch overruns the 4 GB wasm heap). Every Linear must have an adapter.
  */
 export const linear = (adapters: ParamTree.ParamTree, scale: number): Linear.Apply => (path, layer, x) => {
-  const adapter = ParamTree.at(adapters, path) as unknown as Adapter
+  // The adapters were made by `init` for every Linear: this path's is an Adapter.
+  const adapter = ParamTree.at(adapters, path) as Adapter
   const delta = tf.mul(tf.matMul(adapter.lora_b.weight, adapter.lora_a.weight), scale)
   return Linear.apply(path, { weight: tf.add(layer.weight, delta), bias: layer.bias }, x)
 }

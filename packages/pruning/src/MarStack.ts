@@ -18,7 +18,7 @@
 import { Effect } from "effect"
 import { DiffLoss, MarTraining } from "@tinyfusion/diffusion"
 import type { CalibrationLoss } from "@tinyfusion/eval"
-import { Mar, MarCheckpoint, MarConfig } from "@tinyfusion/models"
+import { Mar, MarStateDict, MarConfig } from "@tinyfusion/models"
 import { Compute, type ComputeError, type ParamTree, tf } from "@tinyfusion/tensor"
 import type { BlockStack, LinearLayout } from "./BlockStack.ts"
 
@@ -64,7 +64,7 @@ export function slice(config: Config, set: CalibrationLoss.CalibrationSet, from:
 
 /** A MAR of this config, trained with its DiffLoss. */
 export function make(diffloss: DiffLoss.DiffLoss, config: Config): BlockStack {
-  const linears = MarCheckpoint.referenceShapes(config).flatMap(([key, shape]): Array<LinearLayout> =>
+  const linears = MarStateDict.referenceShapes(config).flatMap(([key, shape]): Array<LinearLayout> =>
     key.endsWith(".weight") && shape.length === 2 && key !== "class_emb.weight"
       ? [{ path: key.slice(0, -".weight".length), outFeatures: shape[0]!, inFeatures: shape[1]! }]
       : []

@@ -3,14 +3,17 @@
  * last block and space the rest uniformly (Selection.uniform). It reads no
  * weights and no data.
  */
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import * as Pruner from "./Pruner.ts"
 import * as Selection from "./Selection.ts"
 
-export const method: Pruner.Method = {
+export const method = Pruner.make({
   name: "oracle",
   description: "Oracle (BK-SDM): keep the first and last block, the rest uniformly spaced",
-  prune: Effect.fn("Oracle.prune")(function*(request: Pruner.Request) {
+  module: import.meta.url,
+  options: Schema.Struct({}),
+  evidence: Schema.Struct({}),
+  prune: Effect.fn("Oracle.prune")(function*(request: Pruner.Request<{}>) {
     const { stack, target } = request
     if (target.scheme !== undefined) {
       return yield* new Pruner.UnsupportedTarget({ method: "oracle", target: Selection.describe(target), reason: "it keeps a count of blocks, not N of every M" })
@@ -18,6 +21,6 @@ export const method: Pruner.Method = {
     if (target.keep < 2) {
       return yield* new Pruner.UnsupportedTarget({ method: "oracle", target: Selection.describe(target), reason: "it keeps the first and the last block" })
     }
-    return { method: "oracle", teacherDepth: stack.depth, kept: [...Selection.uniform(stack.depth, target.keep)] }
+    return { kept: Selection.uniform(stack.depth, target.keep), evidence: {} }
   })
-}
+})

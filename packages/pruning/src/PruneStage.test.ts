@@ -17,29 +17,30 @@ const prepare = Effect.gen(function*() {
   return { teacher, data }
 })
 
-const base = { seed: 0, calibration: 4, iterations: 0, options: {} }
+const base = { seed: 0, calibration: 4 }
 
 describe("prune and prune-export stages", () => {
   it.live("after LoRA mask learning, the exported model is the original teacher gated with the decision's mask, bit for bit", () =>
     Effect.gen(function*() {
       const compute = yield* Compute
       const inputs = yield* prepare
-      const pruned = yield* Stage.run(Fixtures.stages.prune, {
+      const pruned = yield* Fixtures.prune({
         ...base,
         method: "learnable",
         scheme: "1:2",
-        iterations: 3,
-        options: { batchSize: 4, logEvery: 1, checkpointEvery: 0 }
+        options: { iterations: 3, batchSize: 4, logEvery: 1, checkpointEvery: 0 }
       }, inputs)
-      const exported = yield* Stage.run(Fixtures.stages.export, {}, { decision: pruned, teacher: inputs.teacher })
+      const exported = yield* Stage.run(PruneStage.ExportStage, {}, { decision: pruned, teacher: inputs.teacher })
       const kept = pruned.output.kept
+      const student = yield* PruneStage.readModel(exported)
+      const teacher = yield* PruneStage.readModel(inputs.teacher)
+      if (exported.output.family === "mar" || student.family === "mar" || teacher.family === "mar") return assert.fail("a DiT teacher gives a DiT")
       assert.strictEqual(kept.length, 3)
       assert.deepStrictEqual(exported.output.kept, kept)
+      assert.deepStrictEqual(exported.output.groups, [[0, 1], [2, 3], [4, 5]])
       assert.strictEqual(exported.output.config.depth, 3)
       assert.deepStrictEqual({ ...exported.output.config, depth: 6 }, config)
 
-      const student = yield* PruneStage.readModel(exported)
-      const teacher = yield* PruneStage.readModel(inputs.teacher)
       // Renumbered original weights: student block i is teacher block kept[i], every tensor bit-equal.
       const flatStudent = new Map(ParamTree.flatten(student.params, HostTensor.isHostTensor))
       for (const [key, t] of ParamTree.flatten(teacher.params, HostTensor.isHostTensor)) {
@@ -68,36 +69,41 @@ describe("prune and prune-export stages", () => {
   it.live("bad requests fail with a typed error that names the problem, and write nothing", () =>
     Effect.gen(function*() {
       const inputs = yield* prepare
-      const fail = (c: Partial<PruneStage.PruneConfig> & { readonly method: string }) =>
-        Effect.flip(Stage.run(Fixtures.stages.prune, { ...base, ...c }, inputs))
+      const fail = (c: Partial<typeof PruneStage.PruneConfig.Encoded> & { readonly method: string }) => Effect.flip(Fixtures.prune({ ...base, ...c }, inputs))
       const unknown = yield* fail({ method: "magic", keep: 3 })
-      assert.strictEqual(unknown._tag, "UnknownPruner")
-      assert.match(unknown.message, /no pruner named "magic"; known: diff-pruning, flux-lite, learnable, oracle, random-max, random-median, random-min, sensitivity, shortgpt/)
+      assert.strictEqual(unknown._tag, "UnknownMethod")
+      assert.match(unknown.message, /no pruner named "magic"; known: diff-pruning, flux-lite, learnable, oracle, random, sensitivity, shortgpt/)
       const mismatch = yield* fail({ method: "oracle", keep: 2, scheme: "1:2" })
       assert.strictEqual(mismatch._tag, "InvalidTarget")
       assert.match(mismatch.message, /scheme 1:2 keeps 3 blocks, not 2/)
-      const noScheme = yield* fail({ method: "learnable", keep: 3, iterations: 5 })
+      const noScheme = yield* fail({ method: "learnable", keep: 3, options: { iterations: 5 } })
       assert.strictEqual(noScheme._tag, "UnsupportedTarget")
       assert.match(noScheme.message, /pruner learnable cannot keep 3: it learns N:M masks/)
       const oracleScheme = yield* fail({ method: "oracle", scheme: "1:2" })
       assert.match(oracleScheme.message, /pruner oracle cannot scheme 1:2 \(keep 3\)/)
-      const badOption = yield* fail({ method: "learnable", scheme: "1:2", iterations: 5, options: { update: "half", batchsize: 4 } })
+      const badOption = yield* fail({ method: "learnable", scheme: "1:2", options: { update: "half", batchsize: 4 } })
       assert.strictEqual(badOption._tag, "InvalidOptions")
       assert.match(badOption.message, /invalid options for pruner learnable:.*update.*/)
       assert.match(badOption.message, /batchsize/)
-      const noIterations = yield* fail({ method: "learnable", scheme: "1:2" })
-      assert.match(noIterations.message, /needs at least 1 iteration, got 0/)
-      const misspelt = yield* Effect.flip(Stage.decodeConfig(Fixtures.stages.prune, { method: "oracle", keep: 3, seed: 0, calibraton: 4 }))
+      const noIterations = yield* fail({ method: "learnable", scheme: "1:2", options: { iterations: 0 } })
+      assert.match(noIterations.message, /iterations/)
+      const badScheme = yield* fail({ method: "learnable", scheme: "3:2" })
+      assert.match(badScheme.message, /pruning scheme "3:2": needs 1 ≤ N ≤ M/)
+      const misspelt = yield* Effect.flip(Stage.decodeConfig(PruneStage.PruneStage, { method: "oracle", keep: 3, seed: 0, calibraton: 4 }))
       assert.match(misspelt.message, /calibraton/)
     }).pipe(Effect.provide(ArtifactStore.layerTemp)).pipe(Effect.provide(env)))
 
   it.live("oracle through the stage: the uniform keep, and the pruned model's calibration loss", () =>
     Effect.gen(function*() {
       const inputs = yield* prepare
-      const pruned = yield* Stage.run(Fixtures.stages.prune, { ...base, method: "oracle", keep: 4 }, inputs)
+      const pruned = yield* Fixtures.prune({ ...base, method: "oracle", keep: 4 }, inputs)
       assert.deepStrictEqual(pruned.output.kept, [0, 2, 3, 5])
       assert.isTrue(Number.isFinite(pruned.output.calibrationLoss))
-      assert.strictEqual(pruned.manifest.metrics["calibration_loss"], pruned.output.calibrationLoss)
+      assert.strictEqual(pruned.manifest.metrics["calibrationLoss"], pruned.output.calibrationLoss)
+      assert.deepStrictEqual(pruned.output.headline, {})
+      // The method's defaults are part of the config the key covers: the same decision however they were given.
+      const explicit = yield* Fixtures.prune({ ...base, method: "oracle", keep: 4, options: {} }, inputs)
+      assert.strictEqual(explicit.key, pruned.key)
       const decision = yield* PruneStage.readDecision(pruned)
       assert.strictEqual(decision.calibrationLoss, pruned.output.calibrationLoss)
       assert.isUndefined(decision.groups)

@@ -1,22 +1,21 @@
 /**
  * A pruning method: given a block stack with its teacher weights, a target
  * (keep k blocks, or an N:M scheme), a fixed calibration set and a latent
- * source, it decides which blocks to keep. Methods are values; the
- * `Pruners` registry (Pruners.ts) holds them by name, and a layer adds one.
- *
- * A method reads its own options (the stage config's `options` record)
- * through its own Schema, so adding a method edits no shared config.
+ * source, it decides which blocks to keep, and reports its evidence. A
+ * method describes itself (core Method): its options Schema with defaults,
+ * its evidence Schema, its module. The `Pruners` registry (Pruners.ts)
+ * holds methods by name, and a layer adds one: adding a pruner is one file.
  */
-import { Effect, Schema } from "effect"
-import type { ArtifactStore, Checkpoint, CorruptArtifact, Stage, StoreError } from "@tinyfusion/core"
+import { type Effect, Schema } from "effect"
+import { type ArtifactStore, type Checkpoint, type CorruptArtifact, Method as CoreMethod, type Stage, type StoreError } from "@tinyfusion/core"
 import type { CalibrationLoss } from "@tinyfusion/eval"
-import type { Compute, ComputeError, ParamTree } from "@tinyfusion/tensor"
+import type { Config } from "@tinyfusion/models"
+import type { Compute, ComputeError, HostTensor, ParamTree } from "@tinyfusion/tensor"
 import type { BlockStack } from "./BlockStack.ts"
-import type { PruneDecision } from "./Decision.ts"
 import type { LatentSource } from "./LatentSource.ts"
 import type * as Selection from "./Selection.ts"
 
-export interface Request {
+export interface Request<O> {
   readonly stack: BlockStack
   /** The teacher's weights on the device. Shared: a method must not release them. */
   readonly params: ParamTree.ParamTree
@@ -25,22 +24,17 @@ export interface Request {
   readonly calibration: CalibrationLoss.CalibrationSet
   /** Training batches (mask learning). */
   readonly source: LatentSource
-  /** The method's options as the config gives them; decode with `options`. */
-  readonly options: unknown
+  /** The method's options, decoded by its Schema (defaults filled in). */
+  readonly options: O
   readonly seed: number
-  /** Iterations of an iterative method (mask-learning steps). */
-  readonly iterations: number
   /** The running stage: checkpointed loops (Checkpoint.loop), metrics, extra files. */
   readonly ctx: Stage.Context
 }
 
-export class InvalidOptions extends Schema.TaggedError<InvalidOptions>()("InvalidOptions", {
-  method: Schema.String,
-  issue: Schema.String
-}) {
-  override get message(): string {
-    return `invalid options for pruner ${this.method}: ${this.issue}`
-  }
+/** A method's decision: the teacher blocks kept (ascending), and its evidence. */
+export interface Decided<V> {
+  readonly kept: ReadonlyArray<number>
+  readonly evidence: V
 }
 
 export class UnsupportedTarget extends Schema.TaggedError<UnsupportedTarget>()("UnsupportedTarget", {
@@ -64,7 +58,6 @@ export class PruneFailed extends Schema.TaggedError<PruneFailed>()("PruneFailed"
 }
 
 export type MethodError =
-  | InvalidOptions
   | UnsupportedTarget
   | PruneFailed
   | Checkpoint.NonFiniteLoss
@@ -72,16 +65,27 @@ export type MethodError =
   | CorruptArtifact
   | ComputeError
 
-export interface Method {
-  /** The name configs and grids use ("learnable", "shortgpt", …). */
-  readonly name: string
-  /** One line for listings. */
-  readonly description: string
-  readonly prune: (request: Request) => Effect.Effect<PruneDecision, MethodError, Compute | ArtifactStore>
+/** A model on the host: what a pruner cuts and what its decision makes. */
+export interface HostModel {
+  readonly config: Config.Config
+  readonly params: HostTensor.HostTree
 }
 
-/** Decodes a method's options; unknown fields are rejected, so a misspelt option is named. */
-export const options = <A, I>(method: string, schema: Schema.Codec<A, I>, given: unknown): Effect.Effect<A, InvalidOptions> =>
-  Schema.decodeUnknownEffect(schema)(given ?? {}, { onExcessProperty: "error", errors: "all" }).pipe(
-    Effect.mapError((e) => new InvalidOptions({ method, issue: e.message.replace(/\s*\n\s*/g, " ") }))
-  )
+export interface Method<O = any, V = any> extends CoreMethod.Method<O, V> {
+  readonly prune: (request: Request<O>) => Effect.Effect<Decided<V>, MethodError, Compute | ArtifactStore>
+  /**
+   * The pruned model of a decision, when it is not the kept blocks renumbered
+   * (width pruning keeps every block and narrows them); throws, naming what
+   * does not fit, when the evidence does not fit the teacher.
+   */
+  readonly model?: (teacher: HostModel, evidence: V) => HostModel
+}
+
+/** A method, its option and evidence types inferred from its Schemas. */
+export const make = <O, V>(method: Method<O, V>): Method<O, V> => method
+
+/** The kind of method in messages ("no pruner named …"). */
+export const kind = "pruner"
+
+/** A method's options from a config: unknown fields are named, missing ones take their defaults. */
+export const options = <O>(method: Method<O, any>, given: unknown) => CoreMethod.options(kind, method, given)

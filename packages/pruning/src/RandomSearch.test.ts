@@ -4,7 +4,6 @@ import { Effect, Layer, Logger } from "effect"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { Compute, Rng } from "@tinyfusion/tensor"
 import * as Fixtures from "./fixtures/Constructed.ts"
-import { readDecision } from "./PruneStage.ts"
 import * as RandomSearch from "./RandomSearch.ts"
 import * as Selection from "./Selection.ts"
 
@@ -24,25 +23,18 @@ describe("Random search", () => {
       const blocks = sizes.map((size) => ({ add: "output", size }) as const)
       const teacher = yield* Stage.run(Fixtures.Teacher, { family: "dit", config: Fixtures.tiny(5), weights: { blocks } }, {})
       const data = yield* Stage.run(Fixtures.Latents, { count: 8, shape: [4, 4, 4], classes: 3, seed: 2 }, {})
-      const run = (which: string) =>
+      const run = (pick: RandomSearch.Which) =>
         Effect.flatMap(
-          Stage.run(Fixtures.stages.prune, {
-            method: `random-${which}`,
-            keep: 2,
-            seed: 3,
-            calibration: 8,
-            iterations: 0,
-            options: { samples: 30, checkpointEvery: 7 }
-          }, { teacher, data }),
-          readDecision
+          Fixtures.prune({ method: "random", keep: 2, seed: 3, calibration: 8, options: { pick, samples: 30, checkpointEvery: 7 } }, { teacher, data }),
+          (artifact) => Fixtures.decision(artifact, RandomSearch.Evidence)
         )
       const [min, median, max] = [yield* run("min"), yield* run("median"), yield* run("max")]
       assert.deepStrictEqual(min.kept, [0, 2])
       assert.deepStrictEqual(max.kept, [1, 3])
-      const samples = min.samples!
+      const samples = min.evidence
       assert.strictEqual(samples.losses.length, 30)
-      assert.deepStrictEqual(median.samples, samples)
-      assert.deepStrictEqual(max.samples, samples)
+      assert.deepStrictEqual(median.evidence, samples)
+      assert.deepStrictEqual(max.evidence, samples)
       const sorted = [...samples.losses].sort((a, b) => a - b)
       assert.strictEqual(samples.min.loss, sorted[0])
       assert.strictEqual(samples.median.loss, sorted[14])

@@ -1,4 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
+import { Schema } from "effect"
 import * as Scheme from "./Scheme.ts"
 
 const binomial = (m: number, n: number): number => (n === 0 ? 1 : (binomial(m - 1, n - 1) * m) / n)
@@ -29,6 +30,17 @@ describe("Scheme", () => {
     assert.deepStrictEqual(Scheme.groups(Scheme.parse("2:4"), 10), { groups: [[0, 1, 2, 3], [4, 5, 6, 7]], rest: [8, 9] })
     // 2:4 on 8 layers, choices (1,3) then (0,2): rows 4 and 1.
     assert.deepStrictEqual(Scheme.keptLayers(Scheme.parse("2:4"), 8, [4, 1]), [1, 3, 4, 6])
+  })
+
+  it("a scheme is decoded from its text once, at the boundary, and encoded back to it", () => {
+    const decode = Schema.decodeUnknownSync(Scheme.Scheme)
+    assert.deepStrictEqual(decode("2:4"), { n: 2, m: 4 })
+    assert.strictEqual(Schema.encodeSync(Scheme.Scheme)({ n: 7, m: 14 }), "7:14")
+    assert.throws(() => decode("3:2"), /pruning scheme "3:2": needs 1 ≤ N ≤ M/)
+    assert.throws(() => decode("half"), /pruning scheme "half": expected N:M/)
+    // Groups depend on M alone.
+    assert.deepStrictEqual(Scheme.groups({ m: 2 }, 5), { groups: [[0, 1], [2, 3]], rest: [4] })
+    assert.throws(() => Scheme.groups({ m: 3 }, 2), /"N:3": a 2-layer model has no group of 3/)
   })
 
   it("rejects malformed schemes with the reason", () => {

@@ -7,7 +7,7 @@
  * Depth L need not be a multiple of M: the trailing L mod M layers are always
  * kept (28 → 19 as 2:3 keeps 9·2 + 1 layers).
  */
-import { Schema } from "effect"
+import { Effect, Schema, SchemaIssue, SchemaTransformation } from "effect"
 
 export class InvalidScheme extends Schema.TaggedError<InvalidScheme>()("InvalidScheme", {
   scheme: Schema.String,
@@ -23,16 +23,39 @@ export interface Scheme {
   readonly m: number
 }
 
-export const parse = (text: string): Scheme => {
+/** The scheme "N:M" names, or why it names none. */
+const fromText = (text: string): Scheme | string => {
   const match = /^(\d+):(\d+)$/.exec(text.trim())
-  if (match === null) throw new InvalidScheme({ scheme: text, reason: "expected N:M, e.g. 1:2" })
+  if (match === null) return "expected N:M, e.g. 1:2"
   const n = Number(match[1])
   const m = Number(match[2])
-  if (!(n >= 1 && n <= m)) throw new InvalidScheme({ scheme: text, reason: "needs 1 ≤ N ≤ M" })
-  return { n, m }
+  return n >= 1 && n <= m ? { n, m } : "needs 1 ≤ N ≤ M"
 }
 
 export const format = (s: Scheme): string => `${s.n}:${s.m}`
+
+/** A scheme as configs and decisions store it, "N:M" (e.g. "1:2"), decoded to N and M once, at the boundary. */
+export const Scheme: Schema.Codec<Scheme, string> = Schema.String.pipe(
+  Schema.decodeTo(
+    Schema.Struct({ n: Schema.Int, m: Schema.Int }),
+    SchemaTransformation.transformEffect({
+      decode: (text: string) => {
+        const s = fromText(text)
+        return typeof s === "string"
+          ? Effect.fail(new SchemaIssue.InvalidValue({ message: `pruning scheme "${text}": ${s}` }, text))
+          : Effect.succeed(s)
+      },
+      encode: (s: Scheme) => Effect.succeed(format(s))
+    })
+  )
+)
+
+/** The scheme of a text known to be one (tests, constants); throws InvalidScheme otherwise. */
+export const parse = (text: string): Scheme => {
+  const s = fromText(text)
+  if (typeof s === "string") throw new InvalidScheme({ scheme: text, reason: s })
+  return s
+}
 
 /** All N-subsets of 0..M−1 in lexicographic order. */
 export const candidates = (s: Scheme): ReadonlyArray<ReadonlyArray<number>> => {
@@ -49,10 +72,12 @@ export const candidates = (s: Scheme): ReadonlyArray<ReadonlyArray<number>> => {
 export const candidateMatrix = (s: Scheme): ReadonlyArray<ReadonlyArray<0 | 1>> =>
   candidates(s).map((kept) => Array.from({ length: s.m }, (_, i) => (kept.includes(i) ? 1 : 0)))
 
-/** Groups of layer indices for a depth; trailing layers that fill no group are returned apart. */
-export const groups = (s: Scheme, depth: number): { readonly groups: ReadonlyArray<ReadonlyArray<number>>; readonly rest: ReadonlyArray<number> } => {
+/** Groups of M consecutive layers of a depth (N plays no part); trailing layers that fill no group are returned apart. */
+export const groups = (s: { readonly m: number; readonly n?: number }, depth: number): { readonly groups: ReadonlyArray<ReadonlyArray<number>>; readonly rest: ReadonlyArray<number> } => {
   const count = Math.floor(depth / s.m)
-  if (count === 0) throw new InvalidScheme({ scheme: format(s), reason: `a ${depth}-layer model has no group of ${s.m}` })
+  if (count === 0) {
+    throw new InvalidScheme({ scheme: s.n === undefined ? `N:${s.m}` : format({ n: s.n, m: s.m }), reason: `a ${depth}-layer model has no group of ${s.m}` })
+  }
   return {
     groups: Array.from({ length: count }, (_, g) => Array.from({ length: s.m }, (_, i) => g * s.m + i)),
     rest: Array.from({ length: depth - count * s.m }, (_, i) => count * s.m + i)

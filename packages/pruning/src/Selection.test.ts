@@ -6,13 +6,12 @@ import * as Selection from "./Selection.ts"
 describe("Selection", () => {
   it("targets: a keep count, a scheme (keep derived and checked), and the reasons for bad ones", () => {
     assert.deepStrictEqual(Selection.target(28, { keep: 14 }), { keep: 14 })
-    assert.deepStrictEqual(Selection.target(28, { scheme: "2:3" }), { keep: 19, scheme: { n: 2, m: 3 } })
-    assert.deepStrictEqual(Selection.target(28, { scheme: "7:14", keep: 14 }), { keep: 14, scheme: { n: 7, m: 14 } })
-    assert.throws(() => Selection.target(28, { scheme: "1:2", keep: 7 }), /scheme 1:2 keeps 14 blocks, not 7/)
+    assert.deepStrictEqual(Selection.target(28, { scheme: Scheme.parse("2:3") }), { keep: 19, scheme: { n: 2, m: 3 } })
+    assert.deepStrictEqual(Selection.target(28, { scheme: Scheme.parse("7:14"), keep: 14 }), { keep: 14, scheme: { n: 7, m: 14 } })
+    assert.throws(() => Selection.target(28, { scheme: Scheme.parse("1:2"), keep: 7 }), /scheme 1:2 keeps 14 blocks, not 7/)
     assert.throws(() => Selection.target(28, {}), /give the blocks to keep or an N:M scheme/)
     assert.throws(() => Selection.target(28, { keep: 29 }), /cannot keep 29 blocks \(1\.\.28\)/)
-    assert.throws(() => Selection.target(6, { scheme: "7:14" }), /a 6-layer model has no group of 14/)
-    assert.throws(() => Selection.target(6, { scheme: "half" }), /expected N:M/)
+    assert.throws(() => Selection.target(6, { scheme: Scheme.parse("7:14") }), /a 6-layer model has no group of 14/)
   })
 
   it("top: the highest scores (ties to the earlier block), protected blocks kept, N per group with trailing layers", () => {

@@ -25,21 +25,20 @@ export class InvalidTarget extends Schema.TaggedError<InvalidTarget>()("InvalidT
 }
 
 /**
- * The target from a keep count and/or a scheme text. With both, the keep
- * count must be what the scheme keeps (28 blocks at 2:3 keep 19).
+ * The target from a keep count and/or a scheme. With both, the keep count
+ * must be what the scheme keeps (28 blocks at 2:3 keep 19).
  */
-export function target(depth: number, given: { readonly keep?: number | undefined; readonly scheme?: string | undefined }): Target {
+export function target(depth: number, given: { readonly keep?: number | undefined; readonly scheme?: Scheme.Scheme | undefined }): Target {
   if (given.scheme !== undefined) {
-    let scheme: Scheme.Scheme
+    const scheme = given.scheme
     try {
-      scheme = Scheme.parse(given.scheme)
       Scheme.groups(scheme, depth)
     } catch (e) {
       throw new InvalidTarget({ depth, reason: e instanceof Scheme.InvalidScheme ? e.message : String(e) })
     }
     const keep = Scheme.keptDepth(scheme, depth)
     if (given.keep !== undefined && given.keep !== keep) {
-      throw new InvalidTarget({ depth, reason: `scheme ${given.scheme} keeps ${keep} blocks, not ${given.keep}` })
+      throw new InvalidTarget({ depth, reason: `scheme ${Scheme.format(scheme)} keeps ${keep} blocks, not ${given.keep}` })
     }
     return { keep, scheme }
   }
@@ -52,9 +51,18 @@ export function target(depth: number, given: { readonly keep?: number | undefine
 
 export const describe = (t: Target): string => (t.scheme === undefined ? `keep ${t.keep}` : `scheme ${Scheme.format(t.scheme)} (keep ${t.keep})`)
 
-/** The scheme's groups as the decision records them. */
-export const groupsOf = (t: Target, depth: number): { readonly scheme?: string; readonly groups?: ReadonlyArray<ReadonlyArray<number>> } =>
-  t.scheme === undefined ? {} : { scheme: Scheme.format(t.scheme), groups: Scheme.groups(t.scheme, depth).groups }
+/** The scheme and its groups of teacher layers, as a decision records them. */
+export const groupsOf = (t: Target, depth: number): { readonly scheme?: Scheme.Scheme; readonly groups?: ReadonlyArray<ReadonlyArray<number>> } =>
+  t.scheme === undefined ? {} : { scheme: t.scheme, groups: Scheme.groups(t.scheme, depth).groups }
+
+/** The evidence of a method that ranks blocks: a score per teacher block (the highest are kept) and what it measures. */
+export const Scores = Schema.Struct({
+  /** Per teacher block, what the method ranked by. */
+  scores: Schema.Array(Schema.Finite),
+  /** What the scores are, e.g. "1 − cosine similarity of block input and output". */
+  measure: Schema.String
+})
+export type Scores = typeof Scores.Type
 
 /** Indices of `among` by score, highest first; ties go to the earlier block. */
 const ranked = (scores: ReadonlyArray<number>, among: ReadonlyArray<number>): Array<number> =>

@@ -3,7 +3,7 @@
  * and 3): each block's score is the increase of the calibration loss when
  * that block alone is removed; the least sensitive blocks are removed.
  */
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import * as Pruner from "./Pruner.ts"
 import * as Selection from "./Selection.ts"
 
@@ -13,10 +13,13 @@ import * as Selection from "./Selection.ts"
  */
 const increase = (loss: number, base: number): number => (Number.isFinite(loss) ? loss - base : Number.MAX_VALUE)
 
-export const method: Pruner.Method = {
+export const method = Pruner.make({
   name: "sensitivity",
   description: "Sensitivity analysis: remove the blocks whose removal alone raises the calibration loss least",
-  prune: Effect.fn("Sensitivity.prune")(function*(request: Pruner.Request) {
+  module: import.meta.url,
+  options: Schema.Struct({}),
+  evidence: Selection.Scores,
+  prune: Effect.fn("Sensitivity.prune")(function*(request: Pruner.Request<{}>) {
     const { stack, params, calibration } = request
     const base = yield* stack.calibrationLoss(params, calibration)
     if (!Number.isFinite(base)) {
@@ -28,13 +31,6 @@ export const method: Pruner.Method = {
       const loss = yield* stack.calibrationLoss(params, calibration, { kept: all.filter((i) => i !== removed) })
       scores.push(increase(loss, base))
     }
-    return {
-      method: "sensitivity",
-      teacherDepth: stack.depth,
-      kept: [...Selection.top(scores, request.target)],
-      ...Selection.groupsOf(request.target, stack.depth),
-      scores,
-      measure: "calibration-loss increase when the block alone is removed"
-    }
+    return { kept: Selection.top(scores, request.target), evidence: { scores, measure: "calibration-loss increase when the block alone is removed" } }
   })
-}
+})

@@ -4,7 +4,7 @@ import { Effect, Layer, Logger } from "effect"
 import { ArtifactStore, Stage } from "@tinyfusion/core"
 import { Compute } from "@tinyfusion/tensor"
 import * as Fixtures from "./fixtures/Constructed.ts"
-import { readDecision } from "./PruneStage.ts"
+import * as Selection from "./Selection.ts"
 
 const env = Layer.mergeAll(NodeServices.layer, Compute.wasm, Logger.layer([]))
 
@@ -25,10 +25,7 @@ describe("ShortGPT and Flux-Lite", () => {
       const teacher = yield* Stage.run(Fixtures.Teacher, { family: "dit", config: Fixtures.tiny(6), weights: { blocks } }, {})
       const data = yield* Stage.run(Fixtures.Latents, { count: 8, shape: [4, 4, 4], classes: 3, seed: 0 }, {})
       const run = (method: string) =>
-        Effect.flatMap(
-          Stage.run(Fixtures.stages.prune, { method, keep: 3, seed: 0, calibration: 8, iterations: 0, options: {} }, { teacher, data }),
-          readDecision
-        )
+        Effect.flatMap(Fixtures.prune({ method, keep: 3, seed: 0, calibration: 8 }, { teacher, data }), (a) => Fixtures.decision(a, Selection.Scores))
       const flux = yield* run("flux-lite")
       const short = yield* run("shortgpt")
       assert.deepStrictEqual(flux.kept, [0, 2, 4])
@@ -36,9 +33,9 @@ describe("ShortGPT and Flux-Lite", () => {
       // Hidden states are b + k·w for every token (b = e0 − e1, w ⟂ b unit): b, b+2w, b+4w, b+4.01w.
       const state = (k: number) => [1, -1, k]
       const expectedCosine = [cosine(state(0), state(2)), 1, cosine(state(2), state(4)), 1, cosine(state(4), state(4.01)), 1]
-      short.scores!.forEach((s, i) => assert.closeTo(1 - s, expectedCosine[i]!, 1e-5, `cosine of block ${i}`))
+      short.evidence.scores.forEach((s, i) => assert.closeTo(1 - s, expectedCosine[i]!, 1e-5, `cosine of block ${i}`))
       const expectedMse = [4 / 16, 0, 4 / 16, 0, 1e-4 / 16, 0]
-      flux.scores!.forEach((s, i) => assert.closeTo(s, expectedMse[i]!, 1e-6, `mse of block ${i}`))
-      assert.strictEqual(short.measure, "1 − cosine similarity of block input and output")
+      flux.evidence.scores.forEach((s, i) => assert.closeTo(s, expectedMse[i]!, 1e-6, `mse of block ${i}`))
+      assert.strictEqual(short.evidence.measure, "1 − cosine similarity of block input and output")
     }).pipe(Effect.provide(ArtifactStore.layerTemp)).pipe(Effect.provide(env)))
 })

@@ -10,11 +10,11 @@
  *
  * Both means run over tokens and calibration samples (float64 on the host).
  */
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import { CalibrationLoss } from "@tinyfusion/eval"
 import { Compute, type ComputeError, type ParamTree, tf } from "@tinyfusion/tensor"
 import type { BlockStack } from "./BlockStack.ts"
-import type * as Pruner from "./Pruner.ts"
+import * as Pruner from "./Pruner.ts"
 import * as Selection from "./Selection.ts"
 
 export interface Measures {
@@ -62,34 +62,41 @@ export const measure = Effect.fn("Similarity.measure")(function*(
   return { cosine: Array.from(cosine, (s, i) => s / tokens[i]!), mse: Array.from(mse, (s, i) => s / tokens[i]!) }
 })
 
-const prune = (
+const method = (
   name: string,
+  description: string,
   measureName: string,
   score: (m: Measures) => ReadonlyArray<number>,
   protect: (depth: number) => ReadonlyArray<number>
 ) =>
-  Effect.fn(`Similarity.${name}`)(function*(request: Pruner.Request) {
-    const measures = yield* measure(request.stack, request.params, request.calibration)
-    const scores = score(measures)
-    const depth = request.stack.depth
-    return {
-      method: name,
-      teacherDepth: depth,
-      kept: [...Selection.top(scores, request.target, protect(depth))],
-      ...Selection.groupsOf(request.target, depth),
-      scores: [...scores],
-      measure: measureName
-    }
+  Pruner.make({
+    name,
+    description,
+    module: import.meta.url,
+    options: Schema.Struct({}),
+    evidence: Selection.Scores,
+    prune: Effect.fn(`Similarity.${name}`)(function*(request: Pruner.Request<{}>) {
+      const measures = yield* measure(request.stack, request.params, request.calibration)
+      const scores = score(measures)
+      return {
+        kept: Selection.top(scores, request.target, protect(request.stack.depth)),
+        evidence: { scores: [...scores], measure: measureName }
+      }
+    })
   })
 
-export const shortGpt: Pruner.Method = {
-  name: "shortgpt",
-  description: "ShortGPT: remove the blocks whose output is most similar (cosine) to their input; never the last",
-  prune: prune("shortgpt", "1 − cosine similarity of block input and output", (m) => m.cosine.map((c) => 1 - c), (depth) => [depth - 1])
-}
+export const shortGpt = method(
+  "shortgpt",
+  "ShortGPT: remove the blocks whose output is most similar (cosine) to their input; never the last",
+  "1 − cosine similarity of block input and output",
+  (m) => m.cosine.map((c) => 1 - c),
+  (depth) => [depth - 1]
+)
 
-export const fluxLite: Pruner.Method = {
-  name: "flux-lite",
-  description: "Flux-Lite: remove the blocks with the lowest MSE between their input and output",
-  prune: prune("flux-lite", "MSE of block input and output", (m) => m.mse, () => [])
-}
+export const fluxLite = method(
+  "flux-lite",
+  "Flux-Lite: remove the blocks with the lowest MSE between their input and output",
+  "MSE of block input and output",
+  (m) => m.mse,
+  () => []
+)

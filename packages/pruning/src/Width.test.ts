@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { CalibrationLoss } from "@tinyfusion/eval"
-import { Checkpoint, Config, DiT, ModelArtifact } from "@tinyfusion/models"
+import { Config, DiT, ModelArtifact, StateDict } from "@tinyfusion/models"
 import { Compute, HostTensor, ParamTree, Rng, tf, tidy } from "@tinyfusion/tensor"
 import * as BlockStack from "./BlockStack.ts"
 import * as DiffPruning from "./DiffPruning.ts"
@@ -19,7 +19,7 @@ const scored = (key: string) => key.endsWith(".weight") && key !== "y_embedder.e
 
 /** Per key, the element indices that removing the units of `removed` drops (what Width.cut leaves out: the fixture zeroes them). */
 function dropped(c: Config.Config, removed: Partial<Width.Kept>): Map<string, ReadonlyArray<number>> {
-  const ones = ParamTree.unflatten(Checkpoint.referenceShapes(c).map(([k, shape]) =>
+  const ones = ParamTree.unflatten(StateDict.referenceShapes(c).map(([k, shape]) =>
     [k, HostTensor.float32(shape, new Float32Array(HostTensor.numel(shape)).fill(1))] as const
   ))
   const zeroed = Fixtures.withZeroUnits(c, ones, { hidden: [], conditioning: [], timestep: [], heads: [], mlp: [], ...removed })

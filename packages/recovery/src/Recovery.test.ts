@@ -47,6 +47,21 @@ const batchAt = (task: Trainer.Task, step: number) =>
 const read = (terms: Readonly<Record<string, tf.Scalar>>) =>
   Object.fromEntries(Object.entries(terms).map(([k, t]) => [k, t.dataSync()[0]!]))
 
+/** A strategy's task on these models with its options as a config gives them (defaults for the rest). */
+const taskOf = <O>(
+  strategy: Recovery.Strategy<O>,
+  given: Record<string, unknown>,
+  setup: { readonly steps: number; readonly models: Recovery.Models }
+) => Effect.flatMap(Recovery.options(strategy, given), (options) => strategy.task({ ...setup, options }))
+
+/** Models of these depths (for alignment checks; no weights). */
+const depths = (student: number, teacher: number, blocks?: Recovery.Models["student"]["blocks"]): Recovery.Models =>
+  Recovery.ditModels({ _tag: "sit" }, { config: { ...teacherConfig, depth: teacher }, params: {}, key: "teacher-key" }, {
+    config: { ...teacherConfig, depth: student },
+    init: {},
+    blocks
+  })
+
 describe("recovery objective", () => {
   it.effect("student = teacher, nothing pruned: every KD term is exactly 0 at step 0 (DiT and SiT)", () =>
     Effect.gen(function*() {
@@ -55,16 +70,23 @@ describe("recovery objective", () => {
       assert.deepStrictEqual(identity.map((p) => [p.student, p.teacher]), [[0, 0], [1, 1], [2, 2], [3, 3]])
       for (const family of ["dit", "sit"] as const) {
         const objective = yield* Trainer.objective(family, teacherConfig)
-        const teacher = { config: teacherConfig, params: HostTensor.treeToTensors(host) }
+        const teacher = { config: teacherConfig, params: HostTensor.treeToTensors(host), key: "teacher-key" }
         const student = HostTensor.treeToTensors(host)
-        for (const [strategy, k] of [["logits-kd", undefined], ["repkd", undefined], ["masked-kd", 2], ["masked-kd", 0.5]] as const) {
-          const loss = Recovery.paper(family, strategy, "fixed", k)
-          const task = Recovery.task(objective, loss, 100, { teacher, student: { config: teacherConfig, init: host }, pairs: identity })
+        const models = Recovery.ditModels(objective, teacher, { config: teacherConfig, init: host })
+        const alignment = { kept: [0, 1, 2, 3] }
+        const cases: ReadonlyArray<readonly [Recovery.Strategy, Record<string, unknown>]> = [
+          [Recovery.logitsKd, {}],
+          [Recovery.repKd, { alignment }],
+          [Recovery.maskedKd, { alignment, k: 2 }],
+          [Recovery.maskedKd, { alignment, k: 0.5 }]
+        ]
+        for (const [strategy, options] of cases) {
+          const task = yield* taskOf(strategy, options, { steps: 100, models })
           const batch = yield* batchAt(task, 0)
           const out = task.loss(batch)(student)
           const terms = read(out.terms)
-          assert.strictEqual(terms["kd"], 0, `${family} ${strategy} kd`)
-          if (Recovery.usesRep(strategy)) assert.strictEqual(terms["rep"], 0, `${family} ${strategy} rep`)
+          assert.strictEqual(terms["kd"], 0, `${family} ${strategy.name} kd`)
+          if (strategy !== Recovery.logitsKd) assert.strictEqual(terms["rep"], 0, `${family} ${strategy.name} rep`)
           assert.isAbove(terms["gt"]!, 0)
           // What is left is α_GT·GT.
           assert.closeTo(out.loss.dataSync()[0]!, 0.1 * terms["gt"]!, 1e-6 * terms["gt"]!)
@@ -76,19 +98,21 @@ describe("recovery objective", () => {
 
   it.effect("β decays linearly to 0 as configured and weighs Rep in the loss", () =>
     Effect.gen(function*() {
-      const dit = Recovery.beta(Recovery.paper("dit", "masked-kd", "fixed", 2), 100)
-      assert.deepStrictEqual([0, 25, 50, 100, 120].map(dit), [1e-2, 7.5e-3, 5e-3, 0, 0])
-      assert.strictEqual(Recovery.beta(Recovery.paper("sit", "repkd", "fixed"), 10)(0), 2e-4)
-      assert.strictEqual(Recovery.beta({ ...Recovery.paper("dit", "repkd", "fixed"), beta: 0.5 }, 4)(1), 0.375)
-
-      const host = teacherHost()
       const objective = yield* Trainer.objective("dit", teacherConfig)
-      const teacher = { config: teacherConfig, params: HostTensor.treeToTensors(host) }
+      const host = teacherHost()
+      const teacher = { config: teacherConfig, params: HostTensor.treeToTensors(host), key: "teacher-key" }
       const pruned = DiT.keepBlocks(teacherConfig, teacher.params, [1, 2])
-      const loss = Recovery.paper("dit", "repkd", { kept: [1, 2], groups: [[0, 1], [2, 3]] })
-      const pairs = yield* Recovery.pairs(loss.alignment, 2, 4)
+      const models = Recovery.ditModels(objective, teacher, { config: pruned.config, init: host })
+      // The paper's β: 1e-2 for DiT, 2e-4 for SiT.
+      const dit = Recovery.beta(models.paperBeta, 100)
+      assert.deepStrictEqual([0, 25, 50, 100, 120].map(dit), [1e-2, 7.5e-3, 5e-3, 0, 0])
+      assert.strictEqual(depths(2, 4).paperBeta, 2e-4)
+      assert.strictEqual(Recovery.beta(0.5, 4)(1), 0.375)
+
+      const alignment = { kept: [1, 2], groups: [[0, 1], [2, 3]] }
+      const pairs = yield* Recovery.pairs(alignment, models)
       assert.deepStrictEqual(pairs.map((p) => [p.student, p.teacher]), [[0, 1], [1, 3]])
-      const task = Recovery.task(objective, loss, 100, { teacher, student: { config: pruned.config, init: host }, pairs })
+      const task = yield* taskOf(Recovery.repKd, { alignment }, { steps: 100, models })
       for (const step of [0, 50, 100]) {
         const batch = yield* batchAt(task, step)
         const out = task.loss(batch)(pruned.params)
@@ -103,12 +127,20 @@ describe("recovery objective", () => {
 
   it.effect("alignment errors name what does not fit", () =>
     Effect.gen(function*() {
-      const fixed = yield* Effect.flip(Recovery.pairs("fixed", 3, 8))
+      const fixed = yield* Effect.flip(Recovery.pairs("fixed", depths(3, 8)))
       assert.match(fixed.message, /teacher depth 8 to be a multiple of the student depth 3/)
-      const count = yield* Effect.flip(Recovery.pairs({ kept: [0, 2] }, 3, 8))
+      const count = yield* Effect.flip(Recovery.pairs({ kept: [0, 2] }, depths(3, 8)))
       assert.match(count.message, /2 kept blocks for a student of depth 3/)
-      const order = yield* Effect.flip(Recovery.pairs({ kept: [0, 9, 2] }, 3, 8))
+      const order = yield* Effect.flip(Recovery.pairs({ kept: [0, 9, 2] }, depths(3, 8)))
       assert.match(order.message, /kept blocks \[0,9,2\] are not ascending within 0\.\.7/)
+      // The decision that made the student aligns it only with the teacher it was cut from.
+      const blocks = (source: string) => ({ source, teacherDepth: 4, kept: [1, 2], groups: [[0, 1], [2, 3]] })
+      const ok = yield* Recovery.pairs("decision", depths(2, 4, blocks("teacher-key")))
+      assert.deepStrictEqual(ok.map((p) => [p.student, p.teacher]), [[0, 1], [1, 3]])
+      const none = yield* Effect.flip(Recovery.pairs("decision", depths(2, 4)))
+      assert.match(none.message, /the student records no blocks of a teacher/)
+      const other = yield* Effect.flip(Recovery.pairs("decision", depths(2, 4, blocks("another-key"))))
+      assert.match(other.message, /made of blocks of another-key, not of the teacher teacher-key: use the fixed alignment/)
     }))
 
   it.effect("a student pruned from the teacher lowers its KD losses on a fixed batch over 200 masked-KD steps", () =>
@@ -116,14 +148,13 @@ describe("recovery objective", () => {
       const compute = yield* Compute
       const host = teacherHost()
       const objective = yield* Trainer.objective("dit", teacherConfig)
-      const teacher = { config: teacherConfig, params: HostTensor.treeToTensors(host) }
+      const teacher = { config: teacherConfig, params: HostTensor.treeToTensors(host), key: "teacher-key" }
       const kept = [1, 2]
-      const pruned = DiT.keepBlocks(teacherConfig, host as unknown as ParamTree.ParamTree, kept)
-      const init = pruned.params as unknown as HostTensor.HostTree
+      const pruned = DiT.keepBlocks(teacherConfig, host, kept)
+      const init = pruned.params
       // Distillation alone: the ground-truth term would pull towards this batch's data rather than the teacher.
-      const loss = { ...Recovery.paper("dit", "masked-kd", { kept, groups: [[0, 1], [2, 3]] }, 2), alphaKd: 1, alphaGt: 0 }
-      const pairs = yield* Recovery.pairs(loss.alignment, 2, 4)
-      const task = Recovery.task(objective, loss, settings.steps, { teacher, student: { config: pruned.config, init }, pairs })
+      const options = { alphaKd: 1, alphaGt: 0, k: 2, alignment: { kept, groups: [[0, 1], [2, 3]] } }
+      const task = yield* taskOf(Recovery.maskedKd, options, { steps: settings.steps, models: Recovery.ditModels(objective, teacher, { config: pruned.config, init }) })
       /** KD and Rep of some params on the batch and draws of step 0. */
       const measure = (params: ParamTree.ParamTree) =>
         compute.scoped(Effect.gen(function*() {

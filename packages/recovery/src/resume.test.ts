@@ -82,7 +82,7 @@ const killAndResume = (setting: Setting) =>
     for (const key of [keys.teacher, keys.recovered]) {
       const m = yield* manifest(key)
       assert.strictEqual(m.backend.name, setting.backend)
-      assert.isAtLeast(m.metrics["resumed_from"], every, `seed ${seed}`)
+      assert.isAtLeast(m.metrics["resumedFrom"], every, `seed ${seed}`)
       for (const file of ["model.safetensors", "ema.safetensors", "loss.json"]) {
         const want = yield* fs.readFile(`${dir}/reference/artifacts/${key}/${file}`)
         const got = yield* fs.readFile(`${store}/artifacts/${key}/${file}`)

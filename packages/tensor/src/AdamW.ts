@@ -3,7 +3,8 @@
  *   p ← p − lr·wd·p;  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;
  *   p ← p − lr·(m / (1−β1ᵗ)) / (√v / √(1−β2ᵗ) + ε).
  * Parameters are split into named groups, each with its own learning rate and
- * weight decay (e.g. TinyFusion's gates at 1e-3 and LoRA at 1e-4).
+ * weight decay (e.g. TinyFusion's gates at 1e-3 and LoRA at 1e-4, or MAR's
+ * decayed matrices beside its undecayed norms, biases and head).
  * Pure: returns new params and state; the caller releases the old ones.
  * On wasm each parameter's update is one kernel that rounds every operation
  * to float32 as the composed ops do, so both give the same bits.
@@ -14,8 +15,8 @@ import { tf } from "./tf.ts"
 
 export interface Group {
   readonly name: string
-  /** Which dotted parameter keys belong to this group; the first matching group wins. */
-  readonly includes: (key: string) => boolean
+  /** Which parameters (dotted key, shape) belong to this group; the first matching group wins. */
+  readonly includes: (key: string, shape: ReadonlyArray<number>) => boolean
   readonly lr: number
   readonly weightDecay: number
 }
@@ -35,6 +36,20 @@ export const single = (lr: number, weightDecay = 0): Config => ({
   groups: [{ name: "all", includes: () => true, lr, weightDecay }]
 })
 
+/**
+ * timm's add_weight_decay as MAE and MAR call it (util/misc.py): no decay on
+ * 1-D tensors (norm weights, biases), on keys ending in ".bias", and on keys
+ * containing any of `containing` (MAR: "diffloss", its whole head).
+ */
+export const undecayed = (containing: ReadonlyArray<string>) => (key: string, shape: ReadonlyArray<number>): boolean =>
+  shape.length <= 1 || key.endsWith(".bias") || containing.some((c) => key.includes(c))
+
+/** Two groups at one learning rate: `exempt` parameters without weight decay ("no-decay"), the rest with it ("decay"). */
+export const decoupled = (lr: number, weightDecay: number, exempt: Group["includes"]): ReadonlyArray<Group> => [
+  { name: "no-decay", includes: exempt, lr, weightDecay: 0 },
+  { name: "decay", includes: () => true, lr, weightDecay }
+]
+
 export interface State {
   readonly step: number
   readonly m: ParamTree.ParamTree
@@ -44,12 +59,12 @@ export interface State {
 /** Zero moments shaped like the trainable tree. */
 export const init = (params: ParamTree.ParamTree): State => ({
   step: 0,
-  m: ParamTree.mapTensors(params, (p) => tf.zerosLike(p)) as ParamTree.ParamTree,
-  v: ParamTree.mapTensors(params, (p) => tf.zerosLike(p)) as ParamTree.ParamTree
+  m: ParamTree.mapLeaves(params, (p) => tf.zerosLike(p)),
+  v: ParamTree.mapLeaves(params, (p) => tf.zerosLike(p))
 })
 
-export const groupOf = (config: Config, key: string): Group => {
-  const group = config.groups.find((g) => g.includes(key))
+export const groupOf = (config: Config, key: string, shape: ReadonlyArray<number>): Group => {
+  const group = config.groups.find((g) => g.includes(key, shape))
   if (group === undefined) throw new Error(`parameter ${key} is in no optimiser group`)
   return group
 }
@@ -58,13 +73,13 @@ export const groupOf = (config: Config, key: string): Group => {
  * One update. `lrScale` multiplies every group's learning rate (the value of a
  * schedule at this step, relative to the base rates).
  */
-export function update(
+export function update<T extends ParamTree.ParamTree>(
   config: Config,
   state: State,
-  params: ParamTree.ParamTree,
-  grads: ParamTree.ParamTree,
+  params: T,
+  grads: T,
   lrScale = 1
-): { readonly params: ParamTree.ParamTree; readonly state: State } {
+): { readonly params: T; readonly state: State } {
   const t = state.step + 1
   const bc1 = 1 - config.beta1 ** t
   const bc2 = 1 - config.beta2 ** t
@@ -85,7 +100,7 @@ export function update(
   const fused = FusedKernels.active()
   for (const [key, p] of ParamTree.flattenTensors(params)) {
     const g = grad(key)
-    const group = groupOf(config, key)
+    const group = groupOf(config, key, p.shape)
     const lr = group.lr * lrScale
     if (fused) {
       const [p1, m1, v1] = tf.engine().runKernel(FusedKernels.names.adamw, { p, g, m: first(key), v: second(key) }, {
@@ -112,5 +127,5 @@ export function update(
     v1s.push([key, v1])
   }
   const tree = (entries: Array<[string, tf.Tensor]>) => ParamTree.unflatten(entries) as ParamTree.ParamTree
-  return { params: tree(next), state: { step: t, m: tree(m1s), v: tree(v1s) } }
+  return { params: ParamTree.rebuild(params, next), state: { step: t, m: tree(m1s), v: tree(v1s) } }
 }

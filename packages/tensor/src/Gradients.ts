@@ -34,13 +34,13 @@ export const sum = (xs: ReadonlyArray<tf.Tensor>): tf.Tensor => {
 }
 
 /** Clipped gradients and the norm before clipping. Stays on the device (no sync). */
-export function clipByGlobalNorm(
-  grads: ParamTree.ParamTree,
+export function clipByGlobalNorm<T extends ParamTree.ParamTree>(
+  grads: T,
   maxNorm: number
-): { readonly grads: ParamTree.ParamTree; readonly norm: tf.Scalar } {
+): { readonly grads: T; readonly norm: tf.Scalar } {
   const norm = globalNorm(grads)
   const coef = tf.tidy(() => tf.minimum(tf.div(maxNorm, tf.add(norm, 1e-6)), 1))
-  const clipped = ParamTree.mapTensors(grads, (g) => tf.mul(g, coef)) as ParamTree.ParamTree
+  const clipped = ParamTree.mapLeaves(grads, (g) => tf.mul(g, coef))
   coef.dispose()
   return { grads: clipped, norm }
 }
@@ -50,13 +50,12 @@ export function clipByGlobalNorm(
  * respect to every leaf, as a tree of the same shape (tf.valueAndGrads over
  * the flattened leaves).
  */
-export function valueAndGrad(
-  f: (params: ParamTree.ParamTree) => tf.Scalar,
-  params: ParamTree.ParamTree
-): { readonly value: tf.Scalar; readonly grads: ParamTree.ParamTree } {
+export function valueAndGrad<T extends ParamTree.ParamTree>(
+  f: (params: T) => tf.Scalar,
+  params: T
+): { readonly value: tf.Scalar; readonly grads: T } {
   const flat = ParamTree.flattenTensors(params)
-  const rebuild = (xs: ReadonlyArray<tf.Tensor>) =>
-    ParamTree.unflatten(flat.map(([k], i) => [k, xs[i]!] as const)) as ParamTree.ParamTree
+  const rebuild = (xs: ReadonlyArray<tf.Tensor>) => ParamTree.rebuild(params, flat.map(([k], i) => [k, xs[i]!] as const))
   const { value, grads } = tf.valueAndGrads((...xs: Array<tf.Tensor>) => f(rebuild(xs)))(flat.map(([, t]) => t))
   return { value: value as tf.Scalar, grads: rebuild(grads) }
 }

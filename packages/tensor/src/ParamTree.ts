@@ -69,6 +69,20 @@ function build<L>(level: Level<L>): Tree<L> {
     : Object.fromEntries(keys.map((k) => [k, child(k)]))
 }
 
+/**
+ * A tree shaped like `like` from (key, tensor) pairs with exactly its keys
+ * (what an optimiser or a gradient returns for a parameter tree): the
+ * result has the type of `like`, checked key by key.
+ */
+export function rebuild<T extends ParamTree>(like: T, entries: ReadonlyArray<readonly [string, tf.Tensor]>): T {
+  const keys = flattenTensors(like).map(([k]) => k)
+  if (entries.length !== keys.length || entries.some(([k], i) => k !== keys[i])) {
+    throw new Error(`rebuilt tree has keys [${entries.map(([k]) => k).join(", ")}], not [${keys.join(", ")}]`)
+  }
+  // Same keys in the same order as `like`: unflatten gives back its shape.
+  return unflatten(entries) as T
+}
+
 /** Applies f to every leaf, keeping the structure. */
 export function map<A, B>(tree: Tree<NoInfer<A>>, isLeaf: (x: unknown) => x is A, f: (leaf: A, key: string) => B): Tree<B> {
   const go = (node: Tree<A>, prefix: string): Tree<B> => {
@@ -84,6 +98,11 @@ export function map<A, B>(tree: Tree<NoInfer<A>>, isLeaf: (x: unknown) => x is A
 
 /** Tensor tree map. */
 export const mapTensors = <B>(tree: ParamTree, f: (t: tf.Tensor, key: string) => B): Tree<B> => map(tree, isTensor, f)
+
+/** A tensor for every tensor: the same structure, so the same type. */
+export const mapLeaves = <T extends ParamTree>(tree: T, f: (t: tf.Tensor, key: string) => tf.Tensor): T =>
+  // map keeps every record and array as it is, replacing leaves only.
+  map(tree, isTensor, f) as T
 
 /**
  * Combines trees of identical structure leaf by leaf (e.g. params and grads).
@@ -114,7 +133,7 @@ export const dispose = (tree: ParamTree): void => {
 export const leaves = (tree: ParamTree): Array<tf.Tensor> => flattenTensors(tree).map(([, t]) => t)
 
 /** Copies every leaf (the copies survive disposal of the originals). */
-export const clone = (tree: ParamTree): ParamTree => mapTensors(tree, (t) => tf.clone(t)) as ParamTree
+export const clone = <T extends ParamTree>(tree: T): T => mapLeaves(tree, (t) => tf.clone(t))
 
 /** The sub-tree at a dotted path. */
 export function at(tree: ParamTree, path: string): ParamTree {

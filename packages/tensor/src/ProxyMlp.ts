@@ -4,11 +4,12 @@
  * Its matmul mix (plain and transposed products in the backward pass) is
  * the one that dominates a DiT training step, at a size that runs anywhere.
  */
-import * as AdamW from "./AdamW.ts"
+import type * as AdamW from "./AdamW.ts"
 import * as Gradients from "./Gradients.ts"
 import type * as ParamTree from "./ParamTree.ts"
 import * as Rng from "./Rng.ts"
 import { tf, tidy } from "./tf.ts"
+import * as Update from "./Update.ts"
 
 export interface Shape {
   readonly layers: number
@@ -72,8 +73,6 @@ export const adamwStep = (
   maxNorm: number
 ): { readonly params: ParamTree.ParamTree; readonly state: AdamW.State; readonly loss: tf.Scalar } =>
   tidy(() => {
-    const { value, grads } = Gradients.valueAndGrad((p) => loss(p, x, y), params)
-    const clipped = Gradients.clipByGlobalNorm(grads, maxNorm)
-    const next = AdamW.update(config, state, params, clipped.grads)
-    return { params: next.params, state: next.state, loss: value }
+    const next = Update.apply({ optimiser: config, maxGradNorm: maxNorm }, { params, optimiser: state }, (p) => loss(p, x, y))
+    return { params: next.state.params, state: next.state.optimiser, loss: next.loss }
   })

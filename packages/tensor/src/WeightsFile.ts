@@ -5,7 +5,9 @@
  * latent-diffusion's VAE). It comes back as one state_dict of host tensors,
  * and says which dict of the file it is: a bare state_dict, or the `ema`
  * (default) or `model` entry of a training checkpoint (DiT's train.py:
- * model, ema, opt, args), or Lightning's `state_dict`.
+ * model, ema, opt, args; MAE's and MAR's misc.save_model: model, model_ema,
+ * optimizer, epoch, scaler, args), or Lightning's `state_dict`. A training
+ * checkpoint's `args` (an argparse.Namespace) comes back as plain values.
  *
  * Files over 2 GiB (DiT-XL/2 is 2.7 GB) are read through a file handle, not
  * fs.readFile, and hashed in chunks.
@@ -31,6 +33,12 @@ export class WeightsFileError extends Schema.TaggedError<WeightsFileError>()("We
 export const Entry = Schema.Literals(["ema", "model"])
 export type Entry = typeof Entry.Type
 
+/** The keys each entry goes by: DiT's train.py says `ema`, MAE's and MAR's misc.save_model `model_ema`. */
+const entryKeys: Readonly<Record<Entry, ReadonlyArray<string>>> = { ema: ["ema", "model_ema"], model: ["model"] }
+
+/** A training checkpoint's argparse.Namespace: its values that are strings, numbers, booleans or None. */
+export type Args = Readonly<Record<string, string | number | boolean | null>>
+
 export interface Weights {
   readonly format: "safetensors" | "torch"
   readonly tensors: ReadonlyMap<string, HostTensor>
@@ -40,6 +48,10 @@ export interface Weights {
   readonly source: string
   /** Keys of the file's dict left unread (a training checkpoint's other entries). */
   readonly unread: ReadonlyArray<string>
+  /** The training checkpoint's entry read, if the state_dict is one. */
+  readonly entry?: Entry
+  /** The training checkpoint's `args`, if it has a Namespace there. */
+  readonly args?: Args
 }
 
 const chunk = 1 << 28
@@ -92,6 +104,10 @@ export const fileSha256 = Effect.fn("WeightsFile.fileSha256")(function*(path: st
   })
 })
 
+/** Either format's answer, as the type callers see (so each format's optional fields are there). */
+const listing = (l: Listing): Listing => l
+const weights = (w: Weights): Weights => w
+
 const isSafetensors = (head: Uint8Array) => head.length >= 9 && head[8] === 0x7b // "{" after the 8-byte length
 
 /** A tensor as a file lists it, before its data is read. */
@@ -123,19 +139,39 @@ const readHead = (path: string, length: number, at = 0) =>
 
 const floatTypes = new Set(["F32", "F16", "BF16", "F64", "float32", "float16", "bfloat16", "float64"])
 
-/** The state_dict a torch file's root holds (see `read`), or why there is none. */
+/** The state_dict a torch file's root holds (see `read`) and the checkpoint's args, or why there is none. */
 const pickStateDict = (root: TorchFile.Value, entry: Entry | undefined) => {
   const bare = TorchFile.stateDict(root)
   const entries = TorchFile.entries(root)
   if (bare !== undefined && entries!.every(([, v]) => v instanceof TorchFile.TensorRef)) return { source: "the file", dict: bare, unread: [] }
   if (entries === undefined) return "the file holds no dict of tensors"
   const names = entries.map(([k]) => k)
-  const order = entry === undefined ? ["ema", "model", "state_dict"] : [entry]
-  for (const name of order) {
+  const order: ReadonlyArray<readonly [Entry | undefined, string]> = [
+    ...(entry === undefined ? (["ema", "model"] as const) : [entry]).flatMap((e) => entryKeys[e].map((k) => [e, k] as const)),
+    ...(entry === undefined ? [[undefined, "state_dict"] as const] : [])
+  ]
+  for (const [picked, name] of order) {
     const dict = TorchFile.stateDict(entries.find(([k]) => k === name)?.[1] ?? null)
-    if (dict !== undefined) return { source: `entry ${name} of ${names.join(", ")}`, dict, unread: names.filter((k) => k !== name) }
+    if (dict === undefined) continue
+    const args = argsOf(entries.find(([k]) => k === "args")?.[1] ?? null)
+    return {
+      source: `entry ${name} of ${names.join(", ")}`,
+      dict,
+      unread: names.filter((k) => k !== name),
+      ...(picked === undefined ? {} : { entry: picked }),
+      ...(args === undefined ? {} : { args })
+    }
   }
-  return `no state_dict under ${order.join(" or ")} (the file's dict holds ${names.join(", ")})`
+  return `no state_dict under ${order.map(([, k]) => k).join(" or ")} (the file's dict holds ${names.join(", ")})`
+}
+
+const argsOf = (value: TorchFile.Value): Args | undefined => {
+  if (!(value instanceof TorchFile.Opaque) || value.name !== "argparse.Namespace") return undefined
+  const fields = TorchFile.entries(value.state)
+  if (fields === undefined) return undefined
+  const plain = (v: TorchFile.Value): v is string | number | boolean | null =>
+    v === null || typeof v === "string" || typeof v === "number" || typeof v === "boolean"
+  return Object.fromEntries(fields.filter((f): f is readonly [string, string | number | boolean | null] => plain(f[1])))
 }
 
 /**
@@ -160,14 +196,15 @@ export const inspect = Effect.fn("WeightsFile.inspect")(function*(path: string, 
       shapes.set(name, { shape, dtype: floatTypes.has(dtype) ? "float32" : "int32" })
     }
     const metadata = (header["__metadata__"] ?? {}) as Record<string, string>
-    return { format: "safetensors", shapes, metadata, source: "the file", unread: [] } satisfies Listing
+    return listing({ format: "safetensors", shapes, metadata, source: "the file", unread: [] })
   }
   return yield* Effect.scoped(Effect.gen(function*() {
     const file = yield* TorchFile.open(path).pipe(Effect.mapError((e) => fail(e.reason)))
     const picked = pickStateDict(file.root, options.entry)
     if (typeof picked === "string") return yield* fail(picked)
-    const shapes = new Map([...picked.dict].map(([k, t]) => [k, { shape: t.shape, dtype: floatTypes.has(t.dtype) ? "float32" : "int32" } as const]))
-    return { format: "torch", shapes, metadata: {}, source: picked.source, unread: picked.unread } satisfies Listing
+    const { dict, ...where } = picked
+    const shapes = new Map([...dict].map(([k, t]) => [k, { shape: t.shape, dtype: floatTypes.has(t.dtype) ? "float32" : "int32" } as const]))
+    return listing({ format: "torch", shapes, metadata: {}, ...where })
   }))
 })
 
@@ -177,13 +214,14 @@ export const read = Effect.fn("WeightsFile.read")(function*(path: string, option
   const head = yield* readHead(path, 16)
   if (isSafetensors(head) && !Zip.isZip(head)) {
     const file = yield* Safetensors.decode(yield* readBytes(path)).pipe(Effect.mapError((e) => fail(e.reason)))
-    return { format: "safetensors", tensors: file.tensors, metadata: file.metadata, source: "the file", unread: [] } satisfies Weights
+    return weights({ format: "safetensors", tensors: file.tensors, metadata: file.metadata, source: "the file", unread: [] })
   }
   return yield* Effect.scoped(Effect.gen(function*() {
     const file = yield* TorchFile.open(path).pipe(Effect.mapError((e) => fail(e.reason)))
     const picked = pickStateDict(file.root, options.entry)
     if (typeof picked === "string") return yield* fail(picked)
-    const tensors = yield* TorchFile.loadAll(file, picked.dict).pipe(Effect.mapError((e) => fail(e.reason)))
-    return { format: "torch", tensors, metadata: {}, source: picked.source, unread: picked.unread } satisfies Weights
+    const { dict, ...where } = picked
+    const tensors = yield* TorchFile.loadAll(file, dict).pipe(Effect.mapError((e) => fail(e.reason)))
+    return weights({ format: "torch", tensors, metadata: {}, ...where })
   }))
 })

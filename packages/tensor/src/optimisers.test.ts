@@ -90,9 +90,44 @@ describe("optimisers", () => {
     assert.closeTo(lr(50), 1.5e-4, 1e-18)
     assert.closeTo(lr(25), 1e-4 + 1e-4 * (1 + Math.SQRT1_2) / 2, 1e-18)
     assert.closeTo(lr(100), 1e-4, 1e-18)
-    const warm = Schedules.cosine({ from: 1, to: 0, steps: 10, warmup: 4 })
-    assert.deepStrictEqual([0, 1, 2, 3].map(warm), [0.25, 0.5, 0.75, 1])
+    // MAE/MAR's lr_sched: lr·step/warmup, then the schedule over the steps left.
+    const warm = Schedules.warmup(4, Schedules.cosine({ from: 1, to: 0, steps: 6 }))
+    assert.deepStrictEqual([0, 1, 2, 3, 4].map(warm), [0, 0.25, 0.5, 0.75, 1])
     assert.closeTo(warm(7), 0.5, 1e-12)
+    assert.closeTo(warm(10), 0, 1e-12)
+    const flat = Schedules.warmup(1250, Schedules.constant(1e-4))
+    assert.deepStrictEqual([0, 125, 625, 1250, 4999].map(flat), [0, 1e-5, 5e-5, 1e-4, 1e-4])
     assert.strictEqual(Schedules.constant(3)(99), 3)
   })
+
+  it.effect("AdamW with timm's decay groups and betas (0.9, 0.95): one step by hand", () =>
+    Effect.gen(function*() {
+      const exempt = AdamW.undecayed(["head"])
+      assert.deepStrictEqual(
+        [["w", [2, 2]], ["w.bias", [2]], ["norm.weight", [2]], ["emb", [1, 1, 2]], ["head.w", [2, 2]], ["odd.bias", [2, 2]]].map(([k, s]) =>
+          exempt(k as string, s as Array<number>)
+        ),
+        [false, true, true, false, true, true]
+      )
+      const config: AdamW.Config = { ...AdamW.defaults, beta1: 0.9, beta2: 0.95, groups: AdamW.decoupled(0.1, 0.5, exempt) }
+      assert.deepStrictEqual(
+        [["w", [1, 1]], ["b", [1]], ["head.w", [1, 1]]].map(([k, s]) => AdamW.groupOf(config, k as string, s as Array<number>).name),
+        ["decay", "no-decay", "no-decay"]
+      )
+      const params = { w: tf.tensor([[2]]), b: tf.tensor([2]), head: { w: tf.tensor([[2]]) } }
+      const grads = { w: tf.tensor([[3]]), b: tf.tensor([3]), head: { w: tf.tensor([[3]]) } }
+      // Two steps at lr scale 0.5 (lr 0.05), gradient 3 then -1:
+      // step 1: m̂ = 3, v̂ = 9, update 0.05·3/(3 + 1e-8); decay 1 − 0.05·0.5 = 0.975 on w only.
+      const one = AdamW.update(config, AdamW.init(params), params, grads, 0.5)
+      const step1 = 0.05 * 3 / (3 + 1e-8)
+      assert.closeTo(values(one.params.w)[0]!, 2 * 0.975 - step1, 1e-6)
+      assert.closeTo(values(one.params.b)[0]!, 2 - step1, 1e-6)
+      assert.closeTo(values(one.params.head.w)[0]!, 2 - step1, 1e-6)
+      // step 2: m = 0.9·0.3 + 0.1·(−1) = 0.17, v = 0.95·0.45 + 0.05·1 = 0.4775; m̂ = 0.17/0.19, v̂ = 0.4775/0.0975.
+      const minus = { w: tf.tensor([[-1]]), b: tf.tensor([-1]), head: { w: tf.tensor([[-1]]) } }
+      const two = AdamW.update(config, one.state, one.params, minus, 0.5)
+      const step2 = 0.05 * (0.17 / 0.19) / (Math.sqrt(0.4775 / 0.0975) + 1e-8)
+      assert.closeTo(values(two.params.w)[0]!, (2 * 0.975 - step1) * 0.975 - step2, 1e-6)
+      assert.closeTo(values(two.params.b)[0]!, 2 - step1 - step2, 1e-6)
+    }).pipe(Effect.provide(Compute.cpu)))
 })

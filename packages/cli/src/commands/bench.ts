@@ -6,6 +6,7 @@ import { Command } from "effect/cli"
 import { compute } from "./bench/compute.ts"
 import { depth } from "./bench/depth.ts"
 import { dit } from "./bench/dit.ts"
+import { executors } from "./bench/executors.ts"
 import { fid } from "./bench/fid.ts"
 import { mar } from "./bench/mar.ts"
 import { matmul } from "./bench/matmul.ts"
@@ -16,5 +17,5 @@ import { train } from "./bench/train.ts"
 
 export const bench = Command.make("bench").pipe(
   Command.withDescription("Speed benchmarks (figures only; nothing is asserted)"),
-  Command.withSubcommands([compute, depth, dit, fid, mar, matmul, paper, prune, store, train])
+  Command.withSubcommands([compute, depth, dit, executors, fid, mar, matmul, paper, prune, store, train])
 )

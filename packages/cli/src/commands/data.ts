@@ -5,11 +5,15 @@
  *   latents      the autoencoder, then latent extraction of the training split (resumes after a kill)
  *   features     trains the feature network; test accuracy, and the reference
  *                statistics of the test split (eval's `reference` stage)
- * A finished stage is a cache hit: rerunning prints its figures again.
+ * Each command is a graph of the data stages (packages/core Graph) built from
+ * its flags; a finished stage is a cache hit: rerunning prints its figures
+ * again. Other commands build the same nodes from the same flags, so their
+ * keys are the ones these commands stored. The data stages read the dataset
+ * of --data only when one of them must compute (`dataStages`).
  */
-import { Console, Effect } from "effect"
+import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import { Stage } from "@tinyfusion/core"
+import { Graph, Stage } from "@tinyfusion/core"
 import { Dataset, defaultFashionMnistDir, Stages } from "@tinyfusion/data"
 import { Reference } from "@tinyfusion/eval"
 import * as CheckedFlags from "../CheckedFlags.ts"
@@ -50,15 +54,16 @@ export const dataStages = Effect.fn("data.dataStages")(function*(dir: string) {
 })
 export type DataStages = Effect.Success<ReturnType<typeof dataStages>>
 
-const trainAutoencoder = (stages: DataStages, o: { readonly seed: number; readonly steps: number; readonly batchSize: number }) =>
-  Effect.gen(function*() {
-    const config = yield* Stage.decodeConfig(Stages.AutoencoderStage, autoencoderConfig(o))
-    return yield* Stage.run(stages.autoencoder, config, {})
-  })
+/** The autoencoder node the flags name. */
+export const autoencoderNode = (stages: DataStages, o: { readonly seed: number; readonly steps: number; readonly batchSize: number }) =>
+  Effect.map(Stage.decodeConfig(Stages.AutoencoderStage, autoencoderConfig(o)), (config) => Graph.node(stages.autoencoder, config, {}))
+
+/** Runs a node on a fresh runner (its inputs first). */
+export const runNode = <O, E, R>(node: Graph.Node<O, E, R>) => Effect.flatMap(Graph.runner, (runner) => runner.run(node))
 
 const autoencoder = Command.make("autoencoder", autoencoderFlags, (o) =>
   GlobalFlags.withCompute(Effect.gen(function*() {
-    const ae = yield* trainAutoencoder(yield* dataStages(o.data), o)
+    const ae = yield* runNode(yield* autoencoderNode(yield* dataStages(o.data), o))
     yield* Console.log(Table.render(["stage", "key", "PSNR (dB)", "images", "scale factor", "reconstructions"], [[
       "autoencoder",
       ae.key,
@@ -75,20 +80,40 @@ export const latentFlags = {
   shardSize: CheckedFlags.count("shard-size").pipe(Flag.withDescription("Images per latent shard"), Flag.withDefault(Stages.miniLatents.shardSize))
 }
 
-/** The autoencoder and the latents of the training split, as the flags say (cache hits once extracted). */
-export const extractLatents = (
+/** The latents node of the training split the flags name (over their autoencoder node). */
+export const latentsNode = (
   stages: DataStages,
   o: { readonly seed: number; readonly steps: number; readonly batchSize: number; readonly shardSize: number }
 ) =>
   Effect.gen(function*() {
+    const autoencoder = yield* autoencoderNode(stages, o)
     const config = yield* Stage.decodeConfig(Stages.LatentsStage, { ...Stages.miniLatents, seed: o.seed, shardSize: o.shardSize })
-    const ae = yield* trainAutoencoder(stages, o)
-    return yield* Stage.run(stages.latents, config, { autoencoder: ae })
+    return Graph.node(stages.latents, config, { autoencoder })
   })
+
+/** The latents the `data latents` defaults name: what pruning and recovery read unless given --latents. */
+export const defaultLatents = (stages: DataStages) =>
+  latentsNode(stages, {
+    seed: 0,
+    steps: Stages.miniAutoencoder.training.steps,
+    batchSize: Stages.miniAutoencoder.training.batchSize,
+    shardSize: Stages.miniLatents.shardSize
+  })
+
+/** --latents KEY: the latents artifact a command reads (default: `data latents` at its defaults). */
+export const latentsFlag = Flag.String("latents").pipe(
+  Flag.withDescription("Key of a latents artifact (default: the one `tinyfusion data latents` makes at its defaults)"),
+  Flag.optional
+)
+
+/** The latents input a --latents flag names (the data stages read --data only if they must run). */
+export const latentsInput = Effect.fnUntraced(function*(key: Option.Option<string>, dir: string) {
+  return Option.isSome(key) ? Graph.existing(key.value) : yield* defaultLatents(yield* dataStages(dir))
+})
 
 const latents = Command.make("latents", latentFlags, (o) =>
   GlobalFlags.withCompute(Effect.gen(function*() {
-    const extracted = yield* extractLatents(yield* dataStages(o.data), o)
+    const extracted = yield* runNode(yield* latentsNode(yield* dataStages(o.data), o))
     yield* Console.log(Table.render(["stage", "key", "images", "latents each", "shards", "scale factor", "folder"], [[
       "latents",
       extracted.key,
@@ -113,11 +138,13 @@ const features = Command.make("features", {
       training: { ...Stages.miniFeatureNet.training, seed: o.seed, steps: o.steps, batchSize: o.batchSize }
     })
     const stages = yield* dataStages(o.data)
-    const net = yield* Stage.run(stages.featureNet, config, {})
-    const reference = yield* Stage.run(stages.reference, Reference.miniReference, { featureNet: net })
+    const featureNet = Graph.node(stages.featureNet, config, {})
+    const runner = yield* Graph.runner
+    const net = yield* runner.run(featureNet)
+    const reference = yield* runner.run(Graph.node(stages.reference, Reference.miniReference, { featureNet }))
     yield* Console.log(Table.render(["stage", "key", "figures"], [
       ["feature-net", net.key, `test accuracy ${Table.fixed(100 * net.output.accuracy, 2)}% on ${net.output.testImages} images; pool / spatial dims ${net.output.poolDim} / ${net.output.spatialDim}`],
-      ["reference", reference.key, `${reference.output.count} test images; their IS ${Table.fixed(reference.output.inceptionScore, 3)}; statistics in ${reference.dir}`]
+      ["reference", reference.key, `${reference.output.count} test images; their IS ${Table.fixed(reference.output.is, 3)}; statistics in ${reference.dir}`]
     ]))
   }))
 ).pipe(Command.withDescription("Train the evaluation feature network; test accuracy, and the reference statistics of the test split"))

@@ -7,7 +7,10 @@
  * resumes from its finished parts.
  *
  * The model: --model-key (an artifact of the store) or --model-file (a
- * checkpoint file, brought into the store by the `model-file` stage). The
+ * checkpoint file, brought into the store by the `model-file` stage; with
+ * --family mar, a MAR's by `mar-file`). A MAR samples by iterative unmasking
+ * (--iterations, --temperature, --cfg-schedule; --cfg and --seed as for a
+ * DiT), a DiT or SiT with --sampler and --steps. The
  * autoencoder and the reference: by key, or else the mini preset's data
  * stages run from the store — `data autoencoder` and `data features` at their
  * defaults (cache hits once those commands have run) and the reference
@@ -15,7 +18,8 @@
  */
 import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import { Stage } from "@tinyfusion/core"
+import { Graph, Stage } from "@tinyfusion/core"
+import { MarConfig } from "@tinyfusion/models"
 import { Stages } from "@tinyfusion/data"
 import { Evaluation, Interval, Reference } from "@tinyfusion/eval"
 import * as CheckedFlags from "../CheckedFlags.ts"
@@ -58,6 +62,18 @@ export const flags = {
     Flag.withDescription("Channels guidance moves: the reference code's first 3, or all"),
     Flag.withDefault(defaults.sampling.guidedChannels)
   ),
+  iterations: CheckedFlags.count("iterations").pipe(
+    Flag.withDescription("MAR: autoregressive steps (num_iter; default one token per step, as the reference's 256 for 256 tokens)"),
+    Flag.optional
+  ),
+  temperature: CheckedFlags.positive("temperature").pipe(
+    Flag.withDescription("MAR: the head sampler's noise scale (the reference: 1.0 with guidance)"),
+    Flag.withDefault(1)
+  ),
+  cfgSchedule: Flag.Literals("cfg-schedule", ["linear", "constant"]).pipe(
+    Flag.withDescription("MAR: guidance rising linearly with the tokens made (the reference's) or constant"),
+    Flag.withDefault("linear" as const)
+  ),
   seed: CheckedFlags.natural("seed").pipe(Flag.withDescription("Seed of labels and noise"), Flag.withDefault(defaults.sampling.seed)),
   weights: Flag.Literals("weights", ["ema", "raw"]).pipe(Flag.withDescription("EMA or raw weights"), Flag.withDefault(defaults.weights)),
   labels: Flag.Literals("labels", ["random", "balanced"]).pipe(
@@ -75,10 +91,23 @@ export const flags = {
 
 export const evaluate = Command.make("eval", flags, (o) =>
   GlobalFlags.withCompute(Effect.gen(function*() {
-    const model = yield* ModelFlags.resolve(o)
-    const stage = Evaluation.make(model.stage)
-    const family = model.artifact.output.family
-    const config = yield* Stage.decodeConfig(stage, {
+    const runner = yield* Graph.runner
+    const model = yield* ModelFlags.artifact(o)
+    const output = model.output
+    const family = output.family
+    const mar = output.family === "mar"
+      ? {
+        mar: {
+          iterations: Option.getOrElse(o.iterations, () => MarConfig.tokens(output.config)),
+          cfgScale: o.cfg,
+          cfgSchedule: o.cfgSchedule,
+          temperature: o.temperature,
+          seed: o.seed
+        }
+      }
+      : {}
+    const config = yield* Stage.decodeConfig(Evaluation.EvaluationStage, {
+      ...mar,
       samples: o.n,
       batchSize: o.batchSize,
       sampling: {
@@ -95,48 +124,49 @@ export const evaluate = Command.make("eval", flags, (o) =>
       partBatches: o.partBatches,
       bootstrap: { ...defaults.bootstrap, replicates: o.replicates, spatialReplicates: Math.min(o.replicates, defaults.bootstrap.spatialReplicates) }
     })
+    // Inputs given by key need no data; the mini data stages read the dataset only when they must run.
     const stages = yield* dataStages(o.data)
-    const autoencoder = yield* Option.match(o.autoencoder, {
-      onSome: (key) => Stage.open(Stages.AutoencoderStage, key),
-      onNone: () => Stage.run(stages.autoencoder, Stages.miniAutoencoder, {})
-    })
-    const reference = yield* Option.match(o.reference, {
-      onSome: (key) => Stage.open(Reference.ReferenceStage, key),
-      onNone: () =>
-        Effect.gen(function*() {
-          const featureNet = yield* Option.match(o.featureNet, {
-            onSome: (key) => Stage.open(Stages.FeatureNetStage, key),
-            onNone: () => Stage.run(stages.featureNet, Stages.miniFeatureNet, {})
-          })
-          return yield* Stage.run(stages.reference, Reference.miniReference, { featureNet })
-        })
-    })
-    const result = yield* Stage.run(stage, config, { model: model.artifact, autoencoder, reference })
+    const input = <A, E, R>(key: Option.Option<string>, node: () => Graph.Node<A, E, R>) =>
+      Option.match(key, { onSome: (k) => runner.artifact(Graph.existing(k)), onNone: () => runner.run(node()) })
+    const autoencoder = yield* input(o.autoencoder, () => Graph.node(stages.autoencoder, Stages.miniAutoencoder, {}))
+    const reference = yield* input(o.reference, () =>
+      Graph.node(stages.reference, Reference.miniReference, {
+        featureNet: Option.match(o.featureNet, { onSome: Graph.existing, onNone: () => Graph.node(stages.featureNet, Stages.miniFeatureNet, {}) })
+      }))
+    const result = yield* runner.run(Graph.node(Evaluation.EvaluationStage, config, {
+      model: Graph.existing(model.key),
+      autoencoder: Graph.existing(autoencoder.key),
+      reference: Graph.existing(reference.key)
+    }))
+    const referenceKey = reference.key
     const out = result.output
     const boot = out.bootstrap
     // ± the 95% half-width: t(0.975, B − 1) standard errors of the bootstrap.
     const half = (se: number | null | undefined, replicates: number, digits: number) =>
       se == null ? "–" : `± ${Table.fixed(se * Interval.studentTQuantile(0.975, replicates - 1), digits)}`
     yield* Console.log(Table.render(["", "FID", "sFID", "IS", "precision", "recall"], [
-      ["value", Table.fixed(out.fid, 3), Table.fixed(out.sfid, 3), Table.fixed(out.inceptionScore, 3), Table.fixed(out.precision, 4), Table.fixed(out.recall, 4)],
+      ["value", Table.fixed(out.fid, 3), Table.fixed(out.sfid, 3), Table.fixed(out.is, 3), Table.fixed(out.precision, 4), Table.fixed(out.recall, 4)],
       ...(boot === null ? [] : [[
         "95%",
         half(boot.standardErrors.fid, boot.replicates, 3),
         half(boot.standardErrors.sfid, boot.spatialReplicates, 3),
-        half(boot.standardErrors.inceptionScore, boot.replicates, 3),
+        half(boot.standardErrors.is, boot.replicates, 3),
         half(boot.standardErrors.precision, boot.replicates, 4),
         half(boot.standardErrors.recall, boot.replicates, 4)
       ]])
     ]))
     const s = config.sampling
+    const m = config.mar
     yield* Console.log([
       `evaluation ${result.key}${result.cached ? " (cached)" : ""}`,
-      `  ${out.samples} samples of ${model.artifact.key} (${out.family}, depth ${out.depth}, ${out.parameters.toLocaleString("en-US")} parameters, ${out.weights} weights)`,
-      `  ${s.sampler} ${s.steps} steps, cfg ${s.cfgScale} (${s.guidedChannels}), seed ${s.seed}`,
-      `  against ${out.referenceImages} reference images (${reference.key})`,
-      ...(result.manifest.metrics["sampling_it_per_s"] == null ? [] : [
-        `  sampling on ${result.manifest.backend?.device ?? "?"}: ${Table.fixed(result.manifest.metrics["sampling_it_per_s"], 2)} it/s, ${
-          Table.fixed(result.manifest.metrics["images_per_s"] ?? Number.NaN, 3)
+      `  ${out.samples} samples of ${model.key} (${out.family}, depth ${out.depth}, ${out.parameters.toLocaleString("en-US")} parameters, ${out.weights} weights)`,
+      m === undefined
+        ? `  ${s.sampler} ${s.steps} steps, cfg ${s.cfgScale} (${s.guidedChannels}), seed ${s.seed}`
+        : `  ${m.iterations} unmasking steps, cfg ${m.cfgScale} (${m.cfgSchedule}), temperature ${m.temperature}, seed ${m.seed}`,
+      `  against ${out.referenceImages} reference images (${referenceKey})`,
+      ...(result.manifest.metrics["itPerS"] == null ? [] : [
+        `  sampling on ${result.manifest.backend?.device ?? "?"}: ${Table.metric(result.manifest)("itPerS", 2)} it/s, ${
+          Table.metric(result.manifest)("imagesPerS", 3)
         } images/s`
       ]),
       ...(result.manifest.files.some((f) => f.name === Evaluation.files.grid) ? [`  samples: ${result.path(Evaluation.files.grid)}`] : []),

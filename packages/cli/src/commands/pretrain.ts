@@ -8,13 +8,13 @@
  */
 import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import { Stage } from "@tinyfusion/core"
+import { Graph, Stage } from "@tinyfusion/core"
 import { Pretrain, Trainer } from "@tinyfusion/diffusion"
 import { Config } from "@tinyfusion/models"
 import * as CheckedFlags from "../CheckedFlags.ts"
 import * as GlobalFlags from "../GlobalFlags.ts"
 import * as Table from "../Table.ts"
-import { dataStages, extractLatents, latentFlags } from "./data.ts"
+import { dataStages, latentFlags, latentsNode, runNode } from "./data.ts"
 
 const defaults = Pretrain.mini.training
 
@@ -83,9 +83,9 @@ const dataFlags = {
   shardSize: latentFlags.shardSize
 }
 
-/** The latents artifact the data flags name. */
+/** The latents node the data flags name (the data stages read --data only if they must run). */
 const latentsOf = (o: { readonly data: string; readonly seed: number; readonly aeSteps: number; readonly aeBatchSize: number; readonly shardSize: number }) =>
-  Effect.flatMap(dataStages(o.data), (stages) => extractLatents(stages, { seed: o.seed, steps: o.aeSteps, batchSize: o.aeBatchSize, shardSize: o.shardSize }))
+  Effect.flatMap(dataStages(o.data), (stages) => latentsNode(stages, { seed: o.seed, steps: o.aeSteps, batchSize: o.aeBatchSize, shardSize: o.shardSize }))
 
 export const pretrain = Command.make(
   "pretrain",
@@ -101,12 +101,9 @@ export const pretrain = Command.make(
     GlobalFlags.withCompute(Effect.gen(function*() {
       const config = yield* configOf(o)
       const latents = yield* latentsOf(o)
-      const trained = yield* Stage.run(Pretrain.PretrainStage, config, { latents })
+      const trained = yield* runNode(Graph.node(Pretrain.PretrainStage, config, { latents }))
       const out = trained.output
-      const metric = (name: string, digits: number) => {
-        const value = trained.manifest.metrics[name]
-        return value === undefined || value === null ? "-" : Table.fixed(value, digits)
-      }
+      const metric = Table.metric(trained.manifest)
       yield* Console.log(Table.render(
         ["stage", "key", "model", "parameters", "steps", "final loss", "samples/s", "ms/step", "loss curve"],
         [[
@@ -116,8 +113,8 @@ export const pretrain = Command.make(
           out.parameters.toLocaleString("en-US"),
           `${out.steps}${out.skipped.length > 0 ? ` (${out.skipped.length} skipped)` : ""}`,
           out.finalLoss === null ? "-" : Table.fixed(out.finalLoss, 4),
-          metric("samples_per_second", 1),
-          metric("ms_per_step", 1),
+          metric("samplesPerSecond", 1),
+          metric("msPerStep", 1),
           trained.path(Trainer.files.plot)
         ]]
       ))

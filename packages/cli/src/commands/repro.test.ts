@@ -5,7 +5,7 @@ import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { Bootstrap } from "@tinyfusion/eval"
+import { Bootstrap, Metrics } from "@tinyfusion/eval"
 import { Claims, type Estimates, Paper, Report } from "@tinyfusion/experiments"
 import { cli } from "../fixtures/Commands.ts"
 
@@ -70,42 +70,50 @@ const fromArtifacts = (store: string, seed: number | undefined, keys: ReadonlyAr
   Effect.gen(function*() {
     const metrics: Record<string, number | boolean> = {}
     let replicates: Estimates.Run["replicates"]
+    const scores = Object.keys(Metrics.Scores.fields) as ReadonlyArray<keyof Metrics.Results>
     for (const key of keys) {
       const m = manifest(store, key)
       const o = m.output
       if (m.stage === "prune") {
         if (typeof o["calibrationLoss"] === "number") metrics["calibrationLoss"] = o["calibrationLoss"]
-        if (typeof o["confidence"] === "number") metrics["confidence"] = o["confidence"]
+        Object.assign(metrics, o["headline"])
       }
-      if (m.stage === "recovery" || m.stage === "mar-recovery") {
-        if (typeof o["initialDistillLoss"] === "number") metrics["initDistillLoss"] = o["initialDistillLoss"]
+      if (m.stage === "recovery") {
+        Object.assign(metrics, o["headline"])
         if (o["diverged"] !== undefined) metrics["diverged"] = true
       }
       if (m.stage === "evaluation") {
-        Object.assign(metrics, { is: o["inceptionScore"], fid: o["fid"], sfid: o["sfid"], precision: o["precision"], recall: o["recall"] })
-        const r = yield* Bootstrap.decode(fs.readFileSync(path.join(store, "artifacts", key, Bootstrap.file)))
-        replicates = { is: r.inceptionScore, fid: r.fid, sfid: r.sfid, precision: r.precision, recall: r.recall }
+        for (const name of scores) metrics[name] = o[name] as number
+        replicates = yield* Bootstrap.decode(fs.readFileSync(path.join(store, "artifacts", key, Bootstrap.file)))
       }
     }
     return { ...(seed === undefined ? {} : { seed }), metrics, ...(replicates === undefined ? {} : { replicates }) } satisfies Estimates.Run
   })
 
 describe("tinyfusion repro", () => {
-  it.live("quick end to end: killed mid-way, rerun from the store's artifacts; the report's numbers are the stored ones", () =>
+  it.live("quick end to end: planned, killed mid-way, rerun from the store's artifacts; the report's numbers are the stored ones, the plan all stored", () =>
     Effect.gen(function*() {
       const store = fs.mkdtempSync(path.join(os.tmpdir(), "repro-"))
       const recoveries = () => committed(store).some((k) => k.startsWith("recovery-"))
+      const plan = () => cli(["repro", "--synthetic", "--backend", "wasm", "--store", store, "--plan"])
+
+      // The plan of an empty store: every stage of the cells' graphs to run, nothing run to say so.
+      const before = yield* plan()
+      assert.isTrue(before.ok, before.failure)
+      const [, count] = /(\d+) stages: 0 stored, (\d+) to run \(0 partly done\)/.exec(before.text) ?? []
+      assert.isDefined(count, before.text)
+      assert.deepStrictEqual(committed(store), [])
 
       // Killed once the first recovery is committed: the shared stages, a pruning and a recovery are done.
       const first = yield* repro(store, recoveries)
       assert.isTrue(first.killed, `the run ended before it could be killed: ${first.stderr.slice(-2000)}`)
-      const before = committed(store)
-      assert.isTrue(before.length >= 6, `committed before the kill: ${before}`)
+      const killed = committed(store)
+      assert.isTrue(killed.length >= 6, `committed before the kill: ${killed}`)
 
       const second = yield* repro(store)
       assert.strictEqual(second.code, 0, second.stderr.slice(-3000))
       const log = stageLog(second.stderr)
-      for (const key of before) {
+      for (const key of killed) {
         assert.isTrue(log.hits.has(key), `${key} is a cache hit`)
         assert.isFalse(log.computed.has(key), `${key} was computed again`)
       }
@@ -164,10 +172,16 @@ describe("tinyfusion repro", () => {
       }
       assert.isTrue(fs.existsSync(path.join(reportDir, "samples", "t1-teacher.png")))
       assert.isTrue(fs.existsSync(path.join(reportDir, "samples", "i-untrained.png")))
+      // Now the plan has every stage stored, under the keys the results name.
+      const after = yield* plan()
+      assert.match(after.text, new RegExp(`${count} stages: ${count} stored, 0 to run`))
+      for (const cell of Object.values(stored.cells)) {
+        for (const run of cell.runs) for (const key of run.artifacts) assert.match(after.text, new RegExp(`${key} +stored`))
+      }
       // The store's run record keeps the results from gc.
       const record = JSON.parse(fs.readFileSync(path.join(store, "runs", "repro-quick.json"), "utf8")) as { keys: ReadonlyArray<string> }
       assert.includeMembers([...record.keys], [...stored.cells["t1/teacher"]!.runs[0]!.artifacts, speedKeys[0]!])
-    }), 20 * 60_000)
+    }).pipe(Effect.provide(NodeServices.layer)), 20 * 60_000)
 
   it.effect("bad tables, presets without their inputs and bad counts fail naming the problem", () =>
     Effect.gen(function*() {
@@ -176,6 +190,11 @@ describe("tinyfusion repro", () => {
       assert.match(yield* failure(["repro", "--backend", "wasm", "--store", store, "--preset", "paper"]), /preset paper: needs --data DIR/)
       assert.match(yield* failure(["repro", "--backend", "wasm", "--store", store, "--preset", "mini", "--synthetic"]), /preset mini: runs on Fashion-MNIST only/)
       assert.match(yield* failure(["repro", "--backend", "wasm", "--store", store, "--concurrency", "0"]), /Invalid value for flag --concurrency: "0"\. Expected: an integer ≥ 1/)
+      assert.match(yield* failure(["repro", "--backend", "wasm", "--store", store, "--synthetic", "--queue", "http://localhost/q"]), /^error: queue http:\/\/localhost\/q: a http: URL; expected postgres:\/\/USER:PASSWORD@HOST:PORT\/DATABASE$/)
+      assert.match(yield* failure(["repro", "--backend", "wasm", "--store", store, "--synthetic", "--queue", "postgres://me:secret@127.0.0.1:1/q"]), /^error: queue postgres:\/\/me@127\.0\.0\.1:1\/q: cannot connect .*ECONNREFUSED.*: is PostgreSQL running there\?$/)
+      assert.match(yield* failure(["repro", "--backend", "wasm", "--store", store, "--executor", "in-process", "--workers", "2"]), /--workers is the local executor's/)
+      assert.match(yield* failure(["repro", "--backend", "wasm", "--store", store, "--executor", "local", "--queue", "postgres://h/q"]), /--queue runs the stages on the queue's workers/)
+      assert.match(yield* failure(["worker", "--backend", "wasm", "--store", store, "--queue", "postgres://me:secret@127.0.0.1:1/q"]), /^error: queue postgres:\/\/me@127\.0\.0\.1:1\/q: cannot connect/)
       const missing = path.join(store, "no-fashion")
       assert.match(yield* failure(["repro", "--backend", "wasm", "--store", store, "--preset", "mini", "--data", missing]), /--data .*no-fashion does not hold Fashion-MNIST/)
       assert.deepStrictEqual(committed(store), [])

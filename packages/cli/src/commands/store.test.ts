@@ -9,7 +9,7 @@ import { cli } from "../fixtures/Commands.ts"
 
 const Up = Stage.make({
   name: "up",
-  version: 1,
+  module: import.meta.url,
   config: Schema.Struct({ n: Schema.Int }),
   output: Schema.Struct({}),
   run: (config, _inputs, ctx) =>
@@ -18,9 +18,9 @@ const Up = Stage.make({
 
 const Down = Stage.make({
   name: "down",
-  version: 1,
+  module: import.meta.url,
   config: Schema.Struct({}),
-  inputs: { up: Up },
+  inputs: { up: Up.output },
   output: Schema.Struct({}),
   run: (_config, _inputs, ctx) => Effect.as(ctx.writeJson("summary.json", { ok: true }), {})
 })
@@ -44,9 +44,9 @@ describe("tinyfusion store", () => {
       assert.isTrue(ls.ok, ls.failure)
       assert.strictEqual(ls.lines[0], `store ${root}: 3 artifacts, 0 checkpoints, 1 runs\n`)
       const row = (key: string) => ls.lines[1]!.split("\n").find((l) => l.startsWith(key))!
-      assert.match(row(keys.down), /down v1 .* exp\s+ok$/)
+      assert.match(row(keys.down), /down  .* exp\s+ok$/)
       // 8 (header length) + 56 (its JSON, padded to 8) + 8 (two float32).
-      assert.match(row(keys.stray), /up v1 .* 72 B\s+-\s+ok$/)
+      assert.match(row(keys.stray), /up  .* 72 B\s+-\s+ok$/)
 
       const good = yield* cli(["store", "verify", "--store", root])
       assert.isTrue(good.ok, good.failure)

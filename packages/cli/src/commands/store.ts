@@ -46,7 +46,7 @@ const ls = Command.make("ls", {}, () =>
       ["key", "stage", "created", "size", "kept by", "status"],
       artifacts.map((a) => [
         a.key,
-        a.inspection._tag === "Valid" ? `${a.inspection.manifest.stage} v${a.inspection.manifest.version}` : "?",
+        a.inspection._tag === "Valid" ? a.inspection.manifest.stage : "?",
         a.inspection._tag === "Valid" ? a.inspection.manifest.createdAt : "?",
         size(a.bytes),
         a.runs.join(",") || "-",

@@ -18,6 +18,8 @@ import * as GlobalFlags from "../GlobalFlags.ts"
 import * as ModelFlags from "../ModelFlags.ts"
 import * as Table from "../Table.ts"
 
+const marThroughput = "throughput measures a DiT or SiT's sampling; `pnpm bench mar` times a MAR's"
+
 export const throughput = Command.make(
   "throughput",
   {
@@ -41,6 +43,8 @@ export const throughput = Command.make(
   },
   (o) =>
     GlobalFlags.withCompute(Effect.gen(function*() {
+      if (Option.contains(o.family, "mar")) return yield* new ModelFlags.ModelChoice({ reason: marThroughput })
+      const family = Option.getOrElse(Option.flatMap(o.family, (f) => (f === "mar" ? Option.none() : Option.some(f))), () => "dit" as const)
       const model = yield* Option.match(o.preset, {
         onSome: (preset) =>
           Effect.gen(function*() {
@@ -48,12 +52,14 @@ export const throughput = Command.make(
               return yield* new ModelFlags.ModelChoice({ reason: "give --preset or --model-key/--model-file, not both" })
             }
             const config = yield* Config.make(preset, Option.match(o.depth, { onNone: () => ({}), onSome: (depth) => ({ depth }) }))
-            return { name: `${preset} (reference init)`, family: Option.getOrElse(o.family, () => "dit" as const), config, params: Init.host(config, 0) }
+            return { name: `${preset} (reference init)`, family, config, params: Init.host(config, 0) }
           }),
         onNone: () =>
           Effect.gen(function*() {
-            const { artifact } = yield* ModelFlags.resolve(o)
-            const read = yield* ModelArtifact.read(artifact, { ema: o.weights === "ema" })
+            const artifact = yield* ModelFlags.artifact(o)
+            const output = artifact.output
+            if (output.family === "mar") return yield* new ModelFlags.ModelChoice({ reason: marThroughput })
+            const read = yield* ModelArtifact.read({ ...artifact, output }, { ema: o.weights === "ema" })
             return { name: `${artifact.key} (${read.ema ? "ema" : "raw"})`, family: read.family, config: read.config, params: read.params }
           })
       })
@@ -77,9 +83,9 @@ export const throughput = Command.make(
         [[
           t.parameters.toLocaleString("en-US"),
           `${t.batch} (${t.forwardBatch})`,
-          Table.fixed(t.msPerIteration, 1),
-          Table.fixed(t.iterationsPerSecond, 2),
-          Table.fixed(t.imagesPerSecond, 3),
+          Table.fixed(t.msPerIt, 1),
+          Table.fixed(t.itPerS, 2),
+          Table.fixed(t.imagesPerS, 3),
           String(t.repetitions)
         ]]
       ))

@@ -2,6 +2,7 @@
 import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
 import { BackendUnavailable, Benchmark, backendNames, Compute, ComputeError, FusedKernels, WasmMatMul } from "@tinyfusion/tensor"
+import * as CheckedFlags from "../../CheckedFlags.ts"
 import * as Table from "../../Table.ts"
 
 export const backendsFlag = Flag.String("backends").pipe(
@@ -53,11 +54,11 @@ export const withFused = <A, E, R>(choice: "on" | "off", self: Effect.Effect<A, 
 export const compute = Command.make(
   "compute",
   {
-    layers: Flag.Int("layers").pipe(Flag.withDefault(28), Flag.withDescription("Residual MLP layers")),
-    tokens: Flag.Int("tokens").pipe(Flag.withDefault(1024), Flag.withDescription("Tokens per batch (T)")),
-    width: Flag.Int("width").pipe(Flag.withDefault(64), Flag.withDescription("Hidden width (D)")),
-    repetitions: Flag.Int("repetitions").pipe(Flag.withDefault(5), Flag.withDescription("Timed steps per backend")),
-    budget: Flag.Int("budget-s").pipe(Flag.withDefault(60), Flag.withDescription("Seconds per backend; slow backends time fewer steps")),
+    layers: CheckedFlags.count("layers").pipe(Flag.withDefault(28), Flag.withDescription("Residual MLP layers")),
+    tokens: CheckedFlags.count("tokens").pipe(Flag.withDefault(1024), Flag.withDescription("Tokens per batch (T)")),
+    width: CheckedFlags.count("width").pipe(Flag.withDefault(64), Flag.withDescription("Hidden width (D)")),
+    repetitions: CheckedFlags.count("repetitions").pipe(Flag.withDefault(5), Flag.withDescription("Timed steps per backend")),
+    budget: CheckedFlags.count("budget-s").pipe(Flag.withDefault(60), Flag.withDescription("Seconds per backend; slow backends time fewer steps")),
     matmul: matmulFlag,
     backends: backendsFlag
   },

@@ -25,19 +25,17 @@ import * as CheckedFlags from "../../CheckedFlags.ts"
 import * as Table from "../../Table.ts"
 import { backendsFlag, eachBackend, fusedFlag, withFused } from "./compute.ts"
 
-const list = (text: string): Array<number> => text.split(",").map((s) => s.trim()).filter((s) => s !== "").map(Number)
-
 export const depth = Command.make(
   "depth",
   {
-    depths: Flag.String("depths").pipe(Flag.withDefault("28,21,14,7"), Flag.withDescription("Comma-separated depths; speed-ups are against the first")),
-    widths: Flag.String("widths").pipe(
-      Flag.withDefault("0.25,0.5,0.75"),
-      Flag.withDescription("Comma-separated shares of parameters removed by width pruning of the first depth's shape (empty: none)")
+    depths: CheckedFlags.counts("depths").pipe(Flag.withDefault([28, 21, 14, 7]), Flag.withDescription("Comma-separated depths; speed-ups are against the first")),
+    widths: CheckedFlags.shares("widths").pipe(
+      Flag.withDefault([0.25, 0.5, 0.75]),
+      Flag.withDescription("Comma-separated shares of parameters removed by width pruning of the first depth's shape (none: no width)")
     ),
-    hidden: Flag.Int("hidden").pipe(Flag.withDefault(128), Flag.withDescription("Width of the mini shape (4 heads, patch 2, 8×8×4 latents)")),
-    batch: Flag.Int("batch").pipe(Flag.withDefault(64), Flag.withDescription("Images per batch (the forward batch is twice this under guidance)")),
-    cfg: Flag.Finite("cfg").pipe(Flag.withDefault(1.5), Flag.withDescription("Guidance scale (above 1 doubles the batch)")),
+    hidden: CheckedFlags.count("hidden").pipe(Flag.withDefault(128), Flag.withDescription("Width of the mini shape (4 heads, patch 2, 8×8×4 latents)")),
+    batch: CheckedFlags.count("batch").pipe(Flag.withDefault(64), Flag.withDescription("Images per batch (the forward batch is twice this under guidance)")),
+    cfg: CheckedFlags.guidance("cfg").pipe(Flag.withDefault(1.5), Flag.withDescription("Guidance scale (above 1 doubles the batch)")),
     rounds: CheckedFlags.count("rounds").pipe(
       Flag.withDefault(9),
       Flag.withDescription("Interleaved rounds, one timed pass of every shape each (6 or more reach a 95% interval)")
@@ -47,8 +45,8 @@ export const depth = Command.make(
   },
   (o) =>
     Effect.gen(function*() {
-      const depths = list(o.depths)
-      const ratios = list(o.widths)
+      const depths = o.depths
+      const ratios = o.widths
       const sampling = yield* Schema.decodeUnknownEffect(Sampling.Options)({ sampler: "ddpm", steps: "250", cfgScale: o.cfg, guidedChannels: "first-3", seed: 0 })
       const full = yield* Config.make("mini", { hiddenSize: o.hidden, depth: depths[0]! })
       const shapes = [

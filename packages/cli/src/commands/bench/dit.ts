@@ -2,8 +2,9 @@
 import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
 import { GaussianDiffusion, Training } from "@tinyfusion/diffusion"
-import { Checkpoint, Config, DiT, Init } from "@tinyfusion/models"
+import { Config, DiT, Init, StateDict } from "@tinyfusion/models"
 import { AdamW, Benchmark, Compute, KernelProfile, ParamTree, Rng, tf } from "@tinyfusion/tensor"
+import * as CheckedFlags from "../../CheckedFlags.ts"
 import * as Table from "../../Table.ts"
 import { backendsFlag, eachBackend, fusedFlag, matmulFlag, withFused, withMatMul } from "./compute.ts"
 
@@ -22,10 +23,10 @@ const forwardFlops = (c: Config.Config, batch: number): number => {
  * the values, and drawing 675M numbers in JS would dominate the bench).
  */
 const paramBytes = (config: Config.Config): number =>
-  4 * Checkpoint.referenceShapes(config).reduce((n, [, s]) => n + s.reduce((a, b) => a * b, 1), 0)
+  4 * StateDict.referenceShapes(config).reduce((n, [, s]) => n + s.reduce((a, b) => a * b, 1), 0)
 
 const benchParams = (config: Config.Config): ParamTree.ParamTree => {
-  const shapes = Checkpoint.referenceShapes(config)
+  const shapes = StateDict.referenceShapes(config)
   if (paramBytes(config) <= 200e6) return Init.params(config, 0)
   return ParamTree.unflatten(shapes.map(([k, s]) => [k, tf.fill([...s], 1e-3)] as const)) as ParamTree.ParamTree
 }
@@ -71,7 +72,7 @@ const forwardTiming = (config: Config.Config, batch: number, budget: Budget) =>
 const streamedForwardTiming = (config: Config.Config, batch: number, budget: Budget) =>
   Effect.gen(function*() {
     const compute = yield* Compute
-    const shapes = Checkpoint.referenceShapes(config)
+    const shapes = StateDict.referenceShapes(config)
     const fill = (keep: (key: string) => boolean, rename = (k: string) => k) =>
       ParamTree.unflatten(shapes.filter(([k]) => keep(k)).map(([k, s]) => [rename(k), tf.fill([...s], 1e-3)] as const)) as ParamTree.ParamTree
     const outer = fill((k) => !k.startsWith("blocks."))
@@ -80,9 +81,9 @@ const streamedForwardTiming = (config: Config.Config, batch: number, budget: Bud
       const p = DiT.params(outer)
       let h = compute.tidy(() => DiT.embed(config, p, { x, t, y: labels }))
       for (let i = 0; i < config.depth; i++) {
-        const block = fill((k) => k.startsWith(`blocks.${i}.`), (k) => k.slice(`blocks.${i}.`.length)) as unknown as DiT.BlockParams
-        const next = compute.tidy(() => DiT.block(config, block, i, h.x, h.c))
-        ParamTree.dispose(block as unknown as ParamTree.ParamTree)
+        const block = fill((k) => k.startsWith(`blocks.${i}.`), (k) => k.slice(`blocks.${i}.`.length))
+        const next = compute.tidy(() => DiT.block(config, block as DiT.BlockParams, i, h.x, h.c))
+        ParamTree.dispose(block)
         h.x.dispose()
         h = { x: next, c: h.c }
       }
@@ -161,17 +162,17 @@ const renderProfile = (p: KernelProfile.Profile, top: number): string => {
 export const dit = Command.make(
   "dit",
   {
-    depth: Flag.Int("depth").pipe(Flag.withDefault(28), Flag.withDescription("Mini teacher depth")),
-    hidden: Flag.Int("hidden").pipe(Flag.withDefault(128), Flag.withDescription("Mini teacher width (4 heads, 8×8×4 latents, patch 2)")),
-    batch: Flag.Int("batch").pipe(Flag.withDefault(32), Flag.withDescription("Mini teacher batch")),
-    xlBatch: Flag.Int("xl-batch").pipe(Flag.withDefault(32), Flag.withDescription("DiT-XL/2 and D14 batch on a hardware GPU (CPU backends: forward at batch 1)")),
-    repetitions: Flag.Int("repetitions").pipe(Flag.withDefault(5), Flag.withDescription("Timed calls per figure")),
-    budget: Flag.Int("budget-s").pipe(Flag.withDefault(60), Flag.withDescription("Seconds per figure; an XL forward estimated above it is skipped")),
-    profile: Flag.Int("profile").pipe(
+    depth: CheckedFlags.count("depth").pipe(Flag.withDefault(28), Flag.withDescription("Mini teacher depth")),
+    hidden: CheckedFlags.count("hidden").pipe(Flag.withDefault(128), Flag.withDescription("Mini teacher width (4 heads, 8×8×4 latents, patch 2)")),
+    batch: CheckedFlags.count("batch").pipe(Flag.withDefault(32), Flag.withDescription("Mini teacher batch")),
+    xlBatch: CheckedFlags.count("xl-batch").pipe(Flag.withDefault(32), Flag.withDescription("DiT-XL/2 and D14 batch on a hardware GPU (CPU backends: forward at batch 1)")),
+    repetitions: CheckedFlags.count("repetitions").pipe(Flag.withDefault(5), Flag.withDescription("Timed calls per figure")),
+    budget: CheckedFlags.count("budget-s").pipe(Flag.withDefault(60), Flag.withDescription("Seconds per figure; an XL forward estimated above it is skipped")),
+    profile: CheckedFlags.natural("profile").pipe(
       Flag.withDefault(0),
       Flag.withDescription("Also print the per-kernel profile of the mini training step (mean of this many steps): phases and the slowest kernels")
     ),
-    top: Flag.Int("top").pipe(Flag.withDefault(25), Flag.withDescription("Kernels listed in the profile")),
+    top: CheckedFlags.count("top").pipe(Flag.withDefault(25), Flag.withDescription("Kernels listed in the profile")),
     matmul: matmulFlag,
     fused: fusedFlag,
     backends: backendsFlag

@@ -3,15 +3,16 @@ import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
 import { FeatureStatistics, FrechetDistance, Matrix } from "@tinyfusion/eval"
 import { Benchmark, Rng } from "@tinyfusion/tensor"
+import * as CheckedFlags from "../../CheckedFlags.ts"
 import * as Table from "../../Table.ts"
 
 export const fid = Command.make(
   "fid",
   {
-    dim: Flag.Int("dim").pipe(Flag.withDefault(2048), Flag.withDescription("Feature dimension (Inception pool features: 2048)")),
-    samples: Flag.Int("samples").pipe(Flag.withDefault(4096), Flag.withDescription("Feature vectors per set")),
-    batch: Flag.Int("batch").pipe(Flag.withDefault(256), Flag.withDescription("Rows per statistics batch")),
-    repetitions: Flag.Int("repetitions").pipe(Flag.withDefault(1), Flag.withDescription("Timed Fréchet distances"))
+    dim: CheckedFlags.count("dim").pipe(Flag.withDefault(2048), Flag.withDescription("Feature dimension (Inception pool features: 2048)")),
+    samples: CheckedFlags.count("samples").pipe(Flag.withDefault(4096), Flag.withDescription("Feature vectors per set")),
+    batch: CheckedFlags.count("batch").pipe(Flag.withDefault(256), Flag.withDescription("Rows per statistics batch")),
+    repetitions: CheckedFlags.count("repetitions").pipe(Flag.withDefault(1), Flag.withDescription("Timed Fréchet distances"))
   },
   (o) =>
     Effect.gen(function*() {

@@ -10,8 +10,9 @@ import { Console, Effect, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
 import { DiffLoss, MarTraining, Pretrain, Trainer } from "@tinyfusion/diffusion"
 import { MarSampling, Sampling, Throughput } from "@tinyfusion/eval"
-import { Config, Init, Mar, MarCheckpoint, MarConfig, ModelArtifact } from "@tinyfusion/models"
+import { Config, Init, Mar, MarStateDict, MarConfig, ModelArtifact } from "@tinyfusion/models"
 import { Benchmark, Compute, HostTensor, ParamTree, Rng, tf } from "@tinyfusion/tensor"
+import * as CheckedFlags from "../../CheckedFlags.ts"
 import * as Table from "../../Table.ts"
 import { backendsFlag, eachBackend } from "./compute.ts"
 import { latents, timeSteps } from "./train.ts"
@@ -19,13 +20,13 @@ import { latents, timeSteps } from "./train.ts"
 export const mar = Command.make(
   "mar",
   {
-    depth: Flag.Int("depth").pipe(Flag.withDefault(32), Flag.withDescription("Blocks (MAR: half encoder, half decoder; mini MAR-L: 32)")),
-    hidden: Flag.Int("hidden").pipe(Flag.withDefault(128), Flag.withDescription("Width of both (4 heads)")),
-    batch: Flag.Int("batch").pipe(Flag.withDefault(32), Flag.withDescription("Latents per training step and images per sampling batch")),
-    iterations: Flag.Int("iterations").pipe(Flag.withDefault(16), Flag.withDescription("MAR's autoregressive steps per sample")),
-    ddpmSteps: Flag.Int("ddpm-steps").pipe(Flag.withDefault(250), Flag.withDescription("DiT's DDPM steps per sample")),
-    cfg: Flag.Finite("cfg").pipe(Flag.withDefault(1.5), Flag.withDescription("Guidance scale of both (above 1 doubles the network batch)")),
-    repetitions: Flag.Int("repetitions").pipe(Flag.withDefault(3), Flag.withDescription("Timed repetitions per figure")),
+    depth: CheckedFlags.count("depth").pipe(Flag.withDefault(32), Flag.withDescription("Blocks (MAR: half encoder, half decoder; mini MAR-L: 32)")),
+    hidden: CheckedFlags.count("hidden").pipe(Flag.withDefault(128), Flag.withDescription("Width of both (4 heads)")),
+    batch: CheckedFlags.count("batch").pipe(Flag.withDefault(32), Flag.withDescription("Latents per training step and images per sampling batch")),
+    iterations: CheckedFlags.count("iterations").pipe(Flag.withDefault(16), Flag.withDescription("MAR's autoregressive steps per sample")),
+    ddpmSteps: CheckedFlags.count("ddpm-steps").pipe(Flag.withDefault(250), Flag.withDescription("DiT's DDPM steps per sample")),
+    cfg: CheckedFlags.guidance("cfg").pipe(Flag.withDefault(1.5), Flag.withDescription("Guidance scale of both (above 1 doubles the network batch)")),
+    repetitions: CheckedFlags.count("repetitions").pipe(Flag.withDefault(3), Flag.withDescription("Timed repetitions per figure")),
     backends: backendsFlag
   },
   (o) =>
@@ -43,7 +44,7 @@ export const mar = Command.make(
       yield* Console.log(
         `MAR vs DiT of the same size, median of ${o.repetitions} timed after one untimed\n` +
           `DiT ${Config.describe(dit)}, ${ModelArtifact.parameterCount(dit).toLocaleString("en-US")} parameters\n` +
-          `MAR ${MarConfig.describe(marConfig)}, ${MarCheckpoint.parameterCount(marConfig).toLocaleString("en-US")} parameters\n` +
+          `MAR ${MarConfig.describe(marConfig)}, ${MarStateDict.parameterCount(marConfig).toLocaleString("en-US")} parameters\n` +
           `sampling: DiT ${o.ddpmSteps} DDPM steps; MAR ${o.iterations} steps, head ${marConfig.numSamplingSteps} steps; guidance ${o.cfg}`
       )
       const rows: Array<Array<string>> = []
@@ -54,7 +55,7 @@ export const mar = Command.make(
           const objective = yield* Trainer.objective("dit", dit)
           const ditStep = yield* timeSteps(settings, Trainer.diffusionTask(objective, dit, Init.host(dit, 0)), o.repetitions)
           const diffloss = yield* DiffLoss.make(marConfig.numSamplingSteps)
-          const marHost = MarCheckpoint.init(marConfig, 0)
+          const marHost = MarStateDict.init(marConfig, 0)
           const marStep = yield* timeSteps(settings, MarTraining.task(diffloss, marConfig, marHost), o.repetitions)
 
           const ditParams = Init.params(dit, 0)
@@ -82,9 +83,9 @@ export const mar = Command.make(
             return { whole, forward }
           }).pipe(Effect.ensuring(Effect.sync(() => ParamTree.dispose(marParams))))
 
-          const ditImages = ditSampling.imagesPerSecond
+          const ditImages = ditSampling.imagesPerS
           const marImages = (o.batch * 1000) / marTimes.whole.ms
-          rows.push([name, "DiT", Table.fixed(ditStep.ms, 1), Table.fixed(ditSampling.msPerIteration, 1), Table.fixed((1000 * o.batch) / ditImages, 0), Table.fixed(ditImages, 3)])
+          rows.push([name, "DiT", Table.fixed(ditStep.ms, 1), Table.fixed(ditSampling.msPerIt, 1), Table.fixed((1000 * o.batch) / ditImages, 0), Table.fixed(ditImages, 3)])
           rows.push([name, "MAR", Table.fixed(marStep.ms, 1), Table.fixed(marTimes.forward.ms, 1), Table.fixed(marTimes.whole.ms, 0), Table.fixed(marImages, 3)])
           yield* Console.log(`${name}: ${c.device}`)
         }).pipe(Effect.provide(latents(dit))))

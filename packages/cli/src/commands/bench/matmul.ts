@@ -5,6 +5,7 @@
 import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
 import { Benchmark, Compute, WasmMatMul } from "@tinyfusion/tensor"
+import * as CheckedFlags from "../../CheckedFlags.ts"
 import * as Table from "../../Table.ts"
 
 const product = (name: string, a: Array<number>, b: Array<number>, transposeA: boolean, transposeB: boolean) => ({
@@ -29,7 +30,7 @@ const products = [
 export const matmul = Command.make(
   "matmul",
   {
-    repetitions: Flag.Int("repetitions").pipe(Flag.withDefault(7), Flag.withDescription("Timed products per kernel"))
+    repetitions: CheckedFlags.count("repetitions").pipe(Flag.withDefault(7), Flag.withDescription("Timed products per kernel"))
   },
   (o) =>
     Effect.gen(function*() {

@@ -9,6 +9,7 @@ import { Command, Flag } from "effect/cli"
 import { Inception } from "@tinyfusion/data"
 import { SdVae } from "@tinyfusion/models"
 import { Benchmark, Compute, Hashed, HostTensor, ParamTree, tf } from "@tinyfusion/tensor"
+import * as CheckedFlags from "../../CheckedFlags.ts"
 import * as Table from "../../Table.ts"
 import { backendsFlag, eachBackend } from "./compute.ts"
 
@@ -21,8 +22,8 @@ const randomTree = (shapes: ReadonlyArray<readonly [string, ReadonlyArray<number
 export const paper = Command.make(
   "paper",
   {
-    batch: Flag.Int("batch").pipe(Flag.withDefault(4), Flag.withDescription("Images per forward")),
-    repetitions: Flag.Int("repetitions").pipe(Flag.withDefault(3), Flag.withDescription("Timed forwards per network")),
+    batch: CheckedFlags.count("batch").pipe(Flag.withDefault(4), Flag.withDescription("Images per forward")),
+    repetitions: CheckedFlags.count("repetitions").pipe(Flag.withDefault(3), Flag.withDescription("Timed forwards per network")),
     backends: backendsFlag
   },
   (o) =>

@@ -10,6 +10,7 @@ import { GaussianDiffusion } from "@tinyfusion/diffusion"
 import { Config, Init } from "@tinyfusion/models"
 import { BlockStack, Learnable, LatentSource, Scheme } from "@tinyfusion/pruning"
 import { Benchmark, Compute, ParamTree, Rng } from "@tinyfusion/tensor"
+import * as CheckedFlags from "../../CheckedFlags.ts"
 import * as Table from "../../Table.ts"
 import { backendsFlag, eachBackend } from "./compute.ts"
 
@@ -23,7 +24,7 @@ const stepTiming = (config: Config.Config, options: Learnable.Options, scheme: S
     const shape = [count, config.inputSize, config.inputSize, config.inChannels] as const
     const latents = Rng.normal(Rng.stream(0, "bench/latents"), 0, shape.reduce((a, b) => a * b, 1))
     const source = LatentSource.fromArrays(latents, Int32Array.from({ length: count }, (_, i) => i % config.numClasses), shape)
-    const run = yield* Learnable.session({ stack, params, scheme, options, iterations: repetitions + 1, seed: 0, source })
+    const run = yield* Learnable.session({ stack, params, scheme, options: { ...options, iterations: repetitions + 1 }, seed: 0, source })
     let state = yield* run.init
     let index = 0
     const once = Effect.gen(function*() {
@@ -40,12 +41,12 @@ const stepTiming = (config: Config.Config, options: Learnable.Options, scheme: S
 export const prune = Command.make(
   "prune",
   {
-    depth: Flag.Int("depth").pipe(Flag.withDefault(28), Flag.withDescription("Teacher depth (mini: 28)")),
-    hidden: Flag.Int("hidden").pipe(Flag.withDefault(128), Flag.withDescription("Teacher width (4 heads, 8×8×4 latents, patch 2)")),
-    batch: Flag.Int("batch").pipe(Flag.withDefault(64), Flag.withDescription("Mask-learning batch")),
-    scheme: Flag.String("scheme").pipe(Flag.withDefault("1:2"), Flag.withDescription("N:M scheme")),
-    updates: Flag.String("updates").pipe(Flag.withDefault("lora,frozen,full"), Flag.withDescription("Comma-separated ΔW kinds to time")),
-    repetitions: Flag.Int("repetitions").pipe(Flag.withDefault(5), Flag.withDescription("Timed steps per figure")),
+    depth: CheckedFlags.count("depth").pipe(Flag.withDefault(28), Flag.withDescription("Teacher depth (mini: 28)")),
+    hidden: CheckedFlags.count("hidden").pipe(Flag.withDefault(128), Flag.withDescription("Teacher width (4 heads, 8×8×4 latents, patch 2)")),
+    batch: CheckedFlags.count("batch").pipe(Flag.withDefault(64), Flag.withDescription("Mask-learning batch")),
+    scheme: CheckedFlags.scheme("scheme").pipe(Flag.withDefault("1:2"), Flag.withDescription("N:M scheme")),
+    updates: CheckedFlags.namesOf("updates", ["lora", "frozen", "full"]).pipe(Flag.withDefault(["lora", "frozen", "full"]), Flag.withDescription("Comma-separated ΔW kinds to time")),
+    repetitions: CheckedFlags.count("repetitions").pipe(Flag.withDefault(5), Flag.withDescription("Timed steps per figure")),
     backends: backendsFlag
   },
   (o) =>
@@ -59,7 +60,7 @@ export const prune = Command.make(
       yield* eachBackend(o.backends, rows, (name) =>
         Effect.gen(function*() {
           const c = yield* Compute
-          for (const update of o.updates.split(",").map((u) => u.trim())) {
+          for (const update of o.updates) {
             const options = yield* Schema.decodeUnknownEffect(Learnable.Options)({ update, batchSize: o.batch })
             const t = yield* stepTiming(config, options, scheme, o.repetitions)
             rows.push([name, update, Table.fixed(t.ms, 1), Table.fixed((o.batch * 1000) / t.ms, 1), String(t.repetitions)])

@@ -3,12 +3,13 @@ import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as os from "node:os"
 import { StoreBenchmark } from "@tinyfusion/core"
+import * as CheckedFlags from "../../CheckedFlags.ts"
 import * as Table from "../../Table.ts"
 
 export const store = Command.make(
   "store",
   {
-    mib: Flag.Int("mib").pipe(Flag.withDefault(256), Flag.withDescription("Artifact size in MiB (float32 tensors)")),
+    mib: CheckedFlags.count("mib").pipe(Flag.withDefault(256), Flag.withDescription("Artifact size in MiB (float32 tensors)")),
     dir: Flag.String("dir").pipe(Flag.withDefault(os.tmpdir()), Flag.withDescription("Directory for the temporary store (its disk is measured)"))
   },
   (o) =>

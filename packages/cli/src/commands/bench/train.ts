@@ -10,10 +10,11 @@ import { Command, Flag } from "effect/cli"
 import { LatentDataset } from "@tinyfusion/data"
 import { Pretrain, Trainer, Training } from "@tinyfusion/diffusion"
 import { Config, DiT, Init } from "@tinyfusion/models"
-import { Recovery } from "@tinyfusion/recovery"
+import { Scheme, Selection } from "@tinyfusion/pruning"
+import { Recovery, Strategies } from "@tinyfusion/recovery"
 import { Benchmark, Compute, HostTensor, ParamTree, Rng } from "@tinyfusion/tensor"
+import * as CheckedFlags from "../../CheckedFlags.ts"
 import * as Table from "../../Table.ts"
-import { evenly } from "../finetune.ts"
 import { backendsFlag, eachBackend } from "./compute.ts"
 
 /** Random latents and labels, a pure function of (seed, step). */
@@ -50,17 +51,17 @@ export const timeSteps = (settings: Trainer.Settings, task: Trainer.Task, repeti
 export const train = Command.make(
   "train",
   {
-    depth: Flag.Int("depth").pipe(Flag.withDefault(28), Flag.withDescription("Teacher depth (mini: 28)")),
-    hidden: Flag.Int("hidden").pipe(Flag.withDefault(128), Flag.withDescription("Width (mini: 128)")),
-    batch: Flag.Int("batch").pipe(Flag.withDefault(32), Flag.withDescription("Latents per step")),
-    keep: Flag.Int("keep").pipe(Flag.withDefault(14), Flag.withDescription("Student blocks (kept evenly, 1:2 groups for RepKD)")),
-    repetitions: Flag.Int("repetitions").pipe(Flag.withDefault(5), Flag.withDescription("Timed steps per figure")),
+    depth: CheckedFlags.count("depth").pipe(Flag.withDefault(28), Flag.withDescription("Teacher depth (mini: 28)")),
+    hidden: CheckedFlags.count("hidden").pipe(Flag.withDefault(128), Flag.withDescription("Width (mini: 128)")),
+    batch: CheckedFlags.count("batch").pipe(Flag.withDefault(32), Flag.withDescription("Latents per step")),
+    keep: CheckedFlags.count("keep").pipe(Flag.withDefault(14), Flag.withDescription("Student blocks (kept evenly, 1:2 groups for RepKD)")),
+    repetitions: CheckedFlags.count("repetitions").pipe(Flag.withDefault(5), Flag.withDescription("Timed steps per figure")),
     backends: backendsFlag
   },
   (o) =>
     Effect.gen(function*() {
       const teacher = yield* Config.make("mini", { depth: o.depth, hiddenSize: o.hidden })
-      const kept = evenly(o.depth, o.keep)
+      const kept = [...Selection.uniform(o.depth, o.keep)]
       yield* Console.log(`Trainer.step, median ms per step (${o.repetitions} timed after 1 untimed)\nteacher ${Config.describe(teacher)}; student: blocks ${kept.join(",")}`)
       const rows: Array<Array<string>> = []
       yield* eachBackend(o.backends, rows, (name) =>
@@ -74,17 +75,13 @@ export const train = Command.make(
           row("pretrain", teacher, yield* timeSteps(settings, Trainer.diffusionTask(objective, teacher, host), o.repetitions))
           const params = HostTensor.treeToTensors(host)
           yield* Effect.gen(function*() {
-            const pruned = DiT.keepBlocks(teacher, host as unknown as ParamTree.ParamTree, kept)
-            const groups = Array.from({ length: Math.floor(o.depth / 2) }, (_, g) => [2 * g, 2 * g + 1])
-            for (const strategy of Recovery.Strategy.literals) {
-              const loss = Recovery.paper("dit", strategy, { kept, groups }, 2)
-              const pairs = yield* Recovery.pairs(loss.alignment, pruned.config.depth, o.depth)
-              const task = Recovery.task(objective, loss, 1000, {
-                teacher: { config: teacher, params },
-                student: { config: pruned.config, init: pruned.params as unknown as HostTensor.HostTree },
-                pairs
-              })
-              row(`recovery ${strategy}`, pruned.config, yield* timeSteps(Recovery.paperTraining(1000, o.batch, 0), task, o.repetitions))
+            const pruned = DiT.keepBlocks(teacher, host, kept)
+            const alignment = { kept, groups: Scheme.groups({ m: 2 }, o.depth).groups }
+            const models = Recovery.ditModels(objective, { config: teacher, params, key: "bench" }, { config: pruned.config, init: pruned.params })
+            for (const strategy of Strategies.builtin.values()) {
+              const options = yield* Recovery.options(strategy, "alignment" in strategy.options.fields ? { alignment } : {})
+              const task = yield* strategy.task({ steps: 1000, options, models })
+              row(`recovery ${strategy.name}`, pruned.config, yield* timeSteps(Recovery.paperTraining(1000, o.batch, 0), task, o.repetitions))
             }
           }).pipe(Effect.ensuring(Effect.sync(() => ParamTree.dispose(params))))
           yield* Console.log(`${name}: ${c.device}`)

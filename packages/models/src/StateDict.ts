@@ -1,15 +1,18 @@
 /**
- * Reference checkpoints in and out. Our parameter trees already use the
- * reference state_dict keys and PyTorch layouts, so import and export are
- * (de)serialisation plus a check that every key and shape fits the config.
- * Our own files carry the config as JSON in the safetensors metadata.
+ * A model's weights as the reference state_dict, in and out of safetensors
+ * files (reference checkpoints, our model files). Our parameter trees
+ * already use the reference state_dict keys and PyTorch layouts, so import
+ * and export are (de)serialisation plus a check that every key and shape
+ * fits the config. Our own files carry the config as JSON in the
+ * safetensors metadata. (A training loop's resumable state is packages/core
+ * Checkpoint.)
  */
 import { Effect, Option, Schema } from "effect"
 import { HostTensor, ParamTree, Safetensors } from "@tinyfusion/tensor"
 import * as Config from "./Config.ts"
 import * as Embeddings from "./Embeddings.ts"
 
-export class CheckpointMismatch extends Schema.TaggedError<CheckpointMismatch>()("CheckpointMismatch", {
+export class StateDictMismatch extends Schema.TaggedError<StateDictMismatch>()("StateDictMismatch", {
   /** The config the file was checked against. */
   model: Schema.String,
   /** The first mismatches, one line each. */
@@ -84,13 +87,13 @@ export const mismatches = (config: Config.Config, tensors: ReadonlyMap<string, S
   mismatchesOf(referenceShapes(config), tensors)
 
 /** Fails with the first mismatches unless the tensors are exactly the expected keys and shapes; `model` names them. */
-export const checkShapes = Effect.fn("Checkpoint.checkShapes")(function*(
+export const checkShapes = Effect.fn("StateDict.checkShapes")(function*(
   model: string,
   expected: ReadonlyArray<readonly [string, ReadonlyArray<number>]>,
   tensors: ReadonlyMap<string, Shaped>
 ) {
   const found = mismatchesOf(expected, tensors)
-  if (found.length > 0) return yield* new CheckpointMismatch({ model, mismatches: found.slice(0, listed), count: found.length })
+  if (found.length > 0) return yield* new StateDictMismatch({ model, mismatches: found.slice(0, listed), count: found.length })
 })
 
 /** Fails with the first mismatches unless the tensors fit the config exactly. */
@@ -104,7 +107,7 @@ export const configKey = "tinyfusion.dit"
 export const familyKey = "tinyfusion.family"
 
 /** The config stored in a file's metadata, if any. */
-export const storedConfig = Effect.fn("Checkpoint.storedConfig")(function*(metadata: Readonly<Record<string, string>>) {
+export const storedConfig = Effect.fn("StateDict.storedConfig")(function*(metadata: Readonly<Record<string, string>>) {
   const text = metadata[configKey]
   if (text === undefined) return Option.none<Config.Config>()
   const json = yield* Effect.try({
@@ -128,7 +131,7 @@ export interface Loaded {
  * only keys under it are read and the prefix is removed. Half-precision
  * tensors arrive widened to float32 (exactly).
  */
-export const fromFile = Effect.fn("Checkpoint.fromFile")(function*(
+export const fromFile = Effect.fn("StateDict.fromFile")(function*(
   config: Config.Config,
   file: Safetensors.File,
   options: { readonly prefix?: string } = {}
@@ -139,7 +142,7 @@ export const fromFile = Effect.fn("Checkpoint.fromFile")(function*(
 })
 
 /** The parameter tree for `config` from a state_dict (keys under `prefix` only, the prefix removed), checked key by key. */
-export const fromTensors = Effect.fn("Checkpoint.fromTensors")(function*(
+export const fromTensors = Effect.fn("StateDict.fromTensors")(function*(
   config: Config.Config,
   all: ReadonlyMap<string, HostTensor.HostTensor>,
   options: { readonly prefix?: string } = {}
@@ -151,7 +154,7 @@ export const fromTensors = Effect.fn("Checkpoint.fromTensors")(function*(
 })
 
 /** Parses safetensors bytes and reads them as `fromFile` does. */
-export const decode = Effect.fn("Checkpoint.decode")(function*(
+export const decode = Effect.fn("StateDict.decode")(function*(
   config: Config.Config,
   bytes: Uint8Array,
   options: { readonly prefix?: string } = {}
@@ -163,7 +166,7 @@ export const decode = Effect.fn("Checkpoint.decode")(function*(
  * Writes a parameter tree with exactly the reference keys, in F32, F16 or
  * BF16 (round to nearest even), with our config in the metadata.
  */
-export const encode = Effect.fn("Checkpoint.encode")(function*(
+export const encode = Effect.fn("StateDict.encode")(function*(
   config: Config.Config,
   params: HostTensor.HostTree,
   options: { readonly dtype?: Safetensors.WriteDtype; readonly metadata?: Readonly<Record<string, string>> } = {}

@@ -7,7 +7,7 @@
  */
 import { Effect, Option } from "effect"
 import { HostTensor, ParamTree, Rng, Safetensors } from "@tinyfusion/tensor"
-import * as Checkpoint from "./Checkpoint.ts"
+import * as StateDict from "./StateDict.ts"
 import { InvalidConfig } from "./Config.ts"
 import * as Embeddings from "./Embeddings.ts"
 import * as MarConfig from "./MarConfig.ts"
@@ -118,12 +118,12 @@ export const init = (config: Config, seed: number): HostTensor.HostTree =>
   ParamTree.unflatten(referenceShapes(config).map(([key, shape]) => [key, HostTensor.float32(shape, values(key, shape, seed))] as const))
 
 /** Fails with the first mismatches unless the tensors fit the config exactly. */
-export const check = Effect.fn("MarCheckpoint.check")(function*(config: Config, tensors: ReadonlyMap<string, HostTensor.HostTensor>) {
-  const found = Checkpoint.mismatchesOf(referenceShapes(config), tensors)
+export const check = Effect.fn("MarStateDict.check")(function*(config: Config, tensors: ReadonlyMap<string, HostTensor.HostTensor>) {
+  const found = StateDict.mismatchesOf(referenceShapes(config), tensors)
   if (found.length > 0) {
-    return yield* new Checkpoint.CheckpointMismatch({
+    return yield* new StateDict.StateDictMismatch({
       model: MarConfig.describe(config),
-      mismatches: found.slice(0, Checkpoint.listed),
+      mismatches: found.slice(0, StateDict.listed),
       count: found.length
     })
   }
@@ -133,7 +133,7 @@ export const check = Effect.fn("MarCheckpoint.check")(function*(config: Config, 
 export const configKey = "tinyfusion.mar"
 
 /** The config stored in a file's metadata, if any. */
-export const storedConfig = Effect.fn("MarCheckpoint.storedConfig")(function*(metadata: Readonly<Record<string, string>>) {
+export const storedConfig = Effect.fn("MarStateDict.storedConfig")(function*(metadata: Readonly<Record<string, string>>) {
   const text = metadata[configKey]
   if (text === undefined) return Option.none<Config>()
   const json = yield* Effect.try({
@@ -148,7 +148,7 @@ export const storedConfig = Effect.fn("MarCheckpoint.storedConfig")(function*(me
  * for an official training checkpoint's EMA dict flattened into one file),
  * only keys under it are read and the prefix is removed.
  */
-export const decode = Effect.fn("MarCheckpoint.decode")(function*(config: Config, bytes: Uint8Array, options: { readonly prefix?: string } = {}) {
+export const decode = Effect.fn("MarStateDict.decode")(function*(config: Config, bytes: Uint8Array, options: { readonly prefix?: string } = {}) {
   const file = yield* Safetensors.decode(bytes)
   const prefix = options.prefix ?? ""
   const tensors = new Map<string, HostTensor.HostTensor>()
@@ -161,7 +161,7 @@ export const decode = Effect.fn("MarCheckpoint.decode")(function*(config: Config
 })
 
 /** Writes a tree with exactly the reference keys (F32, F16 or BF16), with our config in the metadata. */
-export const encode = Effect.fn("MarCheckpoint.encode")(function*(
+export const encode = Effect.fn("MarStateDict.encode")(function*(
   config: Config,
   params: HostTensor.HostTree,
   options: { readonly dtype?: Safetensors.WriteDtype; readonly metadata?: Readonly<Record<string, string>> } = {}

@@ -1,0 +1,133 @@
+/**
+ * Compute processes on this machine: children forked from `child.ts`, each
+ * with its own Compute layer on the shared store, running one job at a time
+ * sent over IPC. `layer` makes N of them the suite's executor (one per core
+ * by default); the Postgres worker runs its jobs in one, so that the
+ * queue's heartbeat is never starved by a long synchronous computation.
+ *
+ * A child that dies in a job (killed, out of memory) is replaced and the
+ * job sent again, up to `attempts` times: the stage resumes from its
+ * checkpoints, its lock freed with the dead process. A child outlives no
+ * parent: it exits when the IPC channel closes.
+ */
+import { Deferred, Effect, Layer, Queue, Schema, Scope } from "effect"
+import { fork } from "node:child_process"
+import * as os from "node:os"
+import type * as Presets from "../presets.ts"
+import { Executor } from "./Executor.ts"
+import { Job, JobFailed } from "./Job.ts"
+
+/** What a child says: ready for a job, or how the job it was given ended. */
+export const ChildMessage = Schema.Union([
+  Schema.TaggedStruct("Ready", {}),
+  Schema.TaggedStruct("Done", { key: Schema.String }),
+  Schema.TaggedStruct("Failed", { key: Schema.String, stage: Schema.String, reason: Schema.String })
+])
+export type ChildMessage = typeof ChildMessage.Type
+
+/** What a parent says: run this job. */
+export const ParentMessage = Schema.TaggedStruct("Run", { job: Job })
+export type ParentMessage = typeof ParentMessage.Type
+
+export interface Options {
+  readonly store: string
+  /** The Compute backend the children use (what `--backend` names). */
+  readonly backend: string
+  /** The children's log lines: for people or as JSON (what `--log-format` names). */
+  readonly logFormat: "pretty" | "json"
+  /** A job is tried this many times when its process dies under it. */
+  readonly attempts?: number
+}
+
+type Outcome = { readonly _tag: "Settled"; readonly message: ChildMessage } | { readonly _tag: "Exited"; readonly how: string }
+
+interface Child {
+  readonly name: string
+  readonly run: (job: Job) => Effect.Effect<Outcome>
+}
+
+const decodeChild = Schema.decodeUnknownSync(ChildMessage)
+
+/** One compute process, ready for jobs; killed when the scope closes. */
+const spawn = (name: string, options: Options): Effect.Effect<Child, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const ready = yield* Deferred.make<void, string>()
+    let current: Deferred.Deferred<Outcome> | undefined
+    let exited: string | undefined
+    const child = yield* Effect.acquireRelease(
+      Effect.sync(() =>
+        fork(new URL("./child.ts", import.meta.url), [options.store, options.backend, options.logFormat, name], {
+          stdio: ["ignore", "inherit", "inherit", "ipc"],
+          execArgv: process.execArgv
+        })
+      ),
+      (c) => Effect.sync(() => void (c.exitCode === null && c.signalCode === null && c.kill("SIGTERM")))
+    )
+    child.on("message", (raw) => {
+      const message = decodeChild(raw)
+      if (message._tag === "Ready") Deferred.doneUnsafe(ready, Effect.void)
+      else if (current !== undefined) Deferred.doneUnsafe(current, Effect.succeed({ _tag: "Settled", message }))
+    })
+    child.on("exit", (code, signal) => {
+      exited = signal === null ? `exit code ${code}` : `signal ${signal}`
+      Deferred.doneUnsafe(ready, Effect.fail(exited))
+      if (current !== undefined) Deferred.doneUnsafe(current, Effect.succeed({ _tag: "Exited", how: exited }))
+    })
+    yield* Deferred.await(ready).pipe(Effect.catch((how) => Effect.die(new Error(`compute process ${name} ended before it was ready (${how})`))))
+    return {
+      name,
+      run: (job) =>
+        Effect.gen(function*() {
+          if (exited !== undefined) return { _tag: "Exited", how: exited } as const
+          const outcome = yield* Deferred.make<Outcome>()
+          current = outcome
+          child.send({ _tag: "Run", job } satisfies typeof ParentMessage.Encoded)
+          return yield* Deferred.await(outcome).pipe(Effect.ensuring(Effect.sync(() => void (current = undefined))))
+        })
+    } satisfies Child
+  })
+
+/** `workers` compute processes and a way to run a job on a free one. */
+export const pool = Effect.fn("Local.pool")(function*(workers: number, options: Options) {
+  const scope = yield* Effect.scope
+  const idle = yield* Queue.unbounded<Child>()
+  let spawned = 0
+  const start = Effect.suspend(() => spawn(`worker ${++spawned}`, options)).pipe(Scope.provide(scope))
+  for (const child of yield* Effect.forEach(Array.from({ length: workers }), () => start, { concurrency: "unbounded" })) {
+    yield* Queue.offer(idle, child)
+  }
+  const attempts = options.attempts ?? 3
+  const run = (job: Job): Effect.Effect<void, JobFailed> =>
+    Effect.gen(function*() {
+      for (let attempt = 1;; attempt++) {
+        const child = yield* Queue.take(idle)
+        const outcome = yield* child.run(job).pipe(Effect.onInterrupt(() => Queue.offer(idle, child)))
+        if (outcome._tag === "Settled") {
+          yield* Queue.offer(idle, child)
+          const { message } = outcome
+          if (message._tag === "Failed") return yield* new JobFailed({ key: message.key, stage: message.stage, reason: message.reason })
+          return
+        }
+        yield* Effect.logWarning(`${child.name} ended (${outcome.how}) running ${job.node.stage} of ${job.label}; starting another`)
+        yield* Queue.offer(idle, yield* start)
+        if (attempt >= attempts) {
+          return yield* new JobFailed({ key: job.key, stage: job.node.stage, reason: `its compute process ended (${outcome.how}) on each of ${attempts} attempts` })
+        }
+      }
+    })
+  return { run }
+})
+
+/** The local executor: `workers` compute processes (default: one per core). */
+export const layer = (options: Options & { readonly workers?: number; readonly data: Presets.DataSource }) =>
+  Layer.effect(
+    Executor,
+    Effect.gen(function*() {
+      const workers = options.workers ?? os.availableParallelism()
+      const { run } = yield* pool(workers, options)
+      return {
+        name: `local (${workers} worker process${workers === 1 ? "" : "es"})`,
+        submit: (request) => run({ ...request, data: options.data })
+      }
+    })
+  )

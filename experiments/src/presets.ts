@@ -79,6 +79,24 @@ const mars = (large: MarPretrain.MarPretrainConfig, base: MarConfig.MarConfig, i
   sampling: { full: marSampling(iterations.full), short: marSampling(iterations.short) }
 })
 
+/** The mini MAR-L and MAR-B narrowed to `large` and `base` widths (heads of 2), with a DiffLoss head of `head` width over `headSteps` steps. */
+const narrowMars = (
+  widths: { readonly large: number; readonly base: number; readonly head: number; readonly headSteps: string },
+  training: MarPretrain.MarPretrainConfig["training"],
+  iterations: { readonly full: number; readonly short: number }
+) => {
+  const narrow = (model: MarConfig.MarConfig, width: number): MarConfig.MarConfig => ({
+    ...model,
+    encoderEmbedDim: width,
+    decoderEmbedDim: width,
+    encoderNumHeads: 2,
+    decoderNumHeads: 2,
+    difflossWidth: widths.head,
+    numSamplingSteps: widths.headSteps
+  })
+  return mars({ model: narrow(MarConfig.presets.mini, widths.large), training }, narrow(MarConfig.presets["mini-base"], widths.base), iterations)
+}
+
 /** The teachers of both families on one shape and loop. */
 const teachers = (dit: Pretrain.PretrainConfig) => ({ dit, sit: { ...dit, family: "sit" as const } })
 
@@ -122,13 +140,10 @@ export const quick = (dataset: string): Preset => ({
     model: { ...Config.presets.mini, hiddenSize: 32, numHeads: 2 },
     training: { ...Pretrain.mini.training, steps: 60, batchSize: 16, lr: 1e-3, emaDecay: 0.9, checkpointEvery: 20, curveEvery: 5 }
   }),
-  mar: mars(
-    {
-      model: { ...MarConfig.presets.mini, encoderEmbedDim: 32, decoderEmbedDim: 32, encoderNumHeads: 2, decoderNumHeads: 2, difflossWidth: 32, numSamplingSteps: "8" },
-      // MAR's recipe over 60 steps (15 warming up), at the quick DiT teacher's raised rate and short EMA.
-      training: { ...MarPretrain.mini.training, ...MarPretrain.recipeTraining(60, 16), lr: 1e-3, emaDecay: 0.9, checkpointEvery: 20, curveEvery: 5 }
-    },
-    { ...MarConfig.presets["mini-base"], encoderEmbedDim: 24, decoderEmbedDim: 24, encoderNumHeads: 2, decoderNumHeads: 2, difflossWidth: 32, numSamplingSteps: "8" },
+  mar: narrowMars(
+    { large: 32, base: 24, head: 32, headSteps: "8" },
+    // MAR's recipe over 60 steps (15 warming up), at the quick DiT teacher's raised rate and short EMA.
+    { ...MarPretrain.mini.training, ...MarPretrain.recipeTraining(60, 16), lr: 1e-3, emaDecay: 0.9, checkpointEvery: 20, curveEvery: 5 },
     { full: 4, short: 2 }
   ),
   prune: {
@@ -182,14 +197,11 @@ export const small: Preset = {
   featureNet: { ...Stages.miniFeatureNet, training: { ...Stages.miniFeatureNet.training, steps: 800 } },
   reference: Reference.miniReference,
   teacher: smallTeachers,
-  mar: mars(
-    {
-      model: { ...MarConfig.presets.mini, encoderEmbedDim: 64, decoderEmbedDim: 64, encoderNumHeads: 2, decoderNumHeads: 2, difflossWidth: 64, numSamplingSteps: "25" },
-      // MAR's recipe (the first quarter warming up, then constant) at the DiT teacher's rate: the recipe's
-      // 1e-4 · 32 / 256 would barely move in 600 steps. Not piloted beyond the cost of a step.
-      training: { ...MarPretrain.mini.training, ...MarPretrain.recipeTraining(600, 32), lr: 1e-3, emaDecay: 0.99, checkpointEvery: 100, curveEvery: 10 }
-    },
-    { ...MarConfig.presets["mini-base"], encoderEmbedDim: 48, decoderEmbedDim: 48, encoderNumHeads: 2, decoderNumHeads: 2, difflossWidth: 64, numSamplingSteps: "25" },
+  mar: narrowMars(
+    { large: 64, base: 48, head: 64, headSteps: "25" },
+    // MAR's recipe (the first quarter warming up, then constant) at the DiT teacher's rate: the recipe's
+    // 1e-4 · 32 / 256 would barely move in 600 steps. Not piloted beyond the cost of a step.
+    { ...MarPretrain.mini.training, ...MarPretrain.recipeTraining(600, 32), lr: 1e-3, emaDecay: 0.99, checkpointEvery: 100, curveEvery: 10 },
     { full: 8, short: 4 }
   ),
   prune: {

@@ -173,7 +173,7 @@ describe("tinyfusion: bad input is refused with one line and a non-zero exit", (
         [["repro", "--backend", "wasm", "--store", `${root}/ro`, "--synthetic"], failed, new RegExp(`^write to the store ${root}/ro failed: it is not writable \\(EROFS: `)]
       ]
       const readOnlyCount = yield* check(readOnlyCases, (args) => Effect.provide(cli(args), readOnly))
-      assert.strictEqual(counted + readOnlyCount, 60)
+      assert.strictEqual(counted + readOnlyCount, 61)
 
       // Nothing above computed anything but the NaN file's model-file artifact (its evaluation was refused):
       // the teacher's 3 artifacts and the evaluation fixtures' 4, and that one.

@@ -7,7 +7,7 @@
  *   quick   CPU, minutes: every stage of every cell runs, on tiny models and
  *           a few hundred images; the numbers test the plumbing, not the paper
  *   small   Fashion-MNIST and a 28 × 64 teacher, sized by pilots for a 2-core
- *           CPU (about 165 minutes with two workers): the reproduction we run
+ *           CPU (about 150 minutes with two workers): the reproduction we run
  *   mini    Fashion-MNIST and the 28 × 128 mini teacher: the reproduction at
  *           the scale of a GPU
  *   paper   DiT-XL/2 shapes: a user's image folder and the official
@@ -167,7 +167,9 @@ export const quick = (dataset: string): Preset => ({
 /**
  * The reproduction on this project's CPU: all of Fashion-MNIST, the mini data stages, a 28 × 64 teacher
  * (the mini shape at half width; the grids' depths are the paper's) and every budget sized by pilots
- * to about 315 core-minutes: 160–170 minutes of wall on 2 idle cores with two workers.
+ * to about 280 core-minutes: about 150 minutes of wall on 2 idle cores with two workers (estimated from the
+ * pilots' unit costs and the plan's counts: 85 evaluations, 80 recoveries, 14 mask learnings; at 800 samples
+ * and 250 recovery steps it came to 315, so both were cut to fit).
  * Pilot figures: CPU seconds (user + sys, wasm on one thread) at load 5–14 on the 2-core EPYC; FID on
  * 1,000 samples, 25 DDPM steps, guidance 1.5, ± the 95% bootstrap half-width (200 replicates).
  * - Feature network: 800 steps gave 87.4% test accuracy on 10,000 images (chance 10%); 290 s with the reference.
@@ -180,10 +182,10 @@ export const quick = (dataset: string): Preset => ({
  * - Recovery: 400 fine-tuning steps of 64 cost 140 s (0.33 s a step at D14) and took ShortGPT's D14 from
  *   299.3 to 145.2 ± 7.7; the learnable 1:2 mask (200 iterations) recovered to 158.9 ± 9.1. Paired, learnable −
  *   ShortGPT = +13.8 ± 3.6 (unpaired ±11.9; one seed, so the bootstrap alone): at 1,000 samples a
- *   difference this size is resolved four times over. "100K" is 250 steps, "500K" 500; "10K" (Tables 4 and 7) 100, not
+ *   difference this size is resolved four times over (at 600 samples, about three times). "100K" is 200 steps, "500K" 500; "10K" (Tables 4 and 7) 100, not
  *   piloted; MAR's 40 epochs 10% of its 600.
- * - Evaluation: 164 s at D28 and 104 s at D14 for 1,000 samples; 800 (full) and 400 (short) keep the
- *   suite's 85 evaluations near 90 core-minutes. sFID's 20 replicates cost 0.45 s each.
+ * - Evaluation: 164 s at D28 and 104 s at D14 for 1,000 samples; 600 (full) and 400 (short) keep the
+ *   suite's 85 evaluations near 75 core-minutes. sFID's 20 replicates cost 0.45 s each.
  * - Mask learning: 0.7 s an iteration (LoRA; Full 0.77, Frozen 0.41) at batch 64, 14 of them in the suite:
  *   150 iterations with the gates' EMA at 0.99 (200 at 0.999 gave confidence 0.60).
  * - MAR: a training step costs 3.9 times the DiT's of the same size, so the MARs train 600 steps of 32.
@@ -213,9 +215,9 @@ export const small: Preset = {
       "diff-pruning": { stride: 25, batchSize: 64, checkpointEvery: 10 }
     }
   },
-  recovery: { batchSize: 64, seed: 0, steps: { "100K": 250, "500K": 500, "10K": 100, "40ep": 60 }, emaDecay: 0.99, checkpointEvery: 50, curveEvery: 10 },
+  recovery: { batchSize: 64, seed: 0, steps: { "100K": 200, "500K": 500, "10K": 100, "40ep": 60 }, emaDecay: 0.99, checkpointEvery: 50, curveEvery: 10 },
   evaluation: {
-    full: { ...Evaluation.miniEvaluation, samples: 800, sampling: guided("25"), splitSize: 400, gridImages: 64, bootstrap: smallBootstrap },
+    full: { ...Evaluation.miniEvaluation, samples: 600, sampling: guided("25"), splitSize: 300, gridImages: 64, bootstrap: smallBootstrap },
     short: { ...Evaluation.miniEvaluation, samples: 400, sampling: guided("25"), splitSize: 200, gridImages: 64, bootstrap: smallBootstrap }
   },
   speed: { batch: 16, warmup: 1, rounds: 6, sampling: guided("25") }

@@ -6,7 +6,10 @@
  *
  *   quick   CPU, minutes: every stage of every cell runs, on tiny models and
  *           a few hundred images; the numbers test the plumbing, not the paper
- *   mini    Fashion-MNIST and the 28 × 128 mini teacher: the reproduction
+ *   small   Fashion-MNIST and a 28 × 64 teacher, sized by pilots for a 2-core
+ *           CPU (about 150 minutes with two workers): the reproduction we run
+ *   mini    Fashion-MNIST and the 28 × 128 mini teacher: the reproduction at
+ *           the scale of a GPU
  *   paper   DiT-XL/2 shapes: a user's image folder and the official
  *           checkpoint brought in with `tinyfusion checkpoint import`
  */
@@ -17,7 +20,7 @@ import { Evaluation, type MarSampling, Reference, type Sampling } from "@tinyfus
 import { Config, MarConfig, ModelFile } from "@tinyfusion/models"
 import type { Budget } from "./grids.ts"
 
-export const presetNames = ["quick", "mini", "paper"] as const
+export const presetNames = ["quick", "small", "mini", "paper"] as const
 export type PresetName = (typeof presetNames)[number]
 
 export interface Preset {
@@ -76,11 +79,40 @@ const mars = (large: MarPretrain.MarPretrainConfig, base: MarConfig.MarConfig, i
   sampling: { full: marSampling(iterations.full), short: marSampling(iterations.short) }
 })
 
+/** The mini MAR-L and MAR-B narrowed to `large` and `base` widths (heads of 2), with a DiffLoss head of `head` width over `headSteps` steps. */
+const narrowMars = (
+  widths: { readonly large: number; readonly base: number; readonly head: number; readonly headSteps: string },
+  training: MarPretrain.MarPretrainConfig["training"],
+  iterations: { readonly full: number; readonly short: number }
+) => {
+  const narrow = (model: MarConfig.MarConfig, width: number): MarConfig.MarConfig => ({
+    ...model,
+    encoderEmbedDim: width,
+    decoderEmbedDim: width,
+    encoderNumHeads: 2,
+    decoderNumHeads: 2,
+    difflossWidth: widths.head,
+    numSamplingSteps: widths.headSteps
+  })
+  return mars({ model: narrow(MarConfig.presets.mini, widths.large), training }, narrow(MarConfig.presets["mini-base"], widths.base), iterations)
+}
+
 /** The teachers of both families on one shape and loop. */
 const teachers = (dit: Pretrain.PretrainConfig) => ({ dit, sit: { ...dit, family: "sit" as const } })
 
 /** Every sample its own group (32 or 16), the reference in 32; few replicates of sFID, the costly ones. */
 const quickBootstrap = { replicates: 30, spatialReplicates: 10, groups: 32, seed: 0 }
+
+/** 200 replicates of FID (0.06 s each at 128 dimensions), 20 of sFID (0.45 s each at 448), 50 groups. */
+const smallBootstrap = { replicates: 200, spatialReplicates: 20, groups: 50, seed: 0 }
+
+/** The small preset's teachers (28 × 64): the DiT with a cosine decay, its SiT (one row of Table 2) at the piloted 1,000 steps of a constant rate. */
+const smallTraining = { ...Pretrain.mini.training, batchSize: 64, lr: 1e-3, maxGradNorm: 1, emaDecay: 0.995, checkpointEvery: 250, curveEvery: 25 }
+const smallModel = { ...Config.presets.mini, hiddenSize: 64 }
+const smallTeachers = {
+  dit: { family: "dit" as const, model: smallModel, training: { ...smallTraining, steps: 2000, lrFloor: 1e-4 } },
+  sit: { family: "sit" as const, model: smallModel, training: { ...smallTraining, steps: 1000 } }
+}
 
 /** The quick preset on a dataset of 32×32 single-channel images named `dataset` (a Fashion-MNIST subset, or the synthetic fixture). */
 export const quick = (dataset: string): Preset => ({
@@ -108,13 +140,10 @@ export const quick = (dataset: string): Preset => ({
     model: { ...Config.presets.mini, hiddenSize: 32, numHeads: 2 },
     training: { ...Pretrain.mini.training, steps: 60, batchSize: 16, lr: 1e-3, emaDecay: 0.9, checkpointEvery: 20, curveEvery: 5 }
   }),
-  mar: mars(
-    {
-      model: { ...MarConfig.presets.mini, encoderEmbedDim: 32, decoderEmbedDim: 32, encoderNumHeads: 2, decoderNumHeads: 2, difflossWidth: 32, numSamplingSteps: "8" },
-      // MAR's recipe over 60 steps (15 warming up), at the quick DiT teacher's raised rate and short EMA.
-      training: { ...MarPretrain.mini.training, ...MarPretrain.recipeTraining(60, 16), lr: 1e-3, emaDecay: 0.9, checkpointEvery: 20, curveEvery: 5 }
-    },
-    { ...MarConfig.presets["mini-base"], encoderEmbedDim: 24, decoderEmbedDim: 24, encoderNumHeads: 2, decoderNumHeads: 2, difflossWidth: 32, numSamplingSteps: "8" },
+  mar: narrowMars(
+    { large: 32, base: 24, head: 32, headSteps: "8" },
+    // MAR's recipe over 60 steps (15 warming up), at the quick DiT teacher's raised rate and short EMA.
+    { ...MarPretrain.mini.training, ...MarPretrain.recipeTraining(60, 16), lr: 1e-3, emaDecay: 0.9, checkpointEvery: 20, curveEvery: 5 },
     { full: 4, short: 2 }
   ),
   prune: {
@@ -134,6 +163,65 @@ export const quick = (dataset: string): Preset => ({
   // Six rounds: the fewest whose median interval reaches 95% (96.9%).
   speed: { batch: 8, warmup: 1, rounds: 6, sampling: guided("250") }
 })
+
+/**
+ * The reproduction on this project's CPU: all of Fashion-MNIST, the mini data stages, a 28 × 64 teacher
+ * (the mini shape at half width; the grids' depths are the paper's) and every budget sized by pilots
+ * to about 280 core-minutes: about 150 minutes of wall on 2 idle cores with two workers (estimated from the
+ * pilots' unit costs and the plan's counts: 85 evaluations, 80 recoveries, 14 mask learnings; at 800 samples
+ * and 250 recovery steps it came to 315, so both were cut to fit).
+ * Pilot figures: CPU seconds (user + sys, wasm on one thread) at load 5–14 on the 2-core EPYC; FID on
+ * 1,000 samples, 25 DDPM steps, guidance 1.5, ± the 95% bootstrap half-width (200 replicates).
+ * - Feature network: 800 steps gave 87.4% test accuracy on 10,000 images (chance 10%); 290 s with the reference.
+ *   The autoencoder at its mini budget: PSNR 26.0 dB, about 950 s; the latents 155 s.
+ * - Teacher: 1,000 steps of 64 at a constant lr 1e-3 (0.62 s a step) gave FID 168.3 ± 8.4 against
+ *   559.0 ± 16.1 untrained and 299.3 ± 11.1 for ShortGPT's D14 before recovery: clearly trained. But
+ *   ShortGPT's D14 after 400 recovery steps beat it (145.2 ± 7.7, paired −23.2 ± 4.7): the constant
+ *   rate leaves it short of converged, so the DiT teacher gets twice the steps and a cosine decay to 1e-4 (not piloted).
+ *   The SiT teacher (Table 2's one SiT row) keeps the piloted 1,000 steps.
+ * - Recovery: 400 fine-tuning steps of 64 cost 140 s (0.33 s a step at D14) and took ShortGPT's D14 from
+ *   299.3 to 145.2 ± 7.7; the learnable 1:2 mask (200 iterations) recovered to 158.9 ± 9.1. Paired, learnable −
+ *   ShortGPT = +13.8 ± 3.6 (unpaired ±11.9; one seed, so the bootstrap alone): at 1,000 samples a
+ *   difference this size is resolved four times over (at 600 samples, about three times). "100K" is 200 steps, "500K" 500; "10K" (Tables 4 and 7) 100, not
+ *   piloted; MAR's 40 epochs 10% of its 600.
+ * - Evaluation: 164 s at D28 and 104 s at D14 for 1,000 samples; 600 (full) and 400 (short) keep the
+ *   suite's 85 evaluations near 75 core-minutes. sFID's 20 replicates cost 0.45 s each.
+ * - Mask learning: 0.7 s an iteration (LoRA; Full 0.77, Frozen 0.41) at batch 64, 14 of them in the suite:
+ *   150 iterations with the gates' EMA at 0.99 (200 at 0.999 gave confidence 0.60).
+ * - MAR: a training step costs 3.9 times the DiT's of the same size, so the MARs train 600 steps of 32.
+ */
+export const small: Preset = {
+  name: "small",
+  evidence: true,
+  maxSeeds: 3,
+  autoencoder: Stages.miniAutoencoder,
+  latents: Stages.miniLatents,
+  featureNet: { ...Stages.miniFeatureNet, training: { ...Stages.miniFeatureNet.training, steps: 800 } },
+  reference: Reference.miniReference,
+  teacher: smallTeachers,
+  mar: narrowMars(
+    { large: 64, base: 48, head: 64, headSteps: "25" },
+    // MAR's recipe (the first quarter warming up, then constant) at the DiT teacher's rate: the recipe's
+    // 1e-4 · 32 / 256 would barely move in 600 steps. Not piloted beyond the cost of a step.
+    { ...MarPretrain.mini.training, ...MarPretrain.recipeTraining(600, 32), lr: 1e-3, emaDecay: 0.99, checkpointEvery: 100, curveEvery: 10 },
+    { full: 8, short: 4 }
+  ),
+  prune: {
+    seed: 0,
+    calibration: 128,
+    options: {
+      learnable: { iterations: 150, batchSize: 64, emaDecay: 0.99, logEvery: 10, checkpointEvery: 50 },
+      random: { samples: 100 },
+      "diff-pruning": { stride: 25, batchSize: 64, checkpointEvery: 10 }
+    }
+  },
+  recovery: { batchSize: 64, seed: 0, steps: { "100K": 200, "500K": 500, "10K": 100, "40ep": 60 }, emaDecay: 0.99, checkpointEvery: 50, curveEvery: 10 },
+  evaluation: {
+    full: { ...Evaluation.miniEvaluation, samples: 600, sampling: guided("25"), splitSize: 300, gridImages: 64, bootstrap: smallBootstrap },
+    short: { ...Evaluation.miniEvaluation, samples: 400, sampling: guided("25"), splitSize: 200, gridImages: 64, bootstrap: smallBootstrap }
+  },
+  speed: { batch: 16, warmup: 1, rounds: 6, sampling: guided("25") }
+}
 
 /**
  * The mini reproduction on Fashion-MNIST: the data stages and the reference
@@ -391,7 +479,7 @@ export interface Resolved {
  * Fashion-MNIST from `data`, or — only when no `data` is given — from the
  * Debian package's folder (`fashionMnistDir`) when its four files are
  * there, else, with a warning, the synthetic fixture (also with
- * `synthetic`); mini: Fashion-MNIST; paper: an image folder with `train/`
+ * `synthetic`); mini and small: Fashion-MNIST; paper: an image folder with `train/`
  * and `val/` class folders. A `data` folder without the files is refused,
  * never replaced: a typo must not turn a reproduction into a toy.
  */
@@ -445,6 +533,7 @@ export const resolve = Effect.fn("Presets.resolve")(function*(
         dataset: `the built-in synthetic dataset (${quickSynthetic.train} training and ${quickSynthetic.test} test images; ${why})`
       } satisfies Resolved
     }
+    case "small":
     case "mini": {
       if (options.synthetic) return yield* new PresetInput({ preset: name, reason: "runs on Fashion-MNIST only; --synthetic is for the quick preset" })
       const absent = yield* missingFashion
@@ -455,7 +544,7 @@ export const resolve = Effect.fn("Presets.resolve")(function*(
         })
       }
       const source: DataSource = { _tag: "FashionMnist", dir, quick: false }
-      return { preset: mini, data: dataLayer(source), source, dataset: `Fashion-MNIST from ${dir}` } satisfies Resolved
+      return { preset: name === "mini" ? mini : small, data: dataLayer(source), source, dataset: `Fashion-MNIST from ${dir}` } satisfies Resolved
     }
     case "paper": {
       if (options.synthetic) return yield* new PresetInput({ preset: name, reason: "runs on an image folder; --synthetic is for the quick preset" })

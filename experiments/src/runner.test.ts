@@ -54,3 +54,24 @@ describe("the suite's graph", () => {
       assert.isAbove(count, 150)
     }).pipe(Effect.provide(Methods.layer)))
 })
+
+describe("the small preset", () => {
+  it.effect("builds every cell of every grid, with three recovery runs for each cell of the key claims (Tables 3, 4, 5)", () =>
+    Effect.gen(function*() {
+      const { cells, graphs } = yield* Suite.graph({ preset: Presets.small, tables: Suite.tableIds })
+      assert.strictEqual(cells.length, 56)
+      const runner = yield* Graph.runner
+      const recoveries = (id: string) =>
+        Effect.map(
+          Effect.forEach(Cells.nodes(graphs.get(id)!).filter((n) => n.stage.name === "recovery"), (n) => runner.key(n)),
+          (keys) => new Set(keys).size
+        )
+      for (const cell of cells) {
+        assert.isAbove(Cells.nodes(graphs.get(cell.id)!).length, 0, cell.id)
+        const key = ["t3/", "t4/", "t5/"].some((t) => cell.id.startsWith(t))
+        if (key) assert.strictEqual(yield* recoveries(cell.id), 3, cell.id)
+      }
+      // Table 1's cells run one seed: its D14 shares the first of Table 3's three.
+      assert.strictEqual(yield* recoveries("t1/shortgpt-d14"), 1)
+    }).pipe(Effect.provide(Methods.layer)))
+})

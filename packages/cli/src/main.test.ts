@@ -163,6 +163,7 @@ describe("tinyfusion: bad input is refused with one line and a non-zero exit", (
         [["repro", ...store, "--tables", "1,6"], refused, flag("tables", "1,6", "comma-separated names out of all, 1, 2, 3, 4, 5, 7, 8, F4, X, I")],
         [["repro", ...store, "--synthetic", "--data", noData], failed, "preset quick: --synthetic and --data: give one (the synthetic dataset needs no folder)"],
         [["repro", ...store, "--preset", "mini", "--data", noData], failed, new RegExp(`^preset mini: --data ${noData} does not hold Fashion-MNIST`)],
+        [["repro", ...store, "--preset", "small", "--data", noData], failed, new RegExp(`^preset small: --data ${noData} does not hold Fashion-MNIST`)],
         [["eval", ...store, "--model-key", up.model.key, ...evalFlags, "--steps", "4", "--steps", "0"], refused, "--steps is given more than once; give it once"]
       ]
       const counted = yield* check(cases, cli)
@@ -172,7 +173,7 @@ describe("tinyfusion: bad input is refused with one line and a non-zero exit", (
         [["repro", "--backend", "wasm", "--store", `${root}/ro`, "--synthetic"], failed, new RegExp(`^write to the store ${root}/ro failed: it is not writable \\(EROFS: `)]
       ]
       const readOnlyCount = yield* check(readOnlyCases, (args) => Effect.provide(cli(args), readOnly))
-      assert.strictEqual(counted + readOnlyCount, 60)
+      assert.strictEqual(counted + readOnlyCount, 61)
 
       // Nothing above computed anything but the NaN file's model-file artifact (its evaluation was refused):
       // the teacher's 3 artifacts and the evaluation fixtures' 4, and that one.

@@ -19,7 +19,7 @@ export const repro = Command.make(
   "repro",
   {
     preset: Flag.Literals("preset", Presets.presetNames).pipe(
-      Flag.withDescription("quick (CPU, minutes; plumbing), mini (Fashion-MNIST, the reproduction), paper (DiT-XL/2; needs --data, --teacher, --vae, --inception, --reference)"),
+      Flag.withDescription("quick (CPU, minutes; plumbing), small (Fashion-MNIST, the reproduction sized for a 2-core CPU), mini (Fashion-MNIST at a GPU's scale), paper (DiT-XL/2; needs --data, --teacher, --vae, --inception, --reference)"),
       Flag.withDefault("quick" as const)
     ),
     tables: CheckedFlags.namesOf("tables", ["all", ...Suite.tableIds]).pipe(
@@ -28,7 +28,7 @@ export const repro = Command.make(
     ),
     data: Flag.String("data").pipe(
       Flag.withDescription(
-        "Fashion-MNIST folder (quick, mini; refused if it lacks the files), or a folder with train/ and val/ class folders (paper). " +
+        "Fashion-MNIST folder (quick, small, mini; refused if it lacks the files), or a folder with train/ and val/ class folders (paper). " +
           "Without it, quick uses /usr/share/datasets/fashion-mnist, or else says so and runs on the synthetic dataset"
       ),
       Flag.optional

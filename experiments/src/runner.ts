@@ -13,8 +13,8 @@
  * outputs: the numbers beside the paper's, and their intervals, come from
  * the manifests and the stored bootstrap replicates.
  */
-import { Cause, Effect, Exit, FileSystem, Path, Schema } from "effect"
-import { ArtifactStore, Graph, type Stage } from "@tinyfusion/core"
+import { Cause, Effect, Exit, FileSystem, identity, Path, Schema } from "effect"
+import { ArtifactStore, Graph, Progress, type Stage } from "@tinyfusion/core"
 import type { Stages } from "@tinyfusion/data"
 import { Evaluation } from "@tinyfusion/eval"
 import { type Decision, Learnable, RandomSearch, Scheme } from "@tinyfusion/pruning"
@@ -23,6 +23,7 @@ import * as Cells from "./cells.ts"
 import * as Claims from "./claims.ts"
 import * as Estimates from "./estimates.ts"
 import * as Executor from "./executors/Executor.ts"
+import * as View from "./executors/View.ts"
 import * as Figures from "./figures.ts"
 import { type Cell, grids, instrument, type Source } from "./grids.ts"
 import * as Methods from "./methods.ts"
@@ -133,7 +134,9 @@ export const run = Effect.fn("Suite.run")(function*(options: RunOptions) {
   const compute = yield* Compute
   const executor = yield* Executor.Executor
   yield* Effect.logInfo(`preset ${preset.name}: ${cells.length} cells of tables ${options.tables.join(", ")} on ${options.dataset}, ${compute.backend}, ${executor.name}`)
-  const runner = yield* Executor.runner
+  // In-process, each stage's own progress bar is the view.
+  const view = yield* View.make(cells.length).pipe(executor.submit === undefined ? Effect.provideService(Progress.Display, "none") : identity)
+  const runner = yield* Executor.runner(view)
   // The speed measurement first, on a machine the cells do not load yet; its failure fails the speed cells only.
   const speed = [...graphs.values()].find((g) => g.speed !== undefined)?.speed?.node
   const timed = speed === undefined ? undefined : yield* Effect.exit(runner.run(speed))
@@ -151,10 +154,12 @@ export const run = Effect.fn("Suite.run")(function*(options: RunOptions) {
               : new Cells.CellFailed({ cell: cell.id, reason: Cause.hasInterruptsOnly(cause) ? "interrupted" : reasonOf(cause) })
           )
         }),
-        Effect.exit
+        Effect.exit,
+        Effect.tap((exit) => view.cellEnded(Exit.isSuccess(exit)))
       ),
     { concurrency: options.concurrency }
   )
+  yield* view.finish
   const done: Array<Cells.CellRun> = []
   const failures: Array<Cells.CellFailed> = []
   exits.forEach((exit, i) => {

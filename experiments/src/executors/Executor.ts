@@ -12,7 +12,8 @@
  *
  * This process keeps the graph: a node is submitted once its inputs are
  * committed and the store lacks it, the cells' fibers wait for what they
- * read, and the report is written here from the stored outputs. A node
+ * read, the workers' progress is shown in one view (View.ts), and the
+ * report is written here from the stored outputs. A node
  * whose stage no worker can rebuild — the paper preset's published files,
  * read by path from this machine (`Cells.stages` lists the others) — runs
  * here.
@@ -21,12 +22,15 @@ import { Context, Effect, Layer } from "effect"
 import { ArtifactStore, Graph, Stage, StoreError } from "@tinyfusion/core"
 import * as Cells from "../cells.ts"
 import type { JobFailed } from "./Job.ts"
+import type * as View from "./View.ts"
 
 /** What a worker is asked to run: a node's key, description and label (the executor adds the data source). */
 export interface Request {
   readonly key: string
   readonly node: Graph.Description
   readonly label: string
+  /** Told what becomes of the node while it runs (taken by a worker, its progress). */
+  readonly report: (update: View.Update) => Effect.Effect<void>
 }
 
 export interface Service {
@@ -46,9 +50,10 @@ const known = new Set<unknown>(Cells.stages)
 
 /**
  * A runner on the executor: each node whose inputs are committed is sent to
- * a worker unless the store holds it, then opened here (a cache hit).
+ * a worker unless the store holds it, then opened here (a cache hit); `view`
+ * shows them.
  */
-export const runner = Effect.gen(function*() {
+export const runner = Effect.fn("Executor.runner")(function*(view: View.View) {
   const executor = yield* Executor
   const submit = executor.submit
   if (submit === undefined) return yield* Graph.runner
@@ -68,7 +73,10 @@ export const runner = Effect.gen(function*() {
       const started = Date.now()
       running++
       yield* Effect.logInfo(`${node.stage.name} of ${label} submitted (${running} running, ${done} done)`)
-      yield* submit({ key, node: description, label }).pipe(Effect.ensuring(Effect.sync(() => running--)))
+      yield* view.submitted(key, node.stage.name, label)
+      yield* submit({ key, node: description, label, report: (update) => view.update(key, update) }).pipe(
+        Effect.onExit((exit) => Effect.andThen(Effect.sync(() => running--), view.ended(key, exit._tag === "Success")))
+      )
       done++
       yield* Effect.logInfo(`${node.stage.name} of ${label} done in ${((Date.now() - started) / 1000).toFixed(1)} s (${running} running, ${done} done)`)
       const after = yield* store.inspect(key, { hash: false })

@@ -14,6 +14,7 @@ import * as Executor from "./Executor.ts"
 import { jobId } from "./Job.ts"
 import * as Local from "./Local.ts"
 import * as Postgres from "./Postgres.ts"
+import type * as View from "./View.ts"
 
 // Table X (the weight-norm pruner: prune → export → recovery → evaluation, on the shared autoencoder,
 // latents, teacher, feature network and reference) at the quick preset, with a recovery long enough
@@ -68,10 +69,34 @@ describe("local workers", () => {
     Effect.gen(function*() {
       const expected = yield* single
       const store = temp("executors-local-")
-      const summary = yield* suite(store, Local.layer({ workers: 2, store, backend: "wasm", logFormat: "json", data }))
+      // What the parent's view is told of each node, as the workers' processes report it.
+      const told: Array<{ readonly key: string; readonly update: View.Update }> = []
+      const recording = Layer.effect(
+        Executor.Executor,
+        Effect.map(Executor.Executor, (local) => ({
+          ...local,
+          submit: (r: Executor.Request) => local.submit!({ ...r, report: (update) => Effect.andThen(Effect.sync(() => told.push({ key: r.key, update })), r.report(update)) })
+        }))
+      ).pipe(Layer.provide(Local.layer({ workers: 2, store, backend: "wasm", logFormat: "json", data })))
+      const summary = yield* suite(store, recording)
       assert.deepStrictEqual(summary.failures, [])
       assert.isAbove(Object.keys(expected.artifacts).length, 8)
       assert.deepStrictEqual(fingerprint(store), expected)
+
+      // Every node was taken by one of the two workers once, both worked, and each node's progress came from the worker that took it.
+      const keys = Object.keys(expected.artifacts).sort()
+      const started = told.flatMap((t) => (t.update._tag === "Started" ? [[t.key, t.update.worker] as const] : []))
+      assert.deepStrictEqual(started.map(([k]) => k).sort(), keys)
+      const worker = new Map(started)
+      assert.deepStrictEqual(new Set(worker.values()), new Set(["worker 1", "worker 2"]))
+      const progress = told.flatMap((t) => (t.update._tag === "Progress" ? [{ key: t.key, worker: t.update.worker, figures: t.update.figures }] : []))
+      for (const p of progress) assert.strictEqual(p.worker, worker.get(p.key))
+      // The recovery's 40 steps: its figures climb to 40 of 40, and the last one sent is the end.
+      const recovery = keys.find((k) => k.startsWith("recovery-"))!
+      const steps = progress.filter((p) => p.key === recovery).map((p) => p.figures)
+      assert.isAtLeast(steps.length, 2)
+      assert.isTrue(steps.every((f, i) => f.label === "recovery" && f.total === 40 && (i === 0 || f.done >= steps[i - 1]!.done)))
+      assert.strictEqual(steps.at(-1)!.done, 40)
     }).pipe(withCompute), 15 * 60_000)
 
   it.live("a job that fails names its stage and reason; the worker goes on with the next", () =>
@@ -208,7 +233,13 @@ describe.skipIf(pgUrl === undefined && process.env["CI"] === undefined)("the Pos
       yield* Effect.addFinalizer(() => stopWorker(worker))
       const built = yield* Layer.build(Postgres.layer(url, { backend: "wasm", data, settings }))
       const submit = Context.get(built, Executor.Executor).submit!
-      const failed = yield* Effect.flip(submit({ key: "latents-0", node: { stage: "latents", config: {}, inputs: { autoencoder: "autoencoder-missing" } }, label: "t" }))
+      const states: Array<string> = []
+      const report = (u: View.Update) => Effect.sync(() => void states.push(u._tag === "Queued" ? u.state : u._tag))
+      const failed = yield* Effect.flip(submit({ key: "latents-0", node: { stage: "latents", config: {}, inputs: { autoencoder: "autoencoder-missing" } }, label: "t", report }))
+      // The view was told of the job's states as the requester polled them: waiting, taken by a worker, waiting for its retry
+      // (a failing attempt may come and go between two polls; the 1 s before a retry may not).
+      assert.isTrue(states.every((s) => /^(created|Started|retry(, attempt [23])?)$/.test(s)), states.join(", "))
+      assert.isTrue(states.some((s) => s.startsWith("retry")), states.join(", "))
       assert.match(failed.message, /^latents latents-0: .*\(after 3 attempts\)$/)
 
       const refused = (bad: string) => Effect.flip(Effect.scoped(Postgres.connect(bad, "wasm", settings)))

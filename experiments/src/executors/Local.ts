@@ -11,15 +11,18 @@
  * parent: it exits when the IPC channel closes.
  */
 import { Deferred, Effect, Layer, Queue, Schema, Scope } from "effect"
+import { Progress } from "@tinyfusion/core"
 import { fork } from "node:child_process"
 import * as os from "node:os"
 import type * as Presets from "../presets.ts"
 import { Executor } from "./Executor.ts"
 import { Job, JobFailed } from "./Job.ts"
+import type * as View from "./View.ts"
 
-/** What a child says: ready for a job, or how the job it was given ended. */
+/** What a child says: ready for a job, the progress of the job it runs, or how that job ended. */
 export const ChildMessage = Schema.Union([
   Schema.TaggedStruct("Ready", {}),
+  Schema.TaggedStruct("Progress", { key: Schema.String, figures: Progress.Figures }),
   Schema.TaggedStruct("Done", { key: Schema.String }),
   Schema.TaggedStruct("Failed", { key: Schema.String, stage: Schema.String, reason: Schema.String })
 ])
@@ -39,11 +42,13 @@ export interface Options {
   readonly attempts?: number
 }
 
-type Outcome = { readonly _tag: "Settled"; readonly message: ChildMessage } | { readonly _tag: "Exited"; readonly how: string }
+type Settled = Exclude<ChildMessage, { readonly _tag: "Ready" | "Progress" }>
+type Outcome = { readonly _tag: "Settled"; readonly message: Settled } | { readonly _tag: "Exited"; readonly how: string }
+type Report = (update: View.Update) => Effect.Effect<void>
 
 interface Child {
   readonly name: string
-  readonly run: (job: Job) => Effect.Effect<Outcome>
+  readonly run: (job: Job, report: Report) => Effect.Effect<Outcome>
 }
 
 const decodeChild = Schema.decodeUnknownSync(ChildMessage)
@@ -52,13 +57,17 @@ const decodeChild = Schema.decodeUnknownSync(ChildMessage)
 const spawn = (name: string, options: Options): Effect.Effect<Child, never, Scope.Scope> =>
   Effect.gen(function*() {
     const ready = yield* Deferred.make<void, string>()
-    let current: Deferred.Deferred<Outcome> | undefined
+    let current: { readonly key: string; readonly outcome: Deferred.Deferred<Outcome>; readonly report: Report } | undefined
     let exited: string | undefined
+    // Progress reaches the view from IPC callbacks, with this fiber's services (the logger of --log-format).
+    const context = yield* Effect.context<never>()
     const child = yield* Effect.acquireRelease(
       Effect.sync(() =>
         fork(new URL("./child.ts", import.meta.url), [options.store, options.backend, options.logFormat, name], {
           stdio: ["ignore", "inherit", "inherit", "ipc"],
-          execArgv: process.execArgv
+          execArgv: process.execArgv,
+          // Structured clone: a loss of NaN in a progress report stays NaN (JSON would make it null).
+          serialization: "advanced"
         })
       ),
       (c) => Effect.sync(() => void (c.exitCode === null && c.signalCode === null && c.kill("SIGTERM")))
@@ -66,21 +75,24 @@ const spawn = (name: string, options: Options): Effect.Effect<Child, never, Scop
     child.on("message", (raw) => {
       const message = decodeChild(raw)
       if (message._tag === "Ready") Deferred.doneUnsafe(ready, Effect.void)
-      else if (current !== undefined) Deferred.doneUnsafe(current, Effect.succeed({ _tag: "Settled", message }))
+      else if (current === undefined || message.key !== current.key) return
+      else if (message._tag === "Progress") Effect.runForkWith(context)(current.report({ _tag: "Progress", worker: name, figures: message.figures }))
+      else Deferred.doneUnsafe(current.outcome, Effect.succeed({ _tag: "Settled", message }))
     })
     child.on("exit", (code, signal) => {
       exited = signal === null ? `exit code ${code}` : `signal ${signal}`
       Deferred.doneUnsafe(ready, Effect.fail(exited))
-      if (current !== undefined) Deferred.doneUnsafe(current, Effect.succeed({ _tag: "Exited", how: exited }))
+      if (current !== undefined) Deferred.doneUnsafe(current.outcome, Effect.succeed({ _tag: "Exited", how: exited }))
     })
     yield* Deferred.await(ready).pipe(Effect.catch((how) => Effect.die(new Error(`compute process ${name} ended before it was ready (${how})`))))
     return {
       name,
-      run: (job) =>
+      run: (job, report) =>
         Effect.gen(function*() {
           if (exited !== undefined) return { _tag: "Exited", how: exited } as const
           const outcome = yield* Deferred.make<Outcome>()
-          current = outcome
+          current = { key: job.key, outcome, report }
+          yield* report({ _tag: "Started", worker: name })
           child.send({ _tag: "Run", job } satisfies typeof ParentMessage.Encoded)
           return yield* Deferred.await(outcome).pipe(Effect.ensuring(Effect.sync(() => void (current = undefined))))
         })
@@ -97,11 +109,11 @@ export const pool = Effect.fn("Local.pool")(function*(workers: number, options: 
     yield* Queue.offer(idle, child)
   }
   const attempts = options.attempts ?? 3
-  const run = (job: Job): Effect.Effect<void, JobFailed> =>
+  const run = (job: Job, report: Report = () => Effect.void): Effect.Effect<void, JobFailed> =>
     Effect.gen(function*() {
       for (let attempt = 1;; attempt++) {
         const child = yield* Queue.take(idle)
-        const outcome = yield* child.run(job).pipe(Effect.onInterrupt(() => Queue.offer(idle, child)))
+        const outcome = yield* child.run(job, report).pipe(Effect.onInterrupt(() => Queue.offer(idle, child)))
         if (outcome._tag === "Settled") {
           yield* Queue.offer(idle, child)
           const { message } = outcome
@@ -127,7 +139,7 @@ export const layer = (options: Options & { readonly workers?: number; readonly d
       const { run } = yield* pool(workers, options)
       return {
         name: `local (${workers} worker process${workers === 1 ? "" : "es"})`,
-        submit: (request) => run({ ...request, data: options.data })
+        submit: ({ report, ...request }) => run({ ...request, data: options.data }, report)
       }
     })
   )

@@ -20,9 +20,10 @@
 import { Cause, Duration, Effect, Exit, Layer, Schema, type Scope } from "effect"
 import { PgBoss } from "pg-boss"
 import type * as Presets from "../presets.ts"
-import { Executor } from "./Executor.ts"
+import { Executor, type Request } from "./Executor.ts"
 import { Job, JobFailed, jobId } from "./Job.ts"
 import * as Local from "./Local.ts"
+import * as View from "./View.ts"
 
 /** The queue cannot be used: a bad URL, an unreachable server, credentials refused. */
 export class QueueUnavailable extends Schema.TaggedError<QueueUnavailable>()("QueueUnavailable", {
@@ -45,7 +46,7 @@ export interface Settings {
   readonly pollMillis: number
 }
 
-export const defaults: Settings = { heartbeatSeconds: 30, monitorSeconds: 10, attempts: 3, pollMillis: 1000 }
+export const defaults: Settings = { heartbeatSeconds: 30, monitorSeconds: 10, attempts: 3, pollMillis: 500 }
 
 /** The URL without its password, for messages. */
 export const redact = (url: string): string => {
@@ -130,7 +131,7 @@ export const layer = (url: string, options: { readonly backend: string; readonly
       const settings = options.settings ?? defaults
       const { boss, name, shown } = yield* connect(url, options.backend, settings)
       const queue = <A>(f: () => Promise<A>) => tryQueue(shown, f).pipe(Effect.orDie)
-      const submit = (request: { readonly key: string; readonly node: Job["node"]; readonly label: string }) =>
+      const submit = ({ report, ...request }: Request) =>
         Effect.gen(function*() {
           const id = jobId(request.key)
           const job: Job = { ...request, data: options.data }
@@ -159,6 +160,8 @@ export const layer = (url: string, options: { readonly backend: string; readonly
             }
             const now = `${seen.state}${seen.retryCount > 0 ? `, attempt ${seen.retryCount + 1}` : ""}`
             if (now !== last && last !== "") yield* Effect.logInfo(`${request.node.stage} of ${request.label}: ${now}`)
+            // The queue says which state a job is in, not who runs it nor how far it is (the worker's own log shows that).
+            if (now !== last) yield* report(seen.state === "active" ? { _tag: "Started", worker: "a queue worker" } : { _tag: "Queued", state: now })
             last = now
             yield* Effect.sleep(Duration.millis(settings.pollMillis))
           }
@@ -176,13 +179,15 @@ export const serve = (url: string, options: Local.Options & { readonly settings?
     const settings = options.settings ?? defaults
     const { boss, name, shown } = yield* connect(url, options.backend, settings)
     const { run } = yield* Local.pool(1, { ...options, attempts: 1 })
+    const view = yield* View.make(0)
     const context = yield* Effect.context<never>()
     const handle = (raw: unknown): Effect.Effect<void, JobFailed | Schema.SchemaError> =>
       Effect.gen(function*() {
         const job = yield* decodeJob(raw)
         yield* Effect.logInfo(`${job.node.stage} of ${job.label} (${job.key}): started`)
         const started = Date.now()
-        yield* run(job)
+        yield* view.submitted(job.key, job.node.stage, job.label)
+        yield* run(job, (update) => view.update(job.key, update)).pipe(Effect.onExit((exit) => view.ended(job.key, exit._tag === "Success")))
         yield* Effect.logInfo(`${job.node.stage} of ${job.label}: done in ${((Date.now() - started) / 1000).toFixed(1)} s`)
       })
     yield* tryQueue(shown, () =>

@@ -2,9 +2,11 @@
  * Progress of long loops: a bar with step, rate and ETA redrawn in place on
  * a terminal, plain log lines every `Interval` elsewhere (a CI log, a file,
  * `--log-format json`). Rates count only the steps done in this process, so
- * a resumed run does not report the resumed steps as instantaneous.
+ * a resumed run does not report the resumed steps as instantaneous. A
+ * compute process also hands its figures to a `Sink`, which sends them to
+ * the process showing one view over all its workers (the executors).
  */
-import { Clock, Context, Duration, Effect } from "effect"
+import { Clock, Context, Duration, Effect, Option, Schema } from "effect"
 
 export type Display = "bar" | "lines" | "none"
 
@@ -17,15 +19,21 @@ export const Interval = Context.Reference<Duration.Duration>("@tinyfusion/core/P
   defaultValue: () => Duration.seconds(10)
 })
 
-export interface Figures {
-  readonly label: string
-  readonly done: number
-  readonly total: number
+export const Figures = Schema.Struct({
+  label: Schema.String,
+  done: Schema.Number,
+  total: Schema.Number,
   /** Steps already done when this process started (a resume). */
-  readonly start: number
-  readonly elapsedMillis: number
-  readonly extra?: Readonly<Record<string, number>>
-}
+  start: Schema.Number,
+  elapsedMillis: Schema.Number,
+  extra: Schema.optionalKey(Schema.Record(Schema.String, Schema.Number))
+})
+export type Figures = typeof Figures.Type
+
+/** Where a report's figures go besides the display (at most every 100 ms, and at the end). */
+export const Sink = Context.Reference<Option.Option<(figures: Figures) => Effect.Effect<void>>>("@tinyfusion/core/Progress/Sink", {
+  defaultValue: () => Option.none()
+})
 
 /** Steps per second in this process; undefined before any time has passed. */
 export const rate = (f: Figures): number | undefined =>
@@ -78,10 +86,14 @@ const redrawMillis = 100
 export const make = Effect.fnUntraced(function*(label: string, total: number, start = 0) {
   const display = yield* Display
   const interval = Duration.toMillis(yield* Interval)
+  const sink = yield* Sink
   const began = yield* Clock.currentTimeMillis
   let lastShown = Number.NEGATIVE_INFINITY
+  let lastSent = Number.NEGATIVE_INFINITY
   let latest: Figures = { label, done: start, total, start, elapsedMillis: 0 }
   let shown: Figures | undefined
+  let sent: Figures | undefined
+  const send = (f: Figures) => Option.isSome(sink) ? Effect.andThen(Effect.sync(() => void (sent = f)), sink.value(f)) : Effect.void
   const show = (f: Figures) =>
     Effect.andThen(Effect.sync(() => void (shown = f)), display === "bar"
       ? Effect.sync(() => process.stderr.write(`\r${label} ${bar(f.done / Math.max(f.total, 1), 24)} ${describe(f)}\x1b[K`))
@@ -94,11 +106,16 @@ export const make = Effect.fnUntraced(function*(label: string, total: number, st
       latest = extra === undefined
         ? { label, done, total, start, elapsedMillis: now - began }
         : { label, done, total, start, elapsedMillis: now - began, extra }
+      if (now - lastSent >= redrawMillis) {
+        lastSent = now
+        yield* send(latest)
+      }
       if (now - lastShown < (display === "bar" ? redrawMillis : interval)) return
       lastShown = now
       yield* show(latest)
     })
   const finish = Effect.gen(function*() {
+    if (sent !== latest) yield* send(latest)
     if (shown !== latest) yield* show(latest)
     if (display === "bar") yield* Effect.sync(() => process.stderr.write("\n"))
   })

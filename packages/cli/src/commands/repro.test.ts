@@ -14,10 +14,10 @@ const bin = path.join(import.meta.dirname, "..", "bin.ts")
 /** The failure of `tinyfusion …args` run in this process. */
 const failure = (args: ReadonlyArray<string>) => Effect.map(cli(args), (r) => r.failure)
 
-/** `tinyfusion repro --synthetic` in a child process; SIGKILLed as soon as `killWhen` holds, when given. */
-const repro = (store: string, killWhen?: () => boolean) =>
+/** `tinyfusion repro --synthetic …args` in a child process; SIGKILLed as soon as `killWhen` holds, when given. */
+const repro = (store: string, killWhen?: () => boolean, args: ReadonlyArray<string> = []) =>
   Effect.callback<{ readonly code: number | null; readonly killed: boolean; readonly stderr: string; readonly stdout: string }>((resume) => {
-    const child = spawn(process.execPath, [bin, "repro", "--synthetic", "--backend", "wasm", "--store", store, "--log-format", "json"], {
+    const child = spawn(process.execPath, [bin, "repro", "--synthetic", "--backend", "wasm", "--store", store, "--log-format", "json", ...args], {
       stdio: ["ignore", "pipe", "pipe"]
     })
     let stdout = ""
@@ -182,6 +182,44 @@ describe("tinyfusion repro", () => {
       const record = JSON.parse(fs.readFileSync(path.join(store, "runs", "repro-quick.json"), "utf8")) as { keys: ReadonlyArray<string> }
       assert.includeMembers([...record.keys], [...stored.cells["t1/teacher"]!.runs[0]!.artifacts, speedKeys[0]!])
     }).pipe(Effect.provide(NodeServices.layer)), 20 * 60_000)
+
+  it.live("a cell failing on every attempt under the local workers: the other cells finish, the report names it, repro exits 1 naming it", () =>
+    Effect.gen(function*() {
+      const store = fs.mkdtempSync(path.join(os.tmpdir(), "repro-fail-"))
+      const args = ["--tables", "X", "--workers", "2"]
+      const planned = yield* cli(["repro", "--synthetic", "--backend", "wasm", "--store", store, "--tables", "X", "--plan"])
+      const recovery = /recovery-[0-9a-f]+/.exec(planned.text)?.[0]
+      assert.isDefined(recovery, planned.text)
+      // A file where the recovery of x/weight-norm-d14 keeps its checkpoints: listing them fails (ENOTDIR) on every attempt, in any worker.
+      fs.mkdirSync(path.join(store, "checkpoints"))
+      fs.writeFileSync(path.join(store, "checkpoints", recovery!), "")
+      const run = yield* repro(store, undefined, args)
+      assert.strictEqual(run.code, 1, run.stderr.slice(-3000))
+      assert.include(run.stderr, "error: cell x/weight-norm-d14: no result (see the report's failed cells)")
+      assert.match(run.stdout, /report\.md, report\.html: 2 cells, 1 failed/)
+
+      // The other cells have their results; the failed one is in the report with its stage and reason.
+      const out = path.join(store, "reports", "quick-tables-X")
+      const results = JSON.parse(fs.readFileSync(path.join(out, "results.json"), "utf8")) as {
+        cells: Record<string, unknown>
+        failures: ReadonlyArray<{ cell: string; reason: string }>
+      }
+      assert.deepStrictEqual(Object.keys(results.cells).sort(), ["i/untrained", "t1/teacher"])
+      assert.deepStrictEqual(results.failures.map((f) => f.cell), ["x/weight-norm-d14"])
+      assert.match(results.failures[0]!.reason, new RegExp(`^recovery ${recovery}: list .*ENOTDIR`))
+      assert.match(fs.readFileSync(path.join(out, "report.md"), "utf8"), /## Cells that failed[\s\S]*\| x\/weight-norm-d14 \| recovery /)
+      const keys = committed(store)
+      assert.isTrue(keys.some((k) => k.startsWith("prune-export-")), `${keys}`)
+      assert.notInclude(keys, recovery)
+
+      // The parent's one view over both workers ends with the counts: two cells done, one failed, one node failed.
+      const views = run.stderr.split("\n").filter((l) => l.startsWith("{")).flatMap((l) => {
+        const progress = (JSON.parse(l) as { annotations?: { progress?: { cells: unknown; nodes: { failed: number } } } }).annotations?.progress
+        return progress === undefined ? [] : [progress]
+      })
+      assert.deepStrictEqual(views.at(-1)?.cells, { total: 3, done: 2, running: 0, failed: 1 })
+      assert.strictEqual(views.at(-1)?.nodes.failed, 1)
+    }).pipe(Effect.provide(NodeServices.layer)), 10 * 60_000)
 
   it.effect("bad tables, presets without their inputs and bad counts fail naming the problem", () =>
     Effect.gen(function*() {

@@ -46,6 +46,15 @@ export const checkDataset = (expected: string) =>
     return data
   })
 
+/** A published file a stage reads by path, if it is the file its config names by sha256 (a moved file keeps its key). */
+const checkFile = (dataset: string, path: string, expected: string) =>
+  Effect.gen(function*() {
+    const found = yield* WeightsFile.fileSha256(path)
+    if (found !== expected) {
+      return yield* new DatasetError({ dataset, path, reason: `sha256 ${found}, the stage config names ${expected}`, hint: "Pass the file the run was started with" })
+    }
+  })
+
 const AdamData = Schema.Struct({ adamStep: Schema.Int })
 
 /** A net's training state: its parameters (of its own tree type P) and AdamW's. */
@@ -280,10 +289,7 @@ export const importedAutoencoder = (path: string) =>
     run: (config, _inputs, ctx) =>
       Effect.gen(function*() {
         const data = yield* checkDataset(config.dataset)
-        const found = yield* WeightsFile.fileSha256(path)
-        if (found !== config.sha256) {
-          return yield* new DatasetError({ dataset: "SD-VAE", path, reason: `sha256 ${found}, the stage config names ${config.sha256}`, hint: "Pass the file the run was started with" })
-        }
+        yield* checkFile("SD-VAE", path, config.sha256)
         const tensors = yield* readSdVae(path, config)
         yield* ctx.writeTensors("params.safetensors", tensors)
         const params = HostTensor.treeToTensors(ParamTree.unflatten([...tensors]))
@@ -472,10 +478,7 @@ export const importedFeatureNet = (path: string) =>
     output: FeatureNetOutput,
     run: (config, _inputs, ctx) =>
       Effect.gen(function*() {
-        const found = yield* WeightsFile.fileSha256(path)
-        if (found !== config.sha256) {
-          return yield* new DatasetError({ dataset: "Inception", path, reason: `sha256 ${found}, the stage config names ${config.sha256}`, hint: "Pass the file the run was started with" })
-        }
+        yield* checkFile("Inception", path, config.sha256)
         const weights = yield* Inception.fromStateDict(config.model.config, (yield* WeightsFile.read(path)).tensors)
         yield* ctx.writeTensors("params.safetensors", weights)
         return {

@@ -74,4 +74,19 @@ describe("the small preset", () => {
       // Table 1's cells run one seed: its D14 shares the first of Table 3's three.
       assert.strictEqual(yield* recoveries("t1/shortgpt-d14"), 1)
     }).pipe(Effect.provide(Methods.layer)))
+
+  it.effect("workers take the DiT teacher before the MARs: most of the run waits on it", () =>
+    Effect.gen(function*() {
+      const { cells, shared, graphs } = yield* Suite.graph({ preset: Presets.small, tables: Suite.tableIds })
+      const runner = yield* Graph.runner
+      const waiting = yield* Graph.downstream(runner, cells.flatMap((c) => Cells.nodes(graphs.get(c.id)!)))
+      const of = (node: Graph.Node<unknown, unknown, unknown>) => Effect.map(runner.key(node), (key) => waiting.get(key)!)
+      const dit = yield* of(shared.teachers.dit)
+      const mar = yield* of(shared.teachers.mar)
+      const sit = yield* of(shared.teachers.sit)
+      assert.isAbove(dit, 150)
+      assert.isAbove(dit, 5 * Math.max(mar, sit))
+      // Everything trained reads the latents.
+      assert.isAbove(yield* of(shared.latents), dit)
+    }).pipe(Effect.provide(Methods.layer)))
 })

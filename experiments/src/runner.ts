@@ -136,11 +136,12 @@ export const run = Effect.fn("Suite.run")(function*(options: RunOptions) {
   yield* Effect.logInfo(`preset ${preset.name}: ${cells.length} cells of tables ${options.tables.join(", ")} on ${options.dataset}, ${compute.backend}, ${executor.name}`)
   // In-process, each stage's own progress bar is the view.
   const view = yield* View.make(cells.length).pipe(executor.submit === undefined ? Effect.provideService(Progress.Display, "none") : identity)
-  const runner = yield* Executor.runner(view)
+  const nodes = cells.flatMap((c) => Cells.nodes(graphs.get(c.id)!))
+  const runner = yield* Executor.runner(view, nodes)
   // The speed measurement first, on a machine the cells do not load yet; its failure fails the speed cells only.
   const speed = [...graphs.values()].find((g) => g.speed !== undefined)?.speed?.node
   const timed = speed === undefined ? undefined : yield* Effect.exit(runner.run(speed))
-  yield* Executor.start(runner, cells.flatMap((c) => Cells.nodes(graphs.get(c.id)!)))
+  yield* Executor.start(runner, nodes)
   const exits = yield* Effect.forEach(
     cells,
     (cell) =>

@@ -11,7 +11,8 @@
  *                that shares the store directory
  *
  * This process keeps the graph: a node is submitted once its inputs are
- * committed and the store lacks it, the cells' fibers wait for what they
+ * committed and the store lacks it, with the number of nodes that wait on
+ * it as its priority, the cells' fibers wait for what they
  * read, the workers' progress is shown in one view (View.ts), and the
  * report is written here from the stored outputs. A node
  * whose stage no worker can rebuild — the paper preset's published files,
@@ -29,6 +30,8 @@ export interface Request {
   readonly key: string
   readonly node: Graph.Description
   readonly label: string
+  /** How many nodes of the run wait on this one (`Graph.downstream`): a free worker takes the job with the most. */
+  readonly priority: number
   /** Told what becomes of the node while it runs (taken by a worker, its progress). */
   readonly report: (update: View.Update) => Effect.Effect<void>
 }
@@ -51,16 +54,19 @@ const known = new Set<unknown>(Cells.stages)
 /**
  * A runner on the executor: each node whose inputs are committed is sent to
  * a worker unless the store holds it, then opened here (a cache hit); `view`
- * shows them.
+ * shows them. Of the nodes waiting for a worker, the one most of `roots`
+ * waits on goes first, so that a teacher is not queued behind the cells'
+ * side branches.
  */
-export const runner = Effect.fn("Executor.runner")(function*(view: View.View) {
+export const runner = Effect.fn("Executor.runner")(function*(view: View.View, roots: ReadonlyArray<Graph.Node<unknown, unknown, unknown>>) {
   const executor = yield* Executor
   const submit = executor.submit
   if (submit === undefined) return yield* Graph.runner
   const store = yield* ArtifactStore
   let running = 0
   let done = 0
-  return yield* Graph.runnerWith((node, { key, description, inputs }, here) =>
+  let waiting: ReadonlyMap<string, number> = new Map()
+  const runner = yield* Graph.runnerWith((node, { key, description, inputs }, here) =>
     Effect.gen(function*() {
       if (!known.has(node.stage)) return yield* here
       // What fits the ports is checked here, as an in-process run would, before a worker is asked.
@@ -74,7 +80,7 @@ export const runner = Effect.fn("Executor.runner")(function*(view: View.View) {
       running++
       yield* Effect.logInfo(`${node.stage.name} of ${label} submitted (${running} running, ${done} done)`)
       yield* view.submitted(key, node.stage.name, label)
-      yield* submit({ key, node: description, label, report: (update) => view.update(key, update) }).pipe(
+      yield* submit({ key, node: description, label, priority: waiting.get(key) ?? 0, report: (update) => view.update(key, update) }).pipe(
         Effect.onExit((exit) => Effect.andThen(Effect.sync(() => running--), view.ended(key, exit._tag === "Success")))
       )
       done++
@@ -91,6 +97,8 @@ export const runner = Effect.fn("Executor.runner")(function*(view: View.View) {
       return yield* here
     })
   )
+  waiting = yield* Graph.downstream(runner, roots)
+  return runner
 })
 
 /**

@@ -1,6 +1,6 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Layer } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Layer } from "effect"
 import { ArtifactStore } from "@tinyfusion/core"
 import { Compute } from "@tinyfusion/tensor"
 import { type ChildProcess, spawn } from "node:child_process"
@@ -98,6 +98,31 @@ describe("local workers", () => {
       assert.isTrue(steps.every((f, i) => f.label === "recovery" && f.total === 40 && (i === 0 || f.done >= steps[i - 1]!.done)))
       assert.strictEqual(steps.at(-1)!.done, 40)
     }).pipe(withCompute), 15 * 60_000)
+
+  it.effect("a free worker takes the waiting job of the highest priority, the earliest sent of equals; a withdrawn job never runs", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const order: Array<string> = []
+      const gate = yield* Deferred.make<void>()
+      const run = yield* Local.prioritised(["the only worker"], (server, job: string) =>
+        Effect.gen(function*() {
+          order.push(job)
+          if (job === "first") yield* Deferred.await(gate)
+          return { next: server, exit: job === "failing" ? Exit.fail(`${job} failed`) : Exit.void }
+        }))
+      const first = yield* Effect.forkChild(run("first", 0))
+      while (order.length === 0) yield* Effect.yieldNow
+      // Sent while the worker is busy: taken by priority, not in the order sent.
+      const sent = [["low", 1], ["high", 5], ["failing", 3], ["high, later", 5]] as const
+      const rest = yield* Effect.forEach(sent, ([job, priority]) => Effect.forkChild(Effect.exit(run(job, priority))))
+      const withdrawn = yield* Effect.forkChild(run("withdrawn", 9))
+      yield* Effect.yieldNow
+      yield* Fiber.interrupt(withdrawn)
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.join(first)
+      const exits = yield* Effect.forEach(rest, Fiber.join)
+      assert.deepStrictEqual(order, ["first", "high", "high, later", "failing", "low"])
+      assert.deepStrictEqual(exits.map(Exit.isSuccess), [true, true, false, true])
+    })))
 
   it.live("a job that fails names its stage and reason; the worker goes on with the next", () =>
     Effect.scoped(Effect.gen(function*() {
@@ -235,7 +260,7 @@ describe.skipIf(pgUrl === undefined && process.env["CI"] === undefined)("the Pos
       const submit = Context.get(built, Executor.Executor).submit!
       const states: Array<string> = []
       const report = (u: View.Update) => Effect.sync(() => void states.push(u._tag === "Queued" ? u.state : u._tag))
-      const failed = yield* Effect.flip(submit({ key: "latents-0", node: { stage: "latents", config: {}, inputs: { autoencoder: "autoencoder-missing" } }, label: "t", report }))
+      const failed = yield* Effect.flip(submit({ key: "latents-0", node: { stage: "latents", config: {}, inputs: { autoencoder: "autoencoder-missing" } }, label: "t", priority: 0, report }))
       // The view was told of the job's states as the requester polled them: waiting, taken by a worker, waiting for its retry
       // (a failing attempt may come and go between two polls; the 1 s before a retry may not).
       assert.isTrue(states.every((s) => /^(created|Started|retry(, attempt [23])?)$/.test(s)), states.join(", "))

@@ -10,7 +10,7 @@
  * checkpoints, its lock freed with the dead process. A child outlives no
  * parent: it exits when the IPC channel closes.
  */
-import { Deferred, Effect, Layer, Queue, Schema, Scope } from "effect"
+import { Deferred, Effect, Exit, Layer, Queue, Schema, Scope } from "effect"
 import { Progress } from "@tinyfusion/core"
 import { fork } from "node:child_process"
 import * as os from "node:os"
@@ -99,35 +99,85 @@ const spawn = (name: string, options: Options): Effect.Effect<Child, never, Scop
     } satisfies Child
   })
 
-/** `workers` compute processes and a way to run a job on a free one. */
-export const pool = Effect.fn("Local.pool")(function*(workers: number, options: Options) {
+/**
+ * Jobs run on `servers`, one at a time each: a free server takes the waiting
+ * job of the highest priority, the earliest sent of equals. `serve` runs a
+ * job and says which server takes the next one (a compute process is
+ * replaced when it dies). Returns how to run a job; a job withdrawn
+ * (interrupted) while waiting is dropped, one being served runs to its end.
+ */
+export const prioritised = Effect.fn("Local.prioritised")(function*<S, J, E>(
+  servers: ReadonlyArray<S>,
+  serve: (server: S, job: J) => Effect.Effect<{ readonly next: S; readonly exit: Exit.Exit<void, E> }>
+) {
   const scope = yield* Effect.scope
-  const idle = yield* Queue.unbounded<Child>()
-  let spawned = 0
-  const start = Effect.suspend(() => spawn(`worker ${++spawned}`, options)).pipe(Scope.provide(scope))
-  for (const child of yield* Effect.forEach(Array.from({ length: workers }), () => start, { concurrency: "unbounded" })) {
-    yield* Queue.offer(idle, child)
+  const waiting: Array<{ readonly job: J; readonly priority: number; readonly ended: Deferred.Deferred<void, E> }> = []
+  // One token per job sent; a job withdrawn before it is taken leaves a token that finds nothing.
+  const sent = yield* Queue.unbounded<void>()
+  const take = () => {
+    let best = -1
+    waiting.forEach((w, i) => {
+      if (best < 0 || w.priority > waiting[best]!.priority) best = i
+    })
+    return best < 0 ? undefined : waiting.splice(best, 1)[0]
   }
-  const attempts = options.attempts ?? 3
-  const run = (job: Job, report: Report = () => Effect.void): Effect.Effect<void, JobFailed> =>
+  const loop = (first: S) =>
     Effect.gen(function*() {
-      for (let attempt = 1;; attempt++) {
-        const child = yield* Queue.take(idle)
-        const outcome = yield* child.run(job, report).pipe(Effect.onInterrupt(() => Queue.offer(idle, child)))
-        if (outcome._tag === "Settled") {
-          yield* Queue.offer(idle, child)
-          const { message } = outcome
-          if (message._tag === "Failed") return yield* new JobFailed({ key: message.key, stage: message.stage, reason: message.reason })
-          return
-        }
-        yield* Effect.logWarning(`${child.name} ended (${outcome.how}) running ${job.node.stage} of ${job.label}; starting another`)
-        yield* Queue.offer(idle, yield* start)
-        if (attempt >= attempts) {
-          return yield* new JobFailed({ key: job.key, stage: job.node.stage, reason: `its compute process ended (${outcome.how}) on each of ${attempts} attempts` })
-        }
+      let server = first
+      while (true) {
+        yield* Queue.take(sent)
+        const taken = take()
+        if (taken === undefined) continue
+        const { next, exit } = yield* serve(server, taken.job)
+        server = next
+        yield* Deferred.done(taken.ended, exit)
       }
     })
-  return { run }
+  for (const server of servers) yield* Effect.forkIn(loop(server), scope)
+  return (job: J, priority: number): Effect.Effect<void, E> =>
+    Effect.gen(function*() {
+      const entry = { job, priority, ended: yield* Deferred.make<void, E>() }
+      waiting.push(entry)
+      yield* Queue.offer(sent, undefined)
+      return yield* Deferred.await(entry.ended).pipe(Effect.onInterrupt(() =>
+        Effect.sync(() => {
+          const at = waiting.indexOf(entry)
+          if (at >= 0) waiting.splice(at, 1)
+        })
+      ))
+    })
+})
+
+/**
+ * `workers` compute processes and a way to run a job on one; of the jobs
+ * waiting, a free process takes the one of the highest priority.
+ */
+export const pool = Effect.fn("Local.pool")(function*(workers: number, options: Options) {
+  const scope = yield* Effect.scope
+  let spawned = 0
+  const start = Effect.suspend(() => spawn(`worker ${++spawned}`, options)).pipe(Scope.provide(scope))
+  const children = yield* Effect.forEach(Array.from({ length: workers }), () => start, { concurrency: "unbounded" })
+  const attempts = options.attempts ?? 3
+  const run = yield* prioritised(children, (first: Child, { job, report }: { readonly job: Job; readonly report: Report }) =>
+    Effect.gen(function*() {
+      let child = first
+      for (let attempt = 1;; attempt++) {
+        const outcome = yield* child.run(job, report)
+        if (outcome._tag === "Settled") {
+          const { message } = outcome
+          return {
+            next: child,
+            exit: message._tag === "Failed" ? Exit.fail(new JobFailed({ key: message.key, stage: message.stage, reason: message.reason })) : Exit.void
+          }
+        }
+        yield* Effect.logWarning(`${child.name} ended (${outcome.how}) running ${job.node.stage} of ${job.label}; starting another`)
+        child = yield* start
+        if (attempt >= attempts) {
+          return { next: child, exit: Exit.fail(new JobFailed({ key: job.key, stage: job.node.stage, reason: `its compute process ended (${outcome.how}) on each of ${attempts} attempts` })) }
+        }
+      }
+    }))
+  return { run: (job: Job, report: Report = () => Effect.void, priority = 0) => run({ job, report }, priority) }
 })
 
 /** The local executor: `workers` compute processes (default: one per core). */
@@ -139,7 +189,7 @@ export const layer = (options: Options & { readonly workers?: number; readonly d
       const { run } = yield* pool(workers, options)
       return {
         name: `local (${workers} worker process${workers === 1 ? "" : "es"})`,
-        submit: ({ report, ...request }) => run({ ...request, data: options.data }, report)
+        submit: ({ report, priority, ...request }) => run({ ...request, data: options.data }, report, priority)
       }
     })
   )

@@ -131,21 +131,22 @@ export const layer = (url: string, options: { readonly backend: string; readonly
       const settings = options.settings ?? defaults
       const { boss, name, shown } = yield* connect(url, options.backend, settings)
       const queue = <A>(f: () => Promise<A>) => tryQueue(shown, f).pipe(Effect.orDie)
-      const submit = ({ report, ...request }: Request) =>
+      const submit = ({ report, priority, ...request }: Request) =>
         Effect.gen(function*() {
           const id = jobId(request.key)
           const job: Job = { ...request, data: options.data }
-          const sent = yield* queue(() => boss.send(name, encodeJob(job) as object, { id }))
+          // pg-boss hands out the highest priority first, then the oldest.
+          const sent = yield* queue(() => boss.send(name, encodeJob(job) as object, { id, priority }))
           if (sent === null) {
             const there = yield* queue(() => boss.getJobById(name, id))
-            if (there === null) yield* queue(() => boss.send(name, encodeJob(job) as object, { id }))
+            if (there === null) yield* queue(() => boss.send(name, encodeJob(job) as object, { id, priority }))
             else if (there.state === "failed" || there.state === "cancelled") {
               yield* Effect.logInfo(`${request.node.stage} of ${request.label}: its job ${id} had ${there.state}; retrying it`)
               yield* queue(() => boss.retry(name, id))
             } else if (there.state === "completed") {
               // Completed, yet the store lacks it (the requester looked): collected since, or another store. Run it again.
               yield* queue(() => boss.deleteJob(name, id))
-              yield* queue(() => boss.send(name, encodeJob(job) as object, { id }))
+              yield* queue(() => boss.send(name, encodeJob(job) as object, { id, priority }))
             } else yield* Effect.logInfo(`${request.node.stage} of ${request.label}: attached to job ${id} (${there.state})`)
           }
           let last = ""

@@ -82,6 +82,25 @@ describe("Graph", () => {
       assert.deepStrictEqual(again.map((s) => s.status._tag), ["Stored", "Stored", "Stored", "ToRun"])
     })))
 
+  it.effect("downstream counts, for each key, the distinct keys that wait on it; nodes of one key count once", () =>
+    Effect.gen(function*() {
+      const { Source, Scale, Other } = here
+      const source = Graph.node(Source, { n: 4 }, {})
+      const double = Graph.node(Scale, { factor: 2 }, { source })
+      const sameDouble = Graph.node(Scale, { factor: 2 }, { source })
+      const triple = Graph.node(Scale, { factor: 3 }, { source })
+      const chain = Graph.node(Scale, { factor: 5 }, { source: sameDouble })
+      const other = Graph.node(Other, {}, {})
+      const runner = yield* Graph.runner
+      const counts = yield* Graph.downstream(runner, [double, triple, chain, other])
+      const of = (node: Graph.Node<unknown, unknown, unknown>) => Effect.map(runner.key(node), (key) => counts.get(key))
+      assert.deepStrictEqual(
+        [yield* of(source), yield* of(double), yield* of(triple), yield* of(chain), yield* of(other)],
+        [3, 1, 0, 0, 0]
+      )
+      assert.strictEqual(counts.size, 5)
+    }).pipe(Effect.provide(NodeServices.layer)))
+
   it.live("a node described as data runs in another runner (another process) under the same key, its inputs by key", () =>
     withStore(Effect.gen(function*() {
       const { Source, Scale } = here

@@ -227,6 +227,51 @@ export const runnerWith = (dispatch: Dispatch = (_node, _job, here) => here): Ef
 export const runner: Effect.Effect<Runner> = runnerWith()
 
 /**
+ * How much of a run waits on each node: for each key the roots reach, the
+ * number of distinct keys that read its output, directly or through others.
+ * A scheduler starts the node with the most first (a teacher before the
+ * cells that prune it); a node whose key cannot be computed is left out.
+ */
+export const downstream = Effect.fn("Graph.downstream")(function*(
+  runner: Runner,
+  roots: ReadonlyArray<Input<unknown, unknown, unknown>>
+) {
+  const readers = new Map<string, Set<string>>()
+  const seen = new Set<Input<unknown, unknown, unknown>>()
+  const visit = (input: Input<unknown, unknown, unknown>): Effect.Effect<string | undefined> =>
+    Effect.gen(function*() {
+      const key = yield* runner.key(input).pipe(Effect.option)
+      if (key._tag === "None") return undefined
+      if (seen.has(input) || input._tag === "Existing") return key.value
+      seen.add(input)
+      if (!readers.has(key.value)) readers.set(key.value, new Set())
+      for (const from of Object.values(input.inputs)) {
+        const inputKey = yield* visit(from)
+        if (inputKey === undefined) continue
+        if (!readers.has(inputKey)) readers.set(inputKey, new Set())
+        readers.get(inputKey)!.add(key.value)
+      }
+      return key.value
+    })
+  for (const root of roots) yield* visit(root)
+  const counts = new Map<string, number>()
+  for (const key of readers.keys()) {
+    const reached = new Set<string>()
+    const stack = [key]
+    while (stack.length > 0) {
+      for (const reader of readers.get(stack.pop()!) ?? []) {
+        if (!reached.has(reader)) {
+          reached.add(reader)
+          stack.push(reader)
+        }
+      }
+    }
+    counts.set(key, reached.size)
+  }
+  return counts as ReadonlyMap<string, number>
+})
+
+/**
  * The node a description names: the stage found by name among `stages` (a
  * registry: every stage a worker may be asked to run), its config decoded,
  * its inputs the artifacts of the described keys.

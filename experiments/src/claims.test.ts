@@ -101,13 +101,20 @@ describe("claims", () => {
     assert.strictEqual(judge("kd-order", results).verdict, "inconclusive")
   })
 
-  it("the instrument check: accuracy above chance and the teacher clearly better than the untrained network", () => {
-    const results = new Map([["t1/teacher", sampled(5, 0.2, "t")], ["i/untrained", sampled(80, 1, "u")]])
+  it("the instrument check: accuracy above chance and the teacher clearly better than the untrained network and the unrecovered D14", () => {
+    const results = new Map([["t1/teacher", sampled(5, 0.2, "t")], ["i/untrained", sampled(80, 1, "u")], ["i/unrecovered", sampled(20, 0.5, "r")]])
     const net = { accuracy: 0.9, testImages: 1000, classes: 10 }
     const good = Claims.instrument(results, net)
     assert.isTrue(good.works)
     assert.match(good.summary, /classifies 90\.0% \[88\.\d%, 91\.\d%\] of 1000 test images correctly \(chance: 10\.0%\)\./)
     assert.match(good.summary, /untrained − teacher = 75\.00 \[7\d\.\d\d, 7\d\.\d\d\]\): the intervals do not overlap/)
+    assert.match(good.summary, /unrecovered − teacher = 15\.00 \[1\d\.\d\d, 1\d\.\d\d\]\): the intervals do not overlap, so the metrics tell the teacher's samples from a pruned model's before recovery\./)
+    // A pruned model as good as the teacher: the metrics cannot tell the differences the claims are about.
+    results.set("i/unrecovered", sampled(5.1, 0.2, "r"))
+    const flat = Claims.instrument(results, net)
+    assert.isFalse(flat.works)
+    assert.match(flat.summary, /unrecovered − teacher = .*: the intervals overlap, so the metrics cannot tell the teacher's samples from a pruned model's before recovery\./)
+    results.set("i/unrecovered", sampled(20, 0.5, "r"))
     assert.isFalse(Claims.instrument(results, { ...net, accuracy: 0.11 }).works)
     // A published feature network (the paper preset's FID Inception) is taken as it is: the FID test alone decides.
     const published = Claims.instrument(results, { published: "the FID Inception-V3" })

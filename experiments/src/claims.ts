@@ -17,7 +17,8 @@
  *
  * A verdict is only evidence if the instrument works: `instrument` checks
  * that the feature network classifies better than chance and that the
- * teacher's FID is clearly below the untrained network's. Otherwise every
+ * teacher's FID is clearly below the untrained network's and a pruned one's
+ * before recovery. Otherwise every
  * verdict rests on no evidence: it counts as inconclusive, and says what the
  * numbers alone would give.
  */
@@ -272,8 +273,14 @@ export interface PublishedFeatureNet {
   readonly published: string
 }
 
-/** The cells the instrument check compares. */
-export const instrumentCells = { teacher: "t1/teacher", untrained: "i/untrained" } as const
+/** The cells the instrument check compares: the teacher, and the bad models it must be clearly better than. */
+export const instrumentCells = {
+  teacher: "t1/teacher",
+  bad: [
+    { cell: "i/untrained", name: "untrained", what: "the untrained network's", whose: "an untrained network's" },
+    { cell: "i/unrecovered", name: "unrecovered", what: "the unrecovered ShortGPT D14's (half the teacher's blocks, before recovery)", whose: "a pruned model's before recovery" }
+  ]
+} as const
 
 export interface Instrument {
   /** Whether the metrics tell good samples from bad (undefined: not checked, a number is missing). */
@@ -285,10 +292,10 @@ export interface Instrument {
 /**
  * The instrument check: the feature network's test accuracy (Wilson's 95%
  * interval) must lie above chance, and the teacher's FID interval wholly
- * below the untrained network's: clearly apart, not merely different (the
- * paired difference of two models that both make noise can be significant
- * and negligible). A published feature network is taken as it is: only the
- * second test applies.
+ * below each bad model's (the untrained network, the pruned one before
+ * recovery): clearly apart, not merely different (the paired difference of
+ * two models that both make noise can be significant and negligible). A
+ * published feature network is taken as it is: only the FID tests apply.
  */
 export const instrument = (results: Results, featureNet: FeatureNet | PublishedFeatureNet | undefined): Instrument => {
   const parts: Array<string> = []
@@ -309,23 +316,25 @@ export const instrument = (results: Results, featureNet: FeatureNet | PublishedF
         `(chance: ${pct(chance)})${above ? "." : ": no better than chance."}`
     )
   }
-  const { teacher, untrained } = instrumentCells
-  try {
-    const t = Estimates.estimate(results, teacher, "fid")
-    const u = Estimates.estimate(results, untrained, "fid")
-    const gap = Estimates.difference(results, untrained, teacher, "fid")
-    const apart = t.hi < u.lo
-    if (!apart) works = false
-    parts.push(
-      `The teacher's FID is ${interval(t)}, the untrained network's ${interval(u)} (untrained − teacher = ${interval(gap)})` +
-        (apart
-          ? ": the intervals do not overlap, so the metrics tell the trained network's samples from an untrained network's."
-          : ": the intervals overlap, so the metrics cannot tell the trained network's samples from an untrained network's.")
-    )
-  } catch (e) {
-    if (!(e instanceof Estimates.Missing)) throw e
-    works = works === false ? false : undefined
-    parts.push(`The teacher and the untrained network were not both evaluated (no ${e.what} for ${e.cell}).`)
+  const { teacher } = instrumentCells
+  for (const bad of instrumentCells.bad) {
+    try {
+      const t = Estimates.estimate(results, teacher, "fid")
+      const b = Estimates.estimate(results, bad.cell, "fid")
+      const gap = Estimates.difference(results, bad.cell, teacher, "fid")
+      const apart = t.hi < b.lo
+      if (!apart) works = false
+      parts.push(
+        `The teacher's FID is ${interval(t)}, ${bad.what} ${interval(b)} (${bad.name} − teacher = ${interval(gap)})` +
+          (apart
+            ? `: the intervals do not overlap, so the metrics tell the teacher's samples from ${bad.whose}.`
+            : `: the intervals overlap, so the metrics cannot tell the teacher's samples from ${bad.whose}.`)
+      )
+    } catch (e) {
+      if (!(e instanceof Estimates.Missing)) throw e
+      works = works === false ? false : undefined
+      parts.push(`The teacher and ${bad.cell} were not both evaluated (no ${e.what} for ${e.cell}).`)
+    }
   }
   return { works, summary: parts.join(" ") }
 }

@@ -232,14 +232,19 @@ export const extras: Grid = {
 }
 
 /**
- * The instrument check: the teacher's network untrained, whose FID the
- * teacher's must be clearly below for the metrics to count as evidence.
- * Every run includes it, with Table 1's teacher.
+ * The instrument check: two bad models whose FID the teacher's must be
+ * clearly below for the metrics to count as evidence: the teacher's network
+ * untrained, and the teacher pruned to half its depth (ShortGPT's 14 of 28
+ * blocks) before any recovery. Every run includes them, with Table 1's
+ * teacher.
  */
 export const instrument: Grid = {
   table: "I",
   title: "Instrument check",
-  cells: [{ id: "i/untrained", family: "dit", protocol: "full", untrained: true }]
+  cells: [
+    { id: "i/untrained", family: "dit", protocol: "full", untrained: true },
+    { id: "i/unrecovered", family: "dit", prune: baseline("shortgpt"), protocol: "full" }
+  ]
 }
 
 export const grids: ReadonlyArray<Grid> = [table1, table2, table3, table4, table5, table7, table8, figure4, extras, instrument]

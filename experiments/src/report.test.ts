@@ -49,7 +49,8 @@ describe("report", () => {
     assert.include(md, "| fine-tuning | – | – | 9.00 ± 1.80 | 5.79 |")
     assert.include(md, "| Masked KD (4σ) | – | 391.4 | 7.50 ± ? | 3.75 |")
     // The instrument was not checked (no teacher): every verdict is marked.
-    assert.include(md, "The teacher and the untrained network were not both evaluated (no fid for t1/teacher). The instrument was not checked")
+    assert.include(md, "The teacher and i/untrained were not both evaluated (no fid for t1/teacher). " +
+      "The teacher and i/unrecovered were not both evaluated (no fid for t1/teacher). The instrument was not checked")
     // Paired replicates: the differences' noise cancels (exact); 4σ has no replicates (no interval).
     assert.include(md, "| Masked KD (2σ, 4σ) > logits KD > plain fine-tuning | Table 5 | inconclusive (no evidence) | " +
       "masked-kd-2 − logits-kd = −1.00 (exact); masked-kd-4 − logits-kd = −0.500 (no interval: not bootstrapped); logits-kd − finetune = −1.00 (exact) |")

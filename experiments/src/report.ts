@@ -197,7 +197,8 @@ const methods = (m: Input["method"]): ReadonlyArray<Block> => [
       `Inconclusive: neither. A non-strict part (A ≥ B) cannot be shown without a margin, so it counts as holding unless B > A is shown; ` +
       `a threshold (confidence ≥ 0.9, a speed-up ≥ 1.8) holds when its whole interval is past it. A diverged run is the worst possible FID. ` +
       `The instrument check asks that the feature network beat chance (one trained here; a published one is taken as it is) and that ` +
-      `the teacher's FID interval lie wholly below the untrained network's; where it fails, every verdict counts as inconclusive and shows what the numbers alone would give.`
+      `the teacher's FID interval lie wholly below two bad models': the same network untrained, and the teacher cut to half its ` +
+      `blocks by ShortGPT before any recovery; where it fails, every verdict counts as inconclusive and shows what the numbers alone would give.`
   }
 ]
 

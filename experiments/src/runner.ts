@@ -43,8 +43,9 @@ export class UnknownTable extends Schema.TaggedError<UnknownTable>()("UnknownTab
 
 /**
  * The cells of the selected tables, then every cell they start from that no
- * selected table lists, then the instrument check's (the teacher and the
- * untrained network: every run says whether its metrics are evidence).
+ * selected table lists, then the instrument check's (the teacher, the
+ * untrained network and the unrecovered ShortGPT D14: every run says whether
+ * its metrics are evidence).
  */
 export const selectCells = (tables: ReadonlyArray<string>): Effect.Effect<ReadonlyArray<Cell>, UnknownTable> =>
   Effect.gen(function*() {
@@ -118,8 +119,8 @@ const reasonOf = (cause: Cause.Cause<unknown>): string => {
   return error instanceof Error ? error.message : String(error)
 }
 
-/** Samples drawn in the report: the teachers, the paper's headline models and the untrained network. */
-const shownSamples = ["t1/teacher", "t1/tinydit-d14-kd", "t1/tinydit-d7-kd", "t2/sit-teacher", "t2/tinysit-d14", "i/untrained"]
+/** Samples drawn in the report: the teachers, the paper's headline models and the instrument check's bad models. */
+const shownSamples = ["t1/teacher", "t1/tinydit-d14-kd", "t1/tinydit-d7-kd", "t2/sit-teacher", "t2/tinysit-d14", "i/untrained", "i/unrecovered"]
 
 /** The feature network as the instrument check sees it: trained here with its test accuracy, or the published FID Inception. */
 const featureNetOf = (out: typeof Stages.FeatureNetOutput.Type): Claims.FeatureNet | Claims.PublishedFeatureNet =>

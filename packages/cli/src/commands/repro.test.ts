@@ -126,7 +126,7 @@ describe("tinyfusion repro", () => {
       assert.strictEqual(third.code, 0, third.stderr.slice(-3000))
       assert.strictEqual(stageLog(third.stderr).computed.size, 0)
       assert.strictEqual(fs.readFileSync(path.join(reportDir, "report.md"), "utf8"), markdown)
-      assert.match(third.stdout, /56 cells, 0 failed/)
+      assert.match(third.stdout, /57 cells, 0 failed/)
 
       // Tables and verdicts, recomputed from the stored outputs, are the ones in the report.
       const stored = JSON.parse(fs.readFileSync(path.join(reportDir, "results.json"), "utf8")) as {
@@ -143,7 +143,7 @@ describe("tinyfusion repro", () => {
         if (c.itPerSRounds !== undefined) assert.isDefined(shape, cell)
         results.set(cell, { runs, ...(shape === undefined ? {} : { speed: { itPerS: shape.itPerS, parameters: shape.parameters } }) })
       }
-      assert.strictEqual(results.size, 56)
+      assert.strictEqual(results.size, 57)
       assert.deepStrictEqual(results.get("t1/tinydit-d14")!.speed, results.get("f4/depth-14")!.speed, "one shape, one figure")
       assert.isNumber(results.get("t1/tinydit-d14-kd")!.runs[0]!.metrics.fid)
       assert.strictEqual(results.get("t1/tinydit-d14-kd")!.runs[0]!.replicates!.fid!.length, 30)
@@ -196,7 +196,7 @@ describe("tinyfusion repro", () => {
       const run = yield* repro(store, undefined, args)
       assert.strictEqual(run.code, 1, run.stderr.slice(-3000))
       assert.include(run.stderr, "error: cell x/weight-norm-d14: no result (see the report's failed cells)")
-      assert.match(run.stdout, /report\.md, report\.html: 2 cells, 1 failed/)
+      assert.match(run.stdout, /report\.md, report\.html: 3 cells, 1 failed/)
 
       // The other cells have their results; the failed one is in the report with its stage and reason.
       const out = path.join(store, "reports", "quick-tables-X")
@@ -204,7 +204,7 @@ describe("tinyfusion repro", () => {
         cells: Record<string, unknown>
         failures: ReadonlyArray<{ cell: string; reason: string }>
       }
-      assert.deepStrictEqual(Object.keys(results.cells).sort(), ["i/untrained", "t1/teacher"])
+      assert.deepStrictEqual(Object.keys(results.cells).sort(), ["i/unrecovered", "i/untrained", "t1/teacher"])
       assert.deepStrictEqual(results.failures.map((f) => f.cell), ["x/weight-norm-d14"])
       assert.match(results.failures[0]!.reason, new RegExp(`^recovery ${recovery}: list .*ENOTDIR`))
       assert.match(fs.readFileSync(path.join(out, "report.md"), "utf8"), /## Cells that failed[\s\S]*\| x\/weight-norm-d14 \| recovery /)
@@ -212,12 +212,12 @@ describe("tinyfusion repro", () => {
       assert.isTrue(keys.some((k) => k.startsWith("prune-export-")), `${keys}`)
       assert.notInclude(keys, recovery)
 
-      // The parent's one view over both workers ends with the counts: two cells done, one failed, one node failed.
+      // The parent's one view over both workers ends with the counts: three cells done, one failed, one node failed.
       const views = run.stderr.split("\n").filter((l) => l.startsWith("{")).flatMap((l) => {
         const progress = (JSON.parse(l) as { annotations?: { progress?: { cells: unknown; nodes: { failed: number } } } }).annotations?.progress
         return progress === undefined ? [] : [progress]
       })
-      assert.deepStrictEqual(views.at(-1)?.cells, { total: 3, done: 2, running: 0, failed: 1 })
+      assert.deepStrictEqual(views.at(-1)?.cells, { total: 4, done: 3, running: 0, failed: 1 })
       assert.strictEqual(views.at(-1)?.nodes.failed, 1)
     }).pipe(Effect.provide(NodeServices.layer)), 10 * 60_000)
 

@@ -1,8 +1,10 @@
 /**
  * Compute processes on this machine: children forked from `child.ts`, each
  * with its own Compute layer on the shared store, running one job at a time
- * sent over IPC. `layer` makes N of them the suite's executor (one per core
- * by default); the Postgres worker runs its jobs in one, so that the
+ * sent over IPC; of the jobs waiting, a free one takes the job of the
+ * highest priority (`prioritised`). `layer` makes N of them the suite's
+ * executor (one per core by default); the Postgres worker runs its jobs in
+ * one, so that the
  * queue's heartbeat is never starved by a long synchronous computation.
  *
  * A child that dies in a job (killed, out of memory) is replaced and the

@@ -7,7 +7,7 @@
  *   quick   CPU, minutes: every stage of every cell runs, on tiny models and
  *           a few hundred images; the numbers test the plumbing, not the paper
  *   small   Fashion-MNIST and a 28 × 64 teacher, sized by pilots for a 2-core
- *           CPU (about 150 minutes with two workers): the reproduction we run
+ *           CPU (156 minutes with two workers, measured): the reproduction we run
  *   mini    Fashion-MNIST and the 28 × 128 mini teacher: the reproduction at
  *           the scale of a GPU
  *   paper   DiT-XL/2 shapes: a user's image folder and the official
@@ -169,7 +169,8 @@ export const quick = (dataset: string): Preset => ({
  * (the mini shape at half width; the grids' depths are the paper's) and every budget sized by pilots
  * to about 280 core-minutes: about 150 minutes of wall on 2 idle cores with two workers (estimated from the
  * pilots' unit costs and the plan's counts: 85 evaluations, 80 recoveries, 14 mask learnings; at 800 samples
- * and 250 recovery steps it came to 315, so both were cut to fit).
+ * and 250 recovery steps it came to 315, so both were cut to fit). Measured by the committed run
+ * (experiments/results/small): 273 core-minutes of stages, 156 minutes of wall with two workers.
  * Pilot figures: CPU seconds (user + sys, wasm on one thread) at load 5–14 on the 2-core EPYC; FID on
  * 1,000 samples, 25 DDPM steps, guidance 1.5, ± the 95% bootstrap half-width (200 replicates).
  * - Feature network: 800 steps gave 87.4% test accuracy on 10,000 images (chance 10%); 290 s with the reference.

@@ -136,17 +136,18 @@ export const layer = (url: string, options: { readonly backend: string; readonly
           const id = jobId(request.key)
           const job: Job = { ...request, data: options.data }
           // pg-boss hands out the highest priority first, then the oldest.
-          const sent = yield* queue(() => boss.send(name, encodeJob(job) as object, { id, priority }))
+          const send = queue(() => boss.send(name, encodeJob(job) as object, { id, priority }))
+          const sent = yield* send
           if (sent === null) {
             const there = yield* queue(() => boss.getJobById(name, id))
-            if (there === null) yield* queue(() => boss.send(name, encodeJob(job) as object, { id, priority }))
+            if (there === null) yield* send
             else if (there.state === "failed" || there.state === "cancelled") {
               yield* Effect.logInfo(`${request.node.stage} of ${request.label}: its job ${id} had ${there.state}; retrying it`)
               yield* queue(() => boss.retry(name, id))
             } else if (there.state === "completed") {
               // Completed, yet the store lacks it (the requester looked): collected since, or another store. Run it again.
               yield* queue(() => boss.deleteJob(name, id))
-              yield* queue(() => boss.send(name, encodeJob(job) as object, { id, priority }))
+              yield* send
             } else yield* Effect.logInfo(`${request.node.stage} of ${request.label}: attached to job ${id} (${there.state})`)
           }
           let last = ""

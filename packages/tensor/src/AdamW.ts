@@ -71,14 +71,17 @@ export const groupOf = (config: Config, key: string, shape: ReadonlyArray<number
 
 /**
  * One update. `lrScale` multiplies every group's learning rate (the value of a
- * schedule at this step, relative to the base rates).
+ * schedule at this step, relative to the base rates); `gradScale`, if given,
+ * every gradient (global-norm clipping's factor, applied inside the update
+ * rather than as a pass of its own).
  */
 export function update<T extends ParamTree.ParamTree>(
   config: Config,
   state: State,
   params: T,
   grads: T,
-  lrScale = 1
+  lrScale = 1,
+  gradScale?: tf.Scalar
 ): { readonly params: T; readonly state: State } {
   const t = state.step + 1
   const bc1 = 1 - config.beta1 ** t
@@ -103,7 +106,8 @@ export function update<T extends ParamTree.ParamTree>(
     const group = groupOf(config, key, p.shape)
     const lr = group.lr * lrScale
     if (fused) {
-      const [p1, m1, v1] = tf.engine().runKernel(FusedKernels.names.adamw, { p, g, m: first(key), v: second(key) }, {
+      const inputs = { p, g, m: first(key), v: second(key), ...(gradScale === undefined ? {} : { gradScale }) }
+      const [p1, m1, v1] = tf.engine().runKernel(FusedKernels.names.adamw, inputs, {
         beta1: config.beta1,
         oneMinusBeta1: 1 - config.beta1,
         beta2: config.beta2,
@@ -119,8 +123,9 @@ export function update<T extends ParamTree.ParamTree>(
       continue
     }
     const decayed = group.weightDecay === 0 ? p : tf.mul(p, 1 - lr * group.weightDecay)
-    const m1 = tf.add(tf.mul(first(key), config.beta1), tf.mul(g, 1 - config.beta1))
-    const v1 = tf.add(tf.mul(second(key), config.beta2), tf.mul(tf.square(g), 1 - config.beta2))
+    const gs = gradScale === undefined ? g : tf.mul(g, gradScale)
+    const m1 = tf.add(tf.mul(first(key), config.beta1), tf.mul(gs, 1 - config.beta1))
+    const v1 = tf.add(tf.mul(second(key), config.beta2), tf.mul(tf.square(gs), 1 - config.beta2))
     const denom = tf.add(tf.div(tf.sqrt(v1), Math.sqrt(bc2)), config.eps)
     next.push([key, tf.sub(decayed, tf.mul(tf.div(m1, denom), lr / bc1))])
     m1s.push([key, m1])

@@ -13,6 +13,8 @@ import { tf } from "./tf.ts"
 export interface Timing {
   /** Median milliseconds of the timed repetitions. */
   readonly ms: number
+  /** Median CPU milliseconds (user + system, every thread of the process): on a shared machine, steadier than wall time. */
+  readonly cpuMs: number
   readonly repetitions: number
 }
 
@@ -30,12 +32,16 @@ export const time = <E, R>(
   Effect.gen(function*() {
     for (let i = 0; i < options.warmup; i++) yield* step
     const samples: Array<number> = []
+    const cpu: Array<number> = []
     for (let i = 0; i < options.repetitions; i++) {
       const start = performance.now()
+      const cpuStart = process.cpuUsage()
       yield* step
+      const used = process.cpuUsage(cpuStart)
       samples.push(performance.now() - start)
+      cpu.push((used.user + used.system) / 1000)
     }
-    return { ms: median(samples), repetitions: options.repetitions }
+    return { ms: median(samples), cpuMs: median(cpu), repetitions: options.repetitions }
   })
 
 /** An n×n float32 matmul; returns its timing and GFLOP/s. */

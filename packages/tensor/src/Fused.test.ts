@@ -84,7 +84,7 @@ const opsOnBackend = Effect.gen(function*() {
 const optimiserShapes: Record<string, ReadonlyArray<number>> = { "a.weight": [3, 5], "a.bias": [7], "b.weight": [64, 9] }
 
 /**
- * Three AdamW updates (two groups, one with weight decay) and EMA updates
+ * Three AdamW updates (two groups, one with weight decay, one step clipped) and EMA updates
  * from the same start, on the layer's backend: every tensor after each,
  * and the gradients' global norm.
  */
@@ -107,7 +107,10 @@ const optimiserSteps = Effect.gen(function*() {
   const norms: Array<number> = []
   for (let step = 1; step <= 3; step++) {
     const grads = tree(step)
-    const next = AdamW.update(config, state, params, grads, 0.5 * step)
+    // Step 2 clips (a gradient scale, as Update.apply passes it); steps 1 and 3 do not.
+    const clip = step === 2 ? tf.scalar(0.37) : undefined
+    const next = AdamW.update(config, state, params, grads, 0.5 * step, clip)
+    clip?.dispose()
     const nextEma = Ema.update(ema, next.params, 0.999)
     for (const t of ParamTree.leaves(next.params).concat(ParamTree.leaves(next.state.m), ParamTree.leaves(next.state.v), ParamTree.leaves(nextEma))) {
       tensors.push(yield* compute.read(t))

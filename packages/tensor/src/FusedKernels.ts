@@ -37,7 +37,8 @@ interface Exports {
   attentionGrad(qkv: number, probs: number, dout: number, dqkv: number, b: number, t: number, h: number, hd: number, scale: number, scratch: number): void
   adamw(
     p: number, g: number, m: number, v: number, pOut: number, mOut: number, vOut: number, n: number,
-    beta1: number, oneMinusBeta1: number, beta2: number, oneMinusBeta2: number, sqrtBc2: number, eps: number, step: number, decay: number
+    beta1: number, oneMinusBeta1: number, beta2: number, oneMinusBeta2: number, sqrtBc2: number, eps: number, step: number, decay: number,
+    gradScale: number
   ): void
   ema(e: number, p: number, out: number, n: number, decay: number, oneMinusDecay: number): void
   sumSquares(x: number, n: number): number
@@ -271,11 +272,13 @@ const kernels: ReadonlyArray<tf.KernelConfig> = [
       k.attentionGrad(ptr(backend, qkv!), ptr(backend, probs!), ptr(backend, dy!), ptr(backend, out), b, t, heads!, hd, 1 / Math.sqrt(hd), scratch))
     return out
   }),
-  kernel(names.adamw, (k, backend, { p, g, m, v }, a) => {
+  // gradScale: an optional scalar tensor (clipping's factor), read where it lies, so the update needs no device read.
+  kernel(names.adamw, (k, backend, { p, g, m, v, gradScale }, a) => {
     const outs = [0, 1, 2].map(() => backend.makeOutput([...p!.shape], "float32"))
+    const scale = gradScale === undefined ? 1 : new Float32Array(backend.wasm.asm.memory.buffer, ptr(backend, gradScale), 1)[0]!
     k.adamw(
       ptr(backend, p!), ptr(backend, g!), ptr(backend, m!), ptr(backend, v!), ptr(backend, outs[0]!), ptr(backend, outs[1]!), ptr(backend, outs[2]!),
-      size(p!.shape), a["beta1"]!, a["oneMinusBeta1"]!, a["beta2"]!, a["oneMinusBeta2"]!, a["sqrtBc2"]!, a["eps"]!, a["step"]!, a["decay"]!
+      size(p!.shape), a["beta1"]!, a["oneMinusBeta1"]!, a["beta2"]!, a["oneMinusBeta2"]!, a["sqrtBc2"]!, a["eps"]!, a["step"]!, a["decay"]!, scale
     )
     return outs
   }),

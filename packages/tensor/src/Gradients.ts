@@ -33,17 +33,13 @@ export const sum = (xs: ReadonlyArray<tf.Tensor>): tf.Tensor => {
   return level[0]!
 }
 
-/** Clipped gradients and the norm before clipping. Stays on the device (no sync). */
-export function clipByGlobalNorm<T extends ParamTree.ParamTree>(
-  grads: T,
-  maxNorm: number
-): { readonly grads: T; readonly norm: tf.Scalar } {
-  const norm = globalNorm(grads)
-  const coef = tf.tidy(() => tf.minimum(tf.div(maxNorm, tf.add(norm, 1e-6)), 1))
-  const clipped = ParamTree.mapLeaves(grads, (g) => tf.mul(g, coef))
-  coef.dispose()
-  return { grads: clipped, norm }
-}
+/**
+ * The factor global-norm clipping multiplies every gradient by, as torch's
+ * clip_grad_norm_: min(maxNorm / (norm + 1e-6), 1). Stays on the device (no
+ * sync); AdamW.update applies it.
+ */
+export const clipScale = (norm: tf.Scalar, maxNorm: number): tf.Scalar =>
+  tf.tidy(() => tf.minimum(tf.div(maxNorm, tf.add(norm, 1e-6)), 1))
 
 /**
  * The value of a scalar function of a parameter tree and its gradient with

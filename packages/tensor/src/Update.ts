@@ -43,12 +43,11 @@ export function apply<T extends ParamTree.ParamTree, M extends ParamTree.ParamTr
   lrScale = 1
 ): Result<T, M> {
   const { value, grads } = Gradients.valueAndGrad(lossOf, state.params)
-  const clipped = settings.maxGradNorm === undefined
-    ? { grads, norm: Gradients.globalNorm(grads) }
-    : Gradients.clipByGlobalNorm(grads, settings.maxGradNorm)
-  const next = AdamW.update(settings.optimiser, state.optimiser, state.params, clipped.grads, lrScale)
+  const gradNorm = Gradients.globalNorm(grads)
+  const clip = settings.maxGradNorm === undefined ? undefined : Gradients.clipScale(gradNorm, settings.maxGradNorm)
+  const next = AdamW.update(settings.optimiser, state.optimiser, state.params, grads, lrScale, clip)
   const decay = settings.emaDecay
   if (state.ema !== undefined && decay === undefined) throw new Error("an EMA without a decay")
   const ema = state.ema === undefined || decay === undefined ? {} : { ema: Ema.update(state.ema, next.params, decay) }
-  return { state: { params: next.params, optimiser: next.state, ...ema }, loss: value, gradNorm: clipped.norm }
+  return { state: { params: next.params, optimiser: next.state, ...ema }, loss: value, gradNorm }
 }

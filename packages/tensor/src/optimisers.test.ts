@@ -50,13 +50,16 @@ describe("optimisers", () => {
   it.effect("EMA, clipping, finiteness", () =>
     Effect.gen(function*() {
       assert.closeTo(values(Ema.update({ a: tf.tensor([1]) }, { a: tf.tensor([3]) }, 0.9)["a" as never])[0]!, 1.2, 1e-6)
-      const big = Gradients.clipByGlobalNorm({ a: tf.tensor([3]), b: [tf.tensor([4])] }, 1)
-      assert.closeTo(values(big.norm)[0]!, 5, 1e-6)
-      const clipped = big.grads as { a: tf.Tensor; b: Array<tf.Tensor> }
-      assert.closeTo(values(clipped.a)[0]!, 3 / (5 + 1e-6), 1e-6)
-      assert.closeTo(values(clipped.b[0]!)[0]!, 4 / (5 + 1e-6), 1e-6)
-      const small = Gradients.clipByGlobalNorm({ a: tf.tensor([0.3, 0.4]) }, 1)
-      assert.deepStrictEqual(values((small.grads as { a: tf.Tensor }).a).map((x) => Math.round(x * 1e6) / 1e6), [0.3, 0.4])
+      const norm = Gradients.globalNorm({ a: tf.tensor([3]), b: [tf.tensor([4])] })
+      assert.closeTo(values(norm)[0]!, 5, 1e-6)
+      assert.closeTo(values(Gradients.clipScale(norm, 1))[0]!, 1 / (5 + 1e-6), 1e-6)
+      assert.strictEqual(values(Gradients.clipScale(Gradients.globalNorm({ a: tf.tensor([0.3, 0.4]) }), 1))[0]!, 1)
+      // AdamW with a gradient scale is AdamW on the scaled gradients: with g = 4 scaled by 1/4, step 1 moves p by lr.
+      const scaled = AdamW.update(AdamW.single(0.1), AdamW.init({ p: tf.tensor([1]) }), { p: tf.tensor([1]) }, { p: tf.tensor([4]) }, 1, tf.scalar(0.25))
+      const plain = AdamW.update(AdamW.single(0.1), AdamW.init({ p: tf.tensor([1]) }), { p: tf.tensor([1]) }, { p: tf.tensor([1]) })
+      assert.closeTo(values(scaled.params["p"]!)[0]!, 0.9, 1e-6)
+      assert.deepStrictEqual(values(scaled.state.m["p" as never]), values(plain.state.m["p" as never]))
+      assert.deepStrictEqual(values(scaled.state.v["p" as never]), values(plain.state.v["p" as never]))
       assert.isTrue(yield* Effect.promise(() => Gradients.allFinite(tf.tensor([1, 2]))))
       assert.isFalse(yield* Effect.promise(() => Gradients.allFinite(tf.tensor([1, NaN]))))
       assert.isFalse(yield* Effect.promise(() => Gradients.allFinite(tf.tensor([Infinity]))))

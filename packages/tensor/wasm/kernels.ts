@@ -679,11 +679,12 @@ export function attentionGrad(
  * AdamW, operation for operation as AdamW.update composes it (each product,
  * sum and quotient rounded to float32), so the two agree to the bit:
  * p' = p·decay − (m'/(√v'/√bc2 + eps))·(lr/bc1), m' = m·β1 + g·(1−β1),
- * v' = v·β2 + g²·(1−β2). `decay` = 1 − lr·wd (1: no weight decay).
+ * v' = v·β2 + g²·(1−β2), with g the gradient times `gradScale` (global-norm
+ * clipping's factor; 1: none). `decay` = 1 − lr·wd (1: no weight decay).
  */
 export function adamw(
   p: usize, g: usize, m: usize, v: usize, pOut: usize, mOut: usize, vOut: usize, n: i32,
-  beta1: f32, oneMinusBeta1: f32, beta2: f32, oneMinusBeta2: f32, sqrtBc2: f32, eps: f32, step: f32, decay: f32
+  beta1: f32, oneMinusBeta1: f32, beta2: f32, oneMinusBeta2: f32, sqrtBc2: f32, eps: f32, step: f32, decay: f32, gradScale: f32
 ): void {
   const b1 = f32x4.splat(beta1)
   const c1 = f32x4.splat(oneMinusBeta1)
@@ -693,10 +694,12 @@ export function adamw(
   const ev = f32x4.splat(eps)
   const sv = f32x4.splat(step)
   const dv = f32x4.splat(decay)
+  const gs = f32x4.splat(gradScale)
   const decays = decay != 1
+  const scales = gradScale != 1
   let i = 0
   for (; i + 4 <= n; i += 4) {
-    const gi = v128.load(at(g, i))
+    const gi = scales ? f32x4.mul(v128.load(at(g, i)), gs) : v128.load(at(g, i))
     const m1 = f32x4.add(f32x4.mul(v128.load(at(m, i)), b1), f32x4.mul(gi, c1))
     const v1 = f32x4.add(f32x4.mul(v128.load(at(v, i)), b2), f32x4.mul(f32x4.mul(gi, gi), c2))
     const denom = f32x4.add(f32x4.div(f32x4.sqrt(v1), s2), ev)
@@ -707,7 +710,7 @@ export function adamw(
     v128.store(at(vOut, i), v1)
   }
   for (; i < n; i++) {
-    const gi = ld(g, i)
+    const gi = scales ? ld(g, i) * gradScale : ld(g, i)
     const m1 = ld(m, i) * beta1 + gi * oneMinusBeta1
     const v1 = ld(v, i) * beta2 + gi * gi * oneMinusBeta2
     const denom = Mathf.sqrt(v1) / sqrtBc2 + eps

@@ -199,6 +199,7 @@ export const dit = Command.make(
               typeof fwd === "string" ? fwd : Table.fixed(fwd.ms, 1),
               typeof fwd === "string" ? "-" : Table.fixed(forwardFlops(config, batch) / (fwd.ms * 1e6), 1),
               typeof train === "string" ? train : Table.fixed(train.ms, 1),
+              typeof train === "string" ? "-" : Table.fixed(train.cpuMs, 1),
               typeof train === "string" ? "-" : Table.fixed((batch * 1000) / train.ms, 1)
             ])
           const fwd = yield* forwardTiming(mini, o.batch, budget)
@@ -224,7 +225,7 @@ export const dit = Command.make(
           const kernels = [o.matmul === "tfjs" ? "tfjs's matmul kernels" : "", o.fused === "off" ? "composed ops, no fused kernels" : ""].filter((k) => k !== "")
           yield* Console.log(`${name}: ${c.device}${kernels.length > 0 ? ` (${kernels.join("; ")})` : ""}`)
         }))))
-      yield* Console.log(Table.render(["backend", "model", "batch", "forward ms", "fwd GFLOP/s", "train ms/step", "train samples/s"], rows))
+      yield* Console.log(Table.render(["backend", "model", "batch", "forward ms", "fwd GFLOP/s", "train ms/step", "train cpu ms/step", "train samples/s"], rows))
     })
 ).pipe(Command.withDescription("Time DiT forward and training steps: the mini teacher, and DiT-XL/2 shapes, on each backend"))
 

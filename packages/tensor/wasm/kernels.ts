@@ -565,9 +565,94 @@ export function gatedResidualGradMod(y: usize, width: i32, gate: i32, dout: usiz
   }
 }
 
+/** `combine` for two outputs over the same operand rows (twice the sums in flight, each x_r read once); the same sums, in the same order. */
+@inline function combine2(out0: usize, out1: usize, w0: usize, w1: usize, x: usize, stride: i32, rows: i32, n: i32): void {
+  let c = 0
+  for (; c + 16 <= n; c += 16) {
+    let a0 = f32x4.splat(0)
+    let a1 = a0
+    let a2 = a0
+    let a3 = a0
+    let b0 = a0
+    let b1 = a0
+    let b2 = a0
+    let b3 = a0
+    for (let r = 0; r < rows; r++) {
+      const s = v128.load32_splat(at(w0, r))
+      const u = v128.load32_splat(at(w1, r))
+      const xr = at(x, r * stride + c)
+      const x0 = v128.load(xr)
+      const x1 = v128.load(xr, 16)
+      const x2 = v128.load(xr, 32)
+      const x3 = v128.load(xr, 48)
+      a0 = f32x4.relaxed_madd(s, x0, a0)
+      a1 = f32x4.relaxed_madd(s, x1, a1)
+      a2 = f32x4.relaxed_madd(s, x2, a2)
+      a3 = f32x4.relaxed_madd(s, x3, a3)
+      b0 = f32x4.relaxed_madd(u, x0, b0)
+      b1 = f32x4.relaxed_madd(u, x1, b1)
+      b2 = f32x4.relaxed_madd(u, x2, b2)
+      b3 = f32x4.relaxed_madd(u, x3, b3)
+    }
+    const o = at(out0, c)
+    v128.store(o, a0)
+    v128.store(o, a1, 16)
+    v128.store(o, a2, 32)
+    v128.store(o, a3, 48)
+    const q = at(out1, c)
+    v128.store(q, b0)
+    v128.store(q, b1, 16)
+    v128.store(q, b2, 32)
+    v128.store(q, b3, 48)
+  }
+  for (; c + 4 <= n; c += 4) {
+    let a = f32x4.splat(0)
+    let b = a
+    for (let r = 0; r < rows; r++) {
+      const xr = v128.load(at(x, r * stride + c))
+      a = f32x4.relaxed_madd(v128.load32_splat(at(w0, r)), xr, a)
+      b = f32x4.relaxed_madd(v128.load32_splat(at(w1, r)), xr, b)
+    }
+    v128.store(at(out0, c), a)
+    v128.store(at(out1, c), b)
+  }
+  for (; c < n; c++) {
+    let a: f32 = 0
+    let b: f32 = 0
+    for (let r = 0; r < rows; r++) {
+      a += ld(w0, r) * ld(x, r * stride + c)
+      b += ld(w1, r) * ld(x, r * stride + c)
+    }
+    st(out0, c, a)
+    st(out1, c, b)
+  }
+}
+
 /** A [rows, cols] block with row stride `stride` (floats), transposed into dst [cols, rows]. */
 @inline function transposeInto(dst: usize, src: usize, stride: i32, rows: i32, cols: i32): void {
-  for (let r = 0; r < rows; r++) {
+  let r = 0
+  for (; r + 4 <= rows; r += 4) {
+    let c = 0
+    for (; c + 4 <= cols; c += 4) {
+      // A 4×4 block through registers.
+      const v0 = v128.load(at(src, r * stride + c))
+      const v1 = v128.load(at(src, (r + 1) * stride + c))
+      const v2 = v128.load(at(src, (r + 2) * stride + c))
+      const v3 = v128.load(at(src, (r + 3) * stride + c))
+      const lo01 = v128.shuffle<f32>(v0, v1, 0, 4, 1, 5)
+      const lo23 = v128.shuffle<f32>(v2, v3, 0, 4, 1, 5)
+      const hi01 = v128.shuffle<f32>(v0, v1, 2, 6, 3, 7)
+      const hi23 = v128.shuffle<f32>(v2, v3, 2, 6, 3, 7)
+      v128.store(at(dst, c * rows + r), v128.shuffle<f32>(lo01, lo23, 0, 1, 4, 5))
+      v128.store(at(dst, (c + 1) * rows + r), v128.shuffle<f32>(lo01, lo23, 2, 3, 6, 7))
+      v128.store(at(dst, (c + 2) * rows + r), v128.shuffle<f32>(hi01, hi23, 0, 1, 4, 5))
+      v128.store(at(dst, (c + 3) * rows + r), v128.shuffle<f32>(hi01, hi23, 2, 3, 6, 7))
+    }
+    for (; c < cols; c++) {
+      for (let k = 0; k < 4; k++) st(dst, c * rows + r + k, ld(src, (r + k) * stride + c))
+    }
+  }
+  for (; r < rows; r++) {
     for (let c = 0; c < cols; c++) st(dst, c * rows + r, ld(src, r * stride + c))
   }
 }
@@ -622,16 +707,40 @@ export function attention(qkv: usize, out: usize, probs: usize, b: i32, t: i32, 
       const base = at(qkv, bi * t * rs + hi * hd)
       transposeInto(kt, at(base, d), rs, t, hd)
       const pbase = at(probs, (bi * h + hi) * t * t)
-      for (let i = 0; i < t; i++) {
+      const obase = at(out, bi * t * d + hi * hd)
+      let i = 0
+      for (; i + 2 <= t; i += 2) {
         const row = at(pbase, i * t)
+        const next = at(row, t)
         // scores s_j = Σ_e q_e·kᵀ[e, j]
+        combine2(row, next, at(base, i * rs), at(base, (i + 1) * rs), kt, t, hd, t)
+        softmaxRow(row, t, scale)
+        softmaxRow(next, t, scale)
+        // o = Σ_j p_j·v_j
+        combine2(at(obase, i * d), at(obase, (i + 1) * d), row, next, at(base, 2 * d), rs, t, hd)
+      }
+      if (i < t) {
+        const row = at(pbase, i * t)
         combine(row, at(base, i * rs), kt, t, hd, t)
         softmaxRow(row, t, scale)
-        // o = Σ_j p_j·v_j
-        combine(at(out, (bi * t + i) * d + hi * hd), row, at(base, 2 * d), rs, t, hd)
+        combine(at(obase, i * d), row, at(base, 2 * d), rs, t, hd)
       }
     }
   }
+}
+
+/** ds[0..n) = p ⊙ (dp − Σ_j p_j·dp_j)·scale, in place of dp (ds): softmax's backward on one row. */
+@inline function softmaxGradRow(ds: usize, p: usize, n: i32, scale: f32): void {
+  let dot: f32 = 0
+  for (let j = 0; j < n; j++) dot += ld(p, j) * ld(ds, j)
+  for (let j = 0; j < n; j++) st(ds, j, ld(p, j) * (ld(ds, j) - dot) * scale)
+}
+
+/** Row j of dst (at dst + j·dstride + offset) = Σ_r w_j[r]·x_r for the rows w_j of wt [t, t], two at a time. */
+@inline function columnsOf(dst: usize, dstride: i32, offset: i32, wt: usize, x: usize, stride: i32, t: i32, hd: i32): void {
+  let j = 0
+  for (; j + 2 <= t; j += 2) combine2(at(dst, j * dstride + offset), at(dst, (j + 1) * dstride + offset), at(wt, j * t), at(wt, (j + 1) * t), x, stride, t, hd)
+  if (j < t) combine(at(dst, j * dstride + offset), at(wt, j * t), x, stride, t, hd)
 }
 
 /**
@@ -655,20 +764,25 @@ export function attentionGrad(
       const obase = at(dout, bi * t * d + hi * hd)
       const pbase = at(probs, (bi * h + hi) * t * t)
       transposeInto(vt, at(base, 2 * d), rs, t, hd)
-      for (let i = 0; i < t; i++) {
-        const prow = at(pbase, i * t)
+      let i = 0
+      for (; i + 2 <= t; i += 2) {
+        const dsrow = at(ds, i * t)
+        combine2(dsrow, at(dsrow, t), at(obase, i * d), at(obase, (i + 1) * d), vt, t, hd, t)
+        softmaxGradRow(dsrow, at(pbase, i * t), t, scale)
+        softmaxGradRow(at(dsrow, t), at(pbase, (i + 1) * t), t, scale)
+        combine2(at(dbase, i * rs), at(dbase, (i + 1) * rs), dsrow, at(dsrow, t), at(base, d), rs, t, hd)
+      }
+      if (i < t) {
         const dsrow = at(ds, i * t)
         combine(dsrow, at(obase, i * d), vt, t, hd, t)
-        let dot: f32 = 0
-        for (let j = 0; j < t; j++) dot += ld(prow, j) * ld(dsrow, j)
-        for (let j = 0; j < t; j++) st(dsrow, j, ld(prow, j) * (ld(dsrow, j) - dot) * scale)
+        softmaxGradRow(dsrow, at(pbase, i * t), t, scale)
         combine(at(dbase, i * rs), dsrow, at(base, d), rs, t, hd)
       }
       // dK_j = Σ_i dS_ij·q_i and dV_j = Σ_i P_ij·dO_i: columns of dS and P, transposed first.
       transposeInto(tr, ds, t, t, t)
-      for (let j = 0; j < t; j++) combine(at(dbase, j * rs + d), at(tr, j * t), base, rs, t, hd)
+      columnsOf(dbase, rs, d, tr, base, rs, t, hd)
       transposeInto(tr, pbase, t, t, t)
-      for (let j = 0; j < t; j++) combine(at(dbase, j * rs + 2 * d), at(tr, j * t), obase, d, t, hd)
+      columnsOf(dbase, rs, 2 * d, tr, obase, d, t, hd)
     }
   }
 }

@@ -6,9 +6,11 @@
  * weight decay (e.g. TinyFusion's gates at 1e-3 and LoRA at 1e-4, or MAR's
  * decayed matrices beside its undecayed norms, biases and head).
  * Pure: returns new params and state; the caller releases the old ones.
- * On wasm each parameter's update is one kernel that rounds every operation
- * to float32 as the composed ops do, so both give the same bits.
+ * On wasm each parameter's update (with clipping's factor and the EMA, when
+ * given) is one kernel that rounds every operation to float32 as the composed
+ * ops do, so both give the same bits.
  */
+import * as Ema from "./Ema.ts"
 import * as FusedKernels from "./FusedKernels.ts"
 import * as ParamTree from "./ParamTree.ts"
 import { tf } from "./tf.ts"
@@ -69,20 +71,31 @@ export const groupOf = (config: Config, key: string, shape: ReadonlyArray<number
   return group
 }
 
-/**
- * One update. `lrScale` multiplies every group's learning rate (the value of a
- * schedule at this step, relative to the base rates); `gradScale`, if given,
- * every gradient (global-norm clipping's factor, applied inside the update
- * rather than as a pass of its own).
- */
-export function update<T extends ParamTree.ParamTree>(
+export interface Options<M extends ParamTree.ParamTree> {
+  /** Multiplies every group's learning rate: a schedule's value at this step, relative to the base rates. */
+  readonly lrScale?: number | undefined
+  /** Multiplies every gradient: global-norm clipping's factor, applied inside the update rather than as a pass of its own. */
+  readonly gradScale?: tf.Scalar | undefined
+  /** An EMA of some or all of the parameters, moved toward the updated ones as Ema.update does (on wasm in the same kernel). */
+  readonly ema?: { readonly tree: M; readonly decay: number } | undefined
+}
+
+export interface Next<T extends ParamTree.ParamTree, M extends ParamTree.ParamTree> {
+  readonly params: T
+  readonly state: State
+  /** The moved EMA, when `options.ema` was given. */
+  readonly ema: M | undefined
+}
+
+/** One update of `params` by `grads`. */
+export function update<T extends ParamTree.ParamTree, M extends ParamTree.ParamTree = ParamTree.ParamTree>(
   config: Config,
   state: State,
   params: T,
   grads: T,
-  lrScale = 1,
-  gradScale?: tf.Scalar
-): { readonly params: T; readonly state: State } {
+  options: Options<M> = {}
+): Next<T, M> {
+  const { lrScale = 1, gradScale, ema } = options
   const t = state.step + 1
   const bc1 = 1 - config.beta1 ** t
   const bc2 = 1 - config.beta2 ** t
@@ -101,13 +114,18 @@ export function update<T extends ParamTree.ParamTree>(
   const m1s: Array<[string, tf.Tensor]> = []
   const v1s: Array<[string, tf.Tensor]> = []
   const fused = FusedKernels.active()
+  const averaged = new Map(ema === undefined ? [] : ParamTree.flattenTensors(ema.tree))
+  const keys = new Set(ParamTree.flattenTensors(params).map(([k]) => k))
+  for (const key of averaged.keys()) if (!keys.has(key)) throw new Error(`EMA: no parameter ${key}`)
+  const e1s: Array<[string, tf.Tensor]> = []
   for (const [key, p] of ParamTree.flattenTensors(params)) {
     const g = grad(key)
     const group = groupOf(config, key, p.shape)
     const lr = group.lr * lrScale
     if (fused) {
-      const inputs = { p, g, m: first(key), v: second(key), ...(gradScale === undefined ? {} : { gradScale }) }
-      const [p1, m1, v1] = tf.engine().runKernel(FusedKernels.names.adamw, inputs, {
+      const e = averaged.get(key)
+      const inputs = { p, g, m: first(key), v: second(key), ...(gradScale === undefined ? {} : { gradScale }), ...(e === undefined ? {} : { e }) }
+      const [p1, m1, v1, e1] = tf.engine().runKernel(FusedKernels.names.adamw, inputs, {
         beta1: config.beta1,
         oneMinusBeta1: 1 - config.beta1,
         beta2: config.beta2,
@@ -115,11 +133,13 @@ export function update<T extends ParamTree.ParamTree>(
         sqrtBc2: Math.sqrt(bc2),
         eps: config.eps,
         step: lr / bc1,
-        decay: group.weightDecay === 0 ? 1 : 1 - lr * group.weightDecay
+        decay: group.weightDecay === 0 ? 1 : 1 - lr * group.weightDecay,
+        ...(ema === undefined ? {} : { emaDecay: ema.decay, oneMinusEmaDecay: 1 - ema.decay })
       }) as Array<tf.Tensor>
       next.push([key, p1!])
       m1s.push([key, m1!])
       v1s.push([key, v1!])
+      if (e1 !== undefined) e1s.push([key, e1])
       continue
     }
     const decayed = group.weightDecay === 0 ? p : tf.mul(p, 1 - lr * group.weightDecay)
@@ -132,5 +152,7 @@ export function update<T extends ParamTree.ParamTree>(
     v1s.push([key, v1])
   }
   const tree = (entries: Array<[string, tf.Tensor]>) => ParamTree.unflatten(entries) as ParamTree.ParamTree
-  return { params: ParamTree.rebuild(params, next), state: { step: t, m: tree(m1s), v: tree(v1s) } }
+  const nextParams = ParamTree.rebuild(params, next)
+  const nextEma = ema === undefined ? undefined : fused ? ParamTree.rebuild(ema.tree, e1s) : Ema.update(ema.tree, nextParams, ema.decay)
+  return { params: nextParams, state: { step: t, m: tree(m1s), v: tree(v1s) }, ema: nextEma }
 }

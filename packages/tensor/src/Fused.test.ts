@@ -84,7 +84,7 @@ const opsOnBackend = Effect.gen(function*() {
 const optimiserShapes: Record<string, ReadonlyArray<number>> = { "a.weight": [3, 5], "a.bias": [7], "b.weight": [64, 9] }
 
 /**
- * Three AdamW updates (two groups, one with weight decay, one step clipped) and EMA updates
+ * Three AdamW updates (two groups, one with weight decay, one step clipped) with EMA updates
  * from the same start, on the layer's backend: every tensor after each,
  * and the gradients' global norm.
  */
@@ -102,16 +102,18 @@ const optimiserSteps = Effect.gen(function*() {
   }
   let params = tree(0)
   let state = AdamW.init(params)
-  let ema = ParamTree.clone(params)
+  // The EMA tracks some of the parameters (as mask learning's does): all but a.bias.
+  let ema = ParamTree.clone(ParamTree.unflatten(ParamTree.flattenTensors(params).filter(([k]) => k !== "a.bias")) as ParamTree.ParamTree)
   const tensors: Array<Float32Array> = []
   const norms: Array<number> = []
   for (let step = 1; step <= 3; step++) {
     const grads = tree(step)
-    // Step 2 clips (a gradient scale, as Update.apply passes it); steps 1 and 3 do not.
+    // Step 2 clips (a gradient scale, as Update.apply passes it) and moves the EMA by Ema.update; steps 1 and 3
+    // do not clip, and move the EMA inside the update.
     const clip = step === 2 ? tf.scalar(0.37) : undefined
-    const next = AdamW.update(config, state, params, grads, 0.5 * step, clip)
+    const next = AdamW.update(config, state, params, grads, { lrScale: 0.5 * step, gradScale: clip, ema: step === 2 ? undefined : { tree: ema, decay: 0.999 } })
     clip?.dispose()
-    const nextEma = Ema.update(ema, next.params, 0.999)
+    const nextEma = next.ema ?? Ema.update(ema, next.params, 0.999)
     for (const t of ParamTree.leaves(next.params).concat(ParamTree.leaves(next.state.m), ParamTree.leaves(next.state.v), ParamTree.leaves(nextEma))) {
       tensors.push(yield* compute.read(t))
     }

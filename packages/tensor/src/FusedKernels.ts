@@ -38,7 +38,7 @@ interface Exports {
   adamw(
     p: number, g: number, m: number, v: number, pOut: number, mOut: number, vOut: number, n: number,
     beta1: number, oneMinusBeta1: number, beta2: number, oneMinusBeta2: number, sqrtBc2: number, eps: number, step: number, decay: number,
-    gradScale: number
+    gradScale: number, e: number, eOut: number, emaDecay: number, oneMinusEmaDecay: number
   ): void
   ema(e: number, p: number, out: number, n: number, decay: number, oneMinusDecay: number): void
   sumSquares(x: number, n: number): number
@@ -272,13 +272,16 @@ const kernels: ReadonlyArray<tf.KernelConfig> = [
       k.attentionGrad(ptr(backend, qkv!), ptr(backend, probs!), ptr(backend, dy!), ptr(backend, out), b, t, heads!, hd, 1 / Math.sqrt(hd), scratch))
     return out
   }),
-  // gradScale: an optional scalar tensor (clipping's factor), read where it lies, so the update needs no device read.
-  kernel(names.adamw, (k, backend, { p, g, m, v, gradScale }, a) => {
-    const outs = [0, 1, 2].map(() => backend.makeOutput([...p!.shape], "float32"))
+  // Outputs p', m', v' and, given an EMA `e` of p, e'. gradScale: an optional scalar tensor (clipping's factor),
+  // read where it lies, so the update needs no device read.
+  kernel(names.adamw, (k, backend, { p, g, m, v, gradScale, e }, a) => {
+    if (e !== undefined && size(e.shape) !== size(p!.shape)) throw new Error(`adamw: EMA [${e.shape}] does not match parameter [${p!.shape}]`)
+    const outs = (e === undefined ? [0, 1, 2] : [0, 1, 2, 3]).map(() => backend.makeOutput([...p!.shape], "float32"))
     const scale = gradScale === undefined ? 1 : new Float32Array(backend.wasm.asm.memory.buffer, ptr(backend, gradScale), 1)[0]!
     k.adamw(
       ptr(backend, p!), ptr(backend, g!), ptr(backend, m!), ptr(backend, v!), ptr(backend, outs[0]!), ptr(backend, outs[1]!), ptr(backend, outs[2]!),
-      size(p!.shape), a["beta1"]!, a["oneMinusBeta1"]!, a["beta2"]!, a["oneMinusBeta2"]!, a["sqrtBc2"]!, a["eps"]!, a["step"]!, a["decay"]!, scale
+      size(p!.shape), a["beta1"]!, a["oneMinusBeta1"]!, a["beta2"]!, a["oneMinusBeta2"]!, a["sqrtBc2"]!, a["eps"]!, a["step"]!, a["decay"]!, scale,
+      e === undefined ? 0 : ptr(backend, e), e === undefined ? 0 : ptr(backend, outs[3]!), a["emaDecay"] ?? 0, a["oneMinusEmaDecay"] ?? 0
     )
     return outs
   }),

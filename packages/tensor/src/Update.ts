@@ -7,7 +7,6 @@
  * the new state; the caller runs it inside a tidy and releases the old one.
  */
 import * as AdamW from "./AdamW.ts"
-import * as Ema from "./Ema.ts"
 import * as Gradients from "./Gradients.ts"
 import type * as ParamTree from "./ParamTree.ts"
 import type { tf } from "./tf.ts"
@@ -45,9 +44,9 @@ export function apply<T extends ParamTree.ParamTree, M extends ParamTree.ParamTr
   const { value, grads } = Gradients.valueAndGrad(lossOf, state.params)
   const gradNorm = Gradients.globalNorm(grads)
   const clip = settings.maxGradNorm === undefined ? undefined : Gradients.clipScale(gradNorm, settings.maxGradNorm)
-  const next = AdamW.update(settings.optimiser, state.optimiser, state.params, grads, lrScale, clip)
   const decay = settings.emaDecay
   if (state.ema !== undefined && decay === undefined) throw new Error("an EMA without a decay")
-  const ema = state.ema === undefined || decay === undefined ? {} : { ema: Ema.update(state.ema, next.params, decay) }
-  return { state: { params: next.params, optimiser: next.state, ...ema }, loss: value, gradNorm }
+  const ema = state.ema === undefined || decay === undefined ? undefined : { tree: state.ema, decay }
+  const next = AdamW.update(settings.optimiser, state.optimiser, state.params, grads, { lrScale, gradScale: clip, ema })
+  return { state: { params: next.params, optimiser: next.state, ...(next.ema === undefined ? {} : { ema: next.ema }) }, loss: value, gradNorm }
 }

@@ -55,7 +55,7 @@ describe("optimisers", () => {
       assert.closeTo(values(Gradients.clipScale(norm, 1))[0]!, 1 / (5 + 1e-6), 1e-6)
       assert.strictEqual(values(Gradients.clipScale(Gradients.globalNorm({ a: tf.tensor([0.3, 0.4]) }), 1))[0]!, 1)
       // AdamW with a gradient scale is AdamW on the scaled gradients: with g = 4 scaled by 1/4, step 1 moves p by lr.
-      const scaled = AdamW.update(AdamW.single(0.1), AdamW.init({ p: tf.tensor([1]) }), { p: tf.tensor([1]) }, { p: tf.tensor([4]) }, 1, tf.scalar(0.25))
+      const scaled = AdamW.update(AdamW.single(0.1), AdamW.init({ p: tf.tensor([1]) }), { p: tf.tensor([1]) }, { p: tf.tensor([4]) }, { gradScale: tf.scalar(0.25) })
       const plain = AdamW.update(AdamW.single(0.1), AdamW.init({ p: tf.tensor([1]) }), { p: tf.tensor([1]) }, { p: tf.tensor([1]) })
       assert.closeTo(values(scaled.params["p"]!)[0]!, 0.9, 1e-6)
       assert.deepStrictEqual(values(scaled.state.m["p" as never]), values(plain.state.m["p" as never]))
@@ -121,14 +121,14 @@ describe("optimisers", () => {
       const grads = { w: tf.tensor([[3]]), b: tf.tensor([3]), head: { w: tf.tensor([[3]]) } }
       // Two steps at lr scale 0.5 (lr 0.05), gradient 3 then -1:
       // step 1: m̂ = 3, v̂ = 9, update 0.05·3/(3 + 1e-8); decay 1 − 0.05·0.5 = 0.975 on w only.
-      const one = AdamW.update(config, AdamW.init(params), params, grads, 0.5)
+      const one = AdamW.update(config, AdamW.init(params), params, grads, { lrScale: 0.5 })
       const step1 = 0.05 * 3 / (3 + 1e-8)
       assert.closeTo(values(one.params.w)[0]!, 2 * 0.975 - step1, 1e-6)
       assert.closeTo(values(one.params.b)[0]!, 2 - step1, 1e-6)
       assert.closeTo(values(one.params.head.w)[0]!, 2 - step1, 1e-6)
       // step 2: m = 0.9·0.3 + 0.1·(−1) = 0.17, v = 0.95·0.45 + 0.05·1 = 0.4775; m̂ = 0.17/0.19, v̂ = 0.4775/0.0975.
       const minus = { w: tf.tensor([[-1]]), b: tf.tensor([-1]), head: { w: tf.tensor([[-1]]) } }
-      const two = AdamW.update(config, one.state, one.params, minus, 0.5)
+      const two = AdamW.update(config, one.state, one.params, minus, { lrScale: 0.5 })
       const step2 = 0.05 * (0.17 / 0.19) / (Math.sqrt(0.4775 / 0.0975) + 1e-8)
       assert.closeTo(values(two.params.w)[0]!, (2 * 0.975 - step1) * 0.975 - step2, 1e-6)
       assert.closeTo(values(two.params.b)[0]!, 2 - step1 - step2, 1e-6)

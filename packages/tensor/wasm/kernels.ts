@@ -850,10 +850,13 @@ export function attentionGrad(
  * p' = p·decay − (m'/(√v'/√bc2 + eps))·(lr/bc1), m' = m·β1 + g·(1−β1),
  * v' = v·β2 + g²·(1−β2), with g the gradient times `gradScale` (global-norm
  * clipping's factor; 1: none). `decay` = 1 − lr·wd (1: no weight decay).
+ * With an EMA `e` (0: none), also e' = e·emaDecay + p'·(1 − emaDecay), as `ema`
+ * rounds it, while p' is still in registers.
  */
 export function adamw(
   p: usize, g: usize, m: usize, v: usize, pOut: usize, mOut: usize, vOut: usize, n: i32,
-  beta1: f32, oneMinusBeta1: f32, beta2: f32, oneMinusBeta2: f32, sqrtBc2: f32, eps: f32, step: f32, decay: f32, gradScale: f32
+  beta1: f32, oneMinusBeta1: f32, beta2: f32, oneMinusBeta2: f32, sqrtBc2: f32, eps: f32, step: f32, decay: f32, gradScale: f32,
+  e: usize, eOut: usize, emaDecay: f32, oneMinusEmaDecay: f32
 ): void {
   const b1 = f32x4.splat(beta1)
   const c1 = f32x4.splat(oneMinusBeta1)
@@ -864,6 +867,8 @@ export function adamw(
   const sv = f32x4.splat(step)
   const dv = f32x4.splat(decay)
   const gs = f32x4.splat(gradScale)
+  const ed = f32x4.splat(emaDecay)
+  const ec = f32x4.splat(oneMinusEmaDecay)
   const decays = decay != 1
   const scales = gradScale != 1
   let i = 0
@@ -874,9 +879,11 @@ export function adamw(
     const denom = f32x4.add(f32x4.div(f32x4.sqrt(v1), s2), ev)
     const pi = v128.load(at(p, i))
     const base = decays ? f32x4.mul(pi, dv) : pi
-    v128.store(at(pOut, i), f32x4.sub(base, f32x4.mul(f32x4.div(m1, denom), sv)))
+    const p1 = f32x4.sub(base, f32x4.mul(f32x4.div(m1, denom), sv))
+    v128.store(at(pOut, i), p1)
     v128.store(at(mOut, i), m1)
     v128.store(at(vOut, i), v1)
+    if (e != 0) v128.store(at(eOut, i), f32x4.add(f32x4.mul(v128.load(at(e, i)), ed), f32x4.mul(p1, ec)))
   }
   for (; i < n; i++) {
     const gi = scales ? ld(g, i) * gradScale : ld(g, i)
@@ -884,9 +891,11 @@ export function adamw(
     const v1 = ld(v, i) * beta2 + gi * gi * oneMinusBeta2
     const denom = Mathf.sqrt(v1) / sqrtBc2 + eps
     const pi = ld(p, i)
-    st(pOut, i, (decays ? pi * decay : pi) - (m1 / denom) * step)
+    const p1 = (decays ? pi * decay : pi) - (m1 / denom) * step
+    st(pOut, i, p1)
     st(mOut, i, m1)
     st(vOut, i, v1)
+    if (e != 0) st(eOut, i, ld(e, i) * emaDecay + p1 * oneMinusEmaDecay)
   }
 }
 

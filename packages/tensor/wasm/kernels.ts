@@ -89,6 +89,22 @@ const P5: f32 = 5.0000001201e-1
   return f32x4.extract_lane(sigmoidv(f32x4.splat(z)), 0)
 }
 
+/** Four rows of four floats (at s0..s3) stored transposed: column c of them at dst + c·dstStride bytes. */
+@inline function transpose4(s0: usize, s1: usize, s2: usize, s3: usize, dst: usize, dstStride: usize): void {
+  const v0 = v128.load(s0)
+  const v1 = v128.load(s1)
+  const v2 = v128.load(s2)
+  const v3 = v128.load(s3)
+  const lo01 = v128.shuffle<f32>(v0, v1, 0, 4, 1, 5)
+  const lo23 = v128.shuffle<f32>(v2, v3, 0, 4, 1, 5)
+  const hi01 = v128.shuffle<f32>(v0, v1, 2, 6, 3, 7)
+  const hi23 = v128.shuffle<f32>(v2, v3, 2, 6, 3, 7)
+  v128.store(dst, v128.shuffle<f32>(lo01, lo23, 0, 1, 4, 5))
+  v128.store(dst + dstStride, v128.shuffle<f32>(lo01, lo23, 2, 3, 6, 7))
+  v128.store(dst + 2 * dstStride, v128.shuffle<f32>(hi01, hi23, 0, 1, 4, 5))
+  v128.store(dst + 3 * dstStride, v128.shuffle<f32>(hi01, hi23, 2, 3, 6, 7))
+}
+
 // ---- matrix product -----------------------------------------------------------
 
 // C[m,n] = A·B (+ bias[n] on every row), A(i,p) = a[i·ars + p·acs],
@@ -123,21 +139,7 @@ function packA(a: usize, ars: i32, acs: i32, i0: i32, mc: i32, p0: i32, kc: i32,
     let p = 0
     if (acs == 1) {
       // Rows in memory: transpose 4×4 blocks in registers.
-      for (; p + 4 <= kc; p += 4) {
-        const v0 = v128.load(at(r0, p))
-        const v1 = v128.load(at(r1, p))
-        const v2 = v128.load(at(r2, p))
-        const v3 = v128.load(at(r3, p))
-        const lo01 = v128.shuffle<f32>(v0, v1, 0, 4, 1, 5)
-        const lo23 = v128.shuffle<f32>(v2, v3, 0, 4, 1, 5)
-        const hi01 = v128.shuffle<f32>(v0, v1, 2, 6, 3, 7)
-        const hi23 = v128.shuffle<f32>(v2, v3, 2, 6, 3, 7)
-        const out = at(panel, p * MR)
-        v128.store(out, v128.shuffle<f32>(lo01, lo23, 0, 1, 4, 5))
-        v128.store(out, v128.shuffle<f32>(lo01, lo23, 2, 3, 6, 7), 16)
-        v128.store(out, v128.shuffle<f32>(hi01, hi23, 0, 1, 4, 5), 32)
-        v128.store(out, v128.shuffle<f32>(hi01, hi23, 2, 3, 6, 7), 48)
-      }
+      for (; p + 4 <= kc; p += 4) transpose4(at(r0, p), at(r1, p), at(r2, p), at(r3, p), at(panel, p * MR), MR << 2)
     } else if (ars == 1 && h == MR) {
       // Aᵀ in memory: a panel's four entries at p are adjacent.
       for (; p < kc; p++) v128.store(at(panel, p * MR), v128.load(at(r0, p * acs)))
@@ -162,19 +164,7 @@ function packB(b: usize, brs: i32, bcs: i32, p0: i32, kc: i32, j0: i32, nc: i32,
         for (let jj = 0; jj < NR; jj += 4) {
           const row = at(b, (p0 + p) + (j0 + jp + jj) * bcs)
           const step = <usize>bcs << 2
-          const v0 = v128.load(row)
-          const v1 = v128.load(row + step)
-          const v2 = v128.load(row + 2 * step)
-          const v3 = v128.load(row + 3 * step)
-          const lo01 = v128.shuffle<f32>(v0, v1, 0, 4, 1, 5)
-          const lo23 = v128.shuffle<f32>(v2, v3, 0, 4, 1, 5)
-          const hi01 = v128.shuffle<f32>(v0, v1, 2, 6, 3, 7)
-          const hi23 = v128.shuffle<f32>(v2, v3, 2, 6, 3, 7)
-          const out = at(dst, p * NR + jj)
-          v128.store(out, v128.shuffle<f32>(lo01, lo23, 0, 1, 4, 5))
-          v128.store(out + (NR << 2), v128.shuffle<f32>(lo01, lo23, 2, 3, 6, 7))
-          v128.store(out + (NR << 3), v128.shuffle<f32>(hi01, hi23, 0, 1, 4, 5))
-          v128.store(out + 3 * (NR << 2), v128.shuffle<f32>(hi01, hi23, 2, 3, 6, 7))
+          transpose4(row, row + step, row + 2 * step, row + 3 * step, at(dst, p * NR + jj), NR << 2)
         }
       }
     }
@@ -583,44 +573,15 @@ export function gatedResidualGradMod(y: usize, width: i32, gate: i32, dout: usiz
 // ---- attention over qkv [B, T, 3, H, hd] ---------------------------------------------
 
 // Per sample and head, every sum runs in registers over four outputs at a
-// time (four scores, or four features), the operand read in place or from a
-// transposed copy in scratch; tails of T and hd run scalar.
+// time (four scores, or four features) for two rows at once, the operand read
+// in place or from a transposed copy in scratch; an odd T's last row pairs
+// with itself, and tails of hd run scalar.
 
-/** out[0..n) = Σ_r w[r]·x_r[0..n), x_r at x + r·stride (floats): sixteen, then four outputs at a time in registers. */
-@inline function combine(out: usize, w: usize, x: usize, stride: i32, rows: i32, n: i32): void {
-  let c = 0
-  for (; c + 16 <= n; c += 16) {
-    let a0 = f32x4.splat(0)
-    let a1 = a0
-    let a2 = a0
-    let a3 = a0
-    for (let r = 0; r < rows; r++) {
-      const s = v128.load32_splat(at(w, r))
-      const xr = at(x, r * stride + c)
-      a0 = f32x4.relaxed_madd(s, v128.load(xr), a0)
-      a1 = f32x4.relaxed_madd(s, v128.load(xr, 16), a1)
-      a2 = f32x4.relaxed_madd(s, v128.load(xr, 32), a2)
-      a3 = f32x4.relaxed_madd(s, v128.load(xr, 48), a3)
-    }
-    const o = at(out, c)
-    v128.store(o, a0)
-    v128.store(o, a1, 16)
-    v128.store(o, a2, 32)
-    v128.store(o, a3, 48)
-  }
-  for (; c + 4 <= n; c += 4) {
-    let acc = f32x4.splat(0)
-    for (let r = 0; r < rows; r++) acc = f32x4.relaxed_madd(v128.load32_splat(at(w, r)), v128.load(at(x, r * stride + c)), acc)
-    v128.store(at(out, c), acc)
-  }
-  for (; c < n; c++) {
-    let acc: f32 = 0
-    for (let r = 0; r < rows; r++) acc += ld(w, r) * ld(x, r * stride + c)
-    st(out, c, acc)
-  }
-}
-
-/** `combine` for two outputs over the same operand rows (twice the sums in flight, each x_r read once); the same sums, in the same order. */
+/**
+ * out0[0..n) = Σ_r w0[r]·x_r[0..n) and out1 likewise from w1, x_r at x + r·stride (floats): two outputs over the
+ * same operand rows, sixteen then four columns at a time in registers (twice the sums in flight, each x_r read
+ * once), in order of r. out1 may be out0 with w1 = w0 (a lone last row): both then get the same sums.
+ */
 @inline function combine2(out0: usize, out1: usize, w0: usize, w1: usize, x: usize, stride: i32, rows: i32, n: i32): void {
   let c = 0
   for (; c + 16 <= n; c += 16) {
@@ -689,19 +650,9 @@ export function gatedResidualGradMod(y: usize, width: i32, gate: i32, dout: usiz
   for (; r + 4 <= rows; r += 4) {
     let c = 0
     for (; c + 4 <= cols; c += 4) {
-      // A 4×4 block through registers.
-      const v0 = v128.load(at(src, r * stride + c))
-      const v1 = v128.load(at(src, (r + 1) * stride + c))
-      const v2 = v128.load(at(src, (r + 2) * stride + c))
-      const v3 = v128.load(at(src, (r + 3) * stride + c))
-      const lo01 = v128.shuffle<f32>(v0, v1, 0, 4, 1, 5)
-      const lo23 = v128.shuffle<f32>(v2, v3, 0, 4, 1, 5)
-      const hi01 = v128.shuffle<f32>(v0, v1, 2, 6, 3, 7)
-      const hi23 = v128.shuffle<f32>(v2, v3, 2, 6, 3, 7)
-      v128.store(at(dst, c * rows + r), v128.shuffle<f32>(lo01, lo23, 0, 1, 4, 5))
-      v128.store(at(dst, (c + 1) * rows + r), v128.shuffle<f32>(lo01, lo23, 2, 3, 6, 7))
-      v128.store(at(dst, (c + 2) * rows + r), v128.shuffle<f32>(hi01, hi23, 0, 1, 4, 5))
-      v128.store(at(dst, (c + 3) * rows + r), v128.shuffle<f32>(hi01, hi23, 2, 3, 6, 7))
+      const row = at(src, r * stride + c)
+      const step = <usize>stride << 2
+      transpose4(row, row + step, row + 2 * step, row + 3 * step, at(dst, c * rows + r), <usize>rows << 2)
     }
     for (; c < cols; c++) {
       for (let k = 0; k < 4; k++) st(dst, c * rows + r + k, ld(src, (r + k) * stride + c))
@@ -763,22 +714,16 @@ export function attention(qkv: usize, out: usize, probs: usize, b: i32, t: i32, 
       transposeInto(kt, at(base, d), rs, t, hd)
       const pbase = at(probs, (bi * h + hi) * t * t)
       const obase = at(out, bi * t * d + hi * hd)
-      let i = 0
-      for (; i + 2 <= t; i += 2) {
+      for (let i = 0; i < t; i += 2) {
+        const j = min(i + 1, t - 1) // an odd T's last row pairs with itself
         const row = at(pbase, i * t)
-        const next = at(row, t)
+        const next = at(pbase, j * t)
         // scores s_j = Σ_e q_e·kᵀ[e, j]
-        combine2(row, next, at(base, i * rs), at(base, (i + 1) * rs), kt, t, hd, t)
+        combine2(row, next, at(base, i * rs), at(base, j * rs), kt, t, hd, t)
         softmaxRow(row, t, scale)
-        softmaxRow(next, t, scale)
+        if (j != i) softmaxRow(next, t, scale)
         // o = Σ_j p_j·v_j
-        combine2(at(obase, i * d), at(obase, (i + 1) * d), row, next, at(base, 2 * d), rs, t, hd)
-      }
-      if (i < t) {
-        const row = at(pbase, i * t)
-        combine(row, at(base, i * rs), kt, t, hd, t)
-        softmaxRow(row, t, scale)
-        combine(at(obase, i * d), row, at(base, 2 * d), rs, t, hd)
+        combine2(at(obase, i * d), at(obase, j * d), row, next, at(base, 2 * d), rs, t, hd)
       }
     }
   }
@@ -793,9 +738,10 @@ export function attention(qkv: usize, out: usize, probs: usize, b: i32, t: i32, 
 
 /** Row j of dst (at dst + j·dstride + offset) = Σ_r w_j[r]·x_r for the rows w_j of wt [t, t], two at a time. */
 @inline function columnsOf(dst: usize, dstride: i32, offset: i32, wt: usize, x: usize, stride: i32, t: i32, hd: i32): void {
-  let j = 0
-  for (; j + 2 <= t; j += 2) combine2(at(dst, j * dstride + offset), at(dst, (j + 1) * dstride + offset), at(wt, j * t), at(wt, (j + 1) * t), x, stride, t, hd)
-  if (j < t) combine(at(dst, j * dstride + offset), at(wt, j * t), x, stride, t, hd)
+  for (let j = 0; j < t; j += 2) {
+    const k = min(j + 1, t - 1)
+    combine2(at(dst, j * dstride + offset), at(dst, k * dstride + offset), at(wt, j * t), at(wt, k * t), x, stride, t, hd)
+  }
 }
 
 /**
@@ -819,19 +765,14 @@ export function attentionGrad(
       const obase = at(dout, bi * t * d + hi * hd)
       const pbase = at(probs, (bi * h + hi) * t * t)
       transposeInto(vt, at(base, 2 * d), rs, t, hd)
-      let i = 0
-      for (; i + 2 <= t; i += 2) {
+      for (let i = 0; i < t; i += 2) {
+        const j = min(i + 1, t - 1) // an odd T's last row pairs with itself
         const dsrow = at(ds, i * t)
-        combine2(dsrow, at(dsrow, t), at(obase, i * d), at(obase, (i + 1) * d), vt, t, hd, t)
+        const dsnext = at(ds, j * t)
+        combine2(dsrow, dsnext, at(obase, i * d), at(obase, j * d), vt, t, hd, t)
         softmaxGradRow(dsrow, at(pbase, i * t), t, scale)
-        softmaxGradRow(at(dsrow, t), at(pbase, (i + 1) * t), t, scale)
-        combine2(at(dbase, i * rs), at(dbase, (i + 1) * rs), dsrow, at(dsrow, t), at(base, d), rs, t, hd)
-      }
-      if (i < t) {
-        const dsrow = at(ds, i * t)
-        combine(dsrow, at(obase, i * d), vt, t, hd, t)
-        softmaxGradRow(dsrow, at(pbase, i * t), t, scale)
-        combine(at(dbase, i * rs), dsrow, at(base, d), rs, t, hd)
+        if (j != i) softmaxGradRow(dsnext, at(pbase, j * t), t, scale)
+        combine2(at(dbase, i * rs), at(dbase, j * rs), dsrow, dsnext, at(base, d), rs, t, hd)
       }
       // dK_j = Σ_i dS_ij·q_i and dV_j = Σ_i P_ij·dO_i: columns of dS and P, transposed first.
       transposeInto(tr, ds, t, t, t)

@@ -7,13 +7,16 @@
  *
  * The kernels are compiled from AssemblyScript (wasm/kernels.ts, SIMD) and
  * instantiated on the backend's own memory: they read and write tensors where
- * tfjs keeps them, and allocate only through the backend. The composed ops in
- * Fused.ts are the reference every kernel is tested against, and what other
- * backends run. `install` also replaces wasm's Identity (a copy of the
- * tensor, made for every tensor the tape saves) with one that shares the data,
- * as the cpu backend's does: tfjs tensors are immutable.
+ * tfjs keeps them, and allocate only through the backend; matrix products run
+ * in native code instead where NativeGemm is built (the same bits, twice the
+ * vector width). The composed ops in Fused.ts are the reference every kernel
+ * is tested against, and what other backends run. `install` also replaces
+ * wasm's Identity (a copy of the tensor, made for every tensor the tape saves)
+ * with one that shares the data, as the cpu backend's does: tfjs tensors are
+ * immutable.
  */
 import { readFileSync } from "node:fs"
+import * as NativeGemm from "./NativeGemm.ts"
 import { tf } from "./tf.ts"
 
 type Info = tf.TensorInfo
@@ -137,9 +140,14 @@ const matrix = (x: Info): [number, number] => {
 
 const gemm = (k: Exports, backend: WasmBackend, args: {
   a: number; ars: number; acs: number; b: number; brs: number; bcs: number; c: number; m: number; n: number; k: number; bias: number
-}): void =>
+}): void => {
+  const native = NativeGemm.active()
+  if (native !== undefined) {
+    return native(backend.wasm.asm.memory.buffer, args.a, args.ars, args.acs, args.b, args.brs, args.bcs, args.c, args.m, args.n, args.k, args.bias)
+  }
   withScratch(backend, k.gemmScratchBytes(), (scratch) =>
     k.gemm(args.a, args.ars, args.acs, args.b, args.brs, args.bcs, args.c, args.m, args.n, args.k, args.bias, scratch))
+}
 
 /** [B, T, D] of x and [B, width] of mod, checked against each other. */
 const tokens = (name: string, x: Info, mod: Info): [number, number, number, number] => {

@@ -5,6 +5,7 @@
 import * as os from "node:os"
 import { tf } from "./tf.ts"
 import * as FusedKernels from "./FusedKernels.ts"
+import * as NativeGemm from "./NativeGemm.ts"
 import * as WasmMatMul from "./WasmMatMul.ts"
 import * as WebGpuMatMul from "./WebGpuMatMul.ts"
 
@@ -48,7 +49,7 @@ async function startWasm(): Promise<StartedBackend> {
   const backend = tf.backend() as unknown as { wasm: { HEAPU8: Uint8Array; tfjs: { getThreadsCount(): number } } }
   const threads = backend.wasm.tfjs.getThreadsCount()
   return {
-    device: `WebAssembly${simd ? " SIMD" : ""}, ${threads} thread${threads === 1 ? "" : "s"} on ${cpuModel()}`,
+    device: `WebAssembly${simd ? " SIMD" : ""}, ${threads} thread${threads === 1 ? "" : "s"} on ${cpuModel()}; ${NativeGemm.describe()}`,
     hardware: false,
     deviceBytes: () => backend.wasm.HEAPU8.byteLength
   }

@@ -117,7 +117,9 @@ const P5: f32 = 5.0000001201e-1
 // not; the same bits on a given machine. (Measured on the project's EPYC: the
 // loop runs at the FMA units' 128-bit peak; fused is 25% faster; 6×8 and 5×8
 // tiles spill in V8, 3×8 is slower; packing A, through 4×4 transposes in
-// registers, is 15% faster than reading it in place, 30% for Aᵀ.)
+// registers, is 15% faster than reading it in place, 30% for Aᵀ.) native/gemm.c
+// computes the same sums with 256-bit vectors; NativeGemm.test.ts holds the two
+// to the same bits, so change them together.
 const MR: i32 = 4
 const NR: i32 = 8
 const MC: i32 = 16 * MR

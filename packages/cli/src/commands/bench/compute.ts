@@ -1,7 +1,7 @@
 /** `bench compute`: the residual-MLP proxy training step on each backend that initialises here. */
 import { Console, Effect } from "effect"
 import { Command, Flag } from "effect/cli"
-import { BackendUnavailable, Benchmark, backendNames, Compute, ComputeError, FusedKernels, WasmMatMul } from "@tinyfusion/tensor"
+import { BackendUnavailable, Benchmark, backendNames, Compute, ComputeError, FusedKernels, NativeGemm, WasmMatMul } from "@tinyfusion/tensor"
 import * as CheckedFlags from "../../CheckedFlags.ts"
 import * as Table from "../../Table.ts"
 
@@ -50,6 +50,17 @@ export const withFused = <A, E, R>(choice: "on" | "off", self: Effect.Effect<A, 
   choice === "on"
     ? self
     : Effect.acquireUseRelease(Effect.sync(FusedKernels.uninstall), () => self, () => Effect.sync(FusedKernels.install))
+
+export const nativeGemmFlag = Flag.Literals("native-gemm", ["on", "off"]).pipe(
+  Flag.withDescription("wasm: matrix products in the native AVX2 kernel where it is built (NativeGemm) or in the wasm kernel, for before/after figures (the same bits)"),
+  Flag.withDefault("on" as const)
+)
+
+/** Runs `self` with the native matrix product off when asked, turning it back on after. */
+export const withNativeGemm = <A, E, R>(choice: "on" | "off", self: Effect.Effect<A, E, R>) =>
+  choice === "on"
+    ? self
+    : Effect.acquireUseRelease(Effect.sync(() => NativeGemm.use(false)), () => self, () => Effect.sync(() => NativeGemm.use(true)))
 
 export const compute = Command.make(
   "compute",

@@ -23,7 +23,7 @@ import { Width } from "@tinyfusion/pruning"
 import { Compute } from "@tinyfusion/tensor"
 import * as CheckedFlags from "../../CheckedFlags.ts"
 import * as Table from "../../Table.ts"
-import { backendsFlag, eachBackend, fusedFlag, withFused } from "./compute.ts"
+import { backendsFlag, eachBackend, fusedFlag, nativeGemmFlag, withFused, withNativeGemm } from "./compute.ts"
 
 export const depth = Command.make(
   "depth",
@@ -41,6 +41,7 @@ export const depth = Command.make(
       Flag.withDescription("Interleaved rounds, one timed pass of every shape each (6 or more reach a 95% interval)")
     ),
     fused: fusedFlag,
+    nativeGemm: nativeGemmFlag,
     backends: backendsFlag
   },
   (o) =>
@@ -66,7 +67,7 @@ export const depth = Command.make(
       )
       const rows: Array<Array<string>> = []
       yield* eachBackend(o.backends, rows, (name) =>
-        withFused(o.fused, Effect.gen(function*() {
+        withNativeGemm(o.nativeGemm, withFused(o.fused, Effect.gen(function*() {
           const c = yield* Compute
           const measured = yield* Speed.measure(shapes.map((s) => ({ family: "dit" as const, model: s.model })), sampling, {
             batch: o.batch,
@@ -91,8 +92,9 @@ export const depth = Command.make(
               `${(100 * t.level).toFixed(1)}%`
             ])
           }
-          yield* Console.log(`${name}: ${c.device}${o.fused === "off" ? " (composed ops, no fused kernels)" : ""}`)
-        })))
+          const kernels = [o.fused === "off" ? "composed ops, no fused kernels" : "", o.nativeGemm === "off" ? "native GEMM off" : ""].filter((k) => k !== "")
+          yield* Console.log(`${name}: ${c.device}${kernels.length > 0 ? ` (${kernels.join("; ")})` : ""}`)
+        }))))
       yield* Console.log(Table.render(
         ["backend", "shape", "parameters kept", "parameters", "it/s", "speed-up", "cpu ms/it", "speed-up (cpu)", "linear", "of linear", "interval level"],
         rows

@@ -65,6 +65,6 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
       console.error(`native GEMM: ${reason}`)
       process.exit(1)
     }
-    console.log(`native GEMM not built: ${reason}\nThe wasm backend multiplies with its own kernel: the same results, ~1.6× slower training.`)
+    console.log(`native GEMM not built: ${reason}\nThe wasm backend multiplies with its own kernel: the same results, a DiT training step ~1.6× slower.`)
   }
 }

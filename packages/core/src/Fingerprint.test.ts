@@ -68,4 +68,11 @@ describe("Fingerprint", () => {
     ].map(fingerprint)
     assert.strictEqual(new Set([base, ...changed]).size, 1 + changed.length)
   })
+
+  it("the fused kernels count by their wasm binary and gemm.c, never by the compiled native addon (its bytes vary with the compiler, its results do not)", () => {
+    const { files } = Fingerprint.covers({ module: new URL("../../tensor/src/FusedKernels.ts", import.meta.url).href })
+    assert.include(files, "packages/tensor/wasm/kernels.wasm")
+    assert.include(files, "packages/tensor/native/gemm.c")
+    assert.notInclude(files, "packages/tensor/native/gemm.node")
+  })
 })

@@ -29,6 +29,10 @@ export const eachBackend = <E, R>(
       )
     ), { discard: true })
 
+/** Runs `self` with a kernel setting turned away from its default when `away`, turning it back after. */
+const turnedAway = <A, E, R>(away: boolean, turn: () => void, back: () => void, self: Effect.Effect<A, E, R>) =>
+  away ? Effect.acquireUseRelease(Effect.sync(turn), () => self, () => Effect.sync(back)) : self
+
 export const matmulFlag = Flag.Literals("matmul", ["ours", "tfjs"]).pipe(
   Flag.withDescription("wasm: our matmul kernels (WasmMatMul) or tfjs's own, for before/after figures"),
   Flag.withDefault("ours" as const)
@@ -36,9 +40,7 @@ export const matmulFlag = Flag.Literals("matmul", ["ours", "tfjs"]).pipe(
 
 /** Runs `self` with tfjs's own wasm matmul kernels when asked, restoring ours after. */
 export const withMatMul = <A, E, R>(choice: "ours" | "tfjs", self: Effect.Effect<A, E, R>) =>
-  choice === "ours"
-    ? self
-    : Effect.acquireUseRelease(Effect.sync(WasmMatMul.uninstall), () => self, () => Effect.sync(WasmMatMul.install))
+  turnedAway(choice === "tfjs", WasmMatMul.uninstall, WasmMatMul.install, self)
 
 export const fusedFlag = Flag.Literals("fused", ["on", "off"]).pipe(
   Flag.withDescription("wasm: the fused DiT kernels (FusedKernels) or the composed tfjs ops they replace, for before/after figures"),
@@ -47,9 +49,7 @@ export const fusedFlag = Flag.Literals("fused", ["on", "off"]).pipe(
 
 /** Runs `self` with the fused kernels removed when asked (the ops compose), restoring them after. */
 export const withFused = <A, E, R>(choice: "on" | "off", self: Effect.Effect<A, E, R>) =>
-  choice === "on"
-    ? self
-    : Effect.acquireUseRelease(Effect.sync(FusedKernels.uninstall), () => self, () => Effect.sync(FusedKernels.install))
+  turnedAway(choice === "off", FusedKernels.uninstall, FusedKernels.install, self)
 
 export const nativeGemmFlag = Flag.Literals("native-gemm", ["on", "off"]).pipe(
   Flag.withDescription("wasm: matrix products in the native AVX2 kernel where it is built (NativeGemm) or in the wasm kernel, for before/after figures (the same bits)"),
@@ -58,9 +58,17 @@ export const nativeGemmFlag = Flag.Literals("native-gemm", ["on", "off"]).pipe(
 
 /** Runs `self` with the native matrix product off when asked, turning it back on after. */
 export const withNativeGemm = <A, E, R>(choice: "on" | "off", self: Effect.Effect<A, E, R>) =>
-  choice === "on"
-    ? self
-    : Effect.acquireUseRelease(Effect.sync(() => NativeGemm.use(false)), () => self, () => Effect.sync(() => NativeGemm.use(true)))
+  turnedAway(choice === "off", () => NativeGemm.use(false), () => NativeGemm.use(true), self)
+
+/** What a device line adds for the kernel settings turned away from their defaults: " (…; …)", or nothing. */
+export const kernelNote = (o: { readonly matmul?: "ours" | "tfjs"; readonly fused: "on" | "off"; readonly nativeGemm: "on" | "off" }): string => {
+  const notes = [
+    o.matmul === "tfjs" ? "tfjs's matmul kernels" : "",
+    o.fused === "off" ? "composed ops, no fused kernels" : "",
+    o.nativeGemm === "off" ? "native GEMM off" : ""
+  ].filter((note) => note !== "")
+  return notes.length > 0 ? ` (${notes.join("; ")})` : ""
+}
 
 export const compute = Command.make(
   "compute",

@@ -23,7 +23,7 @@ import { Width } from "@tinyfusion/pruning"
 import { Compute } from "@tinyfusion/tensor"
 import * as CheckedFlags from "../../CheckedFlags.ts"
 import * as Table from "../../Table.ts"
-import { backendsFlag, eachBackend, fusedFlag, nativeGemmFlag, withFused, withNativeGemm } from "./compute.ts"
+import { backendsFlag, eachBackend, fusedFlag, kernelNote, nativeGemmFlag, withFused, withNativeGemm } from "./compute.ts"
 
 export const depth = Command.make(
   "depth",
@@ -92,8 +92,7 @@ export const depth = Command.make(
               `${(100 * t.level).toFixed(1)}%`
             ])
           }
-          const kernels = [o.fused === "off" ? "composed ops, no fused kernels" : "", o.nativeGemm === "off" ? "native GEMM off" : ""].filter((k) => k !== "")
-          yield* Console.log(`${name}: ${c.device}${kernels.length > 0 ? ` (${kernels.join("; ")})` : ""}`)
+          yield* Console.log(`${name}: ${c.device}${kernelNote(o)}`)
         }))))
       yield* Console.log(Table.render(
         ["backend", "shape", "parameters kept", "parameters", "it/s", "speed-up", "cpu ms/it", "speed-up (cpu)", "linear", "of linear", "interval level"],

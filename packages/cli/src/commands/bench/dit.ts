@@ -6,7 +6,7 @@ import { Config, DiT, Init, StateDict } from "@tinyfusion/models"
 import { AdamW, Benchmark, Compute, KernelProfile, ParamTree, Rng, tf } from "@tinyfusion/tensor"
 import * as CheckedFlags from "../../CheckedFlags.ts"
 import * as Table from "../../Table.ts"
-import { backendsFlag, eachBackend, fusedFlag, matmulFlag, nativeGemmFlag, withFused, withMatMul, withNativeGemm } from "./compute.ts"
+import { backendsFlag, eachBackend, fusedFlag, kernelNote, matmulFlag, nativeGemmFlag, withFused, withMatMul, withNativeGemm } from "./compute.ts"
 
 /** 2 × multiply–adds of one DiT forward: embeddings, per block the Linears and attention, the final layer. */
 const forwardFlops = (c: Config.Config, batch: number): number => {
@@ -223,12 +223,7 @@ export const dit = Command.make(
             const xlFwd = yield* (streamed ? streamedForwardTiming : forwardTiming)(config, batch, budget)
             row(`${label}${streamed ? " (streamed)" : ""}`, batch, xlFwd, c.hardware ? yield* trainTiming(config, batch, budget) : "CPU: forward only", config)
           }
-          const kernels = [
-            o.matmul === "tfjs" ? "tfjs's matmul kernels" : "",
-            o.fused === "off" ? "composed ops, no fused kernels" : "",
-            o.nativeGemm === "off" ? "native GEMM off" : ""
-          ].filter((k) => k !== "")
-          yield* Console.log(`${name}: ${c.device}${kernels.length > 0 ? ` (${kernels.join("; ")})` : ""}`)
+          yield* Console.log(`${name}: ${c.device}${kernelNote(o)}`)
         })))))
       yield* Console.log(Table.render(["backend", "model", "batch", "forward ms", "fwd GFLOP/s", "train ms/step", "train cpu ms/step", "train samples/s"], rows))
     })
